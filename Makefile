@@ -1,0 +1,68 @@
+# orb8 developer entry points. `make test` and `make demo` set up everything
+# they need on a fresh machine (Debian packages, the virtualenv, the Go-built
+# control plane); later runs reuse what is cached.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+ORB8_CACHE ?= $(HOME)/.cache/orb8
+export ORB8_CACHE
+ORB8_STATE ?= /tmp/orb8-dev
+export ORB8_STATE
+
+.PHONY: help setup deps venv control-plane bpf lint typecheck test test-unit \
+	cluster-up cluster-down crds-install demo bench-dataplane bench-operator bench-gpu clean
+
+help:
+	@echo "make demo          run orb8 end to end on a local control plane"
+	@echo "make test          set up everything and run the whole test suite"
+	@echo "make cluster-up    start kube-apiserver + etcd on loopback; prints the kubeconfig"
+	@echo "make cluster-down  stop them"
+	@echo "make lint          ruff + mypy"
+
+deps:
+	@hack/install-deps.sh
+
+$(VENV)/.stamp: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+venv: deps $(VENV)/.stamp
+
+control-plane:
+	@hack/k8s/build.sh >/dev/null
+
+bpf: deps
+	@$(MAKE) -s -C bpf
+
+setup: deps venv control-plane bpf
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy orb8_common orb8_operator orb8_agent orb8_cli tests bench
+
+test: setup lint
+	$(VENV)/bin/pytest -ra $(PYTEST_ARGS)
+
+test-unit: venv
+	$(VENV)/bin/pytest -ra -m "not cluster and not kernel" $(PYTEST_ARGS)
+
+cluster-up: venv control-plane
+	@$(PY) -m tests.harness.controlplane up --state-dir $(ORB8_STATE)
+
+cluster-down: venv
+	@$(PY) -m tests.harness.controlplane down --state-dir $(ORB8_STATE)
+
+crds-install: venv
+	@$(PY) -m tests.harness.controlplane apply-crds --state-dir $(ORB8_STATE)
+
+demo: setup cluster-up crds-install
+	@echo "demo: control plane is up and the orb8 CRDs are installed"
+	@echo "       export KUBECONFIG=$(ORB8_STATE)/kubeconfig; kubectl get crds"
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info
+	-@$(MAKE) -s -C bpf clean

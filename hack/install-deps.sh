@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages orb8 builds and tests with. Idempotent: it only
+# calls apt-get when something is missing.
+set -euo pipefail
+packages=(clang llvm libbpf-dev libbpf1 bpftool iproute2 openssl procps ca-certificates make git)
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing Debian packages: ${missing[*]} (run as root, or install them)" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,1 @@
+"""The orb8 command line (also installed as the kubectl plugin kubectl-orb8)."""

@@ -1,0 +1,1 @@
+"""Code shared by the orb8 operator, agent and CLI."""

@@ -1,0 +1,1 @@
+"""The orb8 operator: reconciles TraceSession and GpuTelemetry resources."""
