@@ -1,0 +1,59 @@
+"""Entry point of the ``orb8`` command (and the ``kubectl orb8`` plugin).
+
+Each sub-command lives in its own module that exposes
+``register(subparsers) -> None``; the parser it adds sets ``func`` to a
+callable taking the parsed namespace and returning an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from orb8_common.errors import Orb8Error, UsageError
+
+# Modules that add sub-commands, in the order `orb8 --help` lists them.
+COMMAND_MODULES: tuple[str, ...] = ("orb8_cli.version",)
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse parser whose errors are one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="orb8", description="eBPF observability for Kubernetes")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+        if func is None:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        return func(args)
+    except UsageError as err:
+        print(f"orb8: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except Orb8Error as err:
+        print(f"orb8: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
