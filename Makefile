@@ -59,6 +59,18 @@ cluster-down: venv
 crds-install: venv
 	@$(PY) -m tests.harness.controlplane apply-crds --state-dir $(ORB8_STATE)
 
+.PHONY: crds sync-crds
+# Regenerate crds/*.yaml from tests/crds/gen_crds.py, then copy them into the chart.
+crds: venv
+	@$(PY) -m tests.crds.gen_crds
+	@$(MAKE) -s sync-crds
+
+# The chart carries byte-identical copies of crds/*.yaml (tests/crds checks this).
+sync-crds:
+	@mkdir -p charts/orb8/crds
+	@rm -f charts/orb8/crds/*.yaml
+	@cp crds/*.yaml charts/orb8/crds/
+
 demo: setup cluster-up crds-install
 	@echo "demo: control plane is up and the orb8 CRDs are installed"
 	@echo "       export KUBECONFIG=$(ORB8_STATE)/kubeconfig; kubectl get crds"

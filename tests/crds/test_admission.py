@@ -1,0 +1,278 @@
+"""Malformed orb8 resources are refused by the real kube-apiserver at
+``kubectl apply`` time, with the offending field's path in the message.
+
+Every case starts from a manifest the apiserver accepts
+(``test_base_manifests_are_accepted``) and breaks one thing, so each refusal
+is caused by that one thing. The apiserver reports OpenAPI errors (pattern,
+enum, minimum/maximum, required), CEL rule errors and strict field-validation
+errors (unknown fields) each with the JSON path of the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.crds.conftest import Cluster
+from tests.crds.manifests import API_VERSION, gpu_telemetry, node_agent_config, trace_session
+
+pytestmark = pytest.mark.cluster
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "docs" / "examples").glob("*.yaml"))
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    manifest: dict[str, Any]
+    expect: tuple[str, ...]  # every fragment must appear in kubectl's error output
+
+
+def ts(case_id: str, expect: tuple[str, ...], **spec: Any) -> Case:
+    return Case(case_id, trace_session(f"bad-{case_id}", **spec), expect)
+
+
+def gput(case_id: str, expect: tuple[str, ...], **spec: Any) -> Case:
+    return Case(case_id, gpu_telemetry(f"bad-{case_id}", **spec), expect)
+
+
+NET = {"enabled": True}
+SELECTOR = {"podSelector": {"matchLabels": {"app": "checkout"}}}
+
+
+def expr(**requirement: Any) -> dict[str, Any]:
+    return {"podSelector": {"matchExpressions": [requirement]}}
+
+
+def sys_probe(**fields: Any) -> dict[str, Any]:
+    return {"syscalls": {"enabled": True, **fields}}
+
+
+CASES = [
+    # durations: pattern first, then CEL's duration() for the value
+    ts("negative-duration", ("spec.duration", "should match"), duration="-5m"),
+    ts("unparsable-duration", ("spec.duration", "should match"), duration="ten minutes"),
+    ts("zero-duration", ("spec.duration", "must be greater than 0, got 0s"), duration="0s"),
+    ts("overflowing-duration", ("spec.duration",), duration="99999999999999h"),
+    ts("zero-duration-compound", ("spec.duration", "must be greater than 0"), duration="0h0m0s"),
+    ts("report-interval-below-1s", ("spec.reportInterval", "must be at least 1s, got 500ms"),
+       reportInterval="500ms"),  # fmt: skip
+    ts("negative-learning-period", ("spec.probes.syscalls.learningPeriod", "should match"),
+       probes=sys_probe(learningPeriod="-1m")),  # fmt: skip
+    # probes
+    ts("unknown-probe", ('unknown field "spec.probes.dns"',),
+       probes={"network": NET, "dns": {"enabled": True}}),  # fmt: skip
+    ts("unknown-probe-field", ('unknown field "spec.probes.network.sampleRate"',),
+       probes={"network": {"enabled": True, "sampleRate": 10}}),  # fmt: skip
+    ts("unknown-spec-field", ('unknown field "spec.durration"',), durration="10m"),
+    ts("unknown-protocol", ("spec.probes.network.protocols[1]", "Unsupported value", '"SCTP"'),
+       probes={"network": {"enabled": True, "protocols": ["TCP", "SCTP"]}}),  # fmt: skip
+    ts("duplicate-protocol", ("spec.probes.network.protocols[1]", "Duplicate value"),
+       probes={"network": {"enabled": True, "protocols": ["TCP", "TCP"]}}),  # fmt: skip
+    ts("unknown-direction", ("spec.probes.network.directions[0]", "Unsupported value"),
+       probes={"network": {"enabled": True, "directions": ["sideways"]}}),  # fmt: skip
+    ts("top-flows-zero", ("spec.probes.network.topFlows", "greater than or equal to 1"),
+       probes={"network": {"enabled": True, "topFlows": 0}}),  # fmt: skip
+    ts("top-flows-5000", ("spec.probes.network.topFlows", "less than or equal to 1000"),
+       probes={"network": {"enabled": True, "topFlows": 5000}}),  # fmt: skip
+    ts("max-alerts-zero", ("spec.probes.syscalls.maxAlerts", "greater than or equal to 1"),
+       probes=sys_probe(maxAlerts=0)),  # fmt: skip
+    ts("max-alerts-too-many", ("spec.probes.syscalls.maxAlerts", "less than or equal to 1000"),
+       probes=sys_probe(maxAlerts=1001)),  # fmt: skip
+    ts("bad-syscall-name", ("spec.probes.syscalls.alertOn[1]", "should match"),
+       probes=sys_probe(alertOn=["ptrace", "PTRACE"])),  # fmt: skip
+    ts("empty-alert-list", ("spec.probes.syscalls.alertOn", "should have at least 1 items"),
+       probes=sys_probe(alertOn=[])),  # fmt: skip
+    ts("no-probe-enabled", ("spec.probes", "at least one of network or syscalls must be enabled"),
+       probes={"network": {"enabled": False}, "syscalls": {"enabled": False}}),  # fmt: skip
+    ts("no-probes-at-all", ("spec.probes", "at least one of network or syscalls must be enabled"),
+       probes={}),  # fmt: skip
+    # selector
+    ts("invalid-selector-operator",
+       ("spec.selector.podSelector.matchExpressions[0].operator", "Unsupported value", '"Equals"'),
+       selector=expr(key="app", operator="Equals", values=["web"])),  # fmt: skip
+    ts("in-without-values",
+       ("spec.selector.podSelector.matchExpressions[0].values", "must be non-empty"),
+       selector=expr(key="app", operator="In")),  # fmt: skip
+    ts("notin-with-empty-values",
+       ("spec.selector.podSelector.matchExpressions[0].values", "must be non-empty"),
+       selector=expr(key="app", operator="NotIn", values=[])),  # fmt: skip
+    ts("exists-with-values",
+       ("spec.selector.podSelector.matchExpressions[0].values", "must be empty"),
+       selector=expr(key="app", operator="Exists", values=["web"])),  # fmt: skip
+    ts("bad-label-key", ("spec.selector.podSelector.matchExpressions[0].key", "should match"),
+       selector=expr(key="-app", operator="Exists")),  # fmt: skip
+    ts("bad-match-labels-key", ("spec.selector.podSelector.matchLabels", "must be a label key"),
+       selector={"podSelector": {"matchLabels": {"bad key!": "web"}}}),  # fmt: skip
+    ts("bad-namespace-name", ("spec.selector.namespaces[0]", "should match"),
+       selector={**SELECTOR, "namespaces": ["Shop_Prod"]}),  # fmt: skip
+    ts("bad-node-selector-value", ("spec.selector.nodeSelector.zone", "should match"),
+       selector={**SELECTOR, "nodeSelector": {"zone": "eu west"}}),  # fmt: skip
+    ts("missing-pod-selector", ("spec.selector.podSelector", "Required value"), selector={}),
+    ts("negative-ttl", ("spec.ttlSecondsAfterFinished", "greater than or equal to 0"),
+       ttlSecondsAfterFinished=-1),  # fmt: skip
+    Case("empty-spec",
+         {"apiVersion": API_VERSION, "kind": "TraceSession", "metadata": {"name": "bad-empty-spec"},
+          "spec": {}},
+         ("spec.selector: Required value", "spec.probes: Required value")),  # fmt: skip
+    Case("missing-spec",
+         {"apiVersion": API_VERSION, "kind": "TraceSession", "metadata": {"name": "bad-no-spec"}},
+         ("spec: Required value",)),  # fmt: skip
+    # GpuTelemetry
+    gput("both-sources", ("spec.source", "at most one of dcgmExporter or nvml"),
+         source={"dcgmExporter": {}, "nvml": {}}),  # fmt: skip
+    gput("unknown-source", ('unknown field "spec.source.rocm"',), source={"rocm": {}}),
+    gput("port-out-of-range", ("spec.source.dcgmExporter.port", "less than or equal to 65535"),
+         source={"dcgmExporter": {"port": 70000}}),  # fmt: skip
+    gput("port-zero", ("spec.source.dcgmExporter.port", "greater than or equal to 1"),
+         source={"dcgmExporter": {"port": 0}}),  # fmt: skip
+    gput("relative-metrics-path", ("spec.source.dcgmExporter.path", "should match"),
+         source={"dcgmExporter": {"path": "metrics"}}),  # fmt: skip
+    gput("idle-utilization-over-100",
+         ("spec.alerts.idleUtilizationPercent", "less than or equal to 100"),
+         alerts={"idleUtilizationPercent": 101}),  # fmt: skip
+    gput("memory-percent-negative", ("spec.alerts.memoryUsedPercent", "greater than or equal to 0"),
+         alerts={"memoryUsedPercent": -1}),  # fmt: skip
+    gput("zero-idle-for", ("spec.alerts.idleFor", "must be greater than 0"),
+         alerts={"idleUtilizationPercent": 5, "idleFor": "0m"}),  # fmt: skip
+    gput("interval-below-1s", ("spec.interval", "must be at least 1s"), interval="999ms"),
+    gput("gpu-bad-duration", ("spec.duration", "should match"), duration="1d"),
+    Case("gpu-missing-selector",
+         {"apiVersion": API_VERSION, "kind": "GpuTelemetry", "metadata": {"name": "bad-gpu-nosel"},
+          "spec": {"source": {"nvml": {}}}},
+         ("spec.selector: Required value",)),  # fmt: skip
+]
+
+NAC_CASES = [
+    ("nac-name-mismatch", {"nodeName": "node-b"}, ("spec.nodeName", "must equal metadata.name")),
+    ("nac-bad-session-kind", {"sessions": [{"uid": "u1", "kind": "Pod", "namespace": "a", "name": "b"}]},
+     ("spec.sessions[0].kind", "Unsupported value")),
+    ("nac-session-without-uid", {"sessions": [{"kind": "TraceSession", "namespace": "a", "name": "b"}]},
+     ("spec.sessions[0].uid", "Required value")),
+    ("nac-duplicate-session-uid",
+     {"sessions": [{"uid": "u1", "kind": "TraceSession", "namespace": "a", "name": "b"},
+                   {"uid": "u1", "kind": "GpuTelemetry", "namespace": "a", "name": "c"}]},
+     ("spec.sessions[1]", "Duplicate value")),
+]  # fmt: skip
+
+
+def test_at_least_fifteen_distinct_cases() -> None:
+    ids = [case.id for case in CASES]
+    assert len(set(ids)) == len(ids) >= 15
+    rendered = {yaml.safe_dump(case.manifest["spec"] if "spec" in case.manifest else {}) for case in CASES}
+    assert len(rendered) >= 15
+
+
+def test_base_manifests_are_accepted(cluster: Cluster) -> None:
+    """The starting points of the cases are valid; each case breaks exactly one thing."""
+    for manifest in (trace_session("good-base"), gpu_telemetry("good-base")):
+        result = cluster.apply(manifest)
+        assert result.returncode == 0, result.stderr
+    nac = node_agent_config(f"{cluster.namespace}-good")
+    result = cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(nac), check=False)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_malformed_manifest_is_refused(cluster: Cluster, case: Case) -> None:
+    result = cluster.apply(case.manifest)
+    assert result.returncode != 0, f"accepted: {result.stdout}"
+    for fragment in case.expect:
+        assert fragment in result.stderr, f"{fragment!r} not in: {result.stderr}"
+    assert not cluster.exists(case.manifest["kind"].lower(), case.manifest["metadata"]["name"])
+
+
+@pytest.mark.parametrize(
+    ("spec_change", "expect"),
+    [(change, expect) for _, change, expect in NAC_CASES],
+    ids=[case_id for case_id, _, _ in NAC_CASES],
+)
+def test_malformed_node_agent_config_is_refused(
+    cluster: Cluster, spec_change: dict[str, Any], expect: tuple[str, ...]
+) -> None:
+    nac = node_agent_config(f"{cluster.namespace}-bad")
+    nac["spec"].update(spec_change)
+    result = cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(nac), check=False)
+    assert result.returncode != 0, f"accepted: {result.stdout}"
+    for fragment in expect:
+        assert fragment in result.stderr, f"{fragment!r} not in: {result.stderr}"
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[path.name for path in EXAMPLES])
+def test_example_is_accepted(cluster: Cluster, path: Path) -> None:
+    manifest = yaml.safe_load(path.read_text())
+    manifest["metadata"]["namespace"] = cluster.namespace
+    result = cluster.apply(manifest)
+    assert result.returncode == 0, result.stderr
+    stored = cluster.get_json(manifest["kind"].lower(), manifest["metadata"]["name"])
+    # Nothing the example sets is pruned or rewritten (defaults may be added).
+    assert _contains(stored["spec"], manifest["spec"]), stored["spec"]
+
+
+def test_examples_exist() -> None:
+    names = {path.name for path in EXAMPLES}
+    assert {
+        "tracesession-network.yaml",
+        "tracesession-syscalls.yaml",
+        "tracesession-full.yaml",
+        "gputelemetry-dcgm.yaml",
+        "gputelemetry-nvml.yaml",
+    } <= names
+
+
+def test_defaults_are_applied(cluster: Cluster) -> None:
+    """What the operator reads back from a minimal TraceSession and GpuTelemetry."""
+    minimal = trace_session("defaults", probes={"network": {"enabled": True}, "syscalls": {"enabled": True}})
+    assert cluster.apply(minimal).returncode == 0
+    spec = cluster.get_json("tracesession", "defaults")["spec"]
+    assert spec["reportInterval"] == "15s"
+    assert spec["probes"]["network"] == {
+        "enabled": True,
+        "directions": ["ingress", "egress"],
+        "protocols": ["TCP", "UDP", "ICMP", "ICMPv6"],
+        "topFlows": 50,
+    }
+    syscalls = spec["probes"]["syscalls"]
+    assert syscalls["maxAlerts"] == 100
+    assert syscalls["learningPeriod"] == "0s"
+    assert {"ptrace", "mount", "bpf", "setns", "userfaultfd", "keyctl"} <= set(syscalls["alertOn"])
+    assert len(syscalls["alertOn"]) == 20
+    assert "duration" not in spec and "ttlSecondsAfterFinished" not in spec
+
+    gpu = gpu_telemetry("defaults", source={"dcgmExporter": {}})
+    assert cluster.apply(gpu).returncode == 0
+    gspec = cluster.get_json("gputelemetry", "defaults")["spec"]
+    assert gspec["interval"] == "15s"
+    assert gspec["source"] == {"dcgmExporter": {"port": 9400, "path": "/metrics"}}
+
+
+@pytest.mark.parametrize(
+    "value", ["90s", "10m", "1h30m", "1.5h", "250ms", "100us", "100µs", "2h45m30.5s"]
+)
+def test_go_durations_are_accepted(cluster: Cluster, value: str) -> None:
+    name = "dur-" + "".join(ch if ch.isalnum() else "-" for ch in value.replace("µ", "micro"))
+    result = cluster.apply(trace_session(name, duration=value))
+    assert result.returncode == 0, result.stderr
+
+
+def test_unknown_fields_are_pruned_without_strict_validation(cluster: Cluster) -> None:
+    """Only strict field validation refuses unknown fields; a client that turns it
+    off (``--validate=false``) gets them silently dropped by structural pruning.
+    kubectl's default (--validate=strict) refuses them."""
+    manifest = trace_session("lenient", probes={"network": NET, "dns": {"enabled": True}})
+    result = cluster.apply(manifest, "--validate=false")
+    assert result.returncode == 0, result.stderr
+    assert "dns" not in cluster.get_json("tracesession", "lenient")["spec"]["probes"]
+
+
+def _contains(actual: Any, expected: Any) -> bool:
+    """``expected`` is a sub-tree of ``actual`` (maps may have more keys)."""
+    if isinstance(expected, dict):
+        return isinstance(actual, dict) and all(
+            key in actual and _contains(actual[key], value) for key, value in expected.items()
+        )
+    return bool(actual == expected)
