@@ -31,12 +31,20 @@ class Cluster:
     def apply(self, manifest: dict[str, Any], *extra: str) -> subprocess.CompletedProcess[str]:
         """``kubectl apply -f -`` (client-side apply, kubectl's default --validate=strict)."""
         return self.kubectl(
-            "apply", "-n", self.namespace, "-f", "-", *extra, input=yaml.safe_dump(manifest),
+            "apply",
+            "-n",
+            self.namespace,
+            "-f",
+            "-",
+            *extra,
+            input=yaml.safe_dump(manifest),
             check=False,
-        )  # fmt: skip
+        )
 
-    def get_json(self, resource: str, name: str, *, namespaced: bool = True) -> dict[str, Any]:
-        args = ["get", resource, name, "-o", "json"]
+    def get_json(
+        self, resource: str, name: str, *extra: str, namespaced: bool = True
+    ) -> dict[str, Any]:
+        args = ["get", resource, name, "-o", "json", *extra]
         if namespaced:
             args += ["-n", self.namespace]
         obj: dict[str, Any] = json.loads(self.kubectl(*args).stdout)
@@ -44,9 +52,16 @@ class Cluster:
 
     def exists(self, resource: str, name: str) -> bool:
         result = self.kubectl(
-            "get", resource, name, "-n", self.namespace, "--ignore-not-found", "-o", "name",
+            "get",
+            resource,
+            name,
+            "-n",
+            self.namespace,
+            "--ignore-not-found",
+            "-o",
+            "name",
             check=False,
-        )  # fmt: skip
+        )
         return result.returncode == 0 and result.stdout.strip() != ""
 
 

@@ -133,9 +133,7 @@ def string(
 
 
 def enum(description: str, values: list[str], *, default: str | None = None) -> Schema:
-    return _with(
-        {"description": description, "type": "string"}, default=default, enum=list(values)
-    )
+    return _with({"description": description, "type": "string"}, default=default, enum=list(values))
 
 
 def integer(
@@ -158,7 +156,9 @@ def counter(description: str) -> Schema:
     return integer(description, minimum=0, fmt="int64")
 
 
-def number(description: str, *, minimum: float | None = None, maximum: float | None = None) -> Schema:
+def number(
+    description: str, *, minimum: float | None = None, maximum: float | None = None
+) -> Schema:
     return _with({"description": description, "type": "number"}, minimum=minimum, maximum=maximum)
 
 
@@ -316,7 +316,8 @@ def label_selector() -> Schema:
         required=["key", "operator"],
         rules=[
             rule(
-                "!(self.operator in ['In', 'NotIn']) || (has(self.values) && size(self.values) > 0)",
+                "!(self.operator in ['In', 'NotIn'])"
+                " || (has(self.values) && size(self.values) > 0)",
                 "values must be non-empty when operator is In or NotIn",
                 field_path=".values",
             ),
@@ -415,9 +416,7 @@ def flow_row() -> Schema:
                 "namespace": string("Namespace of the pod, if any.", max_length=MAX_LABEL),
                 "pod": string("Name of the pod, if any.", max_length=MAX_NAME),
                 "ip": string("IPv4 or IPv6 address.", max_length=45),
-                "port": integer(
-                    "TCP/UDP port; 0 for ICMP.", minimum=0, maximum=65535, fmt="int32"
-                ),
+                "port": integer("TCP/UDP port; 0 for ICMP.", minimum=0, maximum=65535, fmt="int32"),
             },
         )
 
@@ -466,9 +465,7 @@ def gpu_pod_row() -> Schema:
             "index": integer("Device index on the node.", minimum=0, fmt="int32"),
             "model": string("Model name, e.g. NVIDIA H100 80GB HBM3.", max_length=256),
             "sharing": enum("How the GPU is shared.", GPU_SHARING),
-            "migProfile": string(
-                "MIG profile (e.g. 1g.10gb); empty when not MIG.", max_length=64
-            ),
+            "migProfile": string("MIG profile (e.g. 1g.10gb); empty when not MIG.", max_length=64),
             "utilizationPercent": number("Utilization, 0 to 100.", minimum=0, maximum=100),
             "memoryUsedBytes": counter("Framebuffer memory in use, in bytes."),
             "memoryTotalBytes": counter("Framebuffer memory in total, in bytes."),
@@ -666,7 +663,9 @@ def trace_session_schema() -> Schema:
         {
             "selector": selector(),
             "probes": probes(with_defaults=True),
-            "duration": duration("Stop the session this long after it started. Absent: run until deleted."),
+            "duration": duration(
+                "Stop the session this long after it started. Absent: run until deleted."
+            ),
             "reportInterval": duration(
                 "How often agents report into status.", minimum="1s", inclusive=True, default="15s"
             ),
@@ -724,7 +723,9 @@ def trace_session_schema() -> Schema:
             "alerts": array("Alerts, over all nodes.", alert_row(), max_items=MAX_ALERTS),
         },
     )
-    return root_schema("TraceSession: observe network flows and syscalls of selected pods.", spec, status)
+    return root_schema(
+        "TraceSession: observe network flows and syscalls of selected pods.", spec, status
+    )
 
 
 def gpu_telemetry_schema() -> Schema:
@@ -753,8 +754,14 @@ def gpu_telemetry_schema() -> Schema:
             ),
             "message": string("Why the state is what it is; may be empty.", max_length=MAX_MESSAGE),
             "lastReportTime": timestamp("When the agent last reported."),
-            "pods": array("GPU use of the node's selected pods.", gpu_pod_row(), max_items=MAX_GPU_PODS_PER_NODE),
-            "alerts": array("GPU alerts raised on this node.", gpu_alert_row(), max_items=MAX_GPU_ALERTS),
+            "pods": array(
+                "GPU use of the node's selected pods.",
+                gpu_pod_row(),
+                max_items=MAX_GPU_PODS_PER_NODE,
+            ),
+            "alerts": array(
+                "GPU alerts raised on this node.", gpu_alert_row(), max_items=MAX_GPU_ALERTS
+            ),
         },
         required=["node"],
     )
@@ -774,12 +781,18 @@ def gpu_telemetry_schema() -> Schema:
                 {
                     "gpus": counter("GPUs in use by the selected pods."),
                     "pods": counter("Pods using GPUs."),
-                    "avgUtilization": number("Mean utilization of those GPUs, 0 to 100.", minimum=0, maximum=100),
+                    "avgUtilization": number(
+                        "Mean utilization of those GPUs, 0 to 100.", minimum=0, maximum=100
+                    ),
                     "memoryUsedBytes": counter("Framebuffer memory in use, in bytes."),
                 },
             ),
-            "pods": array("GPU use per container, over all nodes.", gpu_pod_row(), max_items=MAX_GPU_PODS),
-            "alerts": array("GPU alerts, over all nodes.", gpu_alert_row(), max_items=MAX_GPU_ALERTS),
+            "pods": array(
+                "GPU use per container, over all nodes.", gpu_pod_row(), max_items=MAX_GPU_PODS
+            ),
+            "alerts": array(
+                "GPU alerts, over all nodes.", gpu_alert_row(), max_items=MAX_GPU_ALERTS
+            ),
         },
     )
     return root_schema("GpuTelemetry: report the GPU use of selected pods.", spec, status)
@@ -789,11 +802,15 @@ def node_agent_config_schema() -> Schema:
     pod = obj(
         "A target pod on this node.",
         {
-            "uid": string("The pod's metadata.uid; the list-map key.", max_length=128, min_length=1),
+            "uid": string(
+                "The pod's metadata.uid; the list-map key.", max_length=128, min_length=1
+            ),
             "namespace": string("Namespace of the pod.", max_length=MAX_LABEL),
             "name": string("Name of the pod.", max_length=MAX_NAME),
             "ips": array(
-                "The pod's IPs (status.podIPs).", string("An IP address.", max_length=45), max_items=8
+                "The pod's IPs (status.podIPs).",
+                string("An IP address.", max_length=45),
+                max_items=8,
             ),
             "hostNetwork": boolean("The pod shares the node's network namespace."),
             "containers": array(
@@ -801,7 +818,9 @@ def node_agent_config_schema() -> Schema:
                 obj(
                     "A container.",
                     {
-                        "name": string("Container name; the list-map key.", max_length=MAX_LABEL, min_length=1),
+                        "name": string(
+                            "Container name; the list-map key.", max_length=MAX_LABEL, min_length=1
+                        ),
                         "id": string(
                             "Runtime container id (containerd://<64 hex>); empty until started.",
                             max_length=256,
@@ -819,16 +838,24 @@ def node_agent_config_schema() -> Schema:
     session = obj(
         "One TraceSession or GpuTelemetry with target pods on this node.",
         {
-            "uid": string("The session's metadata.uid; the list-map key.", max_length=128, min_length=1),
+            "uid": string(
+                "The session's metadata.uid; the list-map key.", max_length=128, min_length=1
+            ),
             "kind": enum("Kind of the session.", SESSION_KINDS),
             "namespace": string("Namespace of the session.", max_length=MAX_LABEL),
             "name": string("Name of the session.", max_length=MAX_NAME),
-            "generation": integer("The session's metadata.generation this entry reflects.", minimum=0),
+            "generation": integer(
+                "The session's metadata.generation this entry reflects.", minimum=0
+            ),
             "reportInterval": duration("How often to report.", minimum="1s", inclusive=True),
             "probes": probes(with_defaults=False),
             "gpu": obj(
                 "GPU settings (GpuTelemetry only).",
-                {"source": gpu_source(), "interval": duration("How often to read GPUs.", minimum="1s", inclusive=True), "alerts": gpu_alerts()},
+                {
+                    "source": gpu_source(),
+                    "interval": duration("How often to read GPUs.", minimum="1s", inclusive=True),
+                    "alerts": gpu_alerts(),
+                },
             ),
             "pods": array(
                 "Target pods on this node (list-map keyed by uid).",
@@ -843,7 +870,9 @@ def node_agent_config_schema() -> Schema:
     spec = obj(
         "What the agent on this node should observe. Written by the operator only.",
         {
-            "nodeName": string("The node; equal to metadata.name.", max_length=MAX_NAME, min_length=1),
+            "nodeName": string(
+                "The node; equal to metadata.name.", max_length=MAX_NAME, min_length=1
+            ),
             "sessions": array(
                 "Sessions with target pods on this node (list-map keyed by uid).",
                 session,
@@ -877,9 +906,13 @@ def node_agent_config_schema() -> Schema:
                 obj(
                     "A probe's load check.",
                     {
-                        "name": string("Probe name (flows, syscalls).", max_length=MAX_LABEL, min_length=1),
+                        "name": string(
+                            "Probe name (flows, syscalls).", max_length=MAX_LABEL, min_length=1
+                        ),
                         "loadable": boolean("The probe loaded and attached in the check."),
-                        "message": string("Why not, when it is not loadable.", max_length=MAX_MESSAGE),
+                        "message": string(
+                            "Why not, when it is not loadable.", max_length=MAX_MESSAGE
+                        ),
                     },
                     required=["name"],
                 ),
@@ -890,7 +923,9 @@ def node_agent_config_schema() -> Schema:
             "conditions": conditions("e.g. Ready"),
         },
     )
-    schema = root_schema("NodeAgentConfig: the orb8 agent's work on one node; name = node name.", spec, status)
+    schema = root_schema(
+        "NodeAgentConfig: the orb8 agent's work on one node; name = node name.", spec, status
+    )
     schema["x-kubernetes-validations"] = [
         rule(
             "self.metadata.name == self.spec.nodeName",
@@ -917,7 +952,12 @@ def root_schema(description: str, spec: Schema, status: Schema) -> Schema:
 
 
 def column(name: str, json_path: str, type_: str, description: str, priority: int = 0) -> Schema:
-    result: Schema = {"name": name, "type": type_, "jsonPath": json_path, "description": description}
+    result: Schema = {
+        "name": name,
+        "type": type_,
+        "jsonPath": json_path,
+        "description": description,
+    }
     if priority:
         result["priority"] = priority
     return result
@@ -998,8 +1038,15 @@ def all_crds() -> dict[str, Schema]:
                 column("Phase", ".status.phase", "string", "Lifecycle phase."),
                 column("Pods", ".status.summary.pods", "integer", "Pods using GPUs."),
                 column("GPUs", ".status.summary.gpus", "integer", "GPUs in use."),
-                column("Util", ".status.summary.avgUtilization", "number", "Mean GPU utilization (%)."),
-                column("Memory", ".status.summary.memoryUsedBytes", "integer", "GPU memory in use (bytes)."),
+                column(
+                    "Util", ".status.summary.avgUtilization", "number", "Mean GPU utilization (%)."
+                ),
+                column(
+                    "Memory",
+                    ".status.summary.memoryUsedBytes",
+                    "integer",
+                    "GPU memory in use (bytes).",
+                ),
                 AGE,
             ],
         ),
@@ -1013,7 +1060,12 @@ def all_crds() -> dict[str, Schema]:
                 column("Node", ".spec.nodeName", "string", "The node."),
                 column("Agent", ".status.agentVersion", "string", "Agent version."),
                 column("Kernel", ".status.kernel.release", "string", "Kernel release.", priority=1),
-                column("Heartbeat", ".status.heartbeat", "date", "Time since the agent's last heartbeat."),
+                column(
+                    "Heartbeat",
+                    ".status.heartbeat",
+                    "date",
+                    "Time since the agent's last heartbeat.",
+                ),
                 AGE,
             ],
             selectable_fields=[".spec.nodeName"],

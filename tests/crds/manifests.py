@@ -19,14 +19,24 @@ def trace_session(name: str, **spec: Any) -> dict[str, Any]:
         "probes": {"network": {"enabled": True}},
     }
     base.update(copy.deepcopy(spec))
-    return {"apiVersion": API_VERSION, "kind": "TraceSession", "metadata": {"name": name}, "spec": base}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "TraceSession",
+        "metadata": {"name": name},
+        "spec": base,
+    }
 
 
 def gpu_telemetry(name: str, **spec: Any) -> dict[str, Any]:
     """A minimal valid GpuTelemetry (every pod, automatic source)."""
     base: dict[str, Any] = {"selector": {"podSelector": {}}}
     base.update(copy.deepcopy(spec))
-    return {"apiVersion": API_VERSION, "kind": "GpuTelemetry", "metadata": {"name": name}, "spec": base}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "GpuTelemetry",
+        "metadata": {"name": name},
+        "spec": base,
+    }
 
 
 def condition(type_: str, status: str, reason: str, message: str = "") -> dict[str, Any]:
@@ -42,7 +52,12 @@ def condition(type_: str, status: str, reason: str, message: str = "") -> dict[s
 
 def flow(node: str, src_port: int, nbytes: int) -> dict[str, Any]:
     return {
-        "source": {"namespace": "shop", "pod": "checkout-7d9f", "ip": "10.244.1.5", "port": src_port},
+        "source": {
+            "namespace": "shop",
+            "pod": "checkout-7d9f",
+            "ip": "10.244.1.5",
+            "port": src_port,
+        },
         "destination": {"namespace": "shop", "pod": "cart-5c6b", "ip": "10.244.2.7", "port": 8080},
         "protocol": "TCP",
         "bytes": nbytes,
@@ -183,7 +198,12 @@ def gpu_telemetry_status() -> dict[str, Any]:
                 "alerts": [gpu_alert("gpu-node-1")],
             }
         ],
-        "summary": {"gpus": 2, "pods": 2, "avgUtilization": 87.5, "memoryUsedBytes": 85_899_345_920},
+        "summary": {
+            "gpus": 2,
+            "pods": 2,
+            "avgUtilization": 87.5,
+            "memoryUsedBytes": 85_899_345_920,
+        },
         "pods": [gpu_pod_row("gpu-node-1"), gpu_pod_row("gpu-node-1", "time-sliced")],
         "alerts": [gpu_alert("gpu-node-1")],
     }
@@ -240,7 +260,11 @@ def node_agent_config(node: str) -> dict[str, Any]:
                     "gpu": {
                         "source": {"dcgmExporter": {"port": 9400, "path": "/metrics"}},
                         "interval": "15s",
-                        "alerts": {"idleUtilizationPercent": 5, "idleFor": "10m", "memoryUsedPercent": 90},
+                        "alerts": {
+                            "idleUtilizationPercent": 5,
+                            "idleFor": "10m",
+                            "memoryUsedPercent": 90,
+                        },
                     },
                     "pods": [
                         {
@@ -266,7 +290,11 @@ def node_agent_config_status() -> dict[str, Any]:
         "capabilities": ["BPF", "PERFMON", "NET_ADMIN"],
         "probes": [
             {"name": "flows", "loadable": True, "message": ""},
-            {"name": "syscalls", "loadable": False, "message": "raw_syscalls tracepoint missing: mount tracefs"},
+            {
+                "name": "syscalls",
+                "loadable": False,
+                "message": "raw_syscalls tracepoint missing: mount tracefs",
+            },
         ],
         "conditions": [condition("Ready", "True", "ProbesChecked")],
     }

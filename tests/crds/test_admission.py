@@ -59,111 +59,225 @@ CASES = [
     ts("zero-duration", ("spec.duration", "must be greater than 0, got 0s"), duration="0s"),
     ts("overflowing-duration", ("spec.duration",), duration="99999999999999h"),
     ts("zero-duration-compound", ("spec.duration", "must be greater than 0"), duration="0h0m0s"),
-    ts("report-interval-below-1s", ("spec.reportInterval", "must be at least 1s, got 500ms"),
-       reportInterval="500ms"),  # fmt: skip
-    ts("negative-learning-period", ("spec.probes.syscalls.learningPeriod", "should match"),
-       probes=sys_probe(learningPeriod="-1m")),  # fmt: skip
+    ts(
+        "report-interval-below-1s",
+        ("spec.reportInterval", "must be at least 1s, got 500ms"),
+        reportInterval="500ms",
+    ),
+    ts(
+        "negative-learning-period",
+        ("spec.probes.syscalls.learningPeriod", "should match"),
+        probes=sys_probe(learningPeriod="-1m"),
+    ),
     # probes
-    ts("unknown-probe", ('unknown field "spec.probes.dns"',),
-       probes={"network": NET, "dns": {"enabled": True}}),  # fmt: skip
-    ts("unknown-probe-field", ('unknown field "spec.probes.network.sampleRate"',),
-       probes={"network": {"enabled": True, "sampleRate": 10}}),  # fmt: skip
+    ts(
+        "unknown-probe",
+        ('unknown field "spec.probes.dns"',),
+        probes={"network": NET, "dns": {"enabled": True}},
+    ),
+    ts(
+        "unknown-probe-field",
+        ('unknown field "spec.probes.network.sampleRate"',),
+        probes={"network": {"enabled": True, "sampleRate": 10}},
+    ),
     ts("unknown-spec-field", ('unknown field "spec.durration"',), durration="10m"),
-    ts("unknown-protocol", ("spec.probes.network.protocols[1]", "Unsupported value", '"SCTP"'),
-       probes={"network": {"enabled": True, "protocols": ["TCP", "SCTP"]}}),  # fmt: skip
-    ts("duplicate-protocol", ("spec.probes.network.protocols[1]", "Duplicate value"),
-       probes={"network": {"enabled": True, "protocols": ["TCP", "TCP"]}}),  # fmt: skip
-    ts("unknown-direction", ("spec.probes.network.directions[0]", "Unsupported value"),
-       probes={"network": {"enabled": True, "directions": ["sideways"]}}),  # fmt: skip
-    ts("top-flows-zero", ("spec.probes.network.topFlows", "greater than or equal to 1"),
-       probes={"network": {"enabled": True, "topFlows": 0}}),  # fmt: skip
-    ts("top-flows-5000", ("spec.probes.network.topFlows", "less than or equal to 1000"),
-       probes={"network": {"enabled": True, "topFlows": 5000}}),  # fmt: skip
-    ts("max-alerts-zero", ("spec.probes.syscalls.maxAlerts", "greater than or equal to 1"),
-       probes=sys_probe(maxAlerts=0)),  # fmt: skip
-    ts("max-alerts-too-many", ("spec.probes.syscalls.maxAlerts", "less than or equal to 1000"),
-       probes=sys_probe(maxAlerts=1001)),  # fmt: skip
-    ts("bad-syscall-name", ("spec.probes.syscalls.alertOn[1]", "should match"),
-       probes=sys_probe(alertOn=["ptrace", "PTRACE"])),  # fmt: skip
-    ts("empty-alert-list", ("spec.probes.syscalls.alertOn", "should have at least 1 items"),
-       probes=sys_probe(alertOn=[])),  # fmt: skip
-    ts("no-probe-enabled", ("spec.probes", "at least one of network or syscalls must be enabled"),
-       probes={"network": {"enabled": False}, "syscalls": {"enabled": False}}),  # fmt: skip
-    ts("no-probes-at-all", ("spec.probes", "at least one of network or syscalls must be enabled"),
-       probes={}),  # fmt: skip
+    ts(
+        "unknown-protocol",
+        ("spec.probes.network.protocols[1]", "Unsupported value", '"SCTP"'),
+        probes={"network": {"enabled": True, "protocols": ["TCP", "SCTP"]}},
+    ),
+    ts(
+        "duplicate-protocol",
+        ("spec.probes.network.protocols[1]", "Duplicate value"),
+        probes={"network": {"enabled": True, "protocols": ["TCP", "TCP"]}},
+    ),
+    ts(
+        "unknown-direction",
+        ("spec.probes.network.directions[0]", "Unsupported value"),
+        probes={"network": {"enabled": True, "directions": ["sideways"]}},
+    ),
+    ts(
+        "top-flows-zero",
+        ("spec.probes.network.topFlows", "greater than or equal to 1"),
+        probes={"network": {"enabled": True, "topFlows": 0}},
+    ),
+    ts(
+        "top-flows-5000",
+        ("spec.probes.network.topFlows", "less than or equal to 1000"),
+        probes={"network": {"enabled": True, "topFlows": 5000}},
+    ),
+    ts(
+        "max-alerts-zero",
+        ("spec.probes.syscalls.maxAlerts", "greater than or equal to 1"),
+        probes=sys_probe(maxAlerts=0),
+    ),
+    ts(
+        "max-alerts-too-many",
+        ("spec.probes.syscalls.maxAlerts", "less than or equal to 1000"),
+        probes=sys_probe(maxAlerts=1001),
+    ),
+    ts(
+        "bad-syscall-name",
+        ("spec.probes.syscalls.alertOn[1]", "should match"),
+        probes=sys_probe(alertOn=["ptrace", "PTRACE"]),
+    ),
+    ts(
+        "empty-alert-list",
+        ("spec.probes.syscalls.alertOn", "should have at least 1 items"),
+        probes=sys_probe(alertOn=[]),
+    ),
+    ts(
+        "no-probe-enabled",
+        ("spec.probes", "at least one of network or syscalls must be enabled"),
+        probes={"network": {"enabled": False}, "syscalls": {"enabled": False}},
+    ),
+    ts(
+        "no-probes-at-all",
+        ("spec.probes", "at least one of network or syscalls must be enabled"),
+        probes={},
+    ),
     # selector
-    ts("invalid-selector-operator",
-       ("spec.selector.podSelector.matchExpressions[0].operator", "Unsupported value", '"Equals"'),
-       selector=expr(key="app", operator="Equals", values=["web"])),  # fmt: skip
-    ts("in-without-values",
-       ("spec.selector.podSelector.matchExpressions[0].values", "must be non-empty"),
-       selector=expr(key="app", operator="In")),  # fmt: skip
-    ts("notin-with-empty-values",
-       ("spec.selector.podSelector.matchExpressions[0].values", "must be non-empty"),
-       selector=expr(key="app", operator="NotIn", values=[])),  # fmt: skip
-    ts("exists-with-values",
-       ("spec.selector.podSelector.matchExpressions[0].values", "must be empty"),
-       selector=expr(key="app", operator="Exists", values=["web"])),  # fmt: skip
-    ts("bad-label-key", ("spec.selector.podSelector.matchExpressions[0].key", "should match"),
-       selector=expr(key="-app", operator="Exists")),  # fmt: skip
-    ts("bad-match-labels-key", ("spec.selector.podSelector.matchLabels", "must be a label key"),
-       selector={"podSelector": {"matchLabels": {"bad key!": "web"}}}),  # fmt: skip
-    ts("bad-namespace-name", ("spec.selector.namespaces[0]", "should match"),
-       selector={**SELECTOR, "namespaces": ["Shop_Prod"]}),  # fmt: skip
-    ts("bad-node-selector-value", ("spec.selector.nodeSelector.zone", "should match"),
-       selector={**SELECTOR, "nodeSelector": {"zone": "eu west"}}),  # fmt: skip
+    ts(
+        "invalid-selector-operator",
+        ("spec.selector.podSelector.matchExpressions[0].operator", "Unsupported value", '"Equals"'),
+        selector=expr(key="app", operator="Equals", values=["web"]),
+    ),
+    ts(
+        "in-without-values",
+        ("spec.selector.podSelector.matchExpressions[0].values", "must be non-empty"),
+        selector=expr(key="app", operator="In"),
+    ),
+    ts(
+        "notin-with-empty-values",
+        ("spec.selector.podSelector.matchExpressions[0].values", "must be non-empty"),
+        selector=expr(key="app", operator="NotIn", values=[]),
+    ),
+    ts(
+        "exists-with-values",
+        ("spec.selector.podSelector.matchExpressions[0].values", "must be empty"),
+        selector=expr(key="app", operator="Exists", values=["web"]),
+    ),
+    ts(
+        "bad-label-key",
+        ("spec.selector.podSelector.matchExpressions[0].key", "should match"),
+        selector=expr(key="-app", operator="Exists"),
+    ),
+    ts(
+        "bad-match-labels-key",
+        ("spec.selector.podSelector.matchLabels", "must be a label key"),
+        selector={"podSelector": {"matchLabels": {"bad key!": "web"}}},
+    ),
+    ts(
+        "bad-namespace-name",
+        ("spec.selector.namespaces[0]", "should match"),
+        selector={**SELECTOR, "namespaces": ["Shop_Prod"]},
+    ),
+    ts(
+        "bad-node-selector-value",
+        ("spec.selector.nodeSelector.zone", "should match"),
+        selector={**SELECTOR, "nodeSelector": {"zone": "eu west"}},
+    ),
     ts("missing-pod-selector", ("spec.selector.podSelector", "Required value"), selector={}),
-    ts("negative-ttl", ("spec.ttlSecondsAfterFinished", "greater than or equal to 0"),
-       ttlSecondsAfterFinished=-1),  # fmt: skip
-    Case("empty-spec",
-         {"apiVersion": API_VERSION, "kind": "TraceSession", "metadata": {"name": "bad-empty-spec"},
-          "spec": {}},
-         ("spec.selector: Required value", "spec.probes: Required value")),  # fmt: skip
-    Case("missing-spec",
-         {"apiVersion": API_VERSION, "kind": "TraceSession", "metadata": {"name": "bad-no-spec"}},
-         ("spec: Required value",)),  # fmt: skip
+    ts(
+        "negative-ttl",
+        ("spec.ttlSecondsAfterFinished", "greater than or equal to 0"),
+        ttlSecondsAfterFinished=-1,
+    ),
+    Case(
+        "empty-spec",
+        {
+            "apiVersion": API_VERSION,
+            "kind": "TraceSession",
+            "metadata": {"name": "bad-empty-spec"},
+            "spec": {},
+        },
+        ("spec.selector: Required value", "spec.probes: Required value"),
+    ),
+    Case(
+        "missing-spec",
+        {"apiVersion": API_VERSION, "kind": "TraceSession", "metadata": {"name": "bad-no-spec"}},
+        ("spec: Required value",),
+    ),
     # GpuTelemetry
-    gput("both-sources", ("spec.source", "at most one of dcgmExporter or nvml"),
-         source={"dcgmExporter": {}, "nvml": {}}),  # fmt: skip
+    gput(
+        "both-sources",
+        ("spec.source", "at most one of dcgmExporter or nvml"),
+        source={"dcgmExporter": {}, "nvml": {}},
+    ),
     gput("unknown-source", ('unknown field "spec.source.rocm"',), source={"rocm": {}}),
-    gput("port-out-of-range", ("spec.source.dcgmExporter.port", "less than or equal to 65535"),
-         source={"dcgmExporter": {"port": 70000}}),  # fmt: skip
-    gput("port-zero", ("spec.source.dcgmExporter.port", "greater than or equal to 1"),
-         source={"dcgmExporter": {"port": 0}}),  # fmt: skip
-    gput("relative-metrics-path", ("spec.source.dcgmExporter.path", "should match"),
-         source={"dcgmExporter": {"path": "metrics"}}),  # fmt: skip
-    gput("idle-utilization-over-100",
-         ("spec.alerts.idleUtilizationPercent", "less than or equal to 100"),
-         alerts={"idleUtilizationPercent": 101}),  # fmt: skip
-    gput("memory-percent-negative", ("spec.alerts.memoryUsedPercent", "greater than or equal to 0"),
-         alerts={"memoryUsedPercent": -1}),  # fmt: skip
-    gput("zero-idle-for", ("spec.alerts.idleFor", "must be greater than 0"),
-         alerts={"idleUtilizationPercent": 5, "idleFor": "0m"}),  # fmt: skip
+    gput(
+        "port-out-of-range",
+        ("spec.source.dcgmExporter.port", "less than or equal to 65535"),
+        source={"dcgmExporter": {"port": 70000}},
+    ),
+    gput(
+        "port-zero",
+        ("spec.source.dcgmExporter.port", "greater than or equal to 1"),
+        source={"dcgmExporter": {"port": 0}},
+    ),
+    gput(
+        "relative-metrics-path",
+        ("spec.source.dcgmExporter.path", "should match"),
+        source={"dcgmExporter": {"path": "metrics"}},
+    ),
+    gput(
+        "idle-utilization-over-100",
+        ("spec.alerts.idleUtilizationPercent", "less than or equal to 100"),
+        alerts={"idleUtilizationPercent": 101},
+    ),
+    gput(
+        "memory-percent-negative",
+        ("spec.alerts.memoryUsedPercent", "greater than or equal to 0"),
+        alerts={"memoryUsedPercent": -1},
+    ),
+    gput(
+        "zero-idle-for",
+        ("spec.alerts.idleFor", "must be greater than 0"),
+        alerts={"idleUtilizationPercent": 5, "idleFor": "0m"},
+    ),
     gput("interval-below-1s", ("spec.interval", "must be at least 1s"), interval="999ms"),
     gput("gpu-bad-duration", ("spec.duration", "should match"), duration="1d"),
-    Case("gpu-missing-selector",
-         {"apiVersion": API_VERSION, "kind": "GpuTelemetry", "metadata": {"name": "bad-gpu-nosel"},
-          "spec": {"source": {"nvml": {}}}},
-         ("spec.selector: Required value",)),  # fmt: skip
+    Case(
+        "gpu-missing-selector",
+        {
+            "apiVersion": API_VERSION,
+            "kind": "GpuTelemetry",
+            "metadata": {"name": "bad-gpu-nosel"},
+            "spec": {"source": {"nvml": {}}},
+        },
+        ("spec.selector: Required value",),
+    ),
 ]
 
 NAC_CASES = [
     ("nac-name-mismatch", {"nodeName": "node-b"}, ("spec.nodeName", "must equal metadata.name")),
-    ("nac-bad-session-kind", {"sessions": [{"uid": "u1", "kind": "Pod", "namespace": "a", "name": "b"}]},
-     ("spec.sessions[0].kind", "Unsupported value")),
-    ("nac-session-without-uid", {"sessions": [{"kind": "TraceSession", "namespace": "a", "name": "b"}]},
-     ("spec.sessions[0].uid", "Required value")),
-    ("nac-duplicate-session-uid",
-     {"sessions": [{"uid": "u1", "kind": "TraceSession", "namespace": "a", "name": "b"},
-                   {"uid": "u1", "kind": "GpuTelemetry", "namespace": "a", "name": "c"}]},
-     ("spec.sessions[1]", "Duplicate value")),
-]  # fmt: skip
+    (
+        "nac-bad-session-kind",
+        {"sessions": [{"uid": "u1", "kind": "Pod", "namespace": "a", "name": "b"}]},
+        ("spec.sessions[0].kind", "Unsupported value"),
+    ),
+    (
+        "nac-session-without-uid",
+        {"sessions": [{"kind": "TraceSession", "namespace": "a", "name": "b"}]},
+        ("spec.sessions[0].uid", "Required value"),
+    ),
+    (
+        "nac-duplicate-session-uid",
+        {
+            "sessions": [
+                {"uid": "u1", "kind": "TraceSession", "namespace": "a", "name": "b"},
+                {"uid": "u1", "kind": "GpuTelemetry", "namespace": "a", "name": "c"},
+            ]
+        },
+        ("spec.sessions[1]", "Duplicate value"),
+    ),
+]
 
 
 def test_at_least_fifteen_distinct_cases() -> None:
     ids = [case.id for case in CASES]
     assert len(set(ids)) == len(ids) >= 15
-    rendered = {yaml.safe_dump(case.manifest["spec"] if "spec" in case.manifest else {}) for case in CASES}
+    rendered = {yaml.safe_dump(case.manifest.get("spec", {})) for case in CASES}
     assert len(rendered) >= 15
 
 
@@ -226,7 +340,9 @@ def test_examples_exist() -> None:
 
 def test_defaults_are_applied(cluster: Cluster) -> None:
     """What the operator reads back from a minimal TraceSession and GpuTelemetry."""
-    minimal = trace_session("defaults", probes={"network": {"enabled": True}, "syscalls": {"enabled": True}})
+    minimal = trace_session(
+        "defaults", probes={"network": {"enabled": True}, "syscalls": {"enabled": True}}
+    )
     assert cluster.apply(minimal).returncode == 0
     spec = cluster.get_json("tracesession", "defaults")["spec"]
     assert spec["reportInterval"] == "15s"
