@@ -4,6 +4,8 @@ kube-apiserver: what the operator and the agents rely on."""
 from __future__ import annotations
 
 import json
+import subprocess
+import tempfile
 from typing import Any
 
 import pytest
@@ -34,18 +36,17 @@ def table(cluster: Cluster, resource: str, *args: str) -> list[list[str]]:
     return [line.split() for line in out.splitlines() if line.strip()]
 
 
-def patch_status(cluster: Cluster, resource: str, name: str, status: dict[str, Any]) -> None:
-    cluster.kubectl(
-        "patch",
-        resource,
-        name,
-        "-n",
-        cluster.namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": status}),
-    )
+def patch_status(
+    cluster: Cluster, resource: str, name: str, status: dict[str, Any], *, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """A JSON merge patch of the status subresource (from a file: bodies may be large)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as patch:
+        json.dump({"status": status}, patch)
+        patch.flush()
+        return cluster.kubectl(
+            "patch", resource, name, "-n", cluster.namespace, "--subresource=status",
+            "--type=merge", "--patch-file", patch.name, check=check,
+        )  # fmt: skip
 
 
 def apply_status(
@@ -126,15 +127,7 @@ def test_node_agent_config_columns_and_field_selector(cluster: Cluster) -> None:
     node = f"{cluster.namespace}-cols"
     nac = node_agent_config(node)
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(nac))
-    cluster.kubectl(
-        "patch",
-        "nac",
-        node,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": node_agent_config_status()}),
-    )
+    patch_status(cluster, "nac", node, node_agent_config_status())  # kubectl ignores -n here
     out = cluster.kubectl("get", "nodeagentconfigs", node).stdout.splitlines()
     assert out[0].split() == ["NAME", "NODE", "AGENT", "HEARTBEAT", "AGE"]
     assert out[1].split()[:3] == [node, node, "0.1.0"]
@@ -182,15 +175,7 @@ def test_node_agent_config_contract_is_kept(cluster: Cluster) -> None:
     node = f"{cluster.namespace}-full"
     nac = node_agent_config(node)
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(nac))
-    cluster.kubectl(
-        "patch",
-        "nac",
-        node,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": node_agent_config_status()}),
-    )
+    patch_status(cluster, "nac", node, node_agent_config_status())  # kubectl ignores -n here
     stored = cluster.get_json("nac", node, namespaced=False)
     assert stored["spec"] == nac["spec"]
     assert stored["status"] == node_agent_config_status()
@@ -268,18 +253,7 @@ def test_invalid_status_is_refused(cluster: Cluster, status: dict[str, Any], exp
     name = "bad-status"
     if not cluster.exists("tracesession", name):
         assert cluster.apply(trace_session(name)).returncode == 0
-    result = cluster.kubectl(
-        "patch",
-        "ts",
-        name,
-        "-n",
-        cluster.namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": status}),
-        check=False,
-    )
+    result = patch_status(cluster, "ts", name, status, check=False)
     assert result.returncode != 0
     assert expect in result.stderr, result.stderr
 
@@ -345,3 +319,61 @@ def test_gpu_agents_apply_their_own_node_entries(cluster: Cluster) -> None:
     stored = cluster.get_json("gput", name)["status"]["nodes"]
     assert sorted(row["node"] for row in stored) == ["gpu-node-1", "gpu-node-2"]
     assert stored[0]["pods"] == entry["pods"]
+
+
+def test_agent_withdraws_its_node_entry(cluster: Cluster) -> None:
+    """An agent whose node leaves the session applies a status without its entry;
+    server-side apply then removes the fields only that manager owned."""
+    name = "ssa-withdraw"
+    assert cluster.apply(trace_session(name)).returncode == 0
+    for node in ("node-a", "node-b"):
+        entry = {"nodes": [trace_node_entry(node)]}
+        assert (
+            apply_status(cluster, "TraceSession", name, entry, f"orb8-agent/{node}").returncode == 0
+        )
+    result = apply_status(cluster, "TraceSession", name, {}, "orb8-agent/node-b")
+    assert result.returncode == 0, result.stderr
+    nodes = cluster.get_json("ts", name)["status"]["nodes"]
+    assert [entry["node"] for entry in nodes] == ["node-a"]
+
+
+def test_wait_for_complete_condition(cluster: Cluster) -> None:
+    """`kubectl wait --for=condition=Complete` works on the metav1.Condition list."""
+    name = "wait-complete"
+    assert cluster.apply(trace_session(name, duration="1m")).returncode == 0
+    patch_status(
+        cluster,
+        "ts",
+        name,
+        {
+            "phase": "Completed",
+            "conditions": [
+                condition("Ready", "False", "Completed"),
+                condition("Complete", "True", "DurationElapsed", "ran for 1m"),
+            ],
+        },
+    )
+    result = cluster.kubectl(
+        "wait", f"ts/{name}", "-n", cluster.namespace, "--for=condition=Complete", "--timeout=10s"
+    )
+    assert "condition met" in result.stdout
+
+
+def test_status_lists_are_bounded(cluster: Cluster) -> None:
+    """The operator may keep 1000 flows (the largest topFlows); one more is refused."""
+    name = "bounded"
+    assert cluster.apply(trace_session(name)).returncode == 0
+    flows = [trace_node_entry("node-a")["flows"][0] for _ in range(1000)]
+    patch_status(cluster, "ts", name, {"flows": flows})
+    assert len(cluster.get_json("ts", name)["status"]["flows"]) == 1000
+    result = patch_status(cluster, "ts", name, {"flows": [*flows, flows[0]]}, check=False)
+    assert result.returncode != 0
+    assert "status.flows: Too many: 1001: must have at most 1000 items" in result.stderr
+
+
+def test_explain_describes_the_fields(cluster: Cluster) -> None:
+    out = cluster.kubectl("explain", "tracesession.spec.probes.network").stdout
+    for field in ("directions", "protocols", "topFlows", "enabled"):
+        assert field in out
+    out = cluster.kubectl("explain", "gputelemetry.status.pods.gpus").stdout
+    assert "utilizationPercent" in out and "migProfile" in out
