@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and etcd from their Go modules, once per version.
+# Builds kube-apiserver, etcd and a matching kubectl from their Go modules,
+# once per version.
 # Prints the directory that holds the binaries.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -7,7 +8,7 @@ source "$here/versions.env"
 cache_root="${ORB8_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/orb8}"
 out="$cache_root/k8s/${K8S_VERSION}-etcd-${ETCD_VERSION}"
 
-if [ -x "$out/kube-apiserver" ] && [ -x "$out/etcd" ]; then
+if [ -x "$out/kube-apiserver" ] && [ -x "$out/etcd" ] && [ -x "$out/kubectl" ]; then
   echo "$out"
   exit 0
 fi
@@ -23,5 +24,7 @@ echo "build: compiling etcd ${ETCD_VERSION} (cold builds take a few minutes)" >&
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out.tmp/etcd" ./etcd
 echo "build: compiling kube-apiserver ${K8S_VERSION} (cold builds take 10-20 minutes on 2 cores)" >&2
 CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out.tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+echo "build: compiling kubectl ${K8S_VERSION}" >&2
+CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out.tmp/kubectl" k8s.io/kubernetes/cmd/kubectl
 rm -rf "$out" && mv "$out.tmp" "$out"
 echo "$out"
