@@ -12,11 +12,21 @@ if [ -x "$out/helm" ]; then
   exit 0
 fi
 command -v go >/dev/null || { echo "build: Go is not installed (needed to build helm)" >&2; exit 1; }
-mkdir -p "$out.tmp"
+# Serialise concurrent builds (parallel make, several worktrees): the second
+# waits, then finds the binaries cached.
+mkdir -p "$cache_root"
+exec 9>"$cache_root/.build.lock"
+flock 9
+if [ -x "$out/helm" ]; then
+  echo "$out"
+  exit 0
+fi
+tmp=$(mktemp -d "$cache_root/.build.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
 cd "$here"
 echo "build: compiling helm ${HELM_VERSION}" >&2
 CGO_ENABLED=0 go build -trimpath \
   -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION} -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
-  -o "$out.tmp/helm" helm.sh/helm/v3/cmd/helm
-rm -rf "$out" && mv "$out.tmp" "$out"
+  -o "$tmp/helm" helm.sh/helm/v3/cmd/helm
+mkdir -p "$(dirname "$out")" && rm -rf "$out" && mv "$tmp" "$out"
 echo "$out"
