@@ -33,6 +33,7 @@ venv: deps $(VENV)/.stamp
 
 control-plane:
 	@hack/k8s/build.sh >/dev/null
+	@hack/helm/build.sh >/dev/null
 
 bpf: deps
 	@$(MAKE) -s -C bpf

@@ -1,0 +1,61 @@
+"""Session-wide fixtures: the real control plane on loopback."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness.controlplane import CRD_DIR, ControlPlane, attach, start, stop
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "control_plane" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cluster)
+
+
+def _announce(config: pytest.Config, line: str) -> None:
+    """Print a line to the terminal even while output capture is active."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def control_plane(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[ControlPlane]:
+    """kube-apiserver + etcd built from source, with the orb8 CRDs installed.
+
+    Set ORB8_TEST_STATE_DIR to the state directory of a `make cluster-up`
+    control plane to reuse it instead of starting a fresh one.
+    """
+    reuse_dir = os.environ.get("ORB8_TEST_STATE_DIR")
+    started = time.monotonic()
+    if reuse_dir:
+        plane = attach(state_dir=Path(reuse_dir))
+        if plane is None:
+            pytest.fail(f"ORB8_TEST_STATE_DIR={reuse_dir} has no running control plane")
+        owned = False
+    else:
+        plane = start(state_dir=tmp_path_factory.mktemp("controlplane"))
+        owned = True
+    _announce(
+        pytestconfig,
+        f"control plane: kube-apiserver {plane.version()} ready at {plane.server} "
+        f"in {time.monotonic() - started:.1f}s (state: {plane.state_dir})",
+    )
+    if any(CRD_DIR.glob("*.yaml")):
+        plane.apply_crds()
+    try:
+        yield plane
+    finally:
+        if owned:
+            stop(state_dir=plane.state_dir)

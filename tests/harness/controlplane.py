@@ -1,0 +1,389 @@
+"""A real Kubernetes control plane on loopback: etcd and kube-apiserver.
+
+The binaries are built from their Go modules by ``hack/k8s/build.sh`` and
+cached by version. ``start`` writes certificates, a static token file and a
+kubeconfig into a state directory, starts both servers and waits until the
+apiserver is ready. The same code backs ``make cluster-up``/``cluster-down``
+(``python -m tests.harness.controlplane``) and the session-scoped pytest
+fixture in ``tests/conftest.py``.
+
+No kubelet, scheduler or controller-manager runs: tests play the kubelet
+themselves, namespaces are never finalized and garbage collection never runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CRD_DIR = REPO_ROOT / "crds"
+BUILD_SCRIPT = REPO_ROOT / "hack" / "k8s" / "build.sh"
+READY_TIMEOUT_S = 120.0
+ADMIN_USER = "orb8-admin"
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane could not be built, started or reached."""
+
+
+@dataclass(frozen=True)
+class ControlPlane:
+    """Handle on a running control plane."""
+
+    state_dir: Path
+    server: str
+    token: str
+    bin_dir: Path
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.state_dir / "pki" / "ca.crt"
+
+    @property
+    def kubectl_path(self) -> str:
+        return str(self.bin_dir / "kubectl")
+
+    def env(self) -> dict[str, str]:
+        """Environment for child processes that should talk to this cluster."""
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run kubectl against this cluster; raise with its stderr when ``check`` fails."""
+        cmd = [self.kubectl_path, "--kubeconfig", str(self.kubeconfig), *args]
+        result = subprocess.run(
+            cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and result.returncode != 0:
+            raise ControlPlaneError(
+                f"kubectl {' '.join(args)} exited {result.returncode}: {result.stderr.strip()}"
+            )
+        return result
+
+    def get(self, path: str) -> bytes:
+        """GET a raw API path with the admin token."""
+        request = urllib.request.Request(
+            self.server + path, headers={"Authorization": f"Bearer {self.token}"}
+        )
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:
+            body: bytes = response.read()
+            return body
+
+    def get_json(self, path: str) -> dict[str, object]:
+        body: dict[str, object] = json.loads(self.get(path))
+        return body
+
+    def version(self) -> str:
+        return str(self.get_json("/version")["gitVersion"])
+
+    def apply_crds(self) -> None:
+        """Apply every CRD in crds/ and wait until the apiserver serves them."""
+        files = sorted(CRD_DIR.glob("*.yaml"))
+        if not files:
+            raise ControlPlaneError(f"no CRDs found in {CRD_DIR}")
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
+        self.kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s",
+            *[f"crd/{_crd_name(path)}" for path in files],
+        )  # fmt: skip
+
+
+def _crd_name(path: Path) -> str:
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("name:") and "." in stripped:
+            return stripped.split(":", 1)[1].strip()
+    raise ControlPlaneError(f"{path}: no metadata.name found")
+
+
+def build_binaries() -> Path:
+    """Build (or find cached) kube-apiserver, etcd and kubectl; return their directory."""
+    result = subprocess.run(
+        ["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stderr=None, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise ControlPlaneError(f"{BUILD_SCRIPT} failed with exit code {result.returncode}")
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _openssl(*args: str) -> None:
+    result = subprocess.run(["openssl", *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise ControlPlaneError(f"openssl {args[0]} failed: {result.stderr.strip()}")
+
+
+def _write_pki(pki: Path) -> None:
+    """A CA, an apiserver serving cert for 127.0.0.1/localhost, and a service-account key."""
+    pki.mkdir(parents=True, exist_ok=True)
+    _openssl("genrsa", "-out", str(pki / "ca.key"), "2048")
+    _openssl(
+        "req", "-x509", "-new", "-nodes", "-key", str(pki / "ca.key"), "-sha256",
+        "-days", "3650", "-subj", "/CN=orb8-dev-ca", "-out", str(pki / "ca.crt"),
+    )  # fmt: skip
+    _openssl("genrsa", "-out", str(pki / "apiserver.key"), "2048")
+    _openssl(
+        "req", "-new", "-key", str(pki / "apiserver.key"), "-subj", "/CN=kube-apiserver",
+        "-out", str(pki / "apiserver.csr"),
+    )  # fmt: skip
+    (pki / "san.ext").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,"
+        "DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
+        "extendedKeyUsage=serverAuth\n"
+    )
+    _openssl(
+        "x509", "-req", "-in", str(pki / "apiserver.csr"), "-CA", str(pki / "ca.crt"),
+        "-CAkey", str(pki / "ca.key"), "-CAcreateserial", "-days", "3650", "-sha256",
+        "-extfile", str(pki / "san.ext"), "-out", str(pki / "apiserver.crt"),
+    )  # fmt: skip
+    _openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
+    _openssl("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
+
+
+def _write_kubeconfig(*, path: Path, server: str, ca_file: Path, token: str) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "orb8-dev",
+                "cluster": {"server": server, "certificate-authority": str(ca_file)},
+            }
+        ],
+        "users": [{"name": ADMIN_USER, "user": {"token": token}}],
+        "contexts": [{"name": "orb8-dev", "context": {"cluster": "orb8-dev", "user": ADMIN_USER}}],
+        "current-context": "orb8-dev",
+    }
+    path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
+    path.chmod(0o600)
+
+
+def _spawn(*, cmd: list[str], log: Path) -> int:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+    return proc.pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); treat it as gone.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _wait_ready(*, plane: ControlPlane, pids: dict[str, int], log_dir: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    last_error = ""
+    while time.monotonic() < deadline:
+        for name, pid in pids.items():
+            if not _alive(pid):
+                tail = _tail(log_dir / f"{name}.log")
+                raise ControlPlaneError(f"{name} exited during start-up:\n{tail}")
+        try:
+            if plane.get("/readyz") == b"ok":
+                return
+        except (urllib.error.URLError, OSError, ssl.SSLError) as err:
+            last_error = str(err)
+        time.sleep(0.5)
+    raise ControlPlaneError(
+        f"kube-apiserver not ready after {READY_TIMEOUT_S:.0f}s ({last_error}):\n"
+        + _tail(log_dir / "kube-apiserver.log")
+    )
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"
+
+
+def start(*, state_dir: Path, bin_dir: Path | None = None) -> ControlPlane:
+    """Start etcd and kube-apiserver with state in ``state_dir``; return when ready."""
+    bin_dir = bin_dir or build_binaries()
+    if (state_dir / "pids.json").exists():
+        stop(state_dir=state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = state_dir / "logs"
+    log_dir.mkdir(exist_ok=True)
+    pki = state_dir / "pki"
+    _write_pki(pki)
+    token = secrets.token_hex(16)
+    (state_dir / "tokens.csv").write_text(f"{token},{ADMIN_USER},{ADMIN_USER},system:masters\n")
+    (state_dir / "tokens.csv").chmod(0o600)
+
+    etcd_port, etcd_peer_port, api_port = _free_port(), _free_port(), _free_port()
+    etcd_url = f"http://127.0.0.1:{etcd_port}"
+    peer_url = f"http://127.0.0.1:{etcd_peer_port}"
+    pids: dict[str, int] = {}
+    pids["etcd"] = _spawn(
+        cmd=[
+            str(bin_dir / "etcd"),
+            "--name=orb8-dev",
+            f"--data-dir={state_dir / 'etcd'}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=orb8-dev={peer_url}",
+            "--unsafe-no-fsync=true",  # throwaway data: durability is not needed
+            "--log-level=warn",
+        ],
+        log=log_dir / "etcd.log",
+    )
+    pids["kube-apiserver"] = _spawn(
+        cmd=[
+            str(bin_dir / "kube-apiserver"),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={api_port}",
+            f"--cert-dir={pki}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            f"--token-auth-file={state_dir / 'tokens.csv'}",
+            "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--allow-privileged=true",
+            # Without a controller-manager no namespace gets a "default"
+            # ServiceAccount, so the admission plugin would refuse every pod.
+            "--disable-admission-plugins=ServiceAccount",
+            "--profiling=false",
+            "--v=1",
+        ],
+        log=log_dir / "kube-apiserver.log",
+    )
+    (state_dir / "pids.json").write_text(json.dumps(pids))
+    server = f"https://127.0.0.1:{api_port}"
+    plane = ControlPlane(state_dir=state_dir, server=server, token=token, bin_dir=bin_dir)
+    _write_kubeconfig(path=plane.kubeconfig, server=server, ca_file=plane.ca_file, token=token)
+    (state_dir / "plane.json").write_text(
+        json.dumps({"server": server, "token": token, "bin_dir": str(bin_dir)})
+    )
+    try:
+        _wait_ready(plane=plane, pids=pids, log_dir=log_dir)
+    except ControlPlaneError:
+        stop(state_dir=state_dir)
+        raise
+    return plane
+
+
+def attach(*, state_dir: Path) -> ControlPlane | None:
+    """Return the control plane running from ``state_dir``, or None."""
+    try:
+        pids = json.loads((state_dir / "pids.json").read_text())
+        meta = json.loads((state_dir / "plane.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not all(_alive(pid) for pid in pids.values()):
+        return None
+    return ControlPlane(
+        state_dir=state_dir, server=meta["server"], token=meta["token"],
+        bin_dir=Path(meta["bin_dir"]),
+    )  # fmt: skip
+
+
+def stop(*, state_dir: Path, grace_s: float = 10.0) -> None:
+    """Stop the servers started from ``state_dir`` (apiserver first) and forget them."""
+    try:
+        pids: dict[str, int] = json.loads((state_dir / "pids.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    for name in ("kube-apiserver", "etcd"):
+        pid = pids.get(name)
+        if pid is None or not _alive(pid):
+            continue
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+    (state_dir / "pids.json").unlink(missing_ok=True)
+
+
+def _cli(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="controlplane", description=__doc__)
+    parser.add_argument("action", choices=("up", "down", "status", "apply-crds"))
+    parser.add_argument("--state-dir", type=Path, default=Path("/tmp/orb8-dev"))
+    args = parser.parse_args(argv)
+    state_dir: Path = args.state_dir.resolve()
+    try:
+        if args.action == "down":
+            stop(state_dir=state_dir)
+            print(f"control plane in {state_dir} stopped", file=sys.stderr)
+            return 0
+        plane = attach(state_dir=state_dir)
+        if args.action == "status":
+            print("running" if plane else "stopped")
+            return 0 if plane else 1
+        if args.action == "apply-crds":
+            if plane is None:
+                print("controlplane: not running; run `make cluster-up` first", file=sys.stderr)
+                return 1
+            plane.apply_crds()
+            print(f"CRDs from {CRD_DIR} established", file=sys.stderr)
+            return 0
+        if plane is None:
+            started = time.monotonic()
+            plane = start(state_dir=state_dir)
+            print(
+                f"control plane: kube-apiserver {plane.version()} ready at {plane.server} "
+                f"in {time.monotonic() - started:.1f}s (logs: {state_dir / 'logs'})",
+                file=sys.stderr,
+            )
+        else:
+            print(f"control plane already running at {plane.server}", file=sys.stderr)
+        print(f"export KUBECONFIG={plane.kubeconfig}", file=sys.stderr)
+        print(f"export PATH={plane.bin_dir}:$PATH   # kubectl {plane.version()}", file=sys.stderr)
+        print(plane.kubeconfig)
+        return 0
+    except ControlPlaneError as err:
+        print(f"controlplane: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(_cli())
