@@ -19,7 +19,7 @@ from tests.harness.controlplane import ControlPlane, start, stop
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "orb8"
 HELM_BUILD = REPO / "hack" / "helm" / "build.sh"
-# Like the cluster tests, these need the Go-built tooling (helm), so `make test-unit` skips them.
+# Like the cluster tests these need Go-built tooling (helm): `make test-unit` leaves them out.
 pytestmark = pytest.mark.cluster
 
 CRD_NAMES = {"tracesessions.orb8.io", "gputelemetries.orb8.io", "nodeagentconfigs.orb8.io"}

@@ -377,3 +377,25 @@ def test_explain_describes_the_fields(cluster: Cluster) -> None:
         assert field in out
     out = cluster.kubectl("explain", "gputelemetry.status.pods.gpus").stdout
     assert "utilizationPercent" in out and "migProfile" in out
+
+
+def test_unknown_status_fields(cluster: Cluster) -> None:
+    """Unknown status fields: server-side apply refuses them whatever the field
+    validation asked for (the apply configuration must type-check against the
+    schema); a merge patch (kubectl patch) is accepted with a warning and the
+    field pruned. Merge-patch writers that want schema drift to fail loudly
+    must ask for fieldValidation=Strict."""
+    name = "unknown-status"
+    assert cluster.apply(trace_session(name)).returncode == 0
+    entry = {**trace_node_entry("node-a"), "bogus": 1}
+    for validate in ("--validate=strict", "--validate=false"):
+        refused = apply_status(
+            cluster, "TraceSession", name, {"nodes": [entry]}, "orb8-agent/node-a", validate
+        )
+        assert refused.returncode != 0
+        assert '.status.nodes[node="node-a"].bogus: field not declared in schema' in refused.stderr
+
+    patched = patch_status(cluster, "ts", name, {"nodes": [entry]})
+    assert 'Warning: unknown field "status.nodes[0].bogus"' in patched.stderr
+    (stored,) = cluster.get_json("ts", name)["status"]["nodes"]
+    assert stored == trace_node_entry("node-a")
