@@ -290,3 +290,9 @@ class NodeAgent:
     @property
     def attached_interfaces(self) -> frozenset[str]:
         return frozenset(self._attached)
+
+    def sessions(self) -> list[SessionState]:
+        return list(self._sessions.values())
+
+    def dropped_events(self) -> int:
+        return self._dataplane.dropped_events()
