@@ -1,0 +1,1 @@
+"""The agent's control side: what to probe on this node, attribution, reporting."""

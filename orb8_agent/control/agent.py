@@ -1,0 +1,298 @@
+"""The node agent's reconciler: desired targets → attached probes → per-session reports.
+
+It is synchronous and single-threaded by design: the async runner calls it
+from one worker thread, so the data plane never sees concurrent calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+from orb8_agent.control.alerts import ContainerRef, SessionAlerts, SyscallEvent
+from orb8_agent.control.containers import ContainerCgroup, find_container_cgroups, pids_in
+from orb8_agent.control.flows import FlowObservation, FlowRouter, SessionFlows
+from orb8_agent.control.report import PodName, trace_node_entry
+from orb8_agent.control.targets import SessionTarget, TargetPod, all_pods, sessions_from_spec
+from orb8_agent.control.veth import HostVeth, VethNotFoundError, host_veth_of
+from orb8_common.errors import Orb8Error
+
+log = logging.getLogger(__name__)
+
+FLOWS, SYSCALLS = "flows", "syscalls"
+
+
+class DataPlane(Protocol):
+    """What the reconciler needs from the loaded BPF probes."""
+
+    def loaded_probes(self) -> frozenset[str]: ...
+    def probe_errors(self) -> Mapping[str, str]: ...
+    def attach_interface(self, *, ifname: str) -> None: ...
+    def detach_interface(self, *, ifname: str) -> None: ...
+    def set_watched_cgroups(self, *, cgroup_ids: Collection[int]) -> None: ...
+    def set_alert_syscalls(self, *, names: Collection[str]) -> None: ...
+    def read_flows(self) -> Sequence[FlowObservation]: ...
+    def poll_alerts(self) -> Sequence[SyscallEvent]: ...
+    def dropped_events(self) -> int: ...
+
+
+VethResolver = Callable[[int], HostVeth]
+
+
+@dataclass
+class SessionState:
+    target: SessionTarget
+    flows: SessionFlows | None
+    alerts: SessionAlerts | None
+    next_report: float
+    stopped: bool = False
+
+
+@dataclass
+class _Resolved:
+    cgroups: dict[str, ContainerCgroup] = field(default_factory=dict)  # by container id
+    veths: dict[str, HostVeth] = field(default_factory=dict)  # by pod uid
+    problems: dict[str, str] = field(default_factory=dict)  # pod uid → why unresolved
+
+
+class NodeAgent:
+    """Keeps the data plane in step with NodeAgentConfig/<node> and accounts per session."""
+
+    def __init__(
+        self, *, node: str, dataplane: DataPlane, cgroup_root: Path,
+        clock: Callable[[], float] = time.time, veth_resolver: VethResolver | None = None,
+    ) -> None:  # fmt: skip
+        self.node = node
+        self._dataplane = dataplane
+        self._cgroup_root = cgroup_root
+        self._clock = clock
+        self._veth_of: VethResolver = veth_resolver or (lambda pid: host_veth_of(pid=pid))
+        self._sessions: dict[str, SessionState] = {}
+        self._resolved = _Resolved()
+        self._attached: dict[str, int] = {}  # host veth name → ifindex
+        self._router = FlowRouter(sessions=(), pod_by_ifindex={})
+        self._container_refs: dict[int, ContainerRef] = {}  # cgroup id → container
+        self._pods_by_ip: dict[str, PodName] = {}
+        self._targets: tuple[SessionTarget, ...] = ()
+
+    # -- configuration -------------------------------------------------------------------------
+
+    def configure(self, *, spec: Mapping[str, Any]) -> None:
+        """Adopt a new NodeAgentConfig spec ({} when there is none)."""
+        self._targets = sessions_from_spec(spec=spec)
+        now = self._clock()
+        wanted = {target.uid for target in self._targets}
+        for uid, state in self._sessions.items():
+            if uid not in wanted:
+                state.stopped = True
+                state.next_report = now  # one last report, then forgotten
+        for target in self._targets:
+            current = self._sessions.get(target.uid)
+            if current is None or current.target.generation != target.generation:
+                self._sessions[target.uid] = self._new_state(target=target, now=now, old=current)
+            else:
+                current.target = target
+        self.resync()
+
+    def _new_state(
+        self, *, target: SessionTarget, now: float, old: SessionState | None
+    ) -> SessionState:
+        syscalls = target.syscalls
+        return SessionState(
+            target=target,
+            flows=(old.flows if old and old.flows else SessionFlows()) if target.network else None,
+            alerts=SessionAlerts(
+                alert_on=syscalls.alert_on,
+                learning_until=now + syscalls.learning_period_s,
+                max_alerts=syscalls.max_alerts,
+            )
+            if syscalls
+            else None,
+            next_report=now,
+        )
+
+    def resync(self) -> None:
+        """Resolve pods to cgroups and veths, then attach/detach to match. Safe to repeat."""
+        pods = all_pods(sessions=self._targets)
+        self._resolved = self._resolve(pods=pods)
+        network_pods = {
+            pod.uid for t in self._targets if t.network for pod in t.pods if not pod.host_network
+        }
+        wanted_ifaces = {
+            veth.name: veth.ifindex
+            for uid, veth in self._resolved.veths.items()
+            if uid in network_pods
+        }
+        if FLOWS in self._dataplane.loaded_probes():
+            for name in sorted(set(self._attached) - set(wanted_ifaces)):
+                self._safely(
+                    f"detach {name}", partial(self._dataplane.detach_interface, ifname=name)
+                )
+                self._attached.pop(name, None)
+            for name, index in sorted(wanted_ifaces.items()):
+                if name not in self._attached and self._safely(
+                    f"attach {name}", partial(self._dataplane.attach_interface, ifname=name)
+                ):
+                    self._attached[name] = index
+        self._configure_syscalls(pods=pods)
+        pod_by_ifindex = {
+            veth.ifindex: uid for uid, veth in self._resolved.veths.items()
+            if veth.name in self._attached
+        }  # fmt: skip
+        self._router = FlowRouter(sessions=self._targets, pod_by_ifindex=pod_by_ifindex)
+        self._pods_by_ip = {
+            ip: PodName(pod.namespace, pod.name)
+            for pod in pods.values() if not pod.host_network for ip in pod.ips
+        }  # fmt: skip
+
+    def _configure_syscalls(self, *, pods: Mapping[str, TargetPod]) -> None:
+        refs: dict[int, ContainerRef] = {}
+        for pod in pods.values():
+            for container in pod.containers:
+                cgroup = self._resolved.cgroups.get(container.container_id)
+                if cgroup is not None:
+                    refs[cgroup.cgroup_id] = ContainerRef(
+                        pod.namespace, pod.name, pod.uid, container.name
+                    )
+        self._container_refs = refs
+        if SYSCALLS not in self._dataplane.loaded_probes():
+            return
+        syscall_pods = {pod.uid for t in self._targets if t.syscalls for pod in t.pods}
+        watched = [cid for cid, ref in refs.items() if ref.pod_uid in syscall_pods]
+        names = sorted({n for t in self._targets if t.syscalls for n in t.syscalls.alert_on})
+        self._safely(
+            "watch cgroups", lambda: self._dataplane.set_watched_cgroups(cgroup_ids=watched)
+        )
+        self._safely("set alert list", lambda: self._dataplane.set_alert_syscalls(names=names))
+
+    def _resolve(self, *, pods: Mapping[str, TargetPod]) -> _Resolved:
+        resolved = _Resolved()
+        container_ids = [c.container_id for pod in pods.values() for c in pod.containers]
+        resolved.cgroups = find_container_cgroups(
+            root=self._cgroup_root, container_ids=container_ids
+        )
+        for pod in pods.values():
+            cgroups = [resolved.cgroups[c.container_id] for c in pod.containers
+                       if c.container_id in resolved.cgroups]  # fmt: skip
+            if not cgroups:
+                resolved.problems[pod.uid] = f"no cgroup found for any container of {pod.name}"
+                continue
+            if pod.host_network:
+                continue  # shares the host's interfaces; attributed by cgroup only
+            known = self._resolved.veths.get(pod.uid)
+            if known is not None:
+                resolved.veths[pod.uid] = known
+                continue
+            pids = [pid for cgroup in cgroups for pid in pids_in(path=cgroup.path)]
+            if not pids:
+                resolved.problems[pod.uid] = f"no running process in {pod.name}"
+                continue
+            try:
+                resolved.veths[pod.uid] = self._veth_of(pids[0])
+            except VethNotFoundError as err:
+                resolved.problems[pod.uid] = str(err)
+        return resolved
+
+    def _safely(self, what: str, action: Callable[[], None]) -> bool:
+        try:
+            action()
+        except Orb8Error as err:
+            log.warning("%s failed: %s", what, err)
+            self._resolved.problems[what] = str(err)
+            return False
+        return True
+
+    # -- collection ----------------------------------------------------------------------------
+
+    def collect(self) -> None:
+        """Drain the data plane into the sessions' accumulators."""
+        now = self._clock()
+        loaded = self._dataplane.loaded_probes()
+        if FLOWS in loaded:
+            for observation in self._dataplane.read_flows():
+                for target in self._router.route(observation=observation):
+                    state = self._sessions.get(target.uid)
+                    if state is not None and state.flows is not None and not state.stopped:
+                        state.flows.add(observation=observation, now=now)
+        if SYSCALLS in loaded:
+            for event in self._dataplane.poll_alerts():
+                ref = self._container_refs.get(event.cgroup_id)
+                if ref is None:
+                    continue
+                for state in self._sessions.values():
+                    if state.alerts is None or state.stopped:
+                        continue
+                    if any(pod.uid == ref.pod_uid for pod in state.target.pods):
+                        state.alerts.add(ref=ref, event=event, now=now)
+
+    # -- reporting -----------------------------------------------------------------------------
+
+    def due_reports(self) -> list[tuple[SessionTarget, dict[str, Any]]]:
+        """Entries whose reportInterval has elapsed; stopped sessions report once more, then go."""
+        now = self._clock()
+        due: list[tuple[SessionTarget, dict[str, Any]]] = []
+        for uid, state in list(self._sessions.items()):
+            if now < state.next_report:
+                continue
+            due.append((state.target, self.entry(state=state, now=now)))
+            if state.stopped:
+                del self._sessions[uid]
+            else:
+                state.next_report = now + state.target.report_interval_s
+        return due
+
+    def final_reports(self) -> list[tuple[SessionTarget, dict[str, Any]]]:
+        """Every session's entry marked Stopped (the agent is shutting down)."""
+        now = self._clock()
+        for state in self._sessions.values():
+            state.stopped = True
+        return [(s.target, self.entry(state=s, now=now)) for s in self._sessions.values()]
+
+    def entry(self, *, state: SessionState, now: float) -> dict[str, Any]:
+        target = state.target
+        loaded = self._dataplane.loaded_probes()
+        errors = self._dataplane.probe_errors()
+        wanted = {FLOWS} if target.network else set()
+        wanted |= {SYSCALLS} if target.syscalls else set()
+        missing = sorted(wanted - loaded)
+        problems = [f"{p} probe unavailable: {errors.get(p, 'not loaded')}" for p in missing]
+        problems += [
+            f"{pod.namespace}/{pod.name}: {self._resolved.problems[pod.uid]}"
+            for pod in target.pods if pod.uid in self._resolved.problems
+        ]  # fmt: skip
+        if state.stopped:
+            phase = "Stopped"
+        elif missing and missing == sorted(wanted):
+            phase = "Failed"
+        elif problems:
+            phase = "Degraded"
+        else:
+            phase = "Running"
+        return trace_node_entry(
+            node=self.node, state=phase, probes=sorted(wanted & loaded),
+            message="; ".join(problems)[:1024], now=now, flows=state.flows,
+            top_flows=target.network.top_flows if target.network else 0,
+            alerts=state.alerts, pods_by_ip=self._pods_by_ip,
+            dropped_events=self._dataplane.dropped_events(),
+        )  # fmt: skip
+
+    def shutdown(self) -> None:
+        """Detach from every interface (the data plane unloads itself)."""
+        for name in sorted(self._attached):
+            self._safely(f"detach {name}", partial(self._dataplane.detach_interface, ifname=name))
+        self._attached.clear()
+
+    @property
+    def attached_interfaces(self) -> frozenset[str]:
+        return frozenset(self._attached)
+
+    def sessions(self) -> list[SessionState]:
+        return list(self._sessions.values())
+
+    def dropped_events(self) -> int:
+        return self._dataplane.dropped_events()

@@ -1,0 +1,137 @@
+"""Per-session flow accounting on one node.
+
+The flow probe reports per-interface deltas: which host veth the packet
+crossed and in which tc direction. A packet the pod sends arrives on the
+host side of its veth as tc *ingress*, so pod-relative direction is the
+opposite of the hook's.
+
+Same-node pod-to-pod traffic crosses two target veths. It is counted once:
+at the sender's veth when the sender is one of the session's targets here
+and the session counts egress; otherwise at the receiver's veth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from orb8_agent.control.targets import SessionTarget
+
+
+class FlowObservation(Protocol):
+    """What the data plane reports for one flow direction on one interface."""
+
+    @property
+    def src_ip(self) -> str: ...
+    @property
+    def dst_ip(self) -> str: ...
+    @property
+    def src_port(self) -> int: ...
+    @property
+    def dst_port(self) -> int: ...
+    @property
+    def protocol(self) -> str: ...
+    @property
+    def direction(self) -> str: ...
+    @property
+    def ifindex(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def packets(self) -> int: ...
+    @property
+    def tcp_flags(self) -> int: ...
+
+
+FlowKey = tuple[str, int, str, int, str]  # src ip, src port, dst ip, dst port, protocol
+
+
+@dataclass
+class FlowStats:
+    bytes: int
+    packets: int
+    first_seen: float
+    last_seen: float
+    tcp_flags: int
+
+
+def pod_direction(*, hook_direction: str) -> str:
+    """Direction relative to the pod for a packet seen on its host-side veth."""
+    return "egress" if hook_direction == "ingress" else "ingress"
+
+
+class SessionFlows:
+    """Accumulated flows of one session on this node, bounded in memory."""
+
+    def __init__(self, *, max_tracked: int = 20_000) -> None:
+        self._flows: dict[FlowKey, FlowStats] = {}
+        self._max_tracked = max_tracked
+        self.bytes = 0
+        self.packets = 0
+        self.untracked_flows = 0
+
+    def add(self, *, observation: FlowObservation, now: float) -> None:
+        self.bytes += observation.bytes
+        self.packets += observation.packets
+        key: FlowKey = (
+            observation.src_ip, observation.src_port,
+            observation.dst_ip, observation.dst_port, observation.protocol,
+        )  # fmt: skip
+        stats = self._flows.get(key)
+        if stats is None:
+            if len(self._flows) >= self._max_tracked:
+                self.untracked_flows += 1
+                return
+            stats = self._flows[key] = FlowStats(0, 0, now, now, 0)
+        stats.bytes += observation.bytes
+        stats.packets += observation.packets
+        stats.last_seen = now
+        stats.tcp_flags |= observation.tcp_flags
+
+    @property
+    def flow_count(self) -> int:
+        return len(self._flows) + self.untracked_flows
+
+    def top(self, *, limit: int) -> list[tuple[FlowKey, FlowStats]]:
+        ranked = sorted(self._flows.items(), key=lambda item: (-item[1].bytes, item[0]))
+        return ranked[:limit]
+
+
+class FlowRouter:
+    """Decides which sessions each observation belongs to."""
+
+    def __init__(
+        self, *, sessions: Iterable[SessionTarget], pod_by_ifindex: Mapping[int, str]
+    ) -> None:
+        self._pod_by_ifindex = dict(pod_by_ifindex)
+        self._sessions_by_pod: dict[str, list[SessionTarget]] = {}
+        self._local_ips: dict[str, set[str]] = {}
+        for session in sessions:
+            if session.network is None:
+                continue
+            self._local_ips[session.uid] = {
+                ip for pod in session.pods if not pod.host_network for ip in pod.ips
+            }
+            for pod in session.pods:
+                self._sessions_by_pod.setdefault(pod.uid, []).append(session)
+
+    def route(self, *, observation: FlowObservation) -> list[SessionTarget]:
+        pod_uid = self._pod_by_ifindex.get(observation.ifindex)
+        if pod_uid is None:
+            return []
+        direction = pod_direction(hook_direction=observation.direction)
+        matched = []
+        for session in self._sessions_by_pod.get(pod_uid, ()):
+            network = session.network
+            assert network is not None  # only sessions with network settings are indexed
+            if observation.protocol not in network.protocols or direction not in network.directions:
+                continue
+            if (
+                direction == "ingress"
+                and "egress" in network.directions
+                and observation.src_ip in self._local_ips[session.uid]
+            ):
+                continue  # counted at the sender's veth
+            matched.append(session)
+        return matched

@@ -1,0 +1,25 @@
+"""Names of the orb8 API group and its resources."""
+
+from __future__ import annotations
+
+GROUP = "orb8.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+TRACE_SESSIONS = "tracesessions"
+GPU_TELEMETRIES = "gputelemetries"
+NODE_AGENT_CONFIGS = "nodeagentconfigs"
+
+PLURAL_BY_KIND = {
+    "TraceSession": TRACE_SESSIONS,
+    "GpuTelemetry": GPU_TELEMETRIES,
+    "NodeAgentConfig": NODE_AGENT_CONFIGS,
+}
+
+AGENT_FIELD_MANAGER_PREFIX = "orb8-agent/"
+OPERATOR_FIELD_MANAGER = "orb8-operator"
+
+
+def agent_field_manager(*, node: str) -> str:
+    """The field manager an agent uses for its own entries (one per node)."""
+    return f"{AGENT_FIELD_MANAGER_PREFIX}{node}"
