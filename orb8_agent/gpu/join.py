@@ -265,7 +265,7 @@ def _join_exporter(
             claim_key = (ckey, "gpu", e.uuid)
             claims.setdefault(claim_key, _Claim(ckey=ckey, kind="gpu", uuid=e.uuid))
 
-    bound = _bind_mig(claims, instances, nvml, mig_ids_by_profile, notes)
+    bound, candidates = _bind_mig(claims, instances, nvml, mig_ids_by_profile)
 
     uses: dict[tuple[CKey, str, str], GpuUse] = {}
     for k, c in claims.items():
@@ -293,13 +293,7 @@ def _join_exporter(
             inst_key = c.instance or bound.get(c.uuid)
             inst = instances.get(inst_key) if inst_key is not None else None
             if inst is None:
-                note = (
-                    f"cannot tell which MIG instance {c.uuid} "
-                    f"({c.mig_profile or 'unknown profile'}) is: several instances match "
-                    "and neither NVML nor exporter pod labels say"
-                )
-                notes.add(note)
-                uses[k] = _bare_use(c, sharing=Sharing.MIG, note=note)
+                uses[k] = _unmatched_mig(c, candidates.get(c.uuid, []), meta, notes)
                 continue
             parent = parents.get(inst.uuid) or meta.get(inst.uuid) or inst
             uses[k] = _use_from_entity(
@@ -313,10 +307,13 @@ def _bind_mig(
     instances: dict[EntityKey, DcgmEntity],
     nvml: NvmlReading | None,
     mig_ids_by_profile: dict[str, set[str]],
-    notes: _Notes,
-) -> dict[str, EntityKey]:
-    """Match MIG-<uuid> ids to exporter instance lines (parent uuid, GPU_I_ID)."""
+) -> tuple[dict[str, EntityKey], dict[str, list[EntityKey]]]:
+    """Match MIG-<uuid> ids to exporter instance lines (parent uuid, GPU_I_ID).
+
+    Returns the matches and, for each id left unmatched, the instances it could be.
+    """
     bound: dict[str, EntityKey] = {}
+    candidates: dict[str, list[EntityKey]] = {}
     if nvml is not None:
         for dev in nvml.devices:
             for mi in dev.mig_instances:
@@ -336,14 +333,14 @@ def _bind_mig(
             ckey = (p.namespace, p.pod, p.container)
             if key in bound.values():
                 break
-            candidates = [
+            options = [
                 c
                 for c in by_ckey.get(ckey, [])
                 if c.uuid not in bound and c.mig_profile in ("", inst.mig_profile)
             ]
-            if len(candidates) == 1:
-                bound[candidates[0].uuid] = key
-            elif not candidates and ckey not in by_ckey:
+            if len(options) == 1:
+                bound[options[0].uuid] = key
+            elif not options and ckey not in by_ckey:
                 # Only the exporter knows this container uses the instance.
                 c = _Claim(
                     ckey=ckey, kind="mig", uuid="", mig_profile=inst.mig_profile, instance=key
@@ -365,12 +362,36 @@ def _bind_mig(
         if len(ids) == 1 and len(free) == 1:
             bound[c.uuid] = free[0]
             taken.add(free[0])
-        elif free:
-            notes.add(
-                f"{len(free)} MIG instances of profile {c.mig_profile or '?'} could be {c.uuid}; "
-                "install nvidia-ml-py or enable dcgm-exporter's Kubernetes mode to tell them apart"
-            )
-    return bound
+        else:
+            candidates[c.uuid] = free
+    return bound, candidates
+
+
+def _unmatched_mig(
+    c: _Claim, candidates: list[EntityKey], meta: dict[str, DcgmEntity], notes: _Notes
+) -> GpuUse:
+    """A MIG id no exporter instance could be tied to: identity only, no readings."""
+    profile = c.mig_profile or "unknown profile"
+    if candidates:
+        note = (
+            f"cannot tell which of {len(candidates)} {profile} MIG instances {c.uuid} is; "
+            "install nvidia-ml-py on the agent or run dcgm-exporter in Kubernetes mode"
+        )
+    else:
+        note = f"dcgm-exporter shows no {profile} MIG instance that could be {c.uuid}"
+    notes.add(note)
+    parents = {uuid for uuid, _ in candidates}
+    # All candidates on one GPU: its index and model are known even if the instance is not.
+    parent = meta.get(next(iter(parents))) if len(parents) == 1 else None
+    return GpuUse(
+        uuid=c.uuid,
+        index=None if parent is None else parent.index,
+        model="" if parent is None else parent.model,
+        sharing=Sharing.MIG,
+        mig_profile=c.mig_profile,
+        device_key=c.uuid,
+        note=note,
+    )
 
 
 def _use_from_entity(
