@@ -69,9 +69,8 @@ class GpuMetrics(Collector):
                     if (*key, row.container) in seen:
                         continue
                     seen.add((*key, row.container))
-                    ratio = None if g.utilization_percent is None else g.utilization_percent / 100
                     vals: list[float | None] = [
-                        ratio,
+                        g.utilization_percent,
                         None if g.memory_used_bytes is None else float(g.memory_used_bytes),
                         g.temperature_celsius,
                         g.power_watts,
@@ -83,10 +82,10 @@ class GpuMetrics(Collector):
                         for i in (0, 1):
                             a, b = prev[i], vals[i]
                             prev[i] = b if a is None else (a if b is None else a + b)
-        for (ns, pod, gpu), (r, m, t, p) in sorted(agg.items()):
+        for (ns, pod, gpu), (pct, m, t, p) in sorted(agg.items()):
             labels = [ns, pod, gpu]
-            if r is not None:
-                util.add_metric(labels, min(r, 1.0))
+            if pct is not None:
+                util.add_metric(labels, min(pct, 100.0) / 100.0)
             if m is not None:
                 mem.add_metric(labels, m)
             if t is not None:
