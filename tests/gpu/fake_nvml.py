@@ -55,59 +55,59 @@ class FakeNvml:
         self.shutdown_calls = 0
         self.utilization_queries: list[int] = []
 
-    def nvmlInit(self) -> None:  # noqa: N802
+    def nvmlInit(self) -> None:
         self.init_calls += 1
         if self.init_error:
             raise NVMLError(self.init_error)
 
-    def nvmlShutdown(self) -> None:  # noqa: N802
+    def nvmlShutdown(self) -> None:
         self.shutdown_calls += 1
 
-    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
+    def nvmlDeviceGetCount(self) -> int:
         return len(self.devices)
 
-    def nvmlDeviceGetHandleByIndex(self, i: int) -> Any:  # noqa: N802
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> Any:
         return self.devices[i]
 
-    def nvmlDeviceGetUUID(self, h: Any) -> str:  # noqa: N802
+    def nvmlDeviceGetUUID(self, h: Any) -> str:
         return str(h.uuid)
 
-    def nvmlDeviceGetName(self, h: Any) -> bytes:  # noqa: N802
+    def nvmlDeviceGetName(self, h: Any) -> bytes:
         return str(h.name).encode()  # older nvidia-ml-py returns bytes
 
-    def nvmlDeviceGetUtilizationRates(self, h: Any) -> Any:  # noqa: N802
+    def nvmlDeviceGetUtilizationRates(self, h: Any) -> Any:
         if isinstance(h, FakeMigDevice) or h.util is None or h.mig:
             raise NVMLError("Not Supported")
         return SimpleNamespace(gpu=h.util, memory=10)
 
-    def nvmlDeviceGetMemoryInfo(self, h: Any) -> Any:  # noqa: N802
+    def nvmlDeviceGetMemoryInfo(self, h: Any) -> Any:
         return SimpleNamespace(total=h.total, used=h.used, free=h.total - h.used)
 
-    def nvmlDeviceGetTemperature(self, h: Any, sensor: int) -> int:  # noqa: N802
+    def nvmlDeviceGetTemperature(self, h: Any, sensor: int) -> int:
         if h.temp is None:
             raise NVMLError("Not Supported")
         return int(h.temp)
 
-    def nvmlDeviceGetPowerUsage(self, h: Any) -> int:  # noqa: N802
+    def nvmlDeviceGetPowerUsage(self, h: Any) -> int:
         if h.power_mw is None:
             raise NVMLError("Not Supported")
         return int(h.power_mw)
 
-    def nvmlDeviceGetMigMode(self, h: Any) -> tuple[int, int]:  # noqa: N802
+    def nvmlDeviceGetMigMode(self, h: Any) -> tuple[int, int]:
         return (1, 1) if h.mig else (0, 0)
 
-    def nvmlDeviceGetMaxMigDeviceCount(self, h: Any) -> int:  # noqa: N802
+    def nvmlDeviceGetMaxMigDeviceCount(self, h: Any) -> int:
         return 7
 
-    def nvmlDeviceGetMigDeviceHandleByIndex(self, h: Any, i: int) -> Any:  # noqa: N802
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, h: Any, i: int) -> Any:
         if i >= len(h.mig):
             raise NVMLError("Not Found")
         return h.mig[i]
 
-    def nvmlDeviceGetGpuInstanceId(self, h: Any) -> int:  # noqa: N802
+    def nvmlDeviceGetGpuInstanceId(self, h: Any) -> int:
         return int(h.gi_id)
 
-    def nvmlDeviceGetComputeRunningProcesses(self, h: Any) -> list[Any]:  # noqa: N802
+    def nvmlDeviceGetComputeRunningProcesses(self, h: Any) -> list[Any]:
         return [
             SimpleNamespace(
                 pid=p.pid,
@@ -118,12 +118,19 @@ class FakeNvml:
             for p in h.procs
         ]
 
-    def nvmlDeviceGetProcessUtilization(self, h: Any, last_seen: int) -> list[Any]:  # noqa: N802
+    def nvmlDeviceGetProcessUtilization(self, h: Any, last_seen: int) -> list[Any]:
         self.utilization_queries.append(last_seen)
         if not h.process_utilization_supported:
             raise NVMLError("Not Supported")
         samples = [
-            SimpleNamespace(pid=p.pid, timeStamp=1_000_000 + i, smUtil=p.sm_util, memUtil=0, encUtil=0, decUtil=0)
+            SimpleNamespace(
+                pid=p.pid,
+                timeStamp=1_000_000 + i,
+                smUtil=p.sm_util,
+                memUtil=0,
+                encUtil=0,
+                decUtil=0,
+            )
             for i, p in enumerate(h.procs)
             if p.sm_util is not None
         ]

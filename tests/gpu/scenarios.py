@@ -59,7 +59,13 @@ def time_sliced(*, kubernetes_mode: bool = True) -> Scenario:
     sharers = [Pod("infer", f"web-{c}", "server") for c in "abc"]
     gpus = [
         # The exporter labels only the first sharer (dcgm-exporter's bug).
-        FakeGpu(index=0, util=72, fb_used_mib=30000, fb_free_mib=51559, pods=sharers if kubernetes_mode else []),
+        FakeGpu(
+            index=0,
+            util=72,
+            fb_used_mib=30000,
+            fb_free_mib=51559,
+            pods=sharers if kubernetes_mode else [],
+        ),
         FakeGpu(index=1, util=3, fb_used_mib=500, fb_free_mib=81059),
     ]
     allocations = [
@@ -79,15 +85,43 @@ def mig(*, labels: bool = False) -> Scenario:
     b = Pod("ml", "small-a", "main")
     c = Pod("ml", "small-b", "main")
     instances = [
-        FakeMig(gi_id=1, profile="3g.40gb", fb_used_mib=20000, fb_free_mib=20096, gr_active=0.8125,
-                pods=[a] if labels else []),
-        FakeMig(gi_id=5, profile="2g.20gb", fb_used_mib=3000, fb_free_mib=16968, gr_active=0.25,
-                pods=[b] if labels else []),
-        FakeMig(gi_id=6, profile="2g.20gb", fb_used_mib=9000, fb_free_mib=10968, gr_active=0.0,
-                pods=[c] if labels else []),
+        FakeMig(
+            gi_id=1,
+            profile="3g.40gb",
+            fb_used_mib=20000,
+            fb_free_mib=20096,
+            gr_active=0.8125,
+            pods=[a] if labels else [],
+        ),
+        FakeMig(
+            gi_id=5,
+            profile="2g.20gb",
+            fb_used_mib=3000,
+            fb_free_mib=16968,
+            gr_active=0.25,
+            pods=[b] if labels else [],
+        ),
+        FakeMig(
+            gi_id=6,
+            profile="2g.20gb",
+            fb_used_mib=9000,
+            fb_free_mib=10968,
+            gr_active=0.0,
+            pods=[c] if labels else [],
+        ),
     ]
-    gpus = [FakeGpu(index=0, model=A100, util=None, fb_used_mib=None, fb_free_mib=None,
-                    temp=55, power=250.5, mig=instances)]
+    gpus = [
+        FakeGpu(
+            index=0,
+            model=A100,
+            util=None,
+            fb_used_mib=None,
+            fb_free_mib=None,
+            temp=55,
+            power=250.5,
+            mig=instances,
+        )
+    ]
     allocations = [
         Allocation("ml", "big", "main", "nvidia.com/mig-3g.40gb", [mig_uuid(0, 1)]),
         Allocation("ml", "small-a", "main", "nvidia.com/mig-2g.20gb", [mig_uuid(0, 5)]),

@@ -102,10 +102,14 @@ def exposition(
     old_pod_labels: bool = False,
 ) -> str:
     """dcgm-exporter's /metrics body for these GPUs."""
-    pod_keys = ("container_name", "pod_namespace", "pod_name") if old_pod_labels else (
-        "container",
-        "namespace",
-        "pod",
+    pod_keys = (
+        ("container_name", "pod_namespace", "pod_name")
+        if old_pod_labels
+        else (
+            "container",
+            "namespace",
+            "pod",
+        )
     )
 
     def labels(g: FakeGpu, mig: FakeMig | None, pod: Pod | None) -> str:
@@ -156,8 +160,9 @@ def exposition(
                     mv = mig_value(m, name)
                     if mv is None:
                         continue
-                    for pod in m.pods or [None]:
-                        lines.append(f"{name}{labels(g, m, pod)} {_fmt(name, mv)}")
+                    mig_pods: list[Pod | None] = list(m.pods) or [None]
+                    for mig_pod in mig_pods:
+                        lines.append(f"{name}{labels(g, m, mig_pod)} {_fmt(name, mv)}")
                 continue
             v = device_value(g, name)
             if v is None:
@@ -250,7 +255,9 @@ def fake_exporter(behavior: ExporterBehavior | None = None) -> Iterator[FakeExpo
     thread.daemon = True
     thread.start()
     try:
-        yield FakeExporter(host="127.0.0.1", port=server.server_address[1], behavior=server.behavior)
+        yield FakeExporter(
+            host="127.0.0.1", port=server.server_address[1], behavior=server.behavior
+        )
     finally:
         server.shutdown()
         server.server_close()
@@ -286,7 +293,7 @@ class KubeletBehavior:
     calls: int = 0
 
 
-class _Lister(api_pb2_grpc.PodResourcesListerServicer):  # type: ignore[misc]
+class _Lister(api_pb2_grpc.PodResourcesListerServicer):
     def __init__(self, behavior: KubeletBehavior) -> None:
         self.b = behavior
 
@@ -301,7 +308,9 @@ class _Lister(api_pb2_grpc.PodResourcesListerServicer):  # type: ignore[misc]
                     for d in a.device_ids
                 )
             else:
-                devices.append(api_pb2.ContainerDevices(resource_name=a.resource, device_ids=a.device_ids))
+                devices.append(
+                    api_pb2.ContainerDevices(resource_name=a.resource, device_ids=a.device_ids)
+                )
         return [
             api_pb2.PodResources(
                 name=pod,
@@ -314,13 +323,13 @@ class _Lister(api_pb2_grpc.PodResourcesListerServicer):  # type: ignore[misc]
             for (ns, pod), ctrs in pods.items()
         ]
 
-    def List(self, request: Any, context: Any) -> api_pb2.ListPodResourcesResponse:  # noqa: N802
+    def List(self, request: Any, context: Any) -> api_pb2.ListPodResourcesResponse:
         self.b.calls += 1
         if self.b.mode == "unavailable":
             context.abort(grpc.StatusCode.UNAVAILABLE, "kubelet is restarting")
         return api_pb2.ListPodResourcesResponse(pod_resources=self._pods())
 
-    def GetAllocatableResources(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def GetAllocatableResources(self, request: Any, context: Any) -> Any:
         if self.b.mode == "no-allocatable":
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "not enabled")
         devices = [
@@ -328,7 +337,7 @@ class _Lister(api_pb2_grpc.PodResourcesListerServicer):  # type: ignore[misc]
         ]
         return api_pb2.AllocatableResourcesResponse(devices=devices, cpu_ids=[0, 1, 2, 3])
 
-    def Get(self, request: Any, context: Any) -> api_pb2.GetPodResourcesResponse:  # noqa: N802
+    def Get(self, request: Any, context: Any) -> api_pb2.GetPodResourcesResponse:
         for p in self._pods():
             if p.name == request.pod_name and p.namespace == request.pod_namespace:
                 return api_pb2.GetPodResourcesResponse(pod_resources=p)

@@ -9,10 +9,14 @@ from orb8_agent.gpu.model import AlertKind, GpuPodRow, GpuUse, Sharing
 
 T0 = datetime(2026, 11, 29, 5, 0, tzinfo=UTC)
 GIB = 2**30
-POLICY = AlertPolicy(idle_utilization_percent=5, idle_for=timedelta(minutes=10), memory_used_percent=90)
+POLICY = AlertPolicy(
+    idle_utilization_percent=5, idle_for=timedelta(minutes=10), memory_used_percent=90
+)
 
 
-def row(util: float | None, used_gib: int = 10, pod: str = "trainer-0", uuid: str = "GPU-a") -> GpuPodRow:
+def row(
+    util: float | None, used_gib: int = 10, pod: str = "trainer-0", uuid: str = "GPU-a"
+) -> GpuPodRow:
     g = GpuUse(
         uuid=uuid,
         index=0,
@@ -77,12 +81,16 @@ def test_streaks_are_forgotten_after_a_long_absence() -> None:
 
 
 def test_memory_high_fires_immediately() -> None:
-    alerts, _ = evaluate_alerts(rows=[row(80.0, used_gib=76)], policy=POLICY, state=AlertState.empty(), now=T0)
+    alerts, _ = evaluate_alerts(
+        rows=[row(80.0, used_gib=76)], policy=POLICY, state=AlertState.empty(), now=T0
+    )
     (a,) = alerts
     assert a.kind is AlertKind.MEMORY_HIGH
     assert a.value == 95.0
     assert a.message == "GPU memory 95.0% used, above 90%"
-    alerts, _ = evaluate_alerts(rows=[row(80.0, used_gib=72)], policy=POLICY, state=AlertState.empty(), now=T0)
+    alerts, _ = evaluate_alerts(
+        rows=[row(80.0, used_gib=72)], policy=POLICY, state=AlertState.empty(), now=T0
+    )
     assert alerts == []  # exactly 90% is not above 90%
 
 

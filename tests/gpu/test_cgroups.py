@@ -20,7 +20,10 @@ CID = "3f4e5d6c7b8a9f0e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d0c1b2a3f4e"
             CgroupRef(UID, CID),
         ),
         # guaranteed QoS has no QoS slice
-        (f"/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{CID}.scope", CgroupRef(UID, CID)),
+        (
+            f"/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{CID}.scope",
+            CgroupRef(UID, CID),
+        ),
         # CRI-O and its conmon
         (
             f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/crio-{CID}.scope",
@@ -58,7 +61,10 @@ def test_parse_cgroup_path(path: str, expected: CgroupRef | None) -> None:
 
 
 def test_proc_cgroup_v2() -> None:
-    content = f"0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{CID}.scope\n"
+    content = (
+        "0::/kubepods.slice/kubepods-burstable.slice/"
+        f"kubepods-burstable-pod{UID_}.slice/cri-containerd-{CID}.scope\n"
+    )
     assert parse_proc_cgroup(content) == CgroupRef(UID, CID)
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orb8_agent.gpu.dcgm import DCGM_FP64_BLANK, DCGM_INT32_BLANK, is_blank, parse_exposition
+from orb8_agent.gpu.dcgm import DCGM_INT32_BLANK, is_blank, parse_exposition
 from orb8_agent.gpu.errors import ExporterFormatError
 from orb8_common.errors import Orb8Error
 from tests.gpu import scenarios
@@ -68,7 +68,9 @@ def test_mig_instances_are_separate_entities_keyed_by_gpu_instance_id() -> None:
 
 
 def test_blank_sentinels_mean_no_data() -> None:
-    g = FakeGpu(index=0, util=INT64_NOT_SUPPORTED, fb_used_mib=DCGM_INT32_BLANK + 2, power=FP64_BLANK)
+    g = FakeGpu(
+        index=0, util=INT64_NOT_SUPPORTED, fb_used_mib=DCGM_INT32_BLANK + 2, power=FP64_BLANK
+    )
     (e,) = parse_exposition(exposition([g]), fetched_at=NOW).entities
     assert e.gpu_util_percent is None
     assert e.fb_used_bytes is None
@@ -170,9 +172,12 @@ _gpus = st.lists(
         fb_free_mib=st.one_of(st.none(), st.integers(min_value=0, max_value=200_000)),
         temp=st.one_of(st.none(), st.integers(min_value=0, max_value=120)),
         power=st.one_of(
-            st.none(), st.floats(min_value=0, max_value=2000, allow_nan=False).map(lambda x: round(x, 6))
+            st.none(),
+            st.floats(min_value=0, max_value=2000, allow_nan=False).map(lambda x: round(x, 6)),
         ),
-        gr_active=st.one_of(st.none(), st.floats(min_value=0, max_value=1).map(lambda x: round(x, 6))),
+        gr_active=st.one_of(
+            st.none(), st.floats(min_value=0, max_value=1).map(lambda x: round(x, 6))
+        ),
     ),
     min_size=1,
     max_size=8,

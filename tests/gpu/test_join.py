@@ -37,7 +37,9 @@ def view(sc: Scenario) -> PodResourcesView:
     )
 
 
-def run(sc: Scenario, *, kubernetes_mode: bool = False, resources: bool = True, **kw: object) -> tuple[dict[str, GpuPodRow], tuple[str, ...]]:
+def run(
+    sc: Scenario, *, kubernetes_mode: bool = False, resources: bool = True, **kw: object
+) -> tuple[dict[str, GpuPodRow], tuple[str, ...]]:
     scrape = parse_exposition(exposition(sc.gpus, kubernetes_mode=kubernetes_mode), fetched_at=NOW)
     result = join(
         node="gpu-node-1",
@@ -56,7 +58,12 @@ def test_eight_whole_gpus_are_exclusive_with_their_own_readings() -> None:
     assert (r.namespace, r.container, r.node) == ("ml", "main", "gpu-node-1")
     (g,) = r.gpus
     assert g.uuid == gpu_uuid(5)
-    assert (g.index, g.model, g.sharing, g.mig_profile) == (5, "NVIDIA H100 80GB HBM3", Sharing.EXCLUSIVE, "")
+    assert (g.index, g.model, g.sharing, g.mig_profile) == (
+        5,
+        "NVIDIA H100 80GB HBM3",
+        Sharing.EXCLUSIVE,
+        "",
+    )
     assert g.utilization_percent == 55.0
     assert g.memory_used_bytes == 6 * 1024 * MIB
     assert g.memory_total_bytes == 81559 * MIB
@@ -84,8 +91,12 @@ def test_pods_outside_the_target_set_are_absent() -> None:
 
 
 def test_exporter_labels_alone_attribute_when_pod_resources_is_down() -> None:
-    rows, _ = run(scenarios.whole_gpus(n=3, kubernetes_mode_pods=True), kubernetes_mode=True, resources=False)
-    assert {p: r.gpus[0].uuid for p, r in rows.items()} == {f"trainer-{i}": gpu_uuid(i) for i in range(3)}
+    rows, _ = run(
+        scenarios.whole_gpus(n=3, kubernetes_mode_pods=True), kubernetes_mode=True, resources=False
+    )
+    assert {p: r.gpus[0].uuid for p, r in rows.items()} == {
+        f"trainer-{i}": gpu_uuid(i) for i in range(3)
+    }
     assert all(r.gpus[0].sharing is Sharing.EXCLUSIVE for r in rows.values())
 
 
@@ -121,7 +132,12 @@ def test_replica_ids_alone_mark_a_gpu_time_sliced() -> None:
 def test_mig_profile_match_when_unambiguous_and_a_note_when_not() -> None:
     rows, notes = run(scenarios.mig())
     big = rows["big"].gpus[0]
-    assert (big.uuid, big.sharing, big.mig_profile, big.index) == (mig_uuid(0, 1), Sharing.MIG, "3g.40gb", 0)
+    assert (big.uuid, big.sharing, big.mig_profile, big.index) == (
+        mig_uuid(0, 1),
+        Sharing.MIG,
+        "3g.40gb",
+        0,
+    )
     assert big.utilization_percent == 81.25  # GR_ENGINE_ACTIVE x 100
     assert big.memory_used_bytes == 20000 * MIB
     assert big.memory_total_bytes == 40096 * MIB
@@ -129,8 +145,15 @@ def test_mig_profile_match_when_unambiguous_and_a_note_when_not() -> None:
     assert (big.temperature_celsius, big.power_watts) == (55.0, 250.5)
     for p in ("small-a", "small-b"):
         g = rows[p].gpus[0]
-        assert (g.sharing, g.mig_profile, g.index, g.model) == (Sharing.MIG, "2g.20gb", 0, "NVIDIA A100-SXM4-80GB")
-        assert g.utilization_percent is None and g.memory_used_bytes is None and g.last_updated is None
+        assert (g.sharing, g.mig_profile, g.index, g.model) == (
+            Sharing.MIG,
+            "2g.20gb",
+            0,
+            "NVIDIA A100-SXM4-80GB",
+        )
+        assert (
+            g.utilization_percent is None and g.memory_used_bytes is None and g.last_updated is None
+        )
         assert "cannot tell which of 2 2g.20gb MIG instances" in g.note
     assert len([n for n in notes if "cannot tell" in n]) == 2
 
@@ -184,13 +207,20 @@ def test_an_allocated_gpu_missing_from_the_exporter_has_no_readings() -> None:
     rows, notes = run(sc)
     g = rows["trainer-1"].gpus[0]
     assert g.uuid == gpu_uuid(1) and g.last_updated is None and g.utilization_percent is None
-    assert g.to_status() == {"uuid": gpu_uuid(1), "model": "", "sharing": "exclusive", "migProfile": ""}
+    assert g.to_status() == {
+        "uuid": gpu_uuid(1),
+        "model": "",
+        "sharing": "exclusive",
+        "migProfile": "",
+    }
     assert any("no dcgm-exporter readings for " + gpu_uuid(1) in n for n in notes)
 
 
 def test_multi_gpu_container_lists_gpus_by_index() -> None:
     sc = scenarios.whole_gpus(n=4)
-    sc.allocations = [Allocation("ml", "trainer-0", "main", "nvidia.com/gpu", [gpu_uuid(3), gpu_uuid(1)])]
+    sc.allocations = [
+        Allocation("ml", "trainer-0", "main", "nvidia.com/gpu", [gpu_uuid(3), gpu_uuid(1)])
+    ]
     sc.targets = [target("ml", "trainer-0")]
     rows, _ = run(sc)
     assert [g.index for g in rows["trainer-0"].gpus] == [1, 3]

@@ -8,12 +8,21 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from orb8_agent.gpu.metrics import GpuMetrics
-from orb8_agent.gpu.model import EMPTY_SUMMARY, GpuPodRow, GpuSnapshot, GpuUse, Sharing, SourceHealth
+from orb8_agent.gpu.model import (
+    EMPTY_SUMMARY,
+    GpuPodRow,
+    GpuSnapshot,
+    GpuUse,
+    Sharing,
+    SourceHealth,
+)
 
 NOW = datetime(2026, 11, 29, 5, 0, tzinfo=UTC)
 
 
-def use(uuid: str, util: float | None, mem: int, *, scope: str = "device", fresh: bool = True) -> GpuUse:
+def use(
+    uuid: str, util: float | None, mem: int, *, scope: str = "device", fresh: bool = True
+) -> GpuUse:
     return GpuUse(
         uuid=uuid,
         index=0,
@@ -37,7 +46,10 @@ def snap(rows: list[GpuPodRow], ok: bool = True) -> GpuSnapshot:
         rows=tuple(rows),
         alerts=(),
         summary=EMPTY_SUMMARY,
-        sources=(SourceHealth(name="dcgmExporter", ok=ok), SourceHealth(name="podResources", ok=True)),
+        sources=(
+            SourceHealth(name="dcgmExporter", ok=ok),
+            SourceHealth(name="podResources", ok=True),
+        ),
     )
 
 

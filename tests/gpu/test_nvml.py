@@ -43,7 +43,10 @@ def write_proc(root: Path, pid: int, cgroup: str) -> None:
 
 def systemd_path(uid: str, cid: str, qos: str = "burstable") -> str:
     u = uid.replace("-", "_")
-    return f"0::/kubepods.slice/kubepods-{qos}.slice/kubepods-{qos}-pod{u}.slice/cri-containerd-{cid}.scope\n"
+    return (
+        f"0::/kubepods.slice/kubepods-{qos}.slice/"
+        f"kubepods-{qos}-pod{u}.slice/cri-containerd-{cid}.scope\n"
+    )
 
 
 @pytest.fixture
@@ -70,7 +73,12 @@ def node(tmp_path: Path) -> tuple[FakeNvml, str, list[TargetPod]]:
                     FakeProc(900, used_mib=512, sm_util=5),
                 ],
             ),
-            FakeNvmlDevice(uuid=gpu_uuid(1), util=12, used=3 * GIB, procs=[FakeProc(300, used_mib=3000, sm_util=12)]),
+            FakeNvmlDevice(
+                uuid=gpu_uuid(1),
+                util=12,
+                used=3 * GIB,
+                procs=[FakeProc(300, used_mib=3000, sm_util=12)],
+            ),
             FakeNvmlDevice(
                 uuid=gpu_uuid(2),
                 name="NVIDIA A100-SXM4-80GB",
@@ -85,7 +93,11 @@ def node(tmp_path: Path) -> tuple[FakeNvml, str, list[TargetPod]]:
                         procs=[FakeProc(400, used_mib=5120)],
                     ),
                     FakeMigDevice(
-                        uuid=mig_uuid(2, 2), gi_id=2, name="NVIDIA A100-SXM4-80GB MIG 1g.10gb", used=0, total=10 * GIB
+                        uuid=mig_uuid(2, 2),
+                        gi_id=2,
+                        name="NVIDIA A100-SXM4-80GB MIG 1g.10gb",
+                        used=0,
+                        total=10 * GIB,
                     ),
                 ],
             ),
@@ -105,7 +117,12 @@ def test_reading_devices_mig_and_processes(node: tuple[FakeNvml, str, list[Targe
     reading = NvmlSource(library=lib, proc_root=proc).read(now=NOW)
     assert [d.uuid for d in reading.devices] == [gpu_uuid(0), gpu_uuid(1), gpu_uuid(2)]
     d0 = reading.devices[0]
-    assert (d0.index, d0.utilization_percent, d0.memory_used_bytes, d0.power_watts) == (0, 90.0, 30 * GIB, 300.0)
+    assert (d0.index, d0.utilization_percent, d0.memory_used_bytes, d0.power_watts) == (
+        0,
+        90.0,
+        30 * GIB,
+        300.0,
+    )
     d2 = reading.devices[2]
     assert d2.utilization_percent is None
     assert [(m.uuid, m.gpu_instance_id, m.profile) for m in d2.mig_instances] == [
@@ -121,7 +138,9 @@ def test_reading_devices_mig_and_processes(node: tuple[FakeNvml, str, list[Targe
     assert procs[400].sm_util_percent is None  # NVML has no per-process utilization on MIG
 
 
-def test_process_utilization_resumes_from_the_last_sample(node: tuple[FakeNvml, str, list[TargetPod]]) -> None:
+def test_process_utilization_resumes_from_the_last_sample(
+    node: tuple[FakeNvml, str, list[TargetPod]],
+) -> None:
     lib, proc, _ = node
     src = NvmlSource(library=lib, proc_root=proc)
     src.read(now=NOW)
@@ -147,10 +166,23 @@ def test_time_sliced_gpu_is_split_by_process(node: tuple[FakeNvml, str, list[Tar
     b = rows["b"].gpus[0]
     assert (b.utilization_percent, b.memory_used_bytes) == (45.0, 4096 * MIB)
     c = rows["c"].gpus[0]
-    assert (c.sharing, c.utilization_percent, c.memory_used_bytes) == (Sharing.EXCLUSIVE, 12.0, 3 * GIB)
+    assert (c.sharing, c.utilization_percent, c.memory_used_bytes) == (
+        Sharing.EXCLUSIVE,
+        12.0,
+        3 * GIB,
+    )
     d = rows["d"].gpus[0]
-    assert (d.uuid, d.sharing, d.mig_profile, d.index) == (mig_uuid(2, 1), Sharing.MIG, "3g.40gb", 2)
-    assert (d.memory_used_bytes, d.memory_total_bytes, d.utilization_percent) == (5 * GIB, 40 * GIB, None)
+    assert (d.uuid, d.sharing, d.mig_profile, d.index) == (
+        mig_uuid(2, 1),
+        Sharing.MIG,
+        "3g.40gb",
+        2,
+    )
+    assert (d.memory_used_bytes, d.memory_total_bytes, d.utilization_percent) == (
+        5 * GIB,
+        40 * GIB,
+        None,
+    )
     assert any("1 process(es) on" in n for n in result.notes)
     s = summarize(rows=result.rows)
     assert s.gpus == 3 and s.pods == 4
@@ -187,7 +219,10 @@ def test_unsupported_process_utilization_leaves_utilization_unknown(tmp_path: Pa
         [
             FakeNvmlDevice(
                 uuid=gpu_uuid(0),
-                procs=[FakeProc(100, used_mib=100, sm_util=50), FakeProc(200, used_mib=None, sm_util=50)],
+                procs=[
+                    FakeProc(100, used_mib=100, sm_util=50),
+                    FakeProc(200, used_mib=None, sm_util=50),
+                ],
                 process_utilization_supported=False,
             )
         ]

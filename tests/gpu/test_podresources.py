@@ -31,7 +31,11 @@ def test_field_numbers_match_the_kubelet_api() -> None:
         "dynamic_resources": 5,
     }
     assert numbers(api_pb2.ContainerDevices) == {"resource_name": 1, "device_ids": 2, "topology": 3}
-    assert numbers(api_pb2.AllocatableResourcesResponse) == {"devices": 1, "cpu_ids": 2, "memory": 3}
+    assert numbers(api_pb2.AllocatableResourcesResponse) == {
+        "devices": 1,
+        "cpu_ids": 2,
+        "memory": 3,
+    }
     assert numbers(api_pb2.TopologyInfo) == {"nodes": 1}
     assert numbers(api_pb2.NUMANode) == {"ID": 1}
     assert numbers(api_pb2.ContainerMemory) == {"memory_type": 1, "size": 2, "topology": 3}
@@ -60,7 +64,9 @@ def test_lists_gpu_allocations_and_allocatable_devices(sockdir: str) -> None:
 
 
 @pytest.mark.parametrize("one_id_per_entry", [True, False])
-def test_grouped_and_per_id_device_entries_read_the_same(sockdir: str, one_id_per_entry: bool) -> None:
+def test_grouped_and_per_id_device_entries_read_the_same(
+    sockdir: str, one_id_per_entry: bool
+) -> None:
     alloc = Allocation("ml", "trainer", "main", "nvidia.com/gpu", [gpu_uuid(0), gpu_uuid(1)])
     behavior = KubeletBehavior(allocations=[alloc], one_id_per_entry=one_id_per_entry)
     with fake_kubelet(sockdir, behavior) as kubelet:
@@ -82,7 +88,9 @@ def test_mig_resources_are_read(sockdir: str) -> None:
 
 def test_missing_get_allocatable_is_tolerated(sockdir: str) -> None:
     sc = scenarios.whole_gpus(n=2)
-    behavior = KubeletBehavior(allocations=sc.allocations, allocatable=sc.allocatable, mode="no-allocatable")
+    behavior = KubeletBehavior(
+        allocations=sc.allocations, allocatable=sc.allocatable, mode="no-allocatable"
+    )
     with fake_kubelet(sockdir, behavior) as kubelet:
         view = read_pod_resources(socket_path=kubelet.socket_path, timeout_s=2, now=NOW)
     assert len(view.allocations) == 2
