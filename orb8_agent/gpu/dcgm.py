@@ -1,8 +1,8 @@
 """Parse dcgm-exporter's Prometheus text into per-GPU (and per-MIG-instance) readings.
 
-The text goes through prometheus_client's exposition parser; this module only
-decides which samples matter, converts units and drops DCGM's "blank"
-sentinels, which mean "no data" and must never be shown as readings.
+The text goes through the exposition tokenizer (orb8_agent.gpu.exposition);
+this module decides which samples matter, converts units and drops DCGM's
+"blank" sentinels, which mean "no data" and must never be shown as readings.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from orb8_agent.gpu.errors import ExporterFormatError
+from orb8_agent.gpu.exposition import iter_samples
 from orb8_agent.gpu.model import DcgmEntity, ExporterScrape, PodLabels
 
 MIB = 1024 * 1024
@@ -114,22 +113,11 @@ def parse_exposition(text: str, *, fetched_at: datetime) -> ExporterScrape:
     """Parse one /metrics body. Raises ExporterFormatError for anything but valid text."""
     if not text.strip():
         raise ExporterFormatError("dcgm-exporter returned an empty body")
-    try:
-        families = list(text_string_to_metric_families(text))
-    except Exception as exc:  # the parser raises assorted built-in errors on bad input
-        raise ExporterFormatError(
-            f"dcgm-exporter text is not valid Prometheus exposition: {_short(exc)}"
-        ) from None
-
     builders: dict[tuple[str, int | None], _Builder] = {}
-    saw_dcgm = False
-    for family in families:
-        if family.name.startswith("DCGM_"):
-            saw_dcgm = True
-        for sample in family.samples:
-            spec = FIELDS.get(sample.name)
-            if spec is None:
-                continue
+    found = False
+    try:
+        for sample in iter_samples(text, wanted=FIELDS):
+            found = True
             labels = sample.labels
             uuid = labels.get("UUID") or labels.get("uuid") or ""
             if not uuid:
@@ -150,16 +138,20 @@ def parse_exposition(text: str, *, fetched_at: datetime) -> ExporterScrape:
             pod = _pod_labels(labels)
             if pod is not None:
                 b.pods[pod] = None
-            attr, kind = spec
-            value = float(sample.value)
-            if attr not in b.values and not is_blank(value, kind=kind):
-                b.values[attr] = value
-    if not saw_dcgm:
-        raise ExporterFormatError("the response has no DCGM_* metrics; is this dcgm-exporter?")
+            attr, kind = FIELDS[sample.name]
+            if attr not in b.values and not is_blank(sample.value, kind=kind):
+                b.values[attr] = sample.value
+    except ExporterFormatError as exc:
+        raise ExporterFormatError(
+            f"dcgm-exporter text is not valid Prometheus exposition: {exc}"
+        ) from None
+    if not found:
+        if "DCGM_" not in text:
+            raise ExporterFormatError("the response has no DCGM_* metrics; is this dcgm-exporter?")
+        raise ExporterFormatError(
+            "dcgm-exporter exports none of the fields orb8 reads ("
+            + ", ".join(FIELDS)
+            + "); add them to its counters file"
+        )
     entities = tuple(b.freeze() for b in builders.values())
     return ExporterScrape(fetched_at=fetched_at, entities=entities)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= 160 else text[:157] + "..."

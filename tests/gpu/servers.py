@@ -100,8 +100,13 @@ def exposition(
     hostname_label: str = "Hostname",
     kubernetes_mode: bool = False,
     old_pod_labels: bool = False,
+    extra_fields: int = 0,
 ) -> str:
-    """dcgm-exporter's /metrics body for these GPUs."""
+    """dcgm-exporter's /metrics body for these GPUs.
+
+    ``extra_fields`` adds that many further per-GPU gauges orb8 does not read,
+    to reach the size of a real exporter's default field set.
+    """
     pod_keys = (
         ("container_name", "pod_namespace", "pod_name")
         if old_pod_labels
@@ -175,6 +180,11 @@ def exposition(
             out.append(f"# HELP {name} {text}")
             out.append(f"# TYPE {name} {'counter' if 'COUNTER' in name else 'gauge'}")
             out.extend(lines)
+    for k in range(extra_fields):
+        name = f"DCGM_FI_DEV_EXTRA_{k}"
+        out.append(f"# HELP {name} A field orb8 does not read.")
+        out.append(f"# TYPE {name} gauge")
+        out.extend(f"{name}{labels(g, None, None)} {1000 + k}" for g in gpus)
     return "\n".join(out) + "\n"
 
 
@@ -198,6 +208,11 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # keep test output quiet
 
     def do_GET(self) -> None:
+        # A client that gave up (the timeout tests) is not an error here.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self._answer()
+
+    def _answer(self) -> None:
         b = self.server.behavior
         b.requests += 1
         if self.path != "/metrics":
