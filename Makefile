@@ -11,7 +11,7 @@ ORB8_STATE ?= /tmp/orb8-dev
 export ORB8_STATE
 
 .PHONY: help setup deps venv control-plane bpf lint typecheck test test-unit \
-	cluster-up cluster-down crds-install demo bench-dataplane bench-operator bench-gpu proto clean
+	cluster-up cluster-down crds-install demo bench-dataplane bench-operator bench-gpu clean
 
 help:
 	@echo "make demo          run orb8 end to end on a local control plane"
@@ -67,6 +67,7 @@ bench-gpu: venv
 	$(PY) -m bench.gpu_bench
 
 # Regenerates the kubelet pod-resources v1 Python stubs from their .proto.
+.PHONY: proto
 proto: venv
 	PYTHON=$(PY) orb8_agent/gpu/podresources/generate.sh
 
