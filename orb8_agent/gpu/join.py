@@ -255,13 +255,17 @@ def _join_exporter(
     for e in scrape.entities:
         meta.setdefault(e.uuid, e)
 
-    # Exporter pod labels: add what pod-resources did not say.
+    # Exporter pod labels: add what pod-resources did not say. A label naming
+    # the pod but not the container defers to pod-resources' container.
+    known = {(c.ckey[0], c.ckey[1], c.uuid) for c in claims.values() if c.kind == "gpu"}
     for e in scrape.entities:
         for p in e.pods:
             ckey = (p.namespace, p.pod, p.container)
             if e.is_mig_instance:
                 continue  # bound below, once MIG ids are matched
             sharers[e.uuid].add((p.namespace, p.pod))
+            if not p.container and (p.namespace, p.pod, e.uuid) in known:
+                continue
             claim_key = (ckey, "gpu", e.uuid)
             claims.setdefault(claim_key, _Claim(ckey=ckey, kind="gpu", uuid=e.uuid))
 

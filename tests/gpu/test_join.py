@@ -243,3 +243,10 @@ def test_parse_device_id_and_profile() -> None:
     assert parse_device_id("0").kind == "other"
     assert mig_profile_of("nvidia.com/mig-1g.10gb") == "1g.10gb"
     assert mig_profile_of("nvidia.com/gpu") == ""
+
+
+def test_a_label_without_container_defers_to_pod_resources() -> None:
+    sc = scenarios.whole_gpus(n=1)
+    sc.gpus[0].pods = [Pod("ml", "trainer-0", "")]
+    rows, _ = run(sc, kubernetes_mode=True)
+    assert [(r.pod, r.container) for r in rows.values()] == [("trainer-0", "main")]
