@@ -248,5 +248,6 @@ def test_parse_device_id_and_profile() -> None:
 def test_a_label_without_container_defers_to_pod_resources() -> None:
     sc = scenarios.whole_gpus(n=1)
     sc.gpus[0].pods = [Pod("ml", "trainer-0", "")]
-    rows, _ = run(sc, kubernetes_mode=True)
-    assert [(r.pod, r.container) for r in rows.values()] == [("trainer-0", "main")]
+    scrape = parse_exposition(exposition(sc.gpus, kubernetes_mode=True), fetched_at=NOW)
+    result = join(node="n", targets=sc.targets, exporter=scrape, resources=view(sc))
+    assert [(r.pod, r.container) for r in result.rows] == [("trainer-0", "main")]
