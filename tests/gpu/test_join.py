@@ -48,7 +48,9 @@ def run(
         resources=view(sc) if resources else None,
         **kw,  # type: ignore[arg-type]
     )
-    return {r.pod: r for r in result.rows}, result.notes
+    rows = {r.pod: r for r in result.rows}
+    assert len(rows) == len(result.rows), "one row per pod in these scenarios"
+    return rows, result.notes
 
 
 def test_eight_whole_gpus_are_exclusive_with_their_own_readings() -> None:
