@@ -540,16 +540,25 @@ def _split_use(
     mine = [
         p for p, ck in procs if ck is not None and ck[:2] == c.ckey[:2] and ck[2] in ("", c.ckey[2])
     ]
-    unattributed = sum(1 for _, ck in procs if ck is None)
-    if unattributed:
-        notes.add(f"{unattributed} process(es) on {dev.uuid} could not be tied to a target pod")
+    # Processes the agent could not look up (it lacks hostPID, or they exited)
+    # might be anyone's; host processes are known to be no pod's.
+    unknown = sum(1 for p, _ in procs if not p.cgroup_read)
+    if unknown:
+        notes.add(
+            f"{unknown} process(es) on {dev.uuid} could not be tied to a pod "
+            "(the agent needs hostPID to read their cgroups)"
+        )
     util: float | None
-    if procs and all(p.sm_util_percent is None for p, _ in procs):
-        util = None  # per-process utilization not supported here
+    memory: int | None
+    if not mine and unknown:
+        util = memory = None  # a zero here could be one of those processes
     else:
-        util = min(100.0, sum(p.sm_util_percent or 0.0 for p in mine))
-    mem_values = [p.used_memory_bytes for p in mine if p.used_memory_bytes is not None]
-    memory = sum(mem_values) if mem_values or not mine else None
+        if procs and all(p.sm_util_percent is None for p, _ in procs):
+            util = None  # per-process utilization not supported here
+        else:
+            util = min(100.0, sum(p.sm_util_percent or 0.0 for p in mine))
+        mem_values = [p.used_memory_bytes for p in mine if p.used_memory_bytes is not None]
+        memory = sum(mem_values) if mem_values or not mine else None
     return GpuUse(
         uuid=c.uuid,
         index=dev.index,

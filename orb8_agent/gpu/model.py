@@ -159,6 +159,9 @@ class NvmlProcess:
     sm_util_percent: float | None
     pod_uid: str | None
     container_id: str | None
+    # False when /proc/<pid>/cgroup could not be read: the owner is unknown,
+    # not merely "no pod" (a host process).
+    cgroup_read: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -189,7 +189,7 @@ class NvmlSource:
         for proc in running:
             pid = int(proc.pid)
             used = getattr(proc, "usedGpuMemory", None)
-            ref = self._cgroup_of(pid)
+            read, ref = self._cgroup_of(pid)
             out.append(
                 NvmlProcess(
                     gpu_uuid=gpu_uuid,
@@ -198,6 +198,7 @@ class NvmlSource:
                     sm_util_percent=sm.get(pid) if utilization and sm else None,
                     pod_uid=None if ref is None else ref.pod_uid,
                     container_id=None if ref is None else ref.container_id,
+                    cgroup_read=read,
                 )
             )
         return out
@@ -218,9 +219,9 @@ class NvmlSource:
         self._last_sample_ts[gpu_uuid] = newest
         return {pid: sum(v) / len(v) for pid, v in sums.items()}
 
-    def _cgroup_of(self, pid: int) -> CgroupRef | None:
+    def _cgroup_of(self, pid: int) -> tuple[bool, CgroupRef | None]:
         try:
             with open(os.path.join(self._proc_root, str(pid), "cgroup"), encoding="utf-8") as f:
-                return parse_proc_cgroup(f.read())
+                return True, parse_proc_cgroup(f.read())
         except OSError:
-            return None  # the process exited, or the agent lacks hostPID
+            return False, None  # the process exited, or the agent lacks hostPID

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from orb8_agent.gpu.model import GpuPodRow, GpuSummary, GpuUse
 
@@ -36,6 +37,42 @@ def summarize(*, rows: Sequence[GpuPodRow]) -> GpuSummary:
         memory += first.memory_used_bytes or 0
     return GpuSummary(
         gpus=len(per_device),
+        pods=len(pods),
+        avg_utilization=sum(utils) / len(utils) if utils else None,
+        memory_used_bytes=memory,
+    )
+
+
+def summarize_nodes(*, nodes: Iterable[Mapping[str, Any]]) -> GpuSummary:
+    """The same totals over status.nodes[] entries, for the operator's merge.
+
+    Status rows do not carry the scope of their readings; the node's
+    ``source`` does: time-sliced rows from NVML are per-process shares and
+    are summed, everything else is device-wide and counted once per GPU.
+    """
+    pods: set[tuple[str, str]] = set()
+    devices: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    split: set[tuple[str, str]] = set()
+    for entry in nodes:
+        node = str(entry.get("node", ""))
+        per_process = entry.get("source") == "nvml"
+        for row in entry.get("pods") or []:
+            pods.add((str(row.get("namespace", "")), str(row.get("pod", ""))))
+            for g in row.get("gpus") or []:
+                key = (node, str(g.get("uuid", "")))
+                devices.setdefault(key, []).append(g)
+                if per_process and g.get("sharing") == "time-sliced":
+                    split.add(key)
+    utils: list[float] = []
+    memory = 0
+    for key, gs in devices.items():
+        chosen = gs if key in split else gs[:1]
+        vals = [float(g["utilizationPercent"]) for g in chosen if "utilizationPercent" in g]
+        if vals:
+            utils.append(min(100.0, sum(vals)))
+        memory += sum(int(g.get("memoryUsedBytes", 0)) for g in chosen)
+    return GpuSummary(
+        gpus=len(devices),
         pods=len(pods),
         avg_utilization=sum(utils) / len(utils) if utils else None,
         memory_used_bytes=memory,
