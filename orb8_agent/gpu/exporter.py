@@ -38,6 +38,8 @@ def fetch_text(
     try:
         try:
             conn.request("GET", endpoint.path, headers={"Accept": "text/plain"})
+            if conn.sock is not None:
+                conn.sock.settimeout(max(deadline - time.monotonic(), 0.001))
             resp = conn.getresponse()
             if resp.status != 200:
                 raise ExporterFetchError(

@@ -196,7 +196,7 @@ class ExporterBehavior:
     """What the fake exporter does on the next request."""
 
     body: str = ""
-    mode: str = "ok"  # ok | slow | garbage | truncated-body | http-500 | chunked
+    mode: str = "ok"  # ok | slow | trickle | garbage | truncated-body | http-500 | chunked
     delay_s: float = 0.0
     requests: int = 0
 
@@ -235,6 +235,15 @@ class _Handler(BaseHTTPRequestHandler):
                 part = data[i : i + 1000]
                 self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
             self.wfile.write(b"0\r\n\r\n")
+            return
+        if b.mode == "trickle":
+            # Each write arrives well within a per-read timeout; the whole does not.
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            for i in range(0, len(data), 200):
+                self.wfile.write(data[i : i + 200])
+                self.wfile.flush()
+                time.sleep(b.delay_s)
             return
         if b.mode == "truncated-body":
             # Promise the whole body, send half, hang up.

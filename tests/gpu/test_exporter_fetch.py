@@ -44,6 +44,14 @@ def test_slow_exporter_times_out_within_the_deadline() -> None:
         assert time.monotonic() - start < 2
 
 
+def test_trickling_exporter_hits_the_overall_deadline() -> None:
+    with fake_exporter(ExporterBehavior(body=TEXT, mode="trickle", delay_s=0.1)) as ex:
+        start = time.monotonic()
+        with pytest.raises(ExporterFetchError, match=r"did not answer within 0.5s"):
+            fetch_text(endpoint=ExporterEndpoint(host=ex.host, port=ex.port), timeout_s=0.5)
+        assert time.monotonic() - start < 1.5
+
+
 def test_garbage_is_a_format_error() -> None:
     with (
         fake_exporter(ExporterBehavior(mode="garbage")) as ex,
