@@ -53,9 +53,9 @@ def fetch_text(
                     raise TimeoutError
                 if conn.sock is not None:
                     conn.sock.settimeout(remaining)
-                chunk = resp.read(_CHUNK)
+                chunk = resp.read1(_CHUNK)  # one recv at most: the deadline is checked between
                 if not chunk:
-                    # read(n) returns b"" rather than raising when a body with a
+                    # read1() returns b"" rather than raising when a body with a
                     # Content-Length ends early; the unread remainder tells.
                     if resp.length:
                         raise http.client.IncompleteRead(b"".join(chunks), resp.length)

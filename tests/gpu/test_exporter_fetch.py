@@ -30,6 +30,14 @@ def test_chunked_body_is_read_whole() -> None:
     assert text == TEXT
 
 
+def test_chunked_body_cut_short_is_detected() -> None:
+    with (
+        fake_exporter(ExporterBehavior(body=TEXT, mode="chunked-truncated")) as ex,
+        pytest.raises(ExporterFetchError, match="closed the connection mid-response"),
+    ):
+        fetch_text(endpoint=ExporterEndpoint(host=ex.host, port=ex.port), timeout_s=2)
+
+
 def test_down_exporter_is_connection_refused() -> None:
     endpoint = ExporterEndpoint(port=closed_port())
     with pytest.raises(ExporterFetchError, match=r"connection refused at http://127\.0\.0\.1:"):
