@@ -96,23 +96,29 @@ def bench_parse_join(runs: int) -> dict[str, float]:
         ),
         allocatable=tuple(AllocatableDevice(r, d) for r, d in allocatable),
     )
-    samples = []
+    # Thread CPU time is what the work costs; wall time also counts the
+    # moments a shared machine gives the core to someone else.
+    cpu: list[float] = []
+    wall: list[float] = []
     rows = 0
     for _ in range(runs):
-        t0 = time.perf_counter()
+        c0, w0 = time.thread_time(), time.perf_counter()
         scrape = parse_exposition(text, fetched_at=NOW)
         result = join(node="n", targets=targets, exporter=scrape, resources=view)
-        samples.append((time.perf_counter() - t0) * 1000)
+        cpu.append((time.thread_time() - c0) * 1000)
+        wall.append((time.perf_counter() - w0) * 1000)
         rows = len(result.rows)
     assert rows == PODS, rows
-    median = statistics.median(samples)
+    median = statistics.median(cpu)
     return {
         "lines": float(text.count("\n")),
         "bytes": float(len(text)),
         "median_ms": median,
-        "p95_ms": percentile(samples, 0.95),
+        "p95_ms": percentile(cpu, 0.95),
+        "wall_median_ms": statistics.median(wall),
+        "wall_p95_ms": percentile(wall, 0.95),
         "ratio": median / BUDGET_MS,
-        "p95_ratio": percentile(samples, 0.95) / BUDGET_MS,
+        "p95_ratio": percentile(cpu, 0.95) / BUDGET_MS,
     }
 
 
@@ -188,8 +194,9 @@ def main() -> None:
     pj = bench_parse_join(args.runs)
     print(
         f"parse+join, {GPUS} GPUs x {PODS} pods ({int(pj['lines'])} lines, {int(pj['bytes'])} B), "
-        f"{args.runs} runs: median {pj['median_ms']:.2f} ms, p95 {pj['p95_ms']:.2f} ms; "
-        f"budget {BUDGET_MS:g} ms -> median at {pj['ratio']:.2f}x, "
+        f"{args.runs} runs: CPU median {pj['median_ms']:.2f} ms, p95 {pj['p95_ms']:.2f} ms "
+        f"(wall median {pj['wall_median_ms']:.2f} ms, p95 {pj['wall_p95_ms']:.2f} ms); "
+        f"budget {BUDGET_MS:g} ms -> CPU median at {pj['ratio']:.2f}x, "
         f"p95 at {pj['p95_ratio']:.2f}x of budget"
     )
     cc = bench_collector_cpu(args.cycles)
