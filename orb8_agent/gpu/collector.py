@@ -126,7 +126,7 @@ class GpuCollector:
             if fallback.nvml is None:
                 return _Readings("", None, None, (exporter_health, *fallback.health), degraded=True)
             # No exporter on this node is normal for auto; a broken one is not.
-            broken = isinstance(exc, ExporterFormatError)
+            broken = not (isinstance(exc, ExporterFetchError) and exc.unreachable)
             return _Readings(
                 "nvml",
                 None,

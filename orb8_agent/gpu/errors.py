@@ -10,6 +10,11 @@ class ExporterFormatError(SourceUnavailableError):
 class ExporterFetchError(SourceUnavailableError):
     """dcgm-exporter could not be reached, timed out, or answered with an HTTP error."""
 
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        # True when nothing listens at the address: no exporter, rather than a broken one.
+        self.unreachable = unreachable
+
 
 class PodResourcesError(SourceUnavailableError):
     """The kubelet pod-resources socket is missing, refusing, or answered with an error."""

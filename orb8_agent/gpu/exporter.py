@@ -73,7 +73,8 @@ def fetch_text(
         except ConnectionRefusedError:
             raise ExporterFetchError(
                 f"connection refused at {endpoint.url}; is dcgm-exporter running on this "
-                "node and reachable from the agent (hostPort or hostNetwork)?"
+                "node and reachable from the agent (hostPort or hostNetwork)?",
+                unreachable=True,
             ) from None
         except http.client.IncompleteRead as exc:
             raise ExporterFetchError(

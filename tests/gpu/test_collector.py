@@ -291,3 +291,11 @@ def test_targets_limit_rows_and_scrape_blocking_matches(whole: Node) -> None:
     snap = collector.scrape_blocking(targets=targets)
     assert [r.pod for r in snap.rows] == ["trainer-7"]
     assert snap.summary.gpus == 1
+
+
+def test_auto_with_a_failing_exporter_is_degraded_even_on_nvml(whole: Node) -> None:
+    whole.exporter.behavior.mode = "http-500"
+    snap = whole.scrape(whole.collector(source="auto", nvml=nvml_node()))
+    assert (snap.source, snap.degraded) == ("nvml", True)
+    assert "answered HTTP 500" in snap.message
+    assert readings(snap)["trainer-0"] == (20.0, T0)
