@@ -147,7 +147,8 @@ def iter_samples(text: str, *, wanted: Container[str] | None = None) -> Iterator
 
     Raises ExporterFormatError naming the line for anything outside the format.
     """
-    for lineno, line in enumerate(text.split("\n"), 1):
+    for lineno, raw in enumerate(text.split("\n"), 1):
+        line = raw.lstrip(_BLANKS)  # the format allows leading blanks
         if not line or line.isspace():
             continue
         if line[0] == "#":

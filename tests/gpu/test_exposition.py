@@ -119,6 +119,6 @@ def test_malformed_lines(text: str, fragment: str) -> None:
 
 
 def test_comments_blank_lines_and_special_values() -> None:
-    text = "# a free comment\n\n   \nm NaN\nm +Inf\nm -Inf 123\n# EOF-like comment\n"
+    text = "# a free comment\n\n   \nm NaN\n  m +Inf\r\n\tm -Inf 123\n  # HELP m indented\n"
     values = [s.value for s in iter_samples(text)]
     assert math.isnan(values[0]) and values[1:] == [math.inf, -math.inf]
