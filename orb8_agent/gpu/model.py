@@ -334,11 +334,15 @@ class GpuSnapshot:
 
     def to_status(self, *, max_rows: int = 256, max_alerts: int = 1000) -> dict[str, Any]:
         """This node's share of status (without the fields the agent adds itself)."""
+        message = self.message
+        if len(self.rows) > max_rows:
+            cut = f"{len(self.rows) - max_rows} container row(s) left out (limit {max_rows})"
+            message = f"{message}; {cut}" if message else cut
         return {
             "node": self.node,
             "state": self.state,
             "source": self.source,
-            "message": self.message,
+            "message": message[:4096],
             "lastReportTime": rfc3339(self.taken_at),
             "pods": [r.to_status() for r in self.rows[:max_rows]],
             "alerts": [a.to_status() for a in self.alerts[:max_alerts]],

@@ -68,3 +68,23 @@ def test_nvml_time_sliced_shares_are_summed() -> None:
     s = summarize_nodes(nodes=[dict(entry, source="dcgmExporter")])
     assert (s.avg_utilization, s.memory_used_bytes) == (30.0, 100)
     assert summarize_nodes(nodes=[]).avg_utilization is None
+
+
+def test_status_entry_is_bounded_and_says_so() -> None:
+    from datetime import UTC, datetime
+
+    from orb8_agent.gpu.model import GpuPodRow, GpuSnapshot, GpuSummary
+
+    rows = tuple(GpuPodRow("ml", f"p{i}", "main", "n", ()) for i in range(300))
+    snap = GpuSnapshot(
+        node="n",
+        taken_at=datetime(2026, 11, 29, tzinfo=UTC),
+        source="dcgmExporter",
+        rows=rows,
+        alerts=(),
+        summary=GpuSummary(gpus=0, pods=300, avg_utilization=None, memory_used_bytes=0),
+        sources=(),
+    )
+    status = snap.to_status()
+    assert len(status["pods"]) == 256
+    assert status["message"] == "44 container row(s) left out (limit 256)"
