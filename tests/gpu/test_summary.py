@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from datetime import UTC, datetime
 
 from orb8_agent.gpu.collector import GpuCollector
 from orb8_agent.gpu.config import GpuSettings
+from orb8_agent.gpu.model import GpuPodRow, GpuSnapshot, GpuSummary
 from orb8_agent.gpu.summary import summarize_nodes
 from tests.gpu import scenarios
 from tests.gpu.servers import (
@@ -71,10 +73,6 @@ def test_nvml_time_sliced_shares_are_summed() -> None:
 
 
 def test_status_entry_is_bounded_and_says_so() -> None:
-    from datetime import UTC, datetime
-
-    from orb8_agent.gpu.model import GpuPodRow, GpuSnapshot, GpuSummary
-
     rows = tuple(GpuPodRow("ml", f"p{i}", "main", "n", ()) for i in range(300))
     snap = GpuSnapshot(
         node="n",
