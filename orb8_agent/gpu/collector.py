@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 from orb8_agent.gpu.alerts import AlertTracker
 from orb8_agent.gpu.config import GpuSettings
@@ -38,6 +39,10 @@ DEFAULT_TIMEOUT_S = 5.0
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _unexpected(exc: BaseException) -> str:
+    return f"unexpected error: {type(exc).__name__}: {exc}"[:512]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +115,21 @@ class GpuCollector:
             )
         except SourceUnavailableError as exc:
             return None, SourceHealth(name="podResources", ok=False, message=str(exc))
+        except Exception as exc:  # a fault in one source must not end the agent's loop
+            return None, SourceHealth(name="podResources", ok=False, message=_unexpected(exc))
         return view, SourceHealth(name="podResources", ok=True)
 
     def _read_readings(self, now: datetime) -> _Readings:
+        try:
+            return self._read_readings_unguarded(now)
+        except Exception as exc:  # a fault in one source must not end the agent's loop
+            name: Literal["dcgmExporter", "nvml"] = (
+                "nvml" if self.settings.source == "nvml" else "dcgmExporter"
+            )
+            health = SourceHealth(name=name, ok=False, message=_unexpected(exc))
+            return _Readings("", None, None, (health,), degraded=True)
+
+    def _read_readings_unguarded(self, now: datetime) -> _Readings:
         kind = self.settings.source
         if kind == "nvml":
             return self._nvml_readings(now)
@@ -151,6 +168,7 @@ class GpuCollector:
         )
 
     def _nvml_readings(self, now: datetime) -> _Readings:
+        # NVML's own errors become NvmlUnavailableError; anything else is caught above.
         try:
             reading = self._nvml.read(now=now)
         except SourceUnavailableError as exc:

@@ -299,3 +299,22 @@ def test_auto_with_a_failing_exporter_is_degraded_even_on_nvml(whole: Node) -> N
     assert (snap.source, snap.degraded) == ("nvml", True)
     assert "answered HTTP 500" in snap.message
     assert readings(snap)["trainer-0"] == (20.0, T0)
+
+
+class ExplodingNvml(FakeNvml):
+    def nvmlDeviceGetCount(self) -> int:
+        raise OSError("ctypes: segment of the driver went away")
+
+
+def test_an_unexpected_fault_in_a_source_is_reported_not_raised(whole: Node, sockdir: str) -> None:
+    collector = whole.collector(
+        source="nvml",
+        nvml=NvmlSource(library=ExplodingNvml([])),
+        socket_path=os.path.join(sockdir, "x" * 200, "kubelet.sock"),  # ENAMETOOLONG
+    )
+    snap = whole.scrape(collector)
+    assert snap.state == "Failed" and snap.degraded
+    assert (
+        "nvml: unexpected error: OSError: ctypes: segment of the driver went away" in snap.message
+    )
+    assert "podResources: pod-resources socket" in snap.message

@@ -59,6 +59,8 @@ def _check_socket(path: str) -> None:
         ) from None
     except PermissionError:
         raise PodResourcesError(f"pod-resources socket {path}: permission denied") from None
+    except OSError as exc:
+        raise PodResourcesError(f"pod-resources socket {path}: {exc.strerror or exc}") from None
     if not stat.S_ISSOCK(mode):
         raise PodResourcesError(f"{path} is not a unix socket")
 
