@@ -76,6 +76,14 @@ demo: setup cluster-up crds-install
 	@echo "demo: control plane is up and the orb8 CRDs are installed"
 	@echo "       export KUBECONFIG=$(ORB8_STATE)/kubeconfig; kubectl get crds"
 
+bench-gpu: venv
+	$(PY) -m bench.gpu_bench
+
+# Regenerates the kubelet pod-resources v1 Python stubs from their .proto.
+.PHONY: proto
+proto: venv
+	PYTHON=$(PY) orb8_agent/gpu/podresources/generate.sh
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info
 	-@$(MAKE) -s -C bpf clean
