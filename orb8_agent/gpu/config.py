@@ -10,44 +10,17 @@ from typing import Any, Literal
 from orb8_agent.gpu.alerts import AlertPolicy
 from orb8_agent.gpu.exporter import DEFAULT_PATH, DEFAULT_PORT
 from orb8_agent.gpu.model import TargetContainer, TargetPod
+from orb8_common.durations import parse_duration as parse_seconds
 from orb8_common.errors import InvalidSpecError
 
 SourceKind = Literal["auto", "dcgmExporter", "nvml"]
 
-_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-
-
 def parse_duration(text: str) -> timedelta:
     """Go-style durations as the CRDs accept them: 90s, 10m, 1h30m, 1.5h."""
-    s = text.strip()
-    if not s:
-        raise InvalidSpecError("empty duration")
-    total = 0.0
-    i = 0
-    while i < len(s):
-        j = i
-        while j < len(s) and (s[j].isdigit() or s[j] == "."):
-            j += 1
-        if j == i:
-            raise InvalidSpecError(f"invalid duration {text!r}")
-        number = s[i:j]
-        k = j
-        while k < len(s) and not (s[k].isdigit() or s[k] == "."):
-            k += 1
-        unit = s[j:k]
-        if unit not in _UNITS or number.count(".") > 1 or number in (".",):
-            raise InvalidSpecError(f"invalid duration {text!r}")
-        total += float(number) * _UNITS[unit]
-        i = k
-    return timedelta(seconds=total)
+    try:
+        return timedelta(seconds=parse_seconds(text))
+    except ValueError as err:
+        raise InvalidSpecError(str(err)) from err
 
 
 @dataclass(frozen=True, slots=True)
