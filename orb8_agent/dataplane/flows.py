@@ -1,0 +1,222 @@
+"""The flow probe: tc classifiers on chosen interfaces, per-flow counters in the kernel."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+from types import TracebackType
+
+from orb8_common.errors import ProbeLoadError, UsageError
+
+from . import libbpf, maps, tc
+from .abi import DIR_INGRESS, FLOW_KEY, FLOW_VALUE, FlowsConfig, FlowStat
+from .libbpf import BPF_TC_EGRESS, BPF_TC_INGRESS
+from .models import Flow, FlowStats
+from .objects import object_path
+
+INGRESS_PROG = "orb8_flows_ingress"
+EGRESS_PROG = "orb8_flows_egress"
+
+
+class FlowCollector:
+    """Owns one loaded flows.bpf.o and its tc filters.
+
+    Call :meth:`open` first (it also removes what a killed run with the same
+    ``agent_id`` left behind), then :meth:`attach` per interface. All methods
+    are blocking but short; from asyncio, call them through
+    ``asyncio.to_thread`` or directly (each is a few syscalls).
+    """
+
+    def __init__(
+        self,
+        *,
+        agent_id: str = "agent",
+        sample_rate: int = 1,
+        max_flows: int | None = None,
+        run_dir: Path = tc.DEFAULT_RUN_DIR,
+        path: Path | None = None,
+    ) -> None:
+        if sample_rate < 1:
+            raise UsageError("sample rate must be at least 1")
+        self._path = path or object_path(name="flows")
+        self._config = FlowsConfig(sample_rate=sample_rate, track_ingress=1, track_egress=1)
+        self._max_flows = max_flows
+        self._state = tc.TcState(agent_id=agent_id, run_dir=run_dir)
+        self._obj: libbpf.BpfObject | None = None
+        self._lock = threading.Lock()
+        self._ip_cache: dict[bytes, str] = {}
+        self._ingress_fd = -1
+        self._egress_fd = -1
+        self._flows_fd = -1
+        self._stats_fd = -1
+
+    # lifecycle -----------------------------------------------------------
+
+    def open(self) -> None:
+        """Sweep leftovers of a dead run, then load the object."""
+        for left in self._state.claim():
+            tc.remove_attachment(attachment=left, priority=self._state.priority)
+        self._state.attachments.clear()
+        self._state.save()
+        obj = libbpf.BpfObject(path=self._path)
+        try:
+            obj.set_rodata(data=self._config)
+            if self._max_flows:
+                libbpf.check(
+                    libbpf.lib().bpf_map__set_max_entries(obj.map_ptr("flows"), self._max_flows),
+                    "size the flows map",
+                )
+            obj.load()
+            self._ingress_fd = obj.prog_fd(INGRESS_PROG)
+            self._egress_fd = obj.prog_fd(EGRESS_PROG)
+            self._flows_fd = obj.map_fd("flows")
+            self._stats_fd = obj.map_fd("flow_stats")
+        except BaseException:
+            obj.close()
+            self._state.release()
+            raise
+        self._obj = obj
+
+    def close(self) -> None:
+        """Detach from every interface, unload, forget the state file."""
+        with self._lock:
+            errors: list[str] = []
+            for name in list(self._state.attachments):
+                try:
+                    self._detach_locked(name)
+                except ProbeLoadError as err:
+                    errors.append(str(err))
+            if self._obj is not None:
+                self._obj.close()
+                self._obj = None
+            if not errors:
+                self._state.release()
+        if errors:
+            raise ProbeLoadError("; ".join(errors))
+
+    def __enter__(self) -> FlowCollector:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # interfaces ----------------------------------------------------------
+
+    @property
+    def interfaces(self) -> list[str]:
+        return sorted(self._state.attachments)
+
+    @property
+    def tc_priority(self) -> int:
+        return self._state.priority
+
+    def attach(self, *, interface: str) -> None:
+        """Start counting on ``interface`` (both directions). Idempotent."""
+        with self._lock:
+            if self._obj is None:
+                raise ProbeLoadError("flow probe is not loaded; call open() first")
+            if interface in self._state.attachments:
+                return
+            ifindex = tc.ifindex_of(interface=interface)
+            created = tc.create_clsact(ifindex=ifindex)
+            # record before attaching so a crash in between is still swept
+            self._state.attachments[interface] = tc.Attachment(interface, ifindex, created)
+            self._state.save()
+            try:
+                for point, fd in ((BPF_TC_INGRESS, self._ingress_fd), (BPF_TC_EGRESS, self._egress_fd)):
+                    tc.attach_filter(
+                        ifindex=ifindex, point=point, prog_fd=fd, priority=self._state.priority
+                    )
+            except ProbeLoadError:
+                self._detach_locked(interface)
+                raise
+
+    def detach(self, *, interface: str) -> None:
+        """Stop counting on ``interface``; removes clsact only if we created it."""
+        with self._lock:
+            self._detach_locked(interface)
+
+    def _detach_locked(self, interface: str) -> None:
+        att = self._state.attachments.get(interface)
+        if att is None:
+            return
+        tc.remove_attachment(attachment=att, priority=self._state.priority)
+        del self._state.attachments[interface]
+        self._state.save()
+
+    # reading -------------------------------------------------------------
+
+    def read_flows(self) -> list[Flow]:
+        """Per-flow deltas since the previous call (the kernel map is drained)."""
+        if self._obj is None:
+            raise ProbeLoadError("flow probe is not loaded")
+        keys, values, count = maps.read_batch(
+            fd=self._flows_fd, key_size=FLOW_KEY.size, value_size=FLOW_VALUE.size, delete=True
+        )
+        if count == 0:
+            return []
+        ip = self._ip_text
+        out: list[Flow] = []
+        append = out.append
+        for (saddr, daddr, sport, dport, ifindex, proto, family, direction), (
+            nbytes,
+            packets,
+            first,
+            last,
+            flags,
+        ) in zip(FLOW_KEY.iter_unpack(keys), FLOW_VALUE.iter_unpack(values), strict=True):
+            append(
+                Flow(
+                    ip(saddr, family),
+                    ip(daddr, family),
+                    sport,
+                    dport,
+                    proto,
+                    "ingress" if direction == DIR_INGRESS else "egress",
+                    ifindex,
+                    nbytes,
+                    packets,
+                    flags,
+                    first,
+                    last,
+                )
+            )
+        return out
+
+    def _ip_text(self, raw: bytes, family: int) -> str:
+        text = self._ip_cache.get(raw)
+        if text is None:
+            if family == 4:
+                text = socket.inet_ntop(socket.AF_INET, raw[:4])
+            else:
+                text = socket.inet_ntop(socket.AF_INET6, raw)
+            if len(self._ip_cache) > 65536:
+                self._ip_cache.clear()
+            self._ip_cache[raw] = text
+        return text
+
+    def stats(self) -> FlowStats:
+        """Cumulative probe counters (map-full approximates LRU pressure)."""
+        if self._obj is None:
+            raise ProbeLoadError("flow probe is not loaded")
+        v = maps.sum_percpu_array(fd=self._stats_fd, slots=len(FlowStat))
+        return FlowStats(
+            seen=v[FlowStat.SEEN],
+            counted=v[FlowStat.COUNTED],
+            not_ip=v[FlowStat.NOT_IP],
+            malformed=v[FlowStat.MALFORMED],
+            sampled_out=v[FlowStat.SAMPLED_OUT],
+            map_full=v[FlowStat.MAP_FULL],
+        )
+
+    @property
+    def flows_map_fd(self) -> int:
+        """The flows map fd (the bench fills it from user space)."""
+        return self._flows_fd
