@@ -130,7 +130,10 @@ class FlowCollector:
             self._state.attachments[interface] = tc.Attachment(interface, ifindex, created)
             self._state.save()
             try:
-                for point, fd in ((BPF_TC_INGRESS, self._ingress_fd), (BPF_TC_EGRESS, self._egress_fd)):
+                for point, fd in (
+                    (BPF_TC_INGRESS, self._ingress_fd),
+                    (BPF_TC_EGRESS, self._egress_fd),
+                ):
                     tc.attach_filter(
                         ifindex=ifindex, point=point, prog_fd=fd, priority=self._state.priority
                     )

@@ -58,8 +58,9 @@ class _Log:
     def add(self, text: str) -> None:
         with self.lock:
             for line in text.splitlines():
-                if line.strip():
-                    self.lines.append(line.rstrip())
+                line = line.removeprefix("libbpf: ").rstrip()
+                if line:
+                    self.lines.append(line)
 
     def tail(self, count: int = 6) -> list[str]:
         with self.lock:

@@ -71,9 +71,7 @@ def sum_percpu_array(*, fd: int, slots: int) -> list[int]:
     out: list[int] = []
     for idx in range(slots):
         key = ctypes.c_uint32(idx)
-        libbpf.check(
-            libbpf.lib().bpf_map_lookup_elem(fd, ctypes.byref(key), buf), "read stats map"
-        )
+        libbpf.check(libbpf.lib().bpf_map_lookup_elem(fd, ctypes.byref(key), buf), "read stats map")
         out.append(sum(v for (v,) in struct.iter_unpack("=Q", buf.raw)))
     return out
 

@@ -8,7 +8,13 @@ from .abi import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
 
 PROTOCOL_NAMES: dict[int, str] = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6"}
 
-_FLAG_NAMES = ((TCP_SYN, "SYN"), (TCP_ACK, "ACK"), (TCP_PSH, "PSH"), (TCP_FIN, "FIN"), (TCP_RST, "RST"))
+_FLAG_NAMES = (
+    (TCP_SYN, "SYN"),
+    (TCP_ACK, "ACK"),
+    (TCP_PSH, "PSH"),
+    (TCP_FIN, "FIN"),
+    (TCP_RST, "RST"),
+)
 
 
 def protocol_name(number: int) -> str:

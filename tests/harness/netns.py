@@ -113,14 +113,41 @@ def veth_pair(*, subnet: int | None = None, mtu: int = 1500) -> Iterator[VethPai
     m = secrets.randbelow(250) + 1
     with namespace("o8a") as ns_a, namespace("o8b") as ns_b:
         if_a, if_b = unique("o8va"), unique("o8vb")
-        run(["ip", "link", "add", if_a, "netns", ns_a, "mtu", str(mtu), "type", "veth",
-             "peer", "name", if_b, "netns", ns_b, "mtu", str(mtu)])
-        pair = VethPair(
-            ns_a=ns_a, ns_b=ns_b, if_a=if_a, if_b=if_b,
-            ip4_a=f"10.{n}.{m}.1", ip4_b=f"10.{n}.{m}.2",
-            ip6_a=f"fd00:{n:x}:{m:x}::1", ip6_b=f"fd00:{n:x}:{m:x}::2",
+        run(
+            [
+                "ip",
+                "link",
+                "add",
+                if_a,
+                "netns",
+                ns_a,
+                "mtu",
+                str(mtu),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                if_b,
+                "netns",
+                ns_b,
+                "mtu",
+                str(mtu),
+            ]
         )
-        for ns, ifname, ip4, ip6 in ((ns_a, if_a, pair.ip4_a, pair.ip6_a), (ns_b, if_b, pair.ip4_b, pair.ip6_b)):
+        pair = VethPair(
+            ns_a=ns_a,
+            ns_b=ns_b,
+            if_a=if_a,
+            if_b=if_b,
+            ip4_a=f"10.{n}.{m}.1",
+            ip4_b=f"10.{n}.{m}.2",
+            ip6_a=f"fd00:{n:x}:{m:x}::1",
+            ip6_b=f"fd00:{n:x}:{m:x}::2",
+        )
+        for ns, ifname, ip4, ip6 in (
+            (ns_a, if_a, pair.ip4_a, pair.ip6_a),
+            (ns_b, if_b, pair.ip4_b, pair.ip6_b),
+        ):
             run(["ip", "addr", "add", f"{ip4}/24", "dev", ifname], netns=ns)
             run(["ip", "-6", "addr", "add", f"{ip6}/64", "dev", ifname, "nodad"], netns=ns)
             run(["ip", "link", "set", ifname, "up"], netns=ns)
