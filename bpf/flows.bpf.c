@@ -91,6 +91,9 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u8 proto
 		/* type, code and checksum must be present to call it ICMP */
 		if (bpf_skb_load_bytes(skb, off, icmp, sizeof(icmp)))
 			return -1;
+		/* IPFIX convention: type * 256 + code in the destination port,
+		 * so echo traffic and neighbour discovery stay separate flows */
+		key->dport = (icmp[0] << 8) | icmp[1];
 		return 0;
 	}
 	default:

@@ -19,7 +19,7 @@ struct flow_key {
 	__u8 saddr[16]; /* IPv4 uses the first 4 bytes, the rest stays zero */
 	__u8 daddr[16];
 	__u16 sport;    /* host byte order; 0 for ICMP and non-first fragments */
-	__u16 dport;
+	__u16 dport;    /* for ICMP/ICMPv6: type << 8 | code */
 	__u32 ifindex;
 	__u8 proto;     /* IPPROTO_* */
 	__u8 family;    /* 4 or 6 */

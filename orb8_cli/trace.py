@@ -198,12 +198,18 @@ def flow_json(f: Flow) -> dict[str, Any]:
     }
 
 
+def _ports(f: Flow) -> str:
+    if f.protocol in (1, 58):  # ICMP keeps type << 8 | code in dst_port
+        return f"type {f.dst_port >> 8}/{f.dst_port & 0xFF}"
+    return f"{f.src_port}→{f.dst_port}" if f.src_port or f.dst_port else "-"
+
+
 def flow_table(flows: list[Flow]) -> str:
     rows = [
         [
             f.src_ip,
             f.dst_ip,
-            f"{f.src_port}→{f.dst_port}" if f.src_port or f.dst_port else "-",
+            _ports(f),
             f.protocol_name,
             f.direction,
             human_bytes(f.bytes),

@@ -71,10 +71,10 @@ def udp_send(args: argparse.Namespace) -> dict[str, float]:
         while (not args.count or sent < args.count) and (
             deadline is None or (sent & 255) or time.monotonic() < deadline
         ):
-            # an ICMP port unreachable from an earlier datagram is no error here
+            # a send that reports an earlier ICMP port unreachable sends nothing
             with contextlib.suppress(ConnectionRefusedError, BlockingIOError):
                 sock.send(payload)
-            sent += 1
+                sent += 1
             if args.count and sent >= args.count:
                 break
         elapsed = time.monotonic() - start
