@@ -88,3 +88,13 @@ def bpf_link_prog_ids() -> set[int]:
         ["bpftool", "-j", "link", "show"], capture_output=True, text=True, check=True
     ).stdout
     return {link["prog_id"] for link in json.loads(out or "[]")}
+
+
+def gone(ids: set[int], *, name_prefix: str, timeout: float = 5.0) -> bool:
+    """True once none of ``ids`` is loaded; programs are freed after an RCU grace period."""
+    deadline = time.monotonic() + timeout
+    while ids & bpf_prog_ids(name_prefix=name_prefix):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
