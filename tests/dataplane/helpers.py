@@ -58,8 +58,18 @@ def warm_neighbours(pair: netns.VethPair) -> None:
             entries = json.loads(line)
             if entries and entries[0].get("lladdr"):
                 netns.run(
-                    ["ip", "neigh", "replace", ip, "lladdr", entries[0]["lladdr"], "dev", ifname,
-                     "nud", "permanent"],
+                    [
+                        "ip",
+                        "neigh",
+                        "replace",
+                        ip,
+                        "lladdr",
+                        entries[0]["lladdr"],
+                        "dev",
+                        ifname,
+                        "nud",
+                        "permanent",
+                    ],
                     netns=ns,
                 )
     time.sleep(0.05)

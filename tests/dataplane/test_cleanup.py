@@ -13,9 +13,9 @@ import pytest
 
 from orb8_agent.dataplane import tc
 from orb8_agent.dataplane.flows import FlowCollector
-from orb8_agent.dataplane.syscalls import Hook, SyscallCollector
 from orb8_agent.dataplane.libbpf import BPF_TC_INGRESS
 from orb8_agent.dataplane.objects import object_path
+from orb8_agent.dataplane.syscalls import Hook, SyscallCollector
 from tests.dataplane.helpers import (
     bpf_link_prog_ids,
     bpf_prog_ids,
@@ -54,8 +54,24 @@ def test_existing_clsact_and_foreign_filters_are_kept(
 ) -> None:
     netns.run(["tc", "qdisc", "add", "dev", pair.if_a, "clsact"], netns=pair.ns_a)
     netns.run(
-        ["tc", "filter", "add", "dev", pair.if_a, "ingress", "prio", "7", "handle", "1", "bpf",
-         "da", "obj", str(object_path(name="noop")), "sec", "tc"],
+        [
+            "tc",
+            "filter",
+            "add",
+            "dev",
+            pair.if_a,
+            "ingress",
+            "prio",
+            "7",
+            "handle",
+            "1",
+            "bpf",
+            "da",
+            "obj",
+            str(object_path(name="noop")),
+            "sec",
+            "tc",
+        ],
         netns=pair.ns_a,
     )
     with netns.enter(pair.ns_a), FlowCollector(agent_id=agent_id, run_dir=run_dir) as c:
@@ -87,14 +103,30 @@ def _wait_for_filter(pair: netns.VethPair, proc: subprocess.Popen[bytes]) -> Non
 
 
 def _trace_cmd(pair: netns.VethPair, agent_id: str, duration: str) -> list[str]:
-    return ["ip", "netns", "exec", pair.ns_a, *ORB8, "trace", "network", "--local",
-            "--interface", pair.if_a, "--duration", duration, "--agent-id", agent_id,
-            "--output", "json"]
+    return [
+        "ip",
+        "netns",
+        "exec",
+        pair.ns_a,
+        *ORB8,
+        "trace",
+        "network",
+        "--local",
+        "--interface",
+        pair.if_a,
+        "--duration",
+        duration,
+        "--agent-id",
+        agent_id,
+        "--output",
+        "json",
+    ]
 
 
 def test_sigterm_detaches(pair: netns.VethPair, agent_id: str) -> None:
-    proc = subprocess.Popen(_trace_cmd(pair, agent_id, "60s"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _trace_cmd(pair, agent_id, "60s"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     _wait_for_filter(pair, proc)
     # ip netns exec execs in place, so proc.pid is the orb8 process itself
     os.kill(proc.pid, signal.SIGTERM)
@@ -106,8 +138,9 @@ def test_sigterm_detaches(pair: netns.VethPair, agent_id: str) -> None:
 
 
 def test_sigkill_leftovers_are_swept_by_next_start(pair: netns.VethPair, agent_id: str) -> None:
-    proc = subprocess.Popen(_trace_cmd(pair, agent_id, "60s"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _trace_cmd(pair, agent_id, "60s"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     _wait_for_filter(pair, proc)
     with netns.enter(pair.ns_a):
         ifindex = tc.ifindex_of(interface=pair.if_a)
@@ -131,8 +164,9 @@ def test_sigkill_leftovers_are_swept_by_next_start(pair: netns.VethPair, agent_i
 def test_second_agent_with_same_id_is_refused(
     pair: netns.VethPair, run_dir: Path, agent_id: str
 ) -> None:
-    proc = subprocess.Popen(_trace_cmd(pair, agent_id, "30s"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _trace_cmd(pair, agent_id, "30s"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         _wait_for_filter(pair, proc)
         done = subprocess.run(_trace_cmd(pair, agent_id, "1s"), capture_output=True, timeout=60)

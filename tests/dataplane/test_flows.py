@@ -51,8 +51,9 @@ def test_tcp_bulk_matches_interface_counters(
 ) -> None:
     before = pair.counters(side="a")
     sink = start_sink(pair.ns_b, "tcp-sink", "--bind", pair.ip4_b, "--port", "5201")
-    sent = traffic(pair.ns_a, "tcp-send", "--dst", pair.ip4_b, "--port", "5201",
-                   "--bytes", str(40 << 20))
+    sent = traffic(
+        pair.ns_a, "tcp-send", "--dst", pair.ip4_b, "--port", "5201", "--bytes", str(40 << 20)
+    )
     received = finish_sink(sink)
     with netns.enter(pair.ns_a):
         flows = collector.read_flows()
@@ -87,8 +88,9 @@ def test_udp_exact_bytes_and_packets(
 ) -> None:
     dst, src = (pair.ip6_b, pair.ip6_a) if v6 else (pair.ip4_b, pair.ip4_a)
     sink = start_sink(pair.ns_b, "udp-sink", "--bind", dst, "--port", "5300", "--duration", "1.5")
-    sent = traffic(pair.ns_a, "udp-send", "--dst", dst, "--port", "5300", "--size", "100",
-                   "--count", "300")
+    sent = traffic(
+        pair.ns_a, "udp-send", "--dst", dst, "--port", "5300", "--size", "100", "--count", "300"
+    )
     got = finish_sink(sink)
     with netns.enter(pair.ns_a):
         flows = collector.read_flows()
@@ -124,12 +126,25 @@ def test_malformed_frames_are_not_counted(pair: netns.VethPair, collector: FlowC
     dst = pair.ip4_b
     with netns.enter(pair.ns_a):
         stats_before = collector.stats()
-    first = traffic(pair.ns_a, "udp-send", "--dst", dst, "--port", "5400", "--size", "50",
-                    "--count", "40")
-    traffic(pair.ns_a, "raw", "--interface", pair.if_a, "--count", "5",
-            "truncated-ipv4", "bad-ihl", "short-ipv6", "truncated-tcp", "non-ip")
-    second = traffic(pair.ns_a, "udp-send", "--dst", dst, "--port", "5400", "--size", "50",
-                     "--count", "40")
+    first = traffic(
+        pair.ns_a, "udp-send", "--dst", dst, "--port", "5400", "--size", "50", "--count", "40"
+    )
+    traffic(
+        pair.ns_a,
+        "raw",
+        "--interface",
+        pair.if_a,
+        "--count",
+        "5",
+        "truncated-ipv4",
+        "bad-ihl",
+        "short-ipv6",
+        "truncated-tcp",
+        "non-ip",
+    )
+    second = traffic(
+        pair.ns_a, "udp-send", "--dst", dst, "--port", "5400", "--size", "50", "--count", "40"
+    )
     with netns.enter(pair.ns_a):
         flows = collector.read_flows()
         stats = collector.stats()
@@ -138,12 +153,16 @@ def test_malformed_frames_are_not_counted(pair: netns.VethPair, collector: FlowC
     assert sum(f.packets for f in udp) == sent >= 40
     assert sum(f.bytes for f in udp) == sent * (ETH + IPV4 + UDP + 50)
     # no flow was made up from the crafted frames
-    bogus = [f for f in flows if f.src_ip.startswith("10.250.") or f.src_ip in ("0.0.0.0", "::")
-             and f.dst_ip == "::"]
+    bogus = [
+        f
+        for f in flows
+        if f.src_ip.startswith("10.250.") or (f.src_ip in ("0.0.0.0", "::") and f.dst_ip == "::")
+    ]
     assert bogus == []
     egress = [f for f in flows if f.direction == "egress"]
-    assert all(f.src_ip in (pair.ip4_a, pair.ip6_a) or f.src_ip.startswith(("fe80:", "::"))
-               for f in egress), egress
+    assert all(
+        f.src_ip in (pair.ip4_a, pair.ip6_a) or f.src_ip.startswith(("fe80:", "::")) for f in egress
+    ), egress
     assert stats.malformed - stats_before.malformed == 20  # 4 malformed kinds x 5
     assert stats.not_ip - stats_before.not_ip >= 5
     assert stats.map_full == 0

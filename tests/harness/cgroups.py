@@ -46,8 +46,8 @@ class Cgroup:
         """
         read_fd, write_fd = os.pipe()
         gate = (
-            "import os,sys; os.read({fd}, 1); os.close({fd}); "
-            "os.execvp(sys.argv[1], sys.argv[1:])".format(fd=read_fd)
+            f"import os,sys; os.read({read_fd}, 1); os.close({read_fd}); "
+            "os.execvp(sys.argv[1], sys.argv[1:])"
         )
         proc = subprocess.Popen(  # type: ignore[call-overload]
             [sys.executable, "-c", gate, *args], pass_fds=(read_fd,), **popen
