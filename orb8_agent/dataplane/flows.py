@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
 from pathlib import Path
@@ -165,7 +166,22 @@ class FlowCollector:
         )
         if count == 0:
             return []
-        ip = self._ip_text
+        # decoding allocates two objects per flow; a GC pass in the middle of
+        # 100k allocations would cost more than the whole decode
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._decode(keys, values)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    def _decode(self, keys: bytes, values: bytes) -> list[Flow]:
+        cache = self._ip_cache
+        if len(cache) > 65536:
+            cache.clear()
+        ntop = socket.inet_ntop
+        af4, af6 = socket.AF_INET, socket.AF_INET6
         out: list[Flow] = []
         append = out.append
         for (saddr, daddr, sport, dport, ifindex, proto, family, direction), (
@@ -175,10 +191,16 @@ class FlowCollector:
             last,
             flags,
         ) in zip(FLOW_KEY.iter_unpack(keys), FLOW_VALUE.iter_unpack(values), strict=True):
+            src = cache.get(saddr)
+            if src is None:
+                src = cache[saddr] = ntop(af4, saddr[:4]) if family == 4 else ntop(af6, saddr)
+            dst = cache.get(daddr)
+            if dst is None:
+                dst = cache[daddr] = ntop(af4, daddr[:4]) if family == 4 else ntop(af6, daddr)
             append(
                 Flow(
-                    ip(saddr, family),
-                    ip(daddr, family),
+                    src,
+                    dst,
                     sport,
                     dport,
                     proto,
@@ -192,18 +214,6 @@ class FlowCollector:
                 )
             )
         return out
-
-    def _ip_text(self, raw: bytes, family: int) -> str:
-        text = self._ip_cache.get(raw)
-        if text is None:
-            if family == 4:
-                text = socket.inet_ntop(socket.AF_INET, raw[:4])
-            else:
-                text = socket.inet_ntop(socket.AF_INET6, raw)
-            if len(self._ip_cache) > 65536:
-                self._ip_cache.clear()
-            self._ip_cache[raw] = text
-        return text
 
     def stats(self) -> FlowStats:
         """Cumulative probe counters (map-full approximates LRU pressure)."""
