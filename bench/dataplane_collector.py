@@ -34,9 +34,7 @@ def _entries(count: int) -> tuple[bytes, bytes]:
 
 
 def _rss_kib() -> tuple[int, int]:
-    fields = dict(
-        line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines()
-    )
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
     return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 

@@ -30,17 +30,18 @@ struct flow_key {
 struct flow_value {
 	__u64 bytes;
 	__u64 packets;
-	__u64 first_seen_ns; /* bpf_ktime_get_ns() */
+	__u64 first_seen_ns; /* bpf_ktime_get_coarse_ns(): CLOCK_MONOTONIC_COARSE */
 	__u64 last_seen_ns;
 	/* OR of every flag byte seen; 64-bit because clang's default BPF
 	 * CPU (v1) only has 64-bit atomic or */
 	__u64 tcp_flags;
 };
 
+/* Only the exceptions are counted: packets that made it into a flow are
+ * already counted in the flow itself, and a per-packet counter would cost
+ * on the hot path. */
 enum flow_stat {
-	FLOW_STAT_SEEN = 0,      /* every skb the classifier ran on */
-	FLOW_STAT_COUNTED,       /* skbs added to a flow */
-	FLOW_STAT_NOT_IP,        /* ethertype not IPv4/IPv6 */
+	FLOW_STAT_NOT_IP = 0,    /* ethertype not IPv4/IPv6 */
 	FLOW_STAT_MALFORMED,     /* truncated or inconsistent headers */
 	FLOW_STAT_SAMPLED_OUT,   /* skipped by sampling */
 	FLOW_STAT_MAP_FULL,      /* new flow could not be inserted */

@@ -23,12 +23,10 @@ MAX_SYSCALL_NR = 1024
 
 
 class FlowStat(IntEnum):
-    SEEN = 0
-    COUNTED = 1
-    NOT_IP = 2
-    MALFORMED = 3
-    SAMPLED_OUT = 4
-    MAP_FULL = 5
+    NOT_IP = 0
+    MALFORMED = 1
+    SAMPLED_OUT = 2
+    MAP_FULL = 3
 
 
 class SyscallStat(IntEnum):

@@ -221,13 +221,17 @@ class FlowCollector:
             raise ProbeLoadError("flow probe is not loaded")
         v = maps.sum_percpu_array(fd=self._stats_fd, slots=len(FlowStat))
         return FlowStats(
-            seen=v[FlowStat.SEEN],
-            counted=v[FlowStat.COUNTED],
             not_ip=v[FlowStat.NOT_IP],
             malformed=v[FlowStat.MALFORMED],
             sampled_out=v[FlowStat.SAMPLED_OUT],
             map_full=v[FlowStat.MAP_FULL],
         )
+
+    def prog_fd(self, *, direction: str) -> int:
+        """The classifier's fd for ``ingress`` or ``egress`` (tests and bench test-run it)."""
+        if self._obj is None:
+            raise ProbeLoadError("flow probe is not loaded")
+        return self._ingress_fd if direction == "ingress" else self._egress_fd
 
     @property
     def flows_map_fd(self) -> int:

@@ -101,6 +101,26 @@ class BatchOpts(ctypes.Structure):
     _fields_ = [("sz", c_size_t), ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
 
 
+class TestRunOpts(ctypes.Structure):
+    _fields_ = [
+        ("sz", c_size_t),
+        ("data_in", c_void_p),
+        ("data_out", c_void_p),
+        ("data_size_in", c_uint32),
+        ("data_size_out", c_uint32),
+        ("ctx_in", c_void_p),
+        ("ctx_out", c_void_p),
+        ("ctx_size_in", c_uint32),
+        ("ctx_size_out", c_uint32),
+        ("retval", c_uint32),
+        ("repeat", c_int),
+        ("duration", c_uint32),
+        ("flags", c_uint32),
+        ("cpu", c_uint32),
+        ("batch_size", c_uint32),
+    ]
+
+
 class _Lib:
     """The loaded library with argument and return types declared."""
 
@@ -175,6 +195,7 @@ class _Lib:
             "ring_buffer__free": (None, [c_void_p]),
             "bpf_prog_get_next_id": (c_int, [c_uint32, ctypes.POINTER(c_uint32)]),
             "libbpf_num_possible_cpus": (c_int, []),
+            "bpf_prog_test_run_opts": (c_int, [c_int, ctypes.POINTER(TestRunOpts)]),
         }
         for fname, (restype, argtypes) in sigs.items():
             func = getattr(so, fname)
@@ -318,3 +339,20 @@ def prog_ids() -> list[int]:
         ids.append(nxt.value)
         cur.value = nxt.value
     return ids
+
+
+def test_run(*, prog_fd: int, packet: bytes, repeat: int) -> tuple[int, int]:
+    """Run a tc program on ``packet`` ``repeat`` times in the kernel
+    (BPF_PROG_TEST_RUN); returns (return value, average ns per run)."""
+    buf = ctypes.create_string_buffer(packet, len(packet))
+    out = ctypes.create_string_buffer(len(packet) + 256)
+    opts = TestRunOpts(
+        sz=ctypes.sizeof(TestRunOpts),
+        data_in=ctypes.cast(buf, c_void_p),
+        data_size_in=len(packet),
+        data_out=ctypes.cast(out, c_void_p),
+        data_size_out=len(packet) + 256,
+        repeat=repeat,
+    )
+    check(lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "test-run a program")
+    return int(opts.retval), int(opts.duration)

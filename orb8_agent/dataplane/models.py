@@ -113,8 +113,6 @@ class SyscallCount:
 class FlowStats:
     """Cumulative counters of the flow probe since it was loaded."""
 
-    seen: int
-    counted: int
     not_ip: int
     malformed: int
     sampled_out: int
