@@ -66,3 +66,8 @@ demo: setup cluster-up crds-install
 clean:
 	rm -rf $(VENV) build dist *.egg-info
 	-@$(MAKE) -s -C bpf clean
+
+# Data-plane cost side by side (flow probe vs none vs empty tc program, syscall
+# probe hooks, collector CPU/RSS); needs root. Results go in docs/performance.md.
+bench-dataplane: venv bpf
+	$(PY) -m bench.dataplane $(BENCH_ARGS)

@@ -326,9 +326,9 @@ def report(res: dict[str, Any]) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--seconds", type=float, default=2.0, help="per network sample")
-    p.add_argument("--calls", type=int, default=2_000_000, help="getpid calls per sample")
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--seconds", type=float, default=0.5, help="per network sample")
+    p.add_argument("--calls", type=int, default=1_000_000, help="getpid calls per sample")
     p.add_argument("--json", type=Path, help="also write raw results here")
     args = p.parse_args()
     if os.geteuid() != 0:
