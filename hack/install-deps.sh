@@ -2,7 +2,8 @@
 # Installs the Debian packages orb8 builds and tests with. Idempotent: it only
 # calls apt-get when something is missing.
 set -euo pipefail
-packages=(clang llvm libbpf-dev libbpf1 bpftool iproute2 openssl procps ca-certificates make git)
+packages=(clang llvm libbpf-dev libbpf1 bpftool iproute2 openssl procps ca-certificates make git
+  libc6-dev linux-libc-dev)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

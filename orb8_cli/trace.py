@@ -41,7 +41,9 @@ DEFAULT_ALERTS = (
     "bpf",
 )
 READ_INTERVAL = 1.0
-CLI_AGENT_ID = "cli"
+# Each run takes its own agent id so several traces can run side by side;
+# a run sweeps what killed earlier runs (ids with this prefix) left behind.
+CLI_AGENT_PREFIX = "cli-"
 
 
 def register(subparsers: Any) -> None:
@@ -83,7 +85,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local", action="store_true", help="trace this machine (required)")
     parser.add_argument("--duration", "-d", default="10s", help="how long to trace (10s, 1m30s)")
     parser.add_argument("--output", "-o", choices=("table", "json"), default="table")
-    parser.add_argument("--agent-id", default=CLI_AGENT_ID, help=argparse.SUPPRESS)
+    parser.add_argument("--agent-id", default=None, help=argparse.SUPPRESS)
 
 
 def _check_common(args: argparse.Namespace) -> float:
@@ -149,7 +151,8 @@ def run_network(args: argparse.Namespace) -> int:
         tc.ifindex_of(interface=name)  # raises UsageError for unknown names
     flows = FlowTable()
     stopper = _Stopper()
-    collector = FlowCollector(agent_id=args.agent_id)
+    tc.sweep_dead(prefix=CLI_AGENT_PREFIX)
+    collector = FlowCollector(agent_id=args.agent_id or f"{CLI_AGENT_PREFIX}{os.getpid()}")
     with stopper.installed():
         collector.open()
         try:

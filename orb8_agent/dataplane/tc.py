@@ -166,3 +166,28 @@ def remove_attachment(*, attachment: Attachment, priority: int) -> None:
         detach_filter(ifindex=current, point=point, priority=priority)
     if attachment.created_qdisc:
         destroy_clsact(ifindex=current)
+
+
+def sweep_dead(*, prefix: str, run_dir: Path = DEFAULT_RUN_DIR) -> list[str]:
+    """Clean up after every dead agent whose id starts with ``prefix``.
+
+    For short-lived users such as ``orb8 trace``, which take a fresh agent id
+    per run (``cli-<pid>``) so that several can run at once. Returns the ids
+    that were swept; state of live owners is left alone.
+    """
+    swept: list[str] = []
+    if not run_dir.is_dir():
+        return swept
+    for state_dir in sorted(run_dir.glob(f"{prefix}*")):
+        if not (state_dir / "tc.json").is_file():
+            continue
+        state = TcState(agent_id=state_dir.name, run_dir=run_dir)
+        try:
+            left = state.claim()
+        except ProbeLoadError:
+            continue  # owner still running
+        for attachment in left:
+            remove_attachment(attachment=attachment, priority=state.priority)
+        state.release()
+        swept.append(state_dir.name)
+    return swept

@@ -178,3 +178,32 @@ def test_second_agent_with_same_id_is_refused(
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
     assert tc_filters(pair.ns_a, pair.if_a) == ""
+
+
+def test_default_cli_runs_sweep_each_others_leftovers(pair: netns.VethPair) -> None:
+    """Without --agent-id each trace has its own id; a later one cleans up a killed one."""
+    cmd = [
+        "ip",
+        "netns",
+        "exec",
+        pair.ns_a,
+        *ORB8,
+        "trace",
+        "network",
+        "--local",
+        "--interface",
+        pair.if_a,
+        "--output",
+        "json",
+        "--duration",
+    ]
+    proc = subprocess.Popen([*cmd, "60s"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_filter(pair, proc)
+    proc.kill()
+    proc.wait()
+    assert (tc.DEFAULT_RUN_DIR / f"cli-{proc.pid}" / "tc.json").is_file()
+    done = subprocess.run([*cmd, "200ms"], capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert tc_filters(pair.ns_a, pair.if_a) == ""
+    assert not has_clsact(pair.ns_a, pair.if_a)
+    assert not (tc.DEFAULT_RUN_DIR / f"cli-{proc.pid}").exists()
