@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from orb8_agent.dataplane import cgroupfs, interfaces, tc
+from orb8_agent.dataplane import cgroupfs, interfaces, syscall_names, tc
 from orb8_agent.dataplane.aggregate import FlowTable, SyscallTable
 from orb8_agent.dataplane.flows import FlowCollector
 from orb8_agent.dataplane.models import Alert, Flow, tcp_flag_names, tcp_state
@@ -91,10 +91,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def _check_common(args: argparse.Namespace) -> float:
     if not args.local:
         raise UsageError("only --local is supported here; in a cluster apply a TraceSession")
-    duration = parse_duration(args.duration, allow_zero=False)
+    return parse_duration(args.duration, allow_zero=False)
+
+
+def _require_root() -> None:
+    """Checked after the arguments, so a typo is reported as such even without root."""
     if os.geteuid() != 0:
         raise UsageError("orb8 trace needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN)")
-    return duration
 
 
 class _Stopper:
@@ -149,6 +152,7 @@ def run_network(args: argparse.Namespace) -> int:
         raise UsageError("no interface to trace: none is up; pass --interface")
     for name in names:
         tc.ifindex_of(interface=name)  # raises UsageError for unknown names
+    _require_root()
     flows = FlowTable()
     stopper = _Stopper()
     tc.sweep_dead(prefix=CLI_AGENT_PREFIX)
@@ -235,6 +239,9 @@ def run_syscalls(args: argparse.Namespace) -> int:
     )
     cgroup_id = cgroupfs.cgroup_id(path=path)
     alert_list = args.alert or list(DEFAULT_ALERTS)
+    for name in alert_list:
+        syscall_names.nr_of(name=name)  # raises UsageError for unknown names
+    _require_root()
     counts = SyscallTable()
     alerts: list[Alert] = []
     stopper = _Stopper()

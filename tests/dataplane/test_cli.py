@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -199,5 +200,7 @@ def test_not_root_is_a_usage_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr("os.geteuid", lambda: 1000)
-    assert main(["trace", "network", "--local", "-d", "1s"]) == 2
+    assert main(["trace", "network", "--local", "-i", "lo", "-d", "1s"]) == 2
+    assert "needs root" in capsys.readouterr().err
+    assert main(["trace", "syscalls", "--local", "--pid", str(os.getpid()), "-d", "1s"]) == 2
     assert "needs root" in capsys.readouterr().err
