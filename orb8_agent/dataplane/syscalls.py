@@ -53,10 +53,16 @@ class SyscallCollector:
         *,
         hook: Hook = Hook.RAW_TP,
         alerts_per_second: int = 100,
+        ringbuf_bytes: int | None = None,
         path: Path | None = None,
     ) -> None:
         if alerts_per_second < 0:
             raise UsageError("alerts per second must not be negative")
+        if ringbuf_bytes is not None and (
+            ringbuf_bytes < 4096 or ringbuf_bytes & (ringbuf_bytes - 1)
+        ):
+            raise UsageError("ring buffer size must be a power of two of at least 4096 bytes")
+        self._ringbuf_bytes = ringbuf_bytes
         self._hook = hook
         self._path = path or object_path(name="syscalls")
         self._config = SyscallsConfig(
@@ -83,6 +89,13 @@ class SyscallCollector:
             obj.set_rodata(data=self._config)
             for hook, prog in PROGRAMS.items():
                 obj.set_autoload(prog=prog, enabled=hook is self._hook)
+            if self._ringbuf_bytes:
+                libbpf.check(
+                    libbpf.lib().bpf_map__set_max_entries(
+                        obj.map_ptr("alerts"), self._ringbuf_bytes
+                    ),
+                    "size the alert ring buffer",
+                )
             obj.load()
             self._fds = {
                 name: obj.map_fd(name)

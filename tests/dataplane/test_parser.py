@@ -164,3 +164,19 @@ def test_bad_or_foreign_packets_make_no_flow(
     flows, stats = run(runner, pkt, times=2)
     assert flows == []
     assert getattr(stats, kind) == 2
+
+
+def test_sampling_setting_is_applied(kernel_ready: None, tmp_path: Path) -> None:
+    """sample_rate is a const volatile set before load: 1 in 4 kept, weighted by 4."""
+    pkt = ipv4(17, udp())
+    with FlowCollector(agent_id="parser-sampled", sample_rate=4, run_dir=tmp_path) as c:
+        fd = c.prog_fd(direction="egress")
+        for _ in range(400):
+            libbpf.test_run(prog_fd=fd, packet=pkt, repeat=1)
+        flows = c.read_flows()
+        stats = c.stats()
+    kept = flows[0].packets // 4 if flows else 0
+    assert len(flows) == 1 and flows[0].packets % 4 == 0
+    assert flows[0].bytes == flows[0].packets * len(pkt)
+    assert kept + stats.sampled_out == 400
+    assert 50 <= kept <= 150  # binomial(400, 1/4): mean 100, sd 8.7

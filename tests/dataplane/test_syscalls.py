@@ -132,3 +132,16 @@ def test_alerts_fd_is_pollable(cg_watched: Cgroup) -> None:
         _run_victim(cg_watched, "--calls", "ptrace")
         assert select.select([fd], [], [], 2.0)[0] == [fd]
         assert [a.name for a in c.poll_alerts(timeout_ms=0)] == ["ptrace"]
+
+
+def test_full_ring_buffer_is_counted(cg_watched: Cgroup) -> None:
+    # one page holds ~73 48-byte records; nobody reads while 300 alerts fire
+    with SyscallCollector(alerts_per_second=100_000, ringbuf_bytes=4096) as c:
+        c.watch_cgroup(cgroup_id=cg_watched.id)
+        c.set_alert_syscalls(syscalls=["unshare"])
+        _run_victim(cg_watched, "--calls", "unshare", "--repeat", "300")
+        stats = c.stats()
+        alerts = _drain(c, want=300, timeout=0.5)
+    assert 0 < stats.events < 300
+    assert stats.ringbuf_full == 300 - stats.events
+    assert len(alerts) == stats.events
