@@ -249,6 +249,8 @@ static __always_inline int count_skb(struct __sk_buff *skb, __u8 direction)
 			stat_inc(FLOW_STAT_MAP_FULL);
 			return TC_ACT_UNSPEC;
 		}
+		if (!err)
+			stat_inc(FLOW_STAT_INSERTED);
 		val = bpf_map_lookup_elem(&flows, &key);
 		if (!val) {
 			stat_inc(FLOW_STAT_MAP_FULL);

@@ -45,6 +45,8 @@ enum flow_stat {
 	FLOW_STAT_MALFORMED,     /* truncated or inconsistent headers */
 	FLOW_STAT_SAMPLED_OUT,   /* skipped by sampling */
 	FLOW_STAT_MAP_FULL,      /* new flow could not be inserted */
+	FLOW_STAT_INSERTED,      /* new flows inserted; with the flows user space
+				  * read back this estimates LRU evictions */
 	FLOW_STAT_MAX,
 };
 

@@ -184,7 +184,8 @@ def run_network(args: argparse.Namespace) -> int:
         print(flow_table(top))
         print(
             f"\n{len(flows)} flows on {','.join(names)}; skipped: "
-            f"{stats.not_ip} non-IP, {stats.malformed} malformed; map full: {stats.map_full}",
+            f"{stats.not_ip} non-IP, {stats.malformed} malformed; map full: {stats.map_full}, "
+            f"LRU evictions (est.): {stats.evicted_estimate}",
             file=sys.stderr,
         )
     return 0

@@ -27,6 +27,7 @@ class FlowStat(IntEnum):
     MALFORMED = 1
     SAMPLED_OUT = 2
     MAP_FULL = 3
+    INSERTED = 4
 
 
 class SyscallStat(IntEnum):

@@ -47,6 +47,8 @@ class FlowCollector:
         self._obj: libbpf.BpfObject | None = None
         self._lock = threading.Lock()
         self._ip_cache: dict[bytes, str] = {}
+        self._inserted_seen = 0
+        self._evicted = 0
         self._ingress_fd = -1
         self._egress_fd = -1
         self._flows_fd = -1
@@ -161,9 +163,13 @@ class FlowCollector:
         """Per-flow deltas since the previous call (the kernel map is drained)."""
         if self._obj is None:
             raise ProbeLoadError("flow probe is not loaded")
+        # inserted before the drain starts and not returned by it = evicted
+        inserted = maps.sum_percpu_array(fd=self._stats_fd, slots=len(FlowStat))[FlowStat.INSERTED]
         keys, values, count = maps.read_batch(
             fd=self._flows_fd, key_size=FLOW_KEY.size, value_size=FLOW_VALUE.size, delete=True
         )
+        self._evicted += max(0, inserted - self._inserted_seen - count)
+        self._inserted_seen = inserted
         if count == 0:
             return []
         # decoding allocates two objects per flow; a GC pass in the middle of
@@ -225,6 +231,8 @@ class FlowCollector:
             malformed=v[FlowStat.MALFORMED],
             sampled_out=v[FlowStat.SAMPLED_OUT],
             map_full=v[FlowStat.MAP_FULL],
+            inserted=v[FlowStat.INSERTED],
+            evicted_estimate=self._evicted,
         )
 
     def prog_fd(self, *, direction: str) -> int:

@@ -117,6 +117,8 @@ class FlowStats:
     malformed: int
     sampled_out: int
     map_full: int
+    inserted: int = 0
+    evicted_estimate: int = 0  # LRU evictions: inserted minus what reads returned
 
 
 @dataclass(frozen=True, slots=True)

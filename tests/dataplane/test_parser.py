@@ -180,3 +180,17 @@ def test_sampling_setting_is_applied(kernel_ready: None, tmp_path: Path) -> None
     assert flows[0].bytes == flows[0].packets * len(pkt)
     assert kept + stats.sampled_out == 400
     assert 50 <= kept <= 150  # binomial(400, 1/4): mean 100, sd 8.7
+
+
+def test_lru_evictions_are_estimated(kernel_ready: None, tmp_path: Path) -> None:
+    """More distinct flows than the map holds: the surplus shows up as evictions."""
+    with FlowCollector(agent_id="parser-lru", max_flows=256, run_dir=tmp_path) as c:
+        fd = c.prog_fd(direction="egress")
+        for port in range(2000):
+            pkt = ipv4(17, struct.pack("!HHHH", 1000 + port, 53, 12, 0) + b"abcd")
+            libbpf.test_run(prog_fd=fd, packet=pkt, repeat=1)
+        flows = c.read_flows()
+        stats = c.stats()
+    assert stats.inserted == 2000
+    assert 0 < len(flows) <= 256
+    assert stats.evicted_estimate == 2000 - len(flows)
