@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
 import struct
 import threading
@@ -216,6 +218,22 @@ class SyscallCollector:
                 raise libbpf.error("poll the alert ring buffer", rc)
             out, self._pending = self._pending, []
         return out
+
+    async def next_alerts(self, *, max_wait: float) -> list[Alert]:
+        """Wait without blocking the event loop until alerts arrive or ``max_wait`` seconds pass."""
+        alerts = self.poll_alerts(timeout_ms=0)
+        if alerts:
+            return alerts
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+        fd = self.alerts_fd()
+        loop.add_reader(fd, ready.set)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ready.wait(), max_wait)
+        finally:
+            loop.remove_reader(fd)
+        return self.poll_alerts(timeout_ms=0)
 
     def _on_sample(self, ctx: int | None, data: int | None, size: int) -> int:
         try:

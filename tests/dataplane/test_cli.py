@@ -204,3 +204,46 @@ def test_not_root_is_a_usage_error(
     assert "needs root" in capsys.readouterr().err
     assert main(["trace", "syscalls", "--local", "--pid", str(os.getpid()), "-d", "1s"]) == 2
     assert "needs root" in capsys.readouterr().err
+
+
+@pytest.mark.kernel
+def test_trace_network_defaults_to_up_ethernet_interfaces(pair: netns.VethPair) -> None:
+    """Inside the namespace the only up, non-loopback Ethernet device is the veth."""
+    done = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            pair.ns_a,
+            *ORB8,
+            "trace",
+            "network",
+            "--local",
+            "--duration",
+            "300ms",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"flows on {pair.if_a};" in done.stderr
+    netns.run(["ip", "link", "set", pair.if_a, "down"], netns=pair.ns_a)
+    done = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            pair.ns_a,
+            *ORB8,
+            "trace",
+            "network",
+            "--local",
+            "--duration",
+            "300ms",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "no interface to trace" in done.stderr

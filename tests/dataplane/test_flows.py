@@ -46,14 +46,14 @@ def _one(flows: list[Flow], **match: object) -> Flow:
     return found[0]
 
 
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
 def test_tcp_bulk_matches_interface_counters(
-    pair: netns.VethPair, collector: FlowCollector
+    pair: netns.VethPair, collector: FlowCollector, v6: bool
 ) -> None:
+    dst, src = (pair.ip6_b, pair.ip6_a) if v6 else (pair.ip4_b, pair.ip4_a)
     before = pair.counters(side="a")
-    sink = start_sink(pair.ns_b, "tcp-sink", "--bind", pair.ip4_b, "--port", "5201")
-    sent = traffic(
-        pair.ns_a, "tcp-send", "--dst", pair.ip4_b, "--port", "5201", "--bytes", str(40 << 20)
-    )
+    sink = start_sink(pair.ns_b, "tcp-sink", "--bind", dst, "--port", "5201")
+    sent = traffic(pair.ns_a, "tcp-send", "--dst", dst, "--port", "5201", "--bytes", str(40 << 20))
     received = finish_sink(sink)
     with netns.enter(pair.ns_a):
         flows = collector.read_flows()
@@ -71,11 +71,11 @@ def test_tcp_bulk_matches_interface_counters(
     assert eg_packets == pytest.approx(tx_packets, rel=0.01, abs=2)
     assert in_packets == pytest.approx(rx_packets, rel=0.01, abs=2)
 
-    out = _one(flows, protocol=6, direction="egress", dst_port=5201, src_ip=pair.ip4_a)
-    back = _one(flows, protocol=6, direction="ingress", src_port=5201, dst_ip=pair.ip4_a)
+    out = _one(flows, protocol=6, direction="egress", dst_port=5201, src_ip=src)
+    back = _one(flows, protocol=6, direction="ingress", src_port=5201, dst_ip=src)
     # payload plus one set of headers per (GSO) packet: within 1% of what was sent
     assert sent["sent"] <= out.bytes <= sent["sent"] * 1.01
-    assert back.src_ip == pair.ip4_b and back.dst_port == out.src_port
+    assert back.src_ip == dst and back.dst_port == out.src_port
     assert out.tcp_flags & TCP_SYN and out.tcp_flags & TCP_FIN
     assert back.tcp_flags & TCP_SYN and back.tcp_flags & TCP_FIN
     assert out.ifindex == back.ifindex > 0

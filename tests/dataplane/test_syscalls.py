@@ -145,3 +145,16 @@ def test_full_ring_buffer_is_counted(cg_watched: Cgroup) -> None:
     assert 0 < stats.events < 300
     assert stats.ringbuf_full == 300 - stats.events
     assert len(alerts) == stats.events
+
+
+async def test_next_alerts_from_asyncio(cg_watched: Cgroup) -> None:
+    import asyncio
+
+    with SyscallCollector() as c:
+        c.watch_cgroup(cgroup_id=cg_watched.id)
+        c.set_alert_syscalls(syscalls=["mount"])
+        assert await c.next_alerts(max_wait=0.05) == []
+        waiter = asyncio.create_task(c.next_alerts(max_wait=10))
+        proc = await asyncio.to_thread(_run_victim, cg_watched, "--calls", "mount")
+        alerts = await waiter
+    assert [(a.tgid, a.name) for a in alerts] == [(proc, "mount")]
