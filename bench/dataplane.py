@@ -64,7 +64,10 @@ def noop_tc(interface: str) -> Iterator[None]:
     try:
         for point in (BPF_TC_INGRESS, BPF_TC_EGRESS):
             tc.attach_filter(
-                ifindex=ifindex, point=point, prog_fd=obj.prog_fd("orb8_noop_tc"), priority=prio
+                ifindex=ifindex,
+                point=point,
+                prog_fd=obj.prog_fd(name="orb8_noop_tc"),
+                priority=prio,
             )
         yield
     finally:
@@ -166,7 +169,7 @@ def bench_test_run(repeat: int) -> dict[str, float]:
         for prog in ("orb8_noop_raw", "orb8_noop_tp"):
             noop.set_autoload(prog=prog, enabled=False)
         noop.load()
-        fd = noop.prog_fd("orb8_noop_tc")
+        fd = noop.prog_fd(name="orb8_noop_tc")
         out["noop_tc"] = min(
             libbpf.test_run(prog_fd=fd, packet=pkt, repeat=repeat)[1] for _ in range(5)
         )

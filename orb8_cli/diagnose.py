@@ -31,5 +31,5 @@ def run(args: argparse.Namespace) -> int:
             ["ok" if p.loadable else "FAIL", f"probe {p.name}", p.message or "loads", ""]
             for p in report.probes
         ]
-        print(table(["", "CHECK", "RESULT", "REMEDY"], rows))
+        print(table(headers=["", "CHECK", "RESULT", "REMEDY"], rows=rows))
     return 0 if report.ok else 1

@@ -23,7 +23,7 @@ def human_count(n: int) -> str:
     return str(n)
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def table(*, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Left-aligned columns separated by two spaces."""
     widths = [len(h) for h in headers]
     for row in rows:

@@ -227,7 +227,7 @@ def flow_table(flows: list[Flow]) -> str:
         for f in flows
     ]
     headers = ["SRC", "DST", "PORTS", "PROTO", "DIR", "BYTES", "PACKETS", "TCP"]
-    return table(headers, rows)
+    return table(headers=headers, rows=rows)
 
 
 # syscalls ------------------------------------------------------------------
@@ -284,12 +284,15 @@ def run_syscalls(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
         return 0
     print(
-        table(["SYSCALL", "NR", "COUNT"], [[c.name, str(c.nr), str(c.count)] for c in counts.top()])
+        table(
+            headers=["SYSCALL", "NR", "COUNT"],
+            rows=[[c.name, str(c.nr), str(c.count)] for c in counts.top()],
+        )
     )
     print()
     if alerts:
         rows = [[_time(a.timestamp), str(a.tgid), str(a.pid), a.comm, a.name] for a in alerts]
-        print(table(["TIME", "PID", "TID", "COMM", "SYSCALL"], rows))
+        print(table(headers=["TIME", "PID", "TID", "COMM", "SYSCALL"], rows=rows))
     else:
         print(f"no alerts ({','.join(alert_list)})")
     if any(dropped.values()):

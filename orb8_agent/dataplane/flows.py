@@ -67,14 +67,16 @@ class FlowCollector:
             obj.set_rodata(data=self._config)
             if self._max_flows:
                 libbpf.check(
-                    libbpf.lib().bpf_map__set_max_entries(obj.map_ptr("flows"), self._max_flows),
-                    "size the flows map",
+                    rc=libbpf.lib().bpf_map__set_max_entries(
+                        obj.map_ptr(name="flows"), self._max_flows
+                    ),
+                    what="size the flows map",
                 )
             obj.load()
-            self._ingress_fd = obj.prog_fd(INGRESS_PROG)
-            self._egress_fd = obj.prog_fd(EGRESS_PROG)
-            self._flows_fd = obj.map_fd("flows")
-            self._stats_fd = obj.map_fd("flow_stats")
+            self._ingress_fd = obj.prog_fd(name=INGRESS_PROG)
+            self._egress_fd = obj.prog_fd(name=EGRESS_PROG)
+            self._flows_fd = obj.map_fd(name="flows")
+            self._stats_fd = obj.map_fd(name="flow_stats")
         except BaseException:
             obj.close()
             self._state.release()

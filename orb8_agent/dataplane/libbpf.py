@@ -44,7 +44,7 @@ _REMEDIES: dict[int, str] = {
 }
 
 
-def remedy_for(code: int) -> str:
+def remedy_for(*, code: int) -> str:
     return _REMEDIES.get(code, "run `orb8 diagnose` for details")
 
 
@@ -218,11 +218,11 @@ def lib() -> Any:
         return _LIB.so
 
 
-def error(what: str, code: int) -> ProbeLoadError:
+def error(*, what: str, code: int) -> ProbeLoadError:
     """A ProbeLoadError for a negative libbpf return or errno."""
     code = abs(code)
     name = errno.errorcode.get(code, str(code))
-    msg = f"{what}: {name} ({os.strerror(code)}); {remedy_for(code)}"
+    msg = f"{what}: {name} ({os.strerror(code)}); {remedy_for(code=code)}"
     tail = LOG.tail(3)
     if tail:
         msg += " | libbpf: " + " / ".join(tail)
@@ -231,17 +231,17 @@ def error(what: str, code: int) -> ProbeLoadError:
     return err
 
 
-def check(rc: int, what: str) -> int:
+def check(*, rc: int, what: str) -> int:
     """Raise for a negative libbpf return code."""
     if rc < 0:
-        raise error(what, rc)
+        raise error(what=what, code=rc)
     return rc
 
 
-def check_ptr(ptr: int | None, what: str) -> int:
+def check_ptr(*, ptr: int | None, what: str) -> int:
     """Raise for a NULL pointer return, using errno."""
     if not ptr:
-        raise error(what, ctypes.get_errno() or errno.EINVAL)
+        raise error(what=what, code=ctypes.get_errno() or errno.EINVAL)
     return ptr
 
 
@@ -257,7 +257,7 @@ class BpfObject:
         self._lib = lib()
         LOG.clear()
         self._obj: int | None = check_ptr(
-            self._lib.bpf_object__open_file(str(path).encode(), None), f"open {path.name}"
+            ptr=self._lib.bpf_object__open_file(str(path).encode(), None), what=f"open {path.name}"
         )
         self.loaded = False
 
@@ -266,21 +266,21 @@ class BpfObject:
             raise ProbeLoadError(f"{self.path.name} is already closed")
         return self._obj
 
-    def map_ptr(self, name: str) -> int:
+    def map_ptr(self, *, name: str) -> int:
         return check_ptr(
-            self._lib.bpf_object__find_map_by_name(self._handle(), name.encode()),
-            f"map {name} in {self.path.name}",
+            ptr=self._lib.bpf_object__find_map_by_name(self._handle(), name.encode()),
+            what=f"map {name} in {self.path.name}",
         )
 
-    def prog_ptr(self, name: str) -> int:
+    def prog_ptr(self, *, name: str) -> int:
         return check_ptr(
-            self._lib.bpf_object__find_program_by_name(self._handle(), name.encode()),
-            f"program {name} in {self.path.name}",
+            ptr=self._lib.bpf_object__find_program_by_name(self._handle(), name.encode()),
+            what=f"program {name} in {self.path.name}",
         )
 
     def set_rodata(self, *, data: ctypes.Structure) -> None:
         """Set the object's const volatile settings (the whole .rodata image)."""
-        ptr = self.map_ptr(".rodata")
+        ptr = self.map_ptr(name=".rodata")
         size = c_size_t(0)
         self._lib.bpf_map__initial_value(ptr, ctypes.byref(size))
         if size.value != ctypes.sizeof(data):
@@ -289,27 +289,34 @@ class BpfObject:
                 f"{ctypes.sizeof(data)}; the object and orb8 versions differ"
             )
         check(
-            self._lib.bpf_map__set_initial_value(ptr, ctypes.byref(data), ctypes.sizeof(data)),
-            f"set settings of {self.path.name}",
+            rc=self._lib.bpf_map__set_initial_value(ptr, ctypes.byref(data), ctypes.sizeof(data)),
+            what=f"set settings of {self.path.name}",
         )
 
     def set_autoload(self, *, prog: str, enabled: bool) -> None:
-        check(self._lib.bpf_program__set_autoload(self.prog_ptr(prog), enabled), "set autoload")
+        check(
+            rc=self._lib.bpf_program__set_autoload(self.prog_ptr(name=prog), enabled),
+            what="set autoload",
+        )
 
     def load(self) -> None:
         LOG.clear()
-        check(self._lib.bpf_object__load(self._handle()), f"load {self.path.name}")
+        check(rc=self._lib.bpf_object__load(self._handle()), what=f"load {self.path.name}")
         self.loaded = True
 
-    def map_fd(self, name: str) -> int:
-        return check(self._lib.bpf_map__fd(self.map_ptr(name)), f"fd of map {name}")
+    def map_fd(self, *, name: str) -> int:
+        return check(rc=self._lib.bpf_map__fd(self.map_ptr(name=name)), what=f"fd of map {name}")
 
-    def prog_fd(self, name: str) -> int:
-        return check(self._lib.bpf_program__fd(self.prog_ptr(name)), f"fd of program {name}")
+    def prog_fd(self, *, name: str) -> int:
+        return check(
+            rc=self._lib.bpf_program__fd(self.prog_ptr(name=name)), what=f"fd of program {name}"
+        )
 
     def attach(self, *, prog: str) -> Link:
         """Attach a tracing program where its SEC() name says."""
-        ptr = check_ptr(self._lib.bpf_program__attach(self.prog_ptr(prog)), f"attach {prog}")
+        ptr = check_ptr(
+            ptr=self._lib.bpf_program__attach(self.prog_ptr(name=prog)), what=f"attach {prog}"
+        )
         return Link(ptr=ptr)
 
     def close(self) -> None:
@@ -354,5 +361,5 @@ def test_run(*, prog_fd: int, packet: bytes, repeat: int) -> tuple[int, int]:
         data_size_out=len(packet) + 256,
         repeat=repeat,
     )
-    check(lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "test-run a program")
+    check(rc=lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), what="test-run a program")
     return int(opts.retval), int(opts.duration)

@@ -51,7 +51,7 @@ def read_batch(
             vals = ctypes.create_string_buffer(value_size * chunk)
             continue
         if err:
-            raise libbpf.error("batch read of a BPF map", err)
+            raise libbpf.error(what="batch read of a BPF map", code=err)
         first = False
         tokens.reverse()
     return b"".join(key_parts), b"".join(val_parts), total
@@ -71,20 +71,22 @@ def sum_percpu_array(*, fd: int, slots: int) -> list[int]:
     out: list[int] = []
     for idx in range(slots):
         key = ctypes.c_uint32(idx)
-        libbpf.check(libbpf.lib().bpf_map_lookup_elem(fd, ctypes.byref(key), buf), "read stats map")
+        libbpf.check(
+            rc=libbpf.lib().bpf_map_lookup_elem(fd, ctypes.byref(key), buf), what="read stats map"
+        )
         out.append(sum(v for (v,) in struct.iter_unpack("=Q", buf.raw)))
     return out
 
 
 def update(*, fd: int, key: bytes, value: bytes, flags: int = libbpf.BPF_ANY) -> None:
-    libbpf.check(libbpf.lib().bpf_map_update_elem(fd, key, value, flags), "update BPF map")
+    libbpf.check(rc=libbpf.lib().bpf_map_update_elem(fd, key, value, flags), what="update BPF map")
 
 
 def delete(*, fd: int, key: bytes) -> bool:
     rc = libbpf.lib().bpf_map_delete_elem(fd, key)
     if rc == -errno.ENOENT:
         return False
-    libbpf.check(rc, "delete from BPF map")
+    libbpf.check(rc=rc, what="delete from BPF map")
     return True
 
 
@@ -93,6 +95,6 @@ def update_batch(*, fd: int, keys: bytes, values: bytes, count: int) -> None:
     n = ctypes.c_uint32(count)
     opts = libbpf.BatchOpts(sz=ctypes.sizeof(libbpf.BatchOpts))
     libbpf.check(
-        libbpf.lib().bpf_map_update_batch(fd, keys, values, ctypes.byref(n), ctypes.byref(opts)),
-        "batch update of a BPF map",
+        rc=libbpf.lib().bpf_map_update_batch(fd, keys, values, ctypes.byref(n), ctypes.byref(opts)),
+        what="batch update of a BPF map",
     )

@@ -93,14 +93,14 @@ class SyscallCollector:
                 obj.set_autoload(prog=prog, enabled=hook is self._hook)
             if self._ringbuf_bytes:
                 libbpf.check(
-                    libbpf.lib().bpf_map__set_max_entries(
-                        obj.map_ptr("alerts"), self._ringbuf_bytes
+                    rc=libbpf.lib().bpf_map__set_max_entries(
+                        obj.map_ptr(name="alerts"), self._ringbuf_bytes
                     ),
-                    "size the alert ring buffer",
+                    what="size the alert ring buffer",
                 )
             obj.load()
             self._fds = {
-                name: obj.map_fd(name)
+                name: obj.map_fd(name=name)
                 for name in (
                     "watched_cgroups",
                     "alert_syscalls",
@@ -111,7 +111,7 @@ class SyscallCollector:
             }
             self._ncpu = maps.possible_cpus()
             rb = libbpf.lib().ring_buffer__new(self._fds["alerts"], self._sample_cb, None, None)
-            self._rb = libbpf.check_ptr(rb, "create ring buffer reader")
+            self._rb = libbpf.check_ptr(ptr=rb, what="create ring buffer reader")
             self._link = obj.attach(prog=PROGRAMS[self._hook])
         except BaseException:
             self._free_rb()
@@ -215,7 +215,7 @@ class SyscallCollector:
         with self._lock:
             rc = libbpf.lib().ring_buffer__poll(self._rb, timeout_ms)
             if rc < 0 and rc != -4:  # EINTR: a signal arrived; return what we have
-                raise libbpf.error("poll the alert ring buffer", rc)
+                raise libbpf.error(what="poll the alert ring buffer", code=rc)
             out, self._pending = self._pending, []
         return out
 

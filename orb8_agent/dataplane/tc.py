@@ -52,7 +52,7 @@ def create_clsact(*, ifindex: int) -> bool:
     rc = libbpf.lib().bpf_tc_hook_create(ctypes.byref(_hook(ifindex, BPF_TC_INGRESS)))
     if rc == -errno.EEXIST:
         return False
-    libbpf.check(rc, f"create clsact qdisc on ifindex {ifindex}")
+    libbpf.check(rc=rc, what=f"create clsact qdisc on ifindex {ifindex}")
     return True
 
 
@@ -60,14 +60,14 @@ def destroy_clsact(*, ifindex: int) -> None:
     hook = _hook(ifindex, BPF_TC_INGRESS | BPF_TC_EGRESS)
     rc = libbpf.lib().bpf_tc_hook_destroy(ctypes.byref(hook))
     if rc not in (0, -errno.ENOENT, -errno.ENODEV, -errno.EINVAL):
-        libbpf.check(rc, f"remove clsact qdisc on ifindex {ifindex}")
+        libbpf.check(rc=rc, what=f"remove clsact qdisc on ifindex {ifindex}")
 
 
 def attach_filter(*, ifindex: int, point: int, prog_fd: int, priority: int) -> None:
     opts = _opts(handle=TC_HANDLE, priority=priority, prog_fd=prog_fd)
     libbpf.check(
-        libbpf.lib().bpf_tc_attach(ctypes.byref(_hook(ifindex, point)), ctypes.byref(opts)),
-        f"attach tc filter on ifindex {ifindex}",
+        rc=libbpf.lib().bpf_tc_attach(ctypes.byref(_hook(ifindex, point)), ctypes.byref(opts)),
+        what=f"attach tc filter on ifindex {ifindex}",
     )
 
 
@@ -77,7 +77,7 @@ def detach_filter(*, ifindex: int, point: int, priority: int) -> bool:
     rc = libbpf.lib().bpf_tc_detach(ctypes.byref(_hook(ifindex, point)), ctypes.byref(opts))
     if rc in (-errno.ENOENT, -errno.ENODEV, -errno.EINVAL):
         return False
-    libbpf.check(rc, f"detach tc filter on ifindex {ifindex}")
+    libbpf.check(rc=rc, what=f"detach tc filter on ifindex {ifindex}")
     return True
 
 

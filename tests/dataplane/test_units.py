@@ -134,7 +134,7 @@ def test_abi_matches_the_objects(kernel_ready: None) -> None:
         obj = libbpf.BpfObject(path=object_path(name=obj_name))
         try:
             for map_name, (ksize, vsize) in wanted.items():
-                ptr = obj.map_ptr(map_name)
+                ptr = obj.map_ptr(name=map_name)
                 assert libbpf.lib().bpf_map__key_size(ptr) == ksize
                 assert libbpf.lib().bpf_map__value_size(ptr) == vsize
         finally:
