@@ -6,12 +6,12 @@
  * direct packet access when they are in the linear area and with
  * bpf_skb_load_bytes() when they are not (paged or GSO skbs), so a packet
  * is never judged malformed just because of how its memory is laid out.
- * Per-packet work is one hash lookup and three atomics; everything that is
- * not a flow (non-IP, malformed) only bumps a per-CPU counter. */
+ * Per-packet work is one hash lookup and two atomic adds (a third when new
+ * TCP flags appear); anything that is not a flow (non-IP, malformed) only
+ * bumps a per-CPU counter. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
-#include <bpf/bpf_core_read.h>
 #include "orb8_common.bpf.h"
 
 #define TC_ACT_UNSPEC (-1)
@@ -196,6 +196,8 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct flow_key *ke
 		next = ext.next;
 		off += (ext.len + 1) * 8;
 	}
+	/* a chain longer than MAX_IPV6_EXT is counted under the header we
+	 * stopped at, without ports, rather than dropped from the totals */
 	key->proto = next;
 	return parse_l4(skb, off, next, key, tcp_flags);
 }

@@ -91,7 +91,7 @@ static __always_inline void handle_sys_enter(long id)
 {
 	struct syscall_count_key key = {};
 	struct syscall_event *ev;
-	__u64 cgroup_id, now, *cnt, one = 1;
+	__u64 cgroup_id, now, pid_tgid, *cnt, one = 1;
 	__u32 nr;
 	__u8 *alert;
 
@@ -130,8 +130,7 @@ static __always_inline void handle_sys_enter(long id)
 		stat_inc(SYS_STAT_RINGBUF_FULL);
 		return;
 	}
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-
+	pid_tgid = bpf_get_current_pid_tgid();
 	ev->ts_ns = now;
 	ev->cgroup_id = cgroup_id;
 	ev->pid = (__u32)pid_tgid;
