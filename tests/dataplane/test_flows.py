@@ -182,3 +182,39 @@ def test_detach_one_interface_keeps_the_probe_loaded(
     with netns.enter(pair.ns_a):
         flows = collector.read_flows()
     assert _one(flows, dst_port=5500, direction="egress").packets == sent["sent"] > 0
+
+
+def test_probe_on_a_pods_host_side_veth(kernel_ready: None, run_dir: Path, agent_id: str) -> None:
+    """The agent's shape: the probe sits on the host end of each pod's veth."""
+    with (
+        netns.namespace("o8host") as host,
+        netns.pod_network(host_ns=host, ip="10.77.0.2") as pod_a,
+        netns.pod_network(host_ns=host, ip="10.77.0.3") as pod_b,
+    ):
+        # a bridge on the "host" joins the two pods, as a simple CNI would
+        br = netns.unique("o8br")
+        netns.run(["ip", "link", "add", br, "type", "bridge"], netns=host)
+        for hif in (pod_a.host_if, pod_b.host_if):
+            netns.run(["ip", "link", "set", hif, "master", br], netns=host)
+        netns.run(["ip", "link", "set", br, "up"], netns=host)
+        # resolve ARP first so no datagram waits in (or falls out of) the neighbour queue
+        assert traffic(pod_a.netns, "icmp", "--dst", "10.77.0.3", "--count", "1")["replies"] == 1
+        with netns.enter(host), FlowCollector(agent_id=agent_id, run_dir=run_dir) as c:
+            c.attach(interface=pod_a.host_if)
+            sent = traffic(
+                pod_a.netns,
+                "udp-send",
+                "--dst",
+                "10.77.0.3",
+                "--port",
+                "7000",
+                "--size",
+                "200",
+                "--count",
+                "50",
+            )
+            flows = c.read_flows()
+        # seen from the host side, the pod's egress is the veth's ingress
+        f = _one(flows, protocol=17, dst_port=7000)
+        assert (f.src_ip, f.dst_ip, f.direction) == ("10.77.0.2", "10.77.0.3", "ingress")
+        assert f.packets == sent["sent"] and f.bytes == sent["sent"] * (ETH + IPV4 + UDP + 200)

@@ -152,3 +152,36 @@ def veth_pair(*, subnet: int | None = None, mtu: int = 1500) -> Iterator[VethPai
             run(["ip", "-6", "addr", "add", f"{ip6}/64", "dev", ifname, "nodad"], netns=ns)
             run(["ip", "link", "set", ifname, "up"], netns=ns)
         yield pair
+
+
+@dataclass(frozen=True)
+class PodNet:
+    """A pod-like namespace: ``eth0`` inside, its peer on the host side."""
+
+    netns: str
+    host_if: str
+    pod_if: str
+    ip: str | None
+
+
+@contextlib.contextmanager
+def pod_network(
+    *, host_ns: str | None = None, ip: str | None = None, prefix: int = 24
+) -> Iterator[PodNet]:
+    """A namespace wired like a CNI pod: veth ``eth0`` in the pod, the peer
+    (``o8h…``) up in ``host_ns`` (None: the caller's namespace), optional IP on
+    eth0. Deleting the pod namespace removes both veth ends."""
+    with namespace("o8pod") as pod:
+        host_if = unique("o8h")
+        tmp_if = unique("o8p")
+        add = ["ip", "link", "add", host_if, "type", "veth", "peer", "name", tmp_if, "netns", pod]
+        run(add, netns=host_ns)
+        run(["ip", "link", "set", tmp_if, "name", "eth0"], netns=pod)
+        if ip:
+            run(["ip", "addr", "add", f"{ip}/{prefix}", "dev", "eth0"], netns=pod)
+        run(["ip", "link", "set", "eth0", "up"], netns=pod)
+        run(["ip", "link", "set", host_if, "up"], netns=host_ns)
+        try:
+            yield PodNet(netns=pod, host_if=host_if, pod_if="eth0", ip=ip)
+        finally:
+            run(["ip", "link", "del", host_if], netns=host_ns, check=False)
