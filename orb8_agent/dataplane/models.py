@@ -54,7 +54,8 @@ class Flow:
     """Traffic of one flow in one direction on one interface.
 
     From ``read_flows()`` this is the delta since the previous read.
-    ``first_seen_ns``/``last_seen_ns`` are CLOCK_MONOTONIC nanoseconds.
+    ``first_seen_ns``/``last_seen_ns`` are CLOCK_MONOTONIC nanoseconds at
+    jiffy resolution (the probe reads the kernel's coarse clock).
     """
 
     src_ip: str
