@@ -147,6 +147,8 @@ def _loop(
 
 def run_network(args: argparse.Namespace) -> int:
     duration = _check_common(args)
+    if args.top < 0:
+        raise UsageError("--top must not be negative")
     names: list[str] = list(dict.fromkeys(args.interface)) or interfaces.default_interfaces()
     if not names:
         raise UsageError("no interface to trace: none is up; pass --interface")

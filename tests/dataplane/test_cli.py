@@ -179,6 +179,7 @@ def test_diagnose_json(kernel_ready: None) -> None:
         (["trace", "network", "--local", "-d", "0s"], "greater than zero"),
         (["trace", "network", "--local", "-d", "soon"], "invalid duration"),
         (["trace", "network", "-d", "1s"], "--local"),
+        (["trace", "network", "--local", "--top", "-1"], "--top"),
         (["trace", "syscalls", "--local", "--cgroup", "/orb8/no/such/cgroup"], "not a cgroup"),
         (["trace", "syscalls", "--local"], "required"),
         (["trace", "syscalls", "--local", "--pid", "999999999"], "no process"),
