@@ -87,3 +87,8 @@ proto: venv
 clean:
 	rm -rf $(VENV) build dist *.egg-info
 	-@$(MAKE) -s -C bpf clean
+
+# Data-plane cost side by side (flow probe vs none vs empty tc program, syscall
+# probe hooks, collector CPU/RSS); needs root. Results go in docs/performance.md.
+bench-dataplane: venv bpf
+	$(PY) -m bench.dataplane $(BENCH_ARGS)

@@ -1,0 +1,356 @@
+"""`make bench-dataplane`: the data plane's cost, measured side by side in one run.
+
+* TCP bulk throughput and 64-byte UDP packets/s over a veth pair between two
+  namespaces: no probe vs an empty tc program vs the flow probe.
+* getpid() ns/call: no program vs an empty program vs the syscall probe
+  (unwatched and watched cgroup) on raw tracepoint, tp_btf and classic
+  tracepoint hooks.
+* Collector CPU time, read time and RSS at 10k and 100k flows.
+
+Modes are interleaved over several rounds and the median is reported, so
+background load hits all of them alike. All traffic stays inside the two
+namespaces this script creates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import os
+import platform
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from orb8_agent.dataplane import libbpf, tc
+from orb8_agent.dataplane.flows import FlowCollector
+from orb8_agent.dataplane.libbpf import BPF_TC_EGRESS, BPF_TC_INGRESS
+from orb8_agent.dataplane.objects import object_path
+from orb8_agent.dataplane.syscalls import Hook, SyscallCollector
+from tests.dataplane.helpers import finish_sink, start_sink, traffic, warm_neighbours
+from tests.harness import netns
+from tests.harness.cgroups import cgroup
+
+HERE = Path(__file__).resolve().parent
+GEN_SRC = HERE / "dataplane_gen.c"
+
+
+def build_gen() -> Path:
+    out = Path(tempfile.gettempdir()) / "orb8-bench-gen"
+    subprocess.run(["clang", "-O2", "-Wall", "-o", str(out), str(GEN_SRC)], check=True)
+    return out
+
+
+# network ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def noop_tc(interface: str) -> Iterator[None]:
+    """The empty tc program on both hooks, attached exactly like the flow probe."""
+    obj = libbpf.BpfObject(path=object_path(name="noop"))
+    for prog in ("orb8_noop_raw", "orb8_noop_tp"):
+        obj.set_autoload(prog=prog, enabled=False)
+    obj.load()
+    ifindex = tc.ifindex_of(interface=interface)
+    created = tc.create_clsact(ifindex=ifindex)
+    prio = tc.priority_for(agent_id="bench-noop")
+    try:
+        for point in (BPF_TC_INGRESS, BPF_TC_EGRESS):
+            tc.attach_filter(
+                ifindex=ifindex,
+                point=point,
+                prog_fd=obj.prog_fd(name="orb8_noop_tc"),
+                priority=prio,
+            )
+        yield
+    finally:
+        tc.remove_attachment(attachment=tc.Attachment(interface, ifindex, created), priority=prio)
+        obj.close()
+
+
+@contextlib.contextmanager
+def flow_probe(interface: str) -> Iterator[None]:
+    with FlowCollector(agent_id="bench-flows", run_dir=Path(tempfile.mkdtemp())) as c:
+        c.attach(interface=interface)
+        yield
+        c.read_flows()
+
+
+def net_modes(
+    pair: netns.VethPair,
+) -> dict[str, Callable[[], contextlib.AbstractContextManager[None]]]:
+    return {
+        "none": contextlib.nullcontext,
+        "noop": lambda: noop_tc(pair.if_a),
+        "flows": lambda: flow_probe(pair.if_a),
+    }
+
+
+def tcp_run(pair: netns.VethPair, seconds: float) -> float:
+    sink = start_sink(pair.ns_b, "tcp-sink", "--bind", pair.ip4_b, "--port", "5999")
+    sent = traffic(
+        pair.ns_a, "tcp-send", "--dst", pair.ip4_b, "--port", "5999", "--duration", str(seconds)
+    )
+    finish_sink(sink)
+    return float(sent["bits_per_second"])
+
+
+def udp_run(pair: netns.VethPair, gen: Path, seconds: float) -> float:
+    out = netns.run([str(gen), "udp", pair.ip4_b, "6000", str(seconds), "22"], netns=pair.ns_a)
+    # 22 bytes of payload + 8 UDP + 20 IPv4 + 14 Ethernet = 64-byte frames
+    return float(json.loads(out)["packets_per_second"])
+
+
+def bench_network(gen: Path, rounds: int, seconds: float) -> dict[str, Any]:
+    tcp: dict[str, list[float]] = {"none": [], "noop": [], "flows": []}
+    udp: dict[str, list[float]] = {"none": [], "noop": [], "flows": []}
+    with netns.veth_pair() as pair:
+        # a sink so UDP gets no ICMP errors back
+        sink = start_sink(
+            pair.ns_b,
+            "udp-sink",
+            "--bind",
+            pair.ip4_b,
+            "--port",
+            "6000",
+            "--duration",
+            str(rounds * 3 * (seconds + 1) * 2 + 10),
+        )
+        try:
+            warm_neighbours(pair)
+            with netns.enter(pair.ns_a):
+                modes = net_modes(pair)
+                for r in range(rounds):
+                    order = list(modes) if r % 2 == 0 else list(reversed(modes))
+                    for mode in order:
+                        with modes[mode]():
+                            tcp[mode].append(tcp_run(pair, seconds))
+                            udp[mode].append(udp_run(pair, gen, seconds))
+        finally:
+            sink.kill()
+            sink.wait()
+    return {
+        "tcp_bps": {k: statistics.median(v) for k, v in tcp.items()},
+        "udp_pps": {k: statistics.median(v) for k, v in udp.items()},
+        "best_tcp_bps": {k: max(v) for k, v in tcp.items()},
+        "best_udp_pps": {k: max(v) for k, v in udp.items()},
+        "tcp_samples": tcp,
+        "udp_samples": udp,
+    }
+
+
+def bench_test_run(repeat: int) -> dict[str, float]:
+    """In-kernel cost per packet (BPF_PROG_TEST_RUN), free of network noise."""
+    ip = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        140,
+        1,
+        0x4000,
+        64,
+        6,
+        0,
+        bytes([10, 0, 0, 1]),
+        bytes([10, 0, 0, 2]),
+    )
+    tcp = struct.pack("!HHIIBBHHH", 40000, 443, 1, 0, 5 << 4, 0x10, 65535, 0, 0)
+    pkt = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + tcp + b"x" * 100
+    out: dict[str, float] = {}
+    noop = libbpf.BpfObject(path=object_path(name="noop"))
+    try:
+        for prog in ("orb8_noop_raw", "orb8_noop_tp"):
+            noop.set_autoload(prog=prog, enabled=False)
+        noop.load()
+        fd = noop.prog_fd(name="orb8_noop_tc")
+        out["noop_tc"] = min(
+            libbpf.test_run(prog_fd=fd, packet=pkt, repeat=repeat)[1] for _ in range(5)
+        )
+    finally:
+        noop.close()
+    with FlowCollector(agent_id="bench-testrun", run_dir=Path(tempfile.mkdtemp())) as c:
+        fd = c.prog_fd(direction="egress")
+        out["flows_tc"] = min(
+            libbpf.test_run(prog_fd=fd, packet=pkt, repeat=repeat)[1] for _ in range(5)
+        )
+    return out
+
+
+# syscalls --------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def noop_sys(hook: Hook) -> Iterator[None]:
+    prog = {Hook.RAW_TP: "orb8_noop_raw", Hook.TRACEPOINT: "orb8_noop_tp"}[hook]
+    obj = libbpf.BpfObject(path=object_path(name="noop"))
+    for other in ("orb8_noop_tc", "orb8_noop_raw", "orb8_noop_tp"):
+        obj.set_autoload(prog=other, enabled=other == prog)
+    obj.load()
+    link = obj.attach(prog=prog)
+    try:
+        yield
+    finally:
+        link.destroy()
+        obj.close()
+
+
+@contextlib.contextmanager
+def syscall_probe(hook: Hook, watch: int) -> Iterator[None]:
+    with SyscallCollector(hook=hook) as c:
+        c.watch_cgroup(cgroup_id=watch)
+        c.set_alert_syscalls(syscalls=["ptrace", "mount"])
+        yield
+
+
+def getpid_ns(gen: Path, cg_path: Path | None, calls: int) -> float:
+    cmd = [str(gen), "getpid", str(calls)]
+    if cg_path is None:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    else:
+        from tests.harness.cgroups import Cgroup
+
+        proc = Cgroup(path=cg_path).spawn(cmd, stdout=subprocess.PIPE)
+        out = proc.communicate(timeout=120)[0].decode()
+    return float(json.loads(out)["ns_per_call"])
+
+
+def bench_syscalls(gen: Path, rounds: int, calls: int) -> dict[str, Any]:
+    samples: dict[str, list[float]] = {}
+    with cgroup() as watched, cgroup() as unwatched:
+        modes: dict[str, tuple[Callable[[], contextlib.AbstractContextManager[None]], Path]] = {
+            "none": (contextlib.nullcontext, unwatched.path),
+            "noop_raw_tp": (functools.partial(noop_sys, Hook.RAW_TP), unwatched.path),
+            "noop_tracepoint": (functools.partial(noop_sys, Hook.TRACEPOINT), unwatched.path),
+        }
+        for hook in Hook:
+            probe = functools.partial(syscall_probe, hook, watched.id)
+            modes[f"probe_{hook.value}_unwatched"] = (probe, unwatched.path)
+            modes[f"probe_{hook.value}_watched"] = (probe, watched.path)
+        for r in range(rounds):
+            order = list(modes) if r % 2 == 0 else list(reversed(modes))
+            for mode in order:
+                ctx, where = modes[mode]
+                with ctx():
+                    samples.setdefault(mode, []).append(getpid_ns(gen, where, calls))
+    return {
+        "ns_per_call": {k: statistics.median(v) for k, v in samples.items()},
+        "best_ns_per_call": {k: min(v) for k, v in samples.items()},
+        "samples": samples,
+    }
+
+
+# collector -------------------------------------------------------------------
+
+
+def bench_collector() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for n in (10_000, 100_000):
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.dataplane_collector", "--flows", str(n)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        out[str(n)] = json.loads(done.stdout)
+    return out
+
+
+# report ----------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return {"nproc": str(os.cpu_count()), "cpu": model, "kernel": platform.release()}
+
+
+def _net_line(title: str, unit: str, scale: float, vals: dict[str, float], target: str) -> str:
+    return (
+        f"{title} ({unit}): none {vals['none'] / scale:.2f}  noop-tc {vals['noop'] / scale:.2f}  "
+        f"flows {vals['flows'] / scale:.2f}  -> flows/none {vals['flows'] / vals['none']:.1%}, "
+        f"flows/noop {vals['flows'] / vals['noop']:.1%} (target {target})"
+    )
+
+
+def report(res: dict[str, Any]) -> str:
+    lines = []
+    m = res["machine"]
+    lines.append(f"machine: nproc={m['nproc']} cpu={m['cpu']!r} kernel={m['kernel']}")
+    net = res["network"]
+    for kind in ("median", "best"):
+        t = net["tcp_bps"] if kind == "median" else net["best_tcp_bps"]
+        u = net["udp_pps"] if kind == "median" else net["best_udp_pps"]
+        lines.append(f"[{kind} of {res['rounds']} rounds]")
+        lines.append("  " + _net_line("TCP bulk", "Gbit/s", 1e9, t, ">= 98%"))
+        lines.append("  " + _net_line("UDP 64B", "Mpps", 1e6, u, ">= 95%"))
+    tr = res["test_run"]
+    lines.append(
+        f"in-kernel cost per packet (BPF_PROG_TEST_RUN, best of 5): noop-tc {tr['noop_tc']:.0f} ns,"
+        f" flows {tr['flows_tc']:.0f} ns -> flow probe adds {tr['flows_tc'] - tr['noop_tc']:.0f} ns"
+    )
+    for kind, key in (("median", "ns_per_call"), ("best", "best_ns_per_call")):
+        ns = res["syscalls"][key]
+        base = ns["none"]
+        lines.append(
+            f"getpid ns/call [{kind}]: none {base:.1f}, empty raw_tp {ns['noop_raw_tp']:.1f}, "
+            f"empty tracepoint {ns['noop_tracepoint']:.1f}"
+        )
+        for hook, noop in (
+            ("raw_tp", "noop_raw_tp"),
+            ("tp_btf", "noop_raw_tp"),
+            ("tracepoint", "noop_tracepoint"),
+        ):
+            empty = ns[noop] - base
+            for watch, target in (("unwatched", 2), ("watched", 3)):
+                added = ns[f"probe_{hook}_{watch}"] - base
+                ratio = f"{added / empty:.2f}x" if empty > 0 else "n/a (empty added <= 0)"
+                lines.append(
+                    f"  {hook:<10} {watch:<9}: {ns[f'probe_{hook}_{watch}']:.1f} ns, added "
+                    f"{added:.1f} vs empty {empty:.1f} -> {ratio} (target <= {target}x)"
+                )
+    for n, c in res["collector"].items():
+        lines.append(
+            f"collector {int(n):>6} flows: read {c['read_wall_ms']:.1f} ms wall, "
+            f"{c['read_cpu_ms']:.1f} ms CPU = {c['core_percent_at_1s']:.2f}% of a core at 1 s "
+            f"interval; RSS {c['rss_mib']:.0f} MiB (peak {c['peak_rss_mib']:.0f} MiB)"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--seconds", type=float, default=0.5, help="per network sample")
+    p.add_argument("--calls", type=int, default=1_000_000, help="getpid calls per sample")
+    p.add_argument("--json", type=Path, help="also write raw results here")
+    args = p.parse_args()
+    if os.geteuid() != 0:
+        print("bench-dataplane: run as root", file=sys.stderr)
+        return 2
+    gen = build_gen()
+    res = {
+        "machine": machine(),
+        "rounds": args.rounds,
+        "test_run": bench_test_run(1_000_000),
+        "network": bench_network(gen, args.rounds, args.seconds),
+        "syscalls": bench_syscalls(gen, args.rounds, args.calls),
+        "collector": bench_collector(),
+    }
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2))
+    print(report(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Collector cost at N active flows: CPU and wall time of one read, and RSS.
+
+Run as its own process (``python -m bench.dataplane_collector --flows N``) so
+its RSS is what an agent holding the flow probe would use. The flows map is
+filled from user space with N distinct flows before every read, because each
+read drains the map.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import struct
+import sys
+import time
+from pathlib import Path
+
+from orb8_agent.dataplane import maps
+from orb8_agent.dataplane.abi import FLOW_KEY, FLOW_VALUE
+from orb8_agent.dataplane.flows import FlowCollector
+
+
+def _entries(count: int) -> tuple[bytes, bytes]:
+    keys = bytearray()
+    values = bytearray()
+    for i in range(count):
+        src = struct.pack("!I", 0x0A000000 | (i >> 8)) + bytes(12)
+        dst = struct.pack("!I", 0x0A800000 | (i & 0xFF)) + bytes(12)
+        keys += FLOW_KEY.pack(src, dst, 1024 + i % 50000, 443, 7, 6, 4, i & 1)
+        values += FLOW_VALUE.pack(1500 * (i % 97 + 1), i % 97 + 1, 1, 2, 0x12)
+    return bytes(keys), bytes(values)
+
+
+def _rss_kib() -> tuple[int, int]:
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--flows", type=int, required=True)
+    p.add_argument("--rounds", type=int, default=5)
+    args = p.parse_args()
+    keys, values = _entries(args.flows)
+    cpu_ms: list[float] = []
+    wall_ms: list[float] = []
+    seen: list[int] = []
+    with FlowCollector(agent_id="bench-collector", max_flows=max(131072, args.flows * 2)) as c:
+        for _ in range(args.rounds):
+            maps.update_batch(fd=c.flows_map_fd, keys=keys, values=values, count=args.flows)
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            flows = c.read_flows()
+            cpu_ms.append((time.process_time() - cpu0) * 1e3)
+            wall_ms.append((time.perf_counter() - wall0) * 1e3)
+            seen.append(len(flows))
+            del flows
+        rss, hwm = _rss_kib()
+    print(
+        json.dumps(
+            {
+                "flows": args.flows,
+                "read": min(seen),
+                "read_wall_ms": statistics.median(wall_ms),
+                "read_cpu_ms": statistics.median(cpu_ms),
+                "core_percent_at_1s": statistics.median(cpu_ms) / 10.0,
+                "rss_mib": rss / 1024,
+                "peak_rss_mib": hwm / 1024,
+                "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* tc classifier that aggregates traffic per flow inside the kernel.
+ *
+ * It only observes: every path returns TC_ACT_UNSPEC so the next filter or
+ * the default action decides the packet's fate. Headers are copied out with
+ * direct packet access when they are in the linear area and with
+ * bpf_skb_load_bytes() when they are not (paged or GSO skbs), so a packet
+ * is never judged malformed just because of how its memory is laid out.
+ * Per-packet work is one hash lookup and two atomic adds (a third when new
+ * TCP flags appear); anything that is not a flow (non-IP, malformed) only
+ * bumps a per-CPU counter. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "orb8_common.bpf.h"
+
+#define TC_ACT_UNSPEC (-1)
+#define ETH_HLEN 14
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define IPV6_HLEN 40
+/* Enough for hop-by-hop + routing + fragment + destination options. */
+#define MAX_IPV6_EXT 4
+/* Largest header offset we ever read at: bounds pointer math for the verifier. */
+#define MAX_HDR_OFF 4096
+/* IPv6 protocol numbers live in UAPI #defines, which vmlinux.h lacks. */
+#define IPPROTO_HOPOPTS 0
+#define IPPROTO_ROUTING 43
+#define IPPROTO_FRAGMENT 44
+#define IPPROTO_ICMPV6 58
+#define IPPROTO_DSTOPTS 60
+
+const volatile struct flows_config cfg = {
+	.sample_rate = 1,
+	.track_ingress = 1,
+	.track_egress = 1,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct flow_key);
+	__type(value, struct flow_value);
+} flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FLOW_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} flow_stats SEC(".maps");
+
+/* Copy a header into *ptr. Fast path: direct packet access when the bytes
+ * sit in the linear area (the usual case). Slow path: bpf_skb_load_bytes()
+ * for paged skbs. Non-zero means the packet is shorter than the header. */
+#define LOAD_HDR(skb, off, ptr)                                                \
+	({                                                                     \
+		void *__data = (void *)(long)(skb)->data;                      \
+		void *__end = (void *)(long)(skb)->data_end;                   \
+		__u32 __off = (off);                                           \
+		int __err = 0;                                                 \
+		if (__off <= MAX_HDR_OFF &&                                    \
+		    __data + __off + sizeof(*(ptr)) <= __end)                  \
+			__builtin_memcpy((ptr), __data + __off, sizeof(*(ptr))); \
+		else                                                           \
+			__err = bpf_skb_load_bytes((skb), __off, (ptr),        \
+						   sizeof(*(ptr)));            \
+		__err;                                                         \
+	})
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&flow_stats, &idx);
+
+	/* per-CPU slot: no other CPU writes it, a plain add is enough */
+	if (v)
+		*v += 1;
+}
+
+/* Returns 0 when the L4 header fits and fills ports/flags; negative when the
+ * packet claims a protocol whose header is cut short. */
+static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u8 proto,
+				    struct flow_key *key, __u64 *tcp_flags)
+{
+	switch (proto) {
+	case IPPROTO_TCP: {
+		struct tcphdr th;
+
+		if (LOAD_HDR(skb, off, &th))
+			return -1;
+		/* a data offset below 5 words cannot hold a TCP header */
+		if (th.doff < 5)
+			return -1;
+		key->sport = bpf_ntohs(th.source);
+		key->dport = bpf_ntohs(th.dest);
+		/* byte 13 holds CWR..FIN; read it whole instead of bitfields */
+		*tcp_flags = ((__u8 *)&th)[13];
+		return 0;
+	}
+	case IPPROTO_UDP: {
+		struct udphdr uh;
+
+		if (LOAD_HDR(skb, off, &uh))
+			return -1;
+		key->sport = bpf_ntohs(uh.source);
+		key->dport = bpf_ntohs(uh.dest);
+		return 0;
+	}
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6: {
+		struct { __u8 type, code; __u16 csum; } icmp;
+
+		/* type, code and checksum must be present to call it ICMP */
+		if (LOAD_HDR(skb, off, &icmp))
+			return -1;
+		/* IPFIX convention: type * 256 + code in the destination port,
+		 * so echo traffic and neighbour discovery stay separate flows */
+		key->dport = (icmp.type << 8) | icmp.code;
+		return 0;
+	}
+	default:
+		/* other protocols are counted without ports */
+		return 0;
+	}
+}
+
+static __always_inline int parse_ipv4(struct __sk_buff *skb, struct flow_key *key,
+				      __u64 *tcp_flags)
+{
+	struct iphdr iph;
+	__u32 ihl_bytes;
+
+	if (LOAD_HDR(skb, ETH_HLEN, &iph))
+		return -1;
+	if (iph.version != 4 || iph.ihl < 5)
+		return -1;
+	ihl_bytes = iph.ihl * 4;
+	/* the total length must at least cover the header it claims */
+	if (bpf_ntohs(iph.tot_len) < ihl_bytes)
+		return -1;
+	if (skb->len < ETH_HLEN + ihl_bytes)
+		return -1;
+
+	key->family = 4;
+	key->proto = iph.protocol;
+	__builtin_memcpy(key->saddr, &iph.saddr, 4);
+	__builtin_memcpy(key->daddr, &iph.daddr, 4);
+
+	/* only the first fragment carries the L4 header */
+	if (bpf_ntohs(iph.frag_off) & 0x1fff)
+		return 0;
+	return parse_l4(skb, ETH_HLEN + ihl_bytes, iph.protocol, key, tcp_flags);
+}
+
+static __always_inline int parse_ipv6(struct __sk_buff *skb, struct flow_key *key,
+				      __u64 *tcp_flags)
+{
+	struct ipv6hdr ip6h;
+	__u32 off = ETH_HLEN + IPV6_HLEN;
+	__u8 next;
+	int i;
+
+	if (LOAD_HDR(skb, ETH_HLEN, &ip6h))
+		return -1;
+	if (ip6h.version != 6)
+		return -1;
+
+	key->family = 6;
+	__builtin_memcpy(key->saddr, &ip6h.saddr, 16);
+	__builtin_memcpy(key->daddr, &ip6h.daddr, 16);
+	next = ip6h.nexthdr;
+
+	/* bounded walk over extension headers to reach the transport header */
+	for (i = 0; i < MAX_IPV6_EXT; i++) {
+		struct { __u8 next, len; } ext;
+
+		if (next == IPPROTO_FRAGMENT) {
+			struct { __u8 b[8]; } fr;
+			__u8 *frag = fr.b;
+
+			if (LOAD_HDR(skb, off, &fr))
+				return -1;
+			key->proto = frag[0];
+			/* non-first fragment: no transport header to read */
+			if (((frag[2] << 8) | frag[3]) & 0xfff8)
+				return 0;
+			next = frag[0];
+			off += 8;
+			continue;
+		}
+		if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING &&
+		    next != IPPROTO_DSTOPTS)
+			break;
+		if (LOAD_HDR(skb, off, &ext))
+			return -1;
+		next = ext.next;
+		off += (ext.len + 1) * 8;
+	}
+	/* a chain longer than MAX_IPV6_EXT is counted under the header we
+	 * stopped at, without ports, rather than dropped from the totals */
+	key->proto = next;
+	return parse_l4(skb, off, next, key, tcp_flags);
+}
+
+static __always_inline int count_skb(struct __sk_buff *skb, __u8 direction)
+{
+	struct flow_key key = {};
+	struct flow_value *val;
+	__u64 tcp_flags = 0;
+	__u64 weight = 1;
+	__u64 now;
+	int err;
+
+	if (cfg.sample_rate > 1) {
+		if (bpf_get_prandom_u32() % cfg.sample_rate) {
+			stat_inc(FLOW_STAT_SAMPLED_OUT);
+			return TC_ACT_UNSPEC;
+		}
+		weight = cfg.sample_rate;
+	}
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		err = parse_ipv4(skb, &key, &tcp_flags);
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		err = parse_ipv6(skb, &key, &tcp_flags);
+	} else {
+		stat_inc(FLOW_STAT_NOT_IP);
+		return TC_ACT_UNSPEC;
+	}
+	if (err) {
+		stat_inc(FLOW_STAT_MALFORMED);
+		return TC_ACT_UNSPEC;
+	}
+
+	key.ifindex = skb->ifindex;
+	key.direction = direction;
+	/* the coarse clock (jiffies resolution) is plenty for first/last seen
+	 * and costs a fraction of bpf_ktime_get_ns() on the hot path */
+	now = bpf_ktime_get_coarse_ns();
+
+	val = bpf_map_lookup_elem(&flows, &key);
+	if (!val) {
+		struct flow_value init = {
+			.first_seen_ns = now,
+		};
+
+		/* BPF_NOEXIST: another CPU may have inserted it meanwhile; then
+		 * the lookup below finds its entry and we add to that */
+		err = bpf_map_update_elem(&flows, &key, &init, BPF_NOEXIST);
+		if (err && err != -17 /* EEXIST */) {
+			stat_inc(FLOW_STAT_MAP_FULL);
+			return TC_ACT_UNSPEC;
+		}
+		if (!err)
+			stat_inc(FLOW_STAT_INSERTED);
+		val = bpf_map_lookup_elem(&flows, &key);
+		if (!val) {
+			stat_inc(FLOW_STAT_MAP_FULL);
+			return TC_ACT_UNSPEC;
+		}
+	}
+	__sync_fetch_and_add(&val->bytes, (__u64)skb->len * weight);
+	__sync_fetch_and_add(&val->packets, weight);
+	val->last_seen_ns = now;
+	if (tcp_flags && (val->tcp_flags | tcp_flags) != val->tcp_flags)
+		__sync_fetch_and_or(&val->tcp_flags, tcp_flags);
+	return TC_ACT_UNSPEC;
+}
+
+SEC("tc")
+int orb8_flows_ingress(struct __sk_buff *skb)
+{
+	if (!cfg.track_ingress)
+		return TC_ACT_UNSPEC;
+	return count_skb(skb, ORB8_DIR_INGRESS);
+}
+
+SEC("tc")
+int orb8_flows_egress(struct __sk_buff *skb)
+{
+	if (!cfg.track_egress)
+		return TC_ACT_UNSPEC;
+	return count_skb(skb, ORB8_DIR_EGRESS);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

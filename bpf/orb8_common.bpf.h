@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Shared between the orb8 probes and mirrored by orb8_agent/dataplane/abi.py.
+ * Any layout change here must be made there too: user space reads these
+ * structs byte for byte out of the maps. */
+#ifndef ORB8_COMMON_BPF_H
+#define ORB8_COMMON_BPF_H
+
+#define ORB8_DIR_INGRESS 0
+#define ORB8_DIR_EGRESS 1
+
+/* TCP flag bits as they appear in byte 13 of the TCP header. */
+#define ORB8_TCP_FIN 0x01
+#define ORB8_TCP_SYN 0x02
+#define ORB8_TCP_RST 0x04
+#define ORB8_TCP_PSH 0x08
+#define ORB8_TCP_ACK 0x10
+
+struct flow_key {
+	__u8 saddr[16]; /* IPv4 uses the first 4 bytes, the rest stays zero */
+	__u8 daddr[16];
+	__u16 sport;    /* host byte order; 0 for ICMP and non-first fragments */
+	__u16 dport;    /* for ICMP/ICMPv6: type << 8 | code */
+	__u32 ifindex;
+	__u8 proto;     /* IPPROTO_* */
+	__u8 family;    /* 4 or 6 */
+	__u8 direction; /* ORB8_DIR_* */
+	__u8 pad;
+};
+
+struct flow_value {
+	__u64 bytes;
+	__u64 packets;
+	__u64 first_seen_ns; /* bpf_ktime_get_coarse_ns(): CLOCK_MONOTONIC_COARSE */
+	__u64 last_seen_ns;
+	/* OR of every flag byte seen; 64-bit because clang's default BPF
+	 * CPU (v1) only has 64-bit atomic or */
+	__u64 tcp_flags;
+};
+
+/* Only the exceptions are counted: packets that made it into a flow are
+ * already counted in the flow itself, and a per-packet counter would cost
+ * on the hot path. */
+enum flow_stat {
+	FLOW_STAT_NOT_IP = 0,    /* ethertype not IPv4/IPv6 */
+	FLOW_STAT_MALFORMED,     /* truncated or inconsistent headers */
+	FLOW_STAT_SAMPLED_OUT,   /* skipped by sampling */
+	FLOW_STAT_MAP_FULL,      /* new flow could not be inserted */
+	FLOW_STAT_INSERTED,      /* new flows inserted; with the flows user space
+				  * read back this estimates LRU evictions */
+	FLOW_STAT_MAX,
+};
+
+struct flows_config {
+	__u32 sample_rate;   /* count 1 in N skbs (scaled back up); 0 or 1 = all */
+	__u32 track_ingress; /* 0 turns the ingress program into a pass-through */
+	__u32 track_egress;
+	__u32 pad;
+};
+
+struct syscall_count_key {
+	__u64 cgroup_id;
+	__u32 nr;
+	__u32 pad;
+};
+
+struct syscall_event {
+	__u64 ts_ns; /* bpf_ktime_get_ns(), CLOCK_MONOTONIC */
+	__u64 cgroup_id;
+	__u32 pid;   /* thread id */
+	__u32 tgid;  /* process id */
+	__u32 nr;
+	__u32 pad;
+	char comm[16];
+};
+
+struct alert_window {
+	__u64 second;  /* ts_ns / 1e9 of the window this count belongs to */
+	__u64 count;
+};
+
+enum syscall_stat {
+	SYS_STAT_EVENTS = 0,     /* events written to the ring buffer */
+	SYS_STAT_RATE_LIMITED,   /* alerts dropped by the per-cgroup cap */
+	SYS_STAT_RINGBUF_FULL,   /* bpf_ringbuf_reserve failed */
+	SYS_STAT_COUNT_MAP_FULL, /* new (cgroup, nr) pair could not be inserted */
+	SYS_STAT_MAX,
+};
+
+struct syscalls_config {
+	__u32 alerts_per_second; /* per cgroup; 0 disables alerts */
+	__u32 max_syscall_nr;    /* size of the alert array actually used */
+};
+
+#define ORB8_MAX_SYSCALL_NR 1024
+
+#endif

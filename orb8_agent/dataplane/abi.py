@@ -1,0 +1,63 @@
+"""ctypes mirrors of the structs in bpf/orb8_common.bpf.h.
+
+The layouts must match the C side byte for byte; tests/dataplane check the
+sizes against the map key and value sizes the kernel reports.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from enum import IntEnum
+
+DIR_INGRESS = 0
+DIR_EGRESS = 1
+
+TCP_FIN = 0x01
+TCP_SYN = 0x02
+TCP_RST = 0x04
+TCP_PSH = 0x08
+TCP_ACK = 0x10
+
+MAX_SYSCALL_NR = 1024
+
+
+class FlowStat(IntEnum):
+    NOT_IP = 0
+    MALFORMED = 1
+    SAMPLED_OUT = 2
+    MAP_FULL = 3
+    INSERTED = 4
+
+
+class SyscallStat(IntEnum):
+    EVENTS = 0
+    RATE_LIMITED = 1
+    RINGBUF_FULL = 2
+    COUNT_MAP_FULL = 3
+
+
+class FlowsConfig(ctypes.Structure):
+    _fields_ = [
+        ("sample_rate", ctypes.c_uint32),
+        ("track_ingress", ctypes.c_uint32),
+        ("track_egress", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+    ]
+
+
+class SyscallsConfig(ctypes.Structure):
+    _fields_ = [
+        ("alerts_per_second", ctypes.c_uint32),
+        ("max_syscall_nr", ctypes.c_uint32),
+    ]
+
+
+# struct flow_key: saddr[16] daddr[16] sport dport ifindex proto family direction pad
+FLOW_KEY = struct.Struct("=16s16sHHIBBBx")
+# struct flow_value: bytes packets first_seen_ns last_seen_ns tcp_flags
+FLOW_VALUE = struct.Struct("=QQQQQ")
+# struct syscall_count_key: cgroup_id nr pad
+SYSCALL_COUNT_KEY = struct.Struct("=QIxxxx")
+# struct syscall_event: ts_ns cgroup_id pid tgid nr pad comm[16]
+SYSCALL_EVENT = struct.Struct("=QQIIIxxxx16s")

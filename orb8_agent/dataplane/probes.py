@@ -1,0 +1,84 @@
+"""Start whichever probes can load; report the ones that cannot.
+
+The agent wants both probes, but one failing (say, no tracefs for a classic
+tracepoint) must not take the other down. Only when nothing loads is it an
+error, and then the error carries every probe's remedy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orb8_common.errors import Orb8Error, ProbeLoadError
+
+from . import tc
+from .flows import FlowCollector
+from .syscalls import Hook, SyscallCollector
+
+
+@dataclass
+class ProbeSet:
+    """The loaded collectors (None where a probe failed) and each probe's status."""
+
+    flows: FlowCollector | None = None
+    syscalls: SyscallCollector | None = None
+    failures: dict[str, str] = field(default_factory=dict)
+
+    def statuses(self) -> list[dict[str, object]]:
+        """``[{name, loadable, message}]`` as NodeAgentConfig status wants it."""
+        out: list[dict[str, object]] = []
+        for name, loaded in (("flows", self.flows), ("syscalls", self.syscalls)):
+            if loaded is not None or name in self.failures:
+                out.append(
+                    {
+                        "name": name,
+                        "loadable": loaded is not None,
+                        "message": self.failures.get(name, ""),
+                    }
+                )
+        return out
+
+    def close(self) -> None:
+        errors: list[str] = []
+        for c in (self.flows, self.syscalls):
+            if c is None:
+                continue
+            try:
+                c.close()
+            except Orb8Error as err:
+                errors.append(str(err))
+        self.flows = self.syscalls = None
+        if errors:
+            raise ProbeLoadError("; ".join(errors))
+
+
+def start_probes(
+    *,
+    agent_id: str,
+    flows: bool = True,
+    syscalls: bool = True,
+    hook: Hook = Hook.RAW_TP,
+    alerts_per_second: int = 100,
+    run_dir: Path = tc.DEFAULT_RUN_DIR,
+) -> ProbeSet:
+    """Open the requested probes. Raises ProbeLoadError only if none loads."""
+    probes = ProbeSet()
+    if flows:
+        fc = FlowCollector(agent_id=agent_id, run_dir=run_dir)
+        try:
+            fc.open()
+            probes.flows = fc
+        except Orb8Error as err:
+            probes.failures["flows"] = str(err)
+    if syscalls:
+        sc = SyscallCollector(hook=hook, alerts_per_second=alerts_per_second)
+        try:
+            sc.open()
+            probes.syscalls = sc
+        except Orb8Error as err:
+            probes.failures["syscalls"] = str(err)
+    if (flows or syscalls) and probes.flows is None and probes.syscalls is None:
+        detail = "; ".join(f"{name}: {msg}" for name, msg in probes.failures.items())
+        raise ProbeLoadError(f"no probe could be loaded: {detail}")
+    return probes

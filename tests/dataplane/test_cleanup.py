@@ -1,0 +1,209 @@
+"""Nothing stays behind: after close, on SIGTERM, and after SIGKILL (next start)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orb8_agent.dataplane import tc
+from orb8_agent.dataplane.flows import FlowCollector
+from orb8_agent.dataplane.libbpf import BPF_TC_INGRESS
+from orb8_agent.dataplane.objects import object_path
+from orb8_agent.dataplane.syscalls import Hook, SyscallCollector
+from tests.dataplane.helpers import (
+    bpf_link_prog_ids,
+    bpf_prog_ids,
+    gone,
+    has_clsact,
+    tc_filters,
+)
+from tests.harness import netns
+
+pytestmark = pytest.mark.kernel
+
+ORB8 = [sys.executable, "-m", "orb8_cli.main"]
+
+
+def test_close_removes_filters_qdisc_and_programs(
+    pair: netns.VethPair, run_dir: Path, agent_id: str
+) -> None:
+    with netns.enter(pair.ns_a):
+        c = FlowCollector(agent_id=agent_id, run_dir=run_dir)
+        c.open()
+        c.attach(interface=pair.if_a)
+        ifindex = tc.ifindex_of(interface=pair.if_a)
+        prog_id = tc.query_filter(ifindex=ifindex, point=BPF_TC_INGRESS, priority=c.tc_priority)
+        assert prog_id is not None and prog_id in bpf_prog_ids(name_prefix="orb8_flows")
+        assert "orb8_flows" in tc_filters(pair.ns_a, pair.if_a)
+        assert has_clsact(pair.ns_a, pair.if_a)
+        c.close()
+    assert tc_filters(pair.ns_a, pair.if_a) == ""
+    assert not has_clsact(pair.ns_a, pair.if_a)
+    assert gone({prog_id}, name_prefix="orb8_flows")
+    assert not (run_dir / agent_id).exists()
+
+
+def test_existing_clsact_and_foreign_filters_are_kept(
+    pair: netns.VethPair, run_dir: Path, agent_id: str
+) -> None:
+    netns.run(["tc", "qdisc", "add", "dev", pair.if_a, "clsact"], netns=pair.ns_a)
+    netns.run(
+        [
+            "tc",
+            "filter",
+            "add",
+            "dev",
+            pair.if_a,
+            "ingress",
+            "prio",
+            "7",
+            "handle",
+            "1",
+            "bpf",
+            "da",
+            "obj",
+            str(object_path(name="noop")),
+            "sec",
+            "tc",
+        ],
+        netns=pair.ns_a,
+    )
+    with netns.enter(pair.ns_a), FlowCollector(agent_id=agent_id, run_dir=run_dir) as c:
+        c.attach(interface=pair.if_a)
+        assert "orb8_flows" in tc_filters(pair.ns_a, pair.if_a)
+    left = tc_filters(pair.ns_a, pair.if_a)
+    assert "orb8_flows" not in left and "orb8_noop_tc" in left
+    assert has_clsact(pair.ns_a, pair.if_a)
+
+
+@pytest.mark.parametrize("hook", [Hook.RAW_TP, Hook.TRACEPOINT], ids=["raw_tp", "tracepoint"])
+def test_syscall_probe_close_removes_link_and_program(kernel_ready: None, hook: Hook) -> None:
+    before = bpf_prog_ids(name_prefix="orb8_sys_enter")
+    with SyscallCollector(hook=hook):
+        during = bpf_prog_ids(name_prefix="orb8_sys_enter") - before
+        assert len(during) == 1
+        if hook is Hook.RAW_TP:
+            assert during <= bpf_link_prog_ids()
+    assert gone(during, name_prefix="orb8_sys_enter")
+    assert not during & bpf_link_prog_ids()
+
+
+def _wait_for_filter(pair: netns.VethPair, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while "orb8_flows" not in tc_filters(pair.ns_a, pair.if_a):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "orb8 trace never attached"
+        time.sleep(0.1)
+
+
+def _trace_cmd(pair: netns.VethPair, agent_id: str, duration: str) -> list[str]:
+    return [
+        "ip",
+        "netns",
+        "exec",
+        pair.ns_a,
+        *ORB8,
+        "trace",
+        "network",
+        "--local",
+        "--interface",
+        pair.if_a,
+        "--duration",
+        duration,
+        "--agent-id",
+        agent_id,
+        "--output",
+        "json",
+    ]
+
+
+def test_sigterm_detaches(pair: netns.VethPair, agent_id: str) -> None:
+    proc = subprocess.Popen(
+        _trace_cmd(pair, agent_id, "60s"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    _wait_for_filter(pair, proc)
+    # ip netns exec execs in place, so proc.pid is the orb8 process itself
+    os.kill(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert out.decode().lstrip().startswith("[")
+    assert tc_filters(pair.ns_a, pair.if_a) == ""
+    assert not has_clsact(pair.ns_a, pair.if_a)
+
+
+def test_sigkill_leftovers_are_swept_by_next_start(pair: netns.VethPair, agent_id: str) -> None:
+    proc = subprocess.Popen(
+        _trace_cmd(pair, agent_id, "60s"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    _wait_for_filter(pair, proc)
+    with netns.enter(pair.ns_a):
+        ifindex = tc.ifindex_of(interface=pair.if_a)
+        prog_id = tc.query_filter(
+            ifindex=ifindex, point=BPF_TC_INGRESS, priority=tc.priority_for(agent_id=agent_id)
+        )
+    proc.kill()
+    proc.wait()
+    # the dead run's filter and program are still there
+    assert "orb8_flows" in tc_filters(pair.ns_a, pair.if_a)
+    assert prog_id in bpf_prog_ids(name_prefix="orb8_flows")
+
+    done = subprocess.run(_trace_cmd(pair, agent_id, "200ms"), capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert tc_filters(pair.ns_a, pair.if_a) == ""
+    assert not has_clsact(pair.ns_a, pair.if_a)
+    assert gone({prog_id}, name_prefix="orb8_flows")
+    assert not (tc.DEFAULT_RUN_DIR / agent_id).exists()
+
+
+def test_second_agent_with_same_id_is_refused(
+    pair: netns.VethPair, run_dir: Path, agent_id: str
+) -> None:
+    proc = subprocess.Popen(
+        _trace_cmd(pair, agent_id, "30s"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        _wait_for_filter(pair, proc)
+        done = subprocess.run(_trace_cmd(pair, agent_id, "1s"), capture_output=True, timeout=60)
+        assert done.returncode == 1
+        assert b"in use by running pid" in done.stderr
+        # the refused run did not disturb the running one
+        assert "orb8_flows" in tc_filters(pair.ns_a, pair.if_a)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    assert tc_filters(pair.ns_a, pair.if_a) == ""
+
+
+def test_default_cli_runs_sweep_each_others_leftovers(pair: netns.VethPair) -> None:
+    """Without --agent-id each trace has its own id; a later one cleans up a killed one."""
+    cmd = [
+        "ip",
+        "netns",
+        "exec",
+        pair.ns_a,
+        *ORB8,
+        "trace",
+        "network",
+        "--local",
+        "--interface",
+        pair.if_a,
+        "--output",
+        "json",
+        "--duration",
+    ]
+    proc = subprocess.Popen([*cmd, "60s"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_filter(pair, proc)
+    proc.kill()
+    proc.wait()
+    assert (tc.DEFAULT_RUN_DIR / f"cli-{proc.pid}" / "tc.json").is_file()
+    done = subprocess.run([*cmd, "200ms"], capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert tc_filters(pair.ns_a, pair.if_a) == ""
+    assert not has_clsact(pair.ns_a, pair.if_a)
+    assert not (tc.DEFAULT_RUN_DIR / f"cli-{proc.pid}").exists()
