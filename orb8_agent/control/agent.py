@@ -14,12 +14,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
-from orb8_agent.control.alerts import ContainerRef, SessionAlerts, SyscallEvent
+from orb8_agent.control.alerts import ContainerRef, SessionAlerts
 from orb8_agent.control.containers import ContainerCgroup, find_container_cgroups, pids_in
-from orb8_agent.control.flows import FlowObservation, FlowRouter, SessionFlows
+from orb8_agent.control.flows import FlowRouter, SessionFlows
 from orb8_agent.control.report import PodName, trace_node_entry
 from orb8_agent.control.targets import SessionTarget, TargetPod, all_pods, sessions_from_spec
 from orb8_agent.control.veth import HostVeth, VethNotFoundError, host_veth_of
+from orb8_agent.dataplane.models import Alert, Flow
 from orb8_common.errors import Orb8Error
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,8 @@ class DataPlane(Protocol):
     def detach_interface(self, *, ifname: str) -> None: ...
     def set_watched_cgroups(self, *, cgroup_ids: Collection[int]) -> None: ...
     def set_alert_syscalls(self, *, names: Collection[str]) -> None: ...
-    def read_flows(self) -> Sequence[FlowObservation]: ...
-    def poll_alerts(self) -> Sequence[SyscallEvent]: ...
+    def read_flows(self) -> Sequence[Flow]: ...
+    def poll_alerts(self) -> Sequence[Alert]: ...
     def dropped_events(self) -> int: ...
 
 

@@ -8,7 +8,8 @@ alert list and outside that baseline raise alerts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+
+from orb8_agent.dataplane.models import Alert
 
 SEVERITY_BY_SYSCALL = {
     **dict.fromkeys(
@@ -29,19 +30,6 @@ SEVERITY_RANK = {"Critical": 0, "High": 1, "Medium": 2, "Low": 3}
 
 def severity_of(*, syscall: str) -> str:
     return SEVERITY_BY_SYSCALL.get(syscall, "Low")
-
-
-class SyscallEvent(Protocol):
-    """One alert-list syscall as the data plane reports it."""
-
-    @property
-    def pid(self) -> int: ...
-    @property
-    def comm(self) -> str: ...
-    @property
-    def cgroup_id(self) -> int: ...
-    @property
-    def syscall(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -74,22 +62,22 @@ class SessionAlerts:
         self._rows: dict[tuple[str, str, str], AlertRow] = {}
         self.suppressed = 0  # alerts dropped because the cap was reached
 
-    def add(self, *, ref: ContainerRef, event: SyscallEvent, now: float) -> None:
-        key = (ref.pod_uid, ref.container, event.syscall)
+    def add(self, *, ref: ContainerRef, event: Alert, now: float) -> None:
+        key = (ref.pod_uid, ref.container, event.name)
         if now < self._learning_until:
             self._baseline.add(key)
             return
-        if event.syscall not in self._alert_on or key in self._baseline:
+        if event.name not in self._alert_on or key in self._baseline:
             return
         row = self._rows.get(key)
         if row is None:
             if len(self._rows) >= self._max_alerts:
                 self.suppressed += 1
                 return
-            row = self._rows[key] = AlertRow(ref, event.syscall, 0, now, now, event.pid, event.comm)
+            row = self._rows[key] = AlertRow(ref, event.name, 0, now, now, event.tgid, event.comm)
         row.count += 1
         row.last_seen = now
-        row.pid, row.comm = event.pid, event.comm
+        row.pid, row.comm = event.tgid, event.comm
 
     @property
     def count(self) -> int:

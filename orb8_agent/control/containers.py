@@ -133,15 +133,6 @@ def _walk_kubepods(root: Path) -> Iterator[Path]:
                     stack.append((child, depth + 1))
 
 
-def cgroup_v2_root(*, mountinfo: Path = Path("/proc/self/mountinfo")) -> Path:
-    """The mount point of the cgroup v2 hierarchy (``/sys/fs/cgroup`` or a hybrid ``unified``)."""
-    for line in mountinfo.read_text().splitlines():
-        left, _, right = line.partition(" - ")
-        if right.split(" ", 1)[0] == "cgroup2":
-            return Path(left.split(" ")[4])
-    raise FileNotFoundError("no cgroup2 filesystem is mounted")
-
-
 def pids_in(*, path: Path) -> list[int]:
     """Processes in one cgroup directory (not its children)."""
     try:

@@ -14,35 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 from orb8_agent.control.targets import SessionTarget
-
-
-class FlowObservation(Protocol):
-    """What the data plane reports for one flow direction on one interface."""
-
-    @property
-    def src_ip(self) -> str: ...
-    @property
-    def dst_ip(self) -> str: ...
-    @property
-    def src_port(self) -> int: ...
-    @property
-    def dst_port(self) -> int: ...
-    @property
-    def protocol(self) -> str: ...
-    @property
-    def direction(self) -> str: ...
-    @property
-    def ifindex(self) -> int: ...
-    @property
-    def bytes(self) -> int: ...
-    @property
-    def packets(self) -> int: ...
-    @property
-    def tcp_flags(self) -> int: ...
-
+from orb8_agent.dataplane.models import Flow
 
 FlowKey = tuple[str, int, str, int, str]  # src ip, src port, dst ip, dst port, protocol
 
@@ -71,12 +45,12 @@ class SessionFlows:
         self.packets = 0
         self.untracked_flows = 0
 
-    def add(self, *, observation: FlowObservation, now: float) -> None:
+    def add(self, *, observation: Flow, now: float) -> None:
         self.bytes += observation.bytes
         self.packets += observation.packets
         key: FlowKey = (
             observation.src_ip, observation.src_port,
-            observation.dst_ip, observation.dst_port, observation.protocol,
+            observation.dst_ip, observation.dst_port, observation.protocol_name,
         )  # fmt: skip
         stats = self._flows.get(key)
         if stats is None:
@@ -116,7 +90,7 @@ class FlowRouter:
             for pod in session.pods:
                 self._sessions_by_pod.setdefault(pod.uid, []).append(session)
 
-    def route(self, *, observation: FlowObservation) -> list[SessionTarget]:
+    def route(self, *, observation: Flow) -> list[SessionTarget]:
         pod_uid = self._pod_by_ifindex.get(observation.ifindex)
         if pod_uid is None:
             return []
@@ -125,7 +99,10 @@ class FlowRouter:
         for session in self._sessions_by_pod.get(pod_uid, ()):
             network = session.network
             assert network is not None  # only sessions with network settings are indexed
-            if observation.protocol not in network.protocols or direction not in network.directions:
+            if (
+                observation.protocol_name not in network.protocols
+                or direction not in network.directions
+            ):
                 continue
             if (
                 direction == "ingress"

@@ -15,6 +15,7 @@ from orb8_common.errors import InvalidSpecError
 
 SourceKind = Literal["auto", "dcgmExporter", "nvml"]
 
+
 def parse_duration(text: str) -> timedelta:
     """Go-style durations as the CRDs accept them: 90s, 10m, 1h30m, 1.5h."""
     try:

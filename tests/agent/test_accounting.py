@@ -2,34 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from orb8_agent.control.alerts import ContainerRef, SessionAlerts
 from orb8_agent.control.flows import FlowRouter, SessionFlows
 from orb8_agent.control.report import PodName, trace_node_entry
 from orb8_agent.control.targets import sessions_from_spec
+from orb8_agent.dataplane.models import Alert, Flow
+
+PROTOCOLS = {"TCP": 6, "UDP": 17, "ICMP": 1}
 
 
-@dataclass(frozen=True)
-class Obs:
-    src_ip: str
-    dst_ip: str
-    src_port: int
-    dst_port: int
-    protocol: str
-    direction: str
-    ifindex: int
-    bytes: int
-    packets: int
-    tcp_flags: int = 0
+def Obs(
+    src_ip: str, dst_ip: str, src_port: int, dst_port: int, protocol: str, direction: str,
+    ifindex: int, nbytes: int, packets: int,
+) -> Flow:  # fmt: skip
+    return Flow(src_ip, dst_ip, src_port, dst_port, PROTOCOLS[protocol], direction, ifindex,
+                nbytes, packets, 0, 0, 0)  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Event:
-    pid: int
-    comm: str
-    cgroup_id: int
-    syscall: str
+def Event(tgid: int, comm: str, cgroup_id: int, syscall: str) -> Alert:
+    return Alert(tgid + 1000, tgid, comm, cgroup_id, 0, syscall, 0, 0.0)
 
 
 def _pod(uid: str, name: str, ip: str) -> dict[str, object]:

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from orb8_agent.control.containers import (
-    cgroup_v2_root,
     find_container_cgroups,
     parse_container_dir,
     strip_runtime_prefix,
@@ -88,18 +87,3 @@ def test_walk_finds_only_wanted_containers_with_their_inode(tmp_path: Path) -> N
     assert found[CID].qos == "Burstable"
     both = find_container_cgroups(root=tmp_path, container_ids=[CID, other, "c" * 64])
     assert set(both) == {CID, other}
-
-
-def test_cgroup_v2_root_reads_mountinfo(tmp_path: Path) -> None:
-    mountinfo = tmp_path / "mountinfo"
-    mountinfo.write_text(
-        "25 30 0:22 / /sys/fs/cgroup ro,nosuid shared:9 - tmpfs tmpfs ro,mode=755\n"
-        "33 25 0:28 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw\n"
-    )
-    assert cgroup_v2_root(mountinfo=mountinfo) == Path("/sys/fs/cgroup/unified")
-
-
-def test_cgroup_v2_root_of_this_machine_is_a_cgroup2_mount() -> None:
-    root = cgroup_v2_root()
-    assert (root / "cgroup.procs").exists()
-    assert (root / "cgroup.controllers").exists()

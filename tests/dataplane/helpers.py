@@ -75,7 +75,7 @@ def warm_neighbours(pair: netns.VethPair) -> None:
     time.sleep(0.05)
 
 
-def tc_filters(ns: str, ifname: str) -> str:
+def tc_filters(ns: str | None, ifname: str) -> str:
     return (
         netns.run(["tc", "filter", "show", "dev", ifname, "ingress"], netns=ns)
         + netns.run(["tc", "filter", "show", "dev", ifname, "egress"], netns=ns)

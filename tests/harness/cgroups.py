@@ -61,10 +61,11 @@ class Cgroup:
         return proc  # type: ignore[no-any-return]
 
 
-def _remove(path: Path) -> None:
+def remove_tree(path: Path) -> None:
+    """Remove a cgroup directory and its children, moving their processes to the root."""
     root_procs = cgroup2_mount() / "cgroup.procs"
     for child in [p for p in path.iterdir() if p.is_dir()]:
-        _remove(child)
+        remove_tree(child)
     for _ in range(50):
         with contextlib.suppress(FileNotFoundError):
             for pid in (path / "cgroup.procs").read_text().split():
@@ -91,4 +92,4 @@ def cgroup(*, relative: str | None = None) -> Iterator[Cgroup]:
     try:
         yield Cgroup(path=path)
     finally:
-        _remove(top)
+        remove_tree(top)

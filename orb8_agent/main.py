@@ -1,0 +1,121 @@
+"""``orb8-agent``: the per-node agent (run by the DaemonSet, one per node)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from importlib.metadata import version as dist_version
+from pathlib import Path
+from typing import Any
+
+from kubernetes_asyncio import client, config
+
+from orb8_agent.control.agent import NodeAgent
+from orb8_agent.control.kernel import KernelDataPlane
+from orb8_agent.dataplane.cgroupfs import cgroup2_mount
+from orb8_agent.dataplane.probes import ProbeSet, start_probes
+from orb8_agent.dataplane.syscalls import Hook
+from orb8_agent.preflight import run_preflight
+from orb8_agent.runner import AgentRunner
+from orb8_common.errors import Orb8Error, UsageError
+
+log = logging.getLogger("orb8.agent")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orb8-agent", description=__doc__)
+    parser.add_argument(
+        "--node", default=os.environ.get("NODE_NAME"),
+        help="this node's name (default: $NODE_NAME, set from the downward API)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--kubeconfig", default=os.environ.get("KUBECONFIG"),
+        help="kubeconfig file (default: $KUBECONFIG, else in-cluster)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cgroup-root", type=Path, default=None,
+        help="cgroup v2 directory holding kubepods (default: the cgroup2 mount)",
+    )  # fmt: skip
+    parser.add_argument("--http-host", default="0.0.0.0", help="address for /metrics and probes")
+    parser.add_argument("--http-port", type=int, default=9808)
+    parser.add_argument(
+        "--syscall-hook", choices=[h.value for h in Hook], default=Hook.RAW_TP.value
+    )
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def _load_probes(*, agent_id: str, hook: Hook) -> ProbeSet:
+    """Load each probe on its own, so one failing never takes the other down."""
+    probes = ProbeSet()
+    for name in ("flows", "syscalls"):
+        try:
+            loaded = start_probes(
+                agent_id=agent_id, flows=name == "flows", syscalls=name == "syscalls", hook=hook
+            )
+        except Orb8Error as err:
+            probes.failures[name] = str(err)
+            log.error("%s probe unavailable: %s", name, err)
+            continue
+        probes.flows = probes.flows or loaded.flows
+        probes.syscalls = probes.syscalls or loaded.syscalls
+    return probes
+
+
+async def _run(args: argparse.Namespace) -> int:
+    if args.kubeconfig:
+        await config.load_kube_config(config_file=args.kubeconfig)
+    else:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    node: str = args.node
+    preflight = run_preflight(mount=True, load_probes=False)
+    probes = _load_probes(agent_id=f"agent-{node}", hook=Hook(args.syscall_hook))
+    dataplane = KernelDataPlane(probes=probes)
+    cgroup_root = args.cgroup_root or cgroup2_mount()
+    agent = NodeAgent(node=node, dataplane=dataplane, cgroup_root=cgroup_root)
+
+    def capability_report() -> dict[str, Any]:
+        return {**preflight.to_status(), "probes": probes.statuses()}
+
+    async with client.ApiClient() as api_client:
+        runner = AgentRunner(
+            agent=agent, api=client.CustomObjectsApi(api_client),
+            capability_report=capability_report, version=dist_version("orb8"),
+        )  # fmt: skip
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, runner.stop)
+        log.info(
+            "orb8-agent on node %s: probes %s, cgroup root %s, http %s:%d",
+            node, sorted(dataplane.loaded_probes()) or "none", cgroup_root,
+            args.http_host, args.http_port,
+        )  # fmt: skip
+        try:
+            await runner.run(http_host=args.http_host, http_port=args.http_port)
+        finally:
+            dataplane.close()
+    log.info("orb8-agent stopped; probes detached")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        if not args.node:
+            raise UsageError("no node name: pass --node or set NODE_NAME")
+        return asyncio.run(_run(args))
+    except Orb8Error as err:
+        print(f"orb8-agent: {err}", file=sys.stderr)
+        return 2 if isinstance(err, UsageError) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

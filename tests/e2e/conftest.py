@@ -1,0 +1,139 @@
+"""Fixtures for end-to-end tests: simulated nodes and pods, agent processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orb8_agent.dataplane.cgroupfs import cgroup2_mount
+from tests.harness.controlplane import REPO_ROOT, ControlPlane
+from tests.harness.kubelet import SimKubelet, SimPod
+
+AGENT = [sys.executable, "-m", "orb8_agent.main"]
+TRAFFIC = [sys.executable, "-m", "tests.dataplane.traffic"]
+VICTIM = [sys.executable, "-m", "tests.dataplane.victim"]
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane) -> str:
+    name = f"e2e-{secrets.token_hex(4)}"
+    control_plane.kubectl("create", "namespace", name)
+    return name
+
+
+@pytest.fixture
+def kubelet(control_plane: ControlPlane) -> Iterator[SimKubelet]:
+    sim = SimKubelet(
+        plane=control_plane,
+        cgroup_root=cgroup2_mount() / "orb8-test" / f"e2e-{secrets.token_hex(4)}",
+    )
+    try:
+        yield sim
+    finally:
+        sim.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class AgentProcess:
+    node: str
+    proc: subprocess.Popen[str]
+    http_port: int
+    log: Path
+
+    def stop(self, *, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_agent(
+    control_plane: ControlPlane, kubelet: SimKubelet, tmp_path: Path
+) -> Iterator[Callable[[str], AgentProcess]]:
+    started: list[AgentProcess] = []
+
+    def start(node: str) -> AgentProcess:
+        port = _free_port()
+        log = tmp_path / f"agent-{node}.log"
+        proc = subprocess.Popen(
+            [*AGENT, "--node", node, "--kubeconfig", str(control_plane.kubeconfig),
+             "--cgroup-root", str(kubelet.cgroup_root), "--http-host", "127.0.0.1",
+             "--http-port", str(port)],
+            stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        agent = AgentProcess(node=node, proc=proc, http_port=port, log=log)
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        agent.stop()
+
+
+def tcp_transfer(*, client: SimPod, server: SimPod, nbytes: int, port: int = 8080) -> int:
+    """Send ``nbytes`` from client to server over TCP; return what the server received."""
+    sink = server.spawn(
+        [*TRAFFIC, "tcp-sink", "--bind", "0.0.0.0", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT,
+    )  # fmt: skip
+    assert sink.stdout is not None
+    ready = sink.stdout.readline()
+    assert b"listening" in ready, ready
+    client.run([*TRAFFIC, "tcp-send", "--dst", server.ip, "--port", str(port),
+                "--bytes", str(nbytes)])  # fmt: skip
+    out, _ = sink.communicate(timeout=60)
+    received: int = json.loads(out.decode().strip().splitlines()[-1])["received"]
+    return received
+
+
+def make_victim(pod: SimPod, *, calls: str = "ptrace,mount") -> int:
+    """Run the alert-listed syscalls inside the pod; return the victim's pid."""
+    out = pod.run([*VICTIM, "--calls", calls])
+    return int(out.strip().splitlines()[-1])
+
+
+def get_json(plane: ControlPlane, *args: str) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(plane.kubectl("get", *args, "-o", "json").stdout)
+    return body
+
+
+def wait_for(
+    predicate: Callable[[], Any], *, timeout: float = 60, interval: float = 0.5, what: str = ""
+) -> Any:
+    """Poll until ``predicate`` returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what or predicate} (last: {last!r})")
