@@ -16,10 +16,12 @@ from typing import Any
 from kubernetes_asyncio import client, config
 
 from orb8_agent.control.agent import NodeAgent
+from orb8_agent.control.gpu_sessions import GpuSessions
 from orb8_agent.control.kernel import KernelDataPlane
 from orb8_agent.dataplane.cgroupfs import cgroup2_mount
 from orb8_agent.dataplane.probes import ProbeSet, start_probes
 from orb8_agent.dataplane.syscalls import Hook
+from orb8_agent.gpu.podresources.client import DEFAULT_SOCKET
 from orb8_agent.preflight import run_preflight
 from orb8_agent.runner import AgentRunner
 from orb8_common.errors import Orb8Error, UsageError
@@ -46,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--syscall-hook", choices=[h.value for h in Hook], default=Hook.RAW_TP.value
     )
+    parser.add_argument(
+        "--dcgm-exporter-host", default=os.environ.get("NODE_IP", "127.0.0.1"),
+        help="where this node's dcgm-exporter listens (default: $NODE_IP, else 127.0.0.1)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pod-resources-socket", default=DEFAULT_SOCKET,
+        help=f"kubelet pod-resources socket (default: {DEFAULT_SOCKET})",
+    )  # fmt: skip
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -85,6 +95,8 @@ async def _run(args: argparse.Namespace) -> int:
     async with client.ApiClient() as api_client:
         runner = AgentRunner(
             agent=agent, api=client.CustomObjectsApi(api_client),
+            gpu=GpuSessions(node=node, exporter_host=args.dcgm_exporter_host,
+                            podresources_socket=args.pod_resources_socket),
             capability_report=capability_report, version=dist_version("orb8"),
         )  # fmt: skip
         loop = asyncio.get_running_loop()

@@ -20,8 +20,10 @@ from kubernetes_asyncio.client import CustomObjectsApi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orb8_agent.control.agent import NodeAgent
+from orb8_agent.control.gpu_sessions import GpuSessions
 from orb8_agent.control.kube import apply_node_entry, patch_agent_status, watch_node_config
 from orb8_agent.control.report import rfc3339
+from orb8_agent.control.targets import sessions_from_spec
 from orb8_agent.metrics import build_registry
 from orb8_common.errors import Orb8Error
 
@@ -35,10 +37,11 @@ HEARTBEAT_S = 30.0
 
 class AgentRunner:
     def __init__(
-        self, *, agent: NodeAgent, api: CustomObjectsApi,
+        self, *, agent: NodeAgent, gpu: GpuSessions, api: CustomObjectsApi,
         capability_report: Callable[[], Mapping[str, Any]], version: str,
     ) -> None:  # fmt: skip
         self._agent = agent
+        self._gpu = gpu
         self._api = api
         self._capability_report = capability_report
         self._version = version
@@ -46,6 +49,7 @@ class AgentRunner:
         self._configured = asyncio.Event()
         self._stop = asyncio.Event()
         self.registry, self._status_writes = build_registry(agent=agent)
+        self.registry.register(gpu.metrics)
 
     async def _on_worker(self, func: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._worker, func)
@@ -77,6 +81,7 @@ class AgentRunner:
         async for spec in watch_node_config(api=self._api, node=node):
             log.info("NodeAgentConfig/%s: %d session(s)", node, len(spec.get("sessions") or []))
             await self._on_worker(partial(self._agent.configure, spec=spec))
+            self._gpu.configure(sessions=sessions_from_spec(spec=spec))
             self._configured.set()
 
     async def _tick(self) -> None:
@@ -91,6 +96,7 @@ class AgentRunner:
                     await self._on_worker(self._agent.resync)
                 await self._on_worker(self._agent.collect)
                 await self._report(await self._on_worker(self._agent.due_reports))
+                await self._report(await self._gpu.due())
             except Orb8Error as err:
                 log.warning("tick failed: %s", err)
 
@@ -120,6 +126,7 @@ class AgentRunner:
         reports = await self._on_worker(self._agent.final_reports)
         await self._report(reports)
         await self._on_worker(self._agent.shutdown)
+        self._gpu.close()
 
     async def _serve_http(self, *, host: str, port: int) -> web.AppRunner:
         app = web.Application()

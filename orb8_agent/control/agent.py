@@ -26,6 +26,7 @@ from orb8_common.errors import Orb8Error
 log = logging.getLogger(__name__)
 
 FLOWS, SYSCALLS = "flows", "syscalls"
+TRACE_KIND = "TraceSession"
 
 
 class DataPlane(Protocol):
@@ -85,7 +86,7 @@ class NodeAgent:
 
     def configure(self, *, spec: Mapping[str, Any]) -> None:
         """Adopt a new NodeAgentConfig spec ({} when there is none)."""
-        self._targets = sessions_from_spec(spec=spec)
+        self._targets = tuple(t for t in sessions_from_spec(spec=spec) if t.kind == TRACE_KIND)
         now = self._clock()
         wanted = {target.uid for target in self._targets}
         for uid, state in self._sessions.items():
