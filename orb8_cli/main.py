@@ -15,7 +15,12 @@ from collections.abc import Callable, Sequence
 from orb8_common.errors import Orb8Error, UsageError
 
 # Modules that add sub-commands, in the order `orb8 --help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("orb8_cli.version", "orb8_cli.trace", "orb8_cli.diagnose")
+COMMAND_MODULES: tuple[str, ...] = (
+    "orb8_cli.get",
+    "orb8_cli.version",
+    "orb8_cli.trace",
+    "orb8_cli.diagnose",
+)
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2

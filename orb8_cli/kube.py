@@ -1,0 +1,58 @@
+"""The CLI's access to the cluster: kubeconfig loading and reading a session."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+from urllib3.exceptions import HTTPError
+
+from orb8_common.crd import GROUP, VERSION
+from orb8_common.errors import ClusterUnavailableError, Orb8Error
+
+
+class SessionNotFoundError(Orb8Error):
+    """The named session does not exist."""
+
+
+def _api(*, kubeconfig: str | None) -> client.CustomObjectsApi:
+    try:
+        api_client = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    except (ConfigException, OSError) as err:
+        raise ClusterUnavailableError(f"cannot load kubeconfig: {err}") from err
+    return client.CustomObjectsApi(api_client)
+
+
+def current_namespace(*, kubeconfig: str | None) -> str:
+    """The namespace of the kubeconfig's current context ("default" when unset)."""
+    try:
+        _, active = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    except (ConfigException, OSError) as err:
+        raise ClusterUnavailableError(f"cannot load kubeconfig: {err}") from err
+    namespace: str = (active or {}).get("context", {}).get("namespace") or "default"
+    return namespace
+
+
+def get_session(
+    *, kubeconfig: str | None, plural: str, namespace: str, name: str
+) -> dict[str, Any]:
+    api = _api(kubeconfig=kubeconfig)
+    try:
+        body = api.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, name, _request_timeout=15
+        )
+    except ApiException as err:
+        if err.status == 404:
+            raise SessionNotFoundError(
+                f"{plural} {name!r} not found in namespace {namespace!r}"
+            ) from err
+        raise ClusterUnavailableError(
+            f"reading {plural} {namespace}/{name}: {err.status} {err.reason}"
+        ) from err
+    except HTTPError as err:
+        raise ClusterUnavailableError(f"cannot reach the cluster: {err}") from err
+    if not isinstance(body, dict):
+        raise ClusterUnavailableError(f"unexpected answer reading {plural} {namespace}/{name}")
+    return body

@@ -1,0 +1,118 @@
+"""``orb8 get`` and ``kubectl orb8 get`` read a session's status from the real apiserver."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness.controlplane import ControlPlane
+
+STATUS = {
+    "phase": "Running",
+    "flows": [
+        {
+            "source": {"namespace": "shop", "pod": "checkout", "ip": "10.1.0.5", "port": 43122},
+            "destination": {"ip": "192.0.2.7", "port": 443},
+            "protocol": "TCP", "bytes": 3145728, "packets": 2100,
+            "firstSeen": "2026-11-29T05:00:00Z", "lastSeen": "2026-11-29T05:00:10Z",
+            "node": "node-a",
+        }
+    ],
+    "alerts": [
+        {
+            "namespace": "shop", "pod": "checkout", "container": "app", "node": "node-a",
+            "syscall": "ptrace", "count": 3, "severity": "High", "reason": "on the alert list",
+            "firstSeen": "2026-11-29T05:00:01Z", "lastSeen": "2026-11-29T05:00:09Z",
+            "process": {"pid": 4242, "comm": "gdb"},
+        }
+    ],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def session(control_plane: ControlPlane) -> tuple[str, str]:
+    namespace = f"cli-{secrets.token_hex(4)}"
+    control_plane.kubectl("create", "namespace", namespace)
+    manifest = {
+        "apiVersion": "orb8.io/v1alpha1", "kind": "TraceSession",
+        "metadata": {"name": "checkout-debug", "namespace": namespace},
+        "spec": {"selector": {"podSelector": {"matchLabels": {"app": "checkout"}}},
+                 "probes": {"network": {"enabled": True}, "syscalls": {"enabled": True}}},
+    }  # fmt: skip
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    control_plane.kubectl(
+        "patch", "ts", "checkout-debug", "-n", namespace, "--subresource=status",
+        "--type=merge", "-p", json.dumps({"status": STATUS}),
+    )  # fmt: skip
+    return namespace, "checkout-debug"
+
+
+def orb8(plane: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orb8_cli.main", *args], capture_output=True, text=True,
+        env=plane.env(), timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_get_flows_as_json_and_table(control_plane: ControlPlane, session: tuple[str, str]) -> None:
+    namespace, name = session
+    result = orb8(control_plane, "get", "flows", name, "-n", namespace, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == STATUS["flows"]
+    table = orb8(control_plane, "get", "flows", name, "-n", namespace).stdout.splitlines()
+    assert table[0].split() == ["SOURCE", "DESTINATION", "PROTO", "BYTES", "PACKETS", "NODE",
+                                "LAST", "SEEN"]  # fmt: skip
+    assert table[1].split()[:5] == ["shop/checkout:43122", "192.0.2.7:443", "TCP", "3.0", "MiB"]
+
+
+def test_get_alerts_table(control_plane: ControlPlane, session: tuple[str, str]) -> None:
+    namespace, name = session
+    out = orb8(control_plane, "get", "alerts", name, "-n", namespace).stdout.splitlines()
+    assert out[1].split()[:6] == ["High", "shop/checkout", "app", "ptrace", "3", "gdb[4242]"]
+
+
+def test_missing_session_is_one_line_and_exit_1(control_plane: ControlPlane) -> None:
+    result = orb8(control_plane, "get", "flows", "nope", "-n", "default")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "orb8: tracesessions 'nope' not found in namespace 'default'"
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_cluster_is_one_line(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "x",
+        "clusters": [{"name": "x", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "x", "user": {"token": "t"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "x", "user": "x"}}],
+    }))  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "orb8_cli.main", "get", "flows", "s", "-n", "default",
+         "--kubeconfig", str(kubeconfig)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith("orb8: cannot reach the cluster")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_kubectl_plugin_runs_the_same_cli(
+    control_plane: ControlPlane, session: tuple[str, str]
+) -> None:
+    namespace, name = session
+    plugin_dir = Path(sys.executable).parent
+    assert (plugin_dir / "kubectl-orb8").exists()
+    env: dict[str, Any] = {**control_plane.env(), "PATH": f"{plugin_dir}:{os.environ['PATH']}"}
+    result = subprocess.run(
+        [control_plane.kubectl_path, "orb8", "get", "alerts", name, "-n", namespace, "-o", "json"],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0]["process"] == {"pid": 4242, "comm": "gdb"}
