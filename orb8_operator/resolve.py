@@ -23,8 +23,7 @@ def resolve_targets(
 ) -> Targets:
     """The pods a session traces, grouped by node; nodes and pods in sorted order.
 
-    A pod seen twice (the index may hold it under an old and a new node for a
-    moment) is kept once, under the entry that is a target.
+    Pods are keyed by uid, so an entry listed twice is counted once.
     """
     namespaces = resolve_namespaces(selector=selector, session_namespace=session_namespace)
     chosen: dict[str, PodEntry] = {}

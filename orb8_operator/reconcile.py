@@ -1,0 +1,220 @@
+"""One reconcile step of a session, as a pure function of its object, the pod
+index and the clock. The kopf handlers only carry out what it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from orb8_common.errors import InvalidSpecError
+from orb8_common.models import (
+    Condition,
+    GpuAlert,
+    GpuTelemetrySpec,
+    SessionKind,
+    Timestamp,
+    TraceSessionSpec,
+    format_time,
+    parse_gpu_telemetry_spec,
+    parse_trace_session_spec,
+    to_wire,
+)
+from orb8_operator.lifecycle import KubeEvent, evaluate, next_check_in, should_delete
+from orb8_operator.nodeconfig import ActiveSession
+from orb8_operator.pods import PodEntry
+from orb8_operator.resolve import count_pods, resolve_targets
+from orb8_operator.status import (
+    STATUS_BUDGET_BYTES,
+    bound_status,
+    gpu_status,
+    parse_node_entries,
+    trace_status,
+)
+
+__all__ = ["DEFAULT_INTERVAL_SECONDS", "SessionOutcome", "parse_spec", "reconcile_session"]
+
+DEFAULT_INTERVAL_SECONDS = 15.0
+_TIME = TypeAdapter(Timestamp)
+
+
+@dataclass(frozen=True)
+class SessionOutcome:
+    uid: str
+    kind: SessionKind
+    namespace: str
+    name: str
+    # Merge patch for .status: the operator-owned fields; ``nodes`` only when
+    # the per-node lists had to be cut to keep the object bounded.
+    status: dict[str, Any]
+    events: tuple[KubeEvent, ...]
+    active: ActiveSession | None  # what the agents should serve; None when finished
+    delete: bool  # the TTL after finishing has expired
+    next_check_in: float | None  # seconds; None when nothing will change by itself
+    spec_error: str | None
+    problems: tuple[str, ...]  # malformed node reports that were skipped
+    size: int  # estimated JSON size of the status after the patch
+
+
+def parse_spec(*, kind: SessionKind, raw: Any) -> TraceSessionSpec | GpuTelemetrySpec:
+    """Parse a session's spec; raises InvalidSpecError."""
+    if kind == "TraceSession":
+        return parse_trace_session_spec(raw)
+    return parse_gpu_telemetry_spec(raw)
+
+
+def _time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return _TIME.validate_python(value)
+    except ValidationError:
+        return None
+
+
+def _valid(model: type[Condition] | type[GpuAlert], raw: Any) -> list[Any]:
+    out = []
+    for item in raw if isinstance(raw, list) else ():
+        try:
+            out.append(model.model_validate(item))
+        except ValidationError:
+            continue
+    return out
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def reconcile_session(
+    *,
+    kind: SessionKind,
+    body: Mapping[str, Any],
+    pods: Iterable[PodEntry],
+    node_labels: Mapping[str, Mapping[str, str]],
+    now: datetime,
+    budget: int = STATUS_BUDGET_BYTES,
+) -> SessionOutcome:
+    """Everything the operator should do for one session at ``now``."""
+    meta, status = _map(body.get("metadata")), _map(body.get("status"))
+    uid, namespace, name = (
+        str(meta.get("uid", "")),
+        str(meta.get("namespace", "")),
+        str(meta.get("name", "")),
+    )
+    generation = int(meta.get("generation") or 0)
+
+    spec: TraceSessionSpec | GpuTelemetrySpec | None
+    try:
+        spec = parse_spec(kind=kind, raw=body.get("spec"))
+        spec_error = None
+    except InvalidSpecError as err:
+        spec, spec_error = None, str(err)
+
+    targets = (
+        resolve_targets(
+            selector=spec.selector, session_namespace=namespace, pods=pods, node_labels=node_labels
+        )
+        if spec is not None
+        else {}
+    )
+    matched = count_pods(targets=targets)
+    raw_nodes = status.get("nodes") if isinstance(status.get("nodes"), list) else []
+    nodes, problems = parse_node_entries(raw=raw_nodes or ())
+    previous_phase = status.get("phase") if isinstance(status.get("phase"), str) else None
+
+    life = evaluate(
+        generation=generation,
+        spec_error=spec_error,
+        duration_seconds=spec.duration_seconds if spec is not None else None,
+        now=now,
+        previous_phase=previous_phase,
+        start_time=_time(status.get("startTime")),
+        completion_time=_time(status.get("completionTime")),
+        conditions=_valid(Condition, status.get("conditions")),
+        nodes=nodes,
+        matched_pods=matched,
+    )
+
+    patch: dict[str, Any] = {
+        "phase": life.phase,
+        "observedGeneration": generation,
+        "conditions": [to_wire(c) for c in life.conditions],
+        "startTime": format_time(life.start_time) if life.start_time else None,
+        "completionTime": format_time(life.completion_time) if life.completion_time else None,
+        "matchedPods": matched,
+    }
+    if isinstance(spec, TraceSessionSpec):
+        merged = trace_status(
+            nodes=nodes,
+            top_flows=spec.probes.network.top_flows,
+            max_alerts=spec.probes.syscalls.max_alerts,
+            matched_pods=matched,
+        )
+        patch["summary"] = to_wire(merged.summary)
+        patch["flows"] = [to_wire(f) for f in merged.flows]
+        patch["alerts"] = [to_wire(a) for a in merged.alerts]
+    elif isinstance(spec, GpuTelemetrySpec):
+        gpu = gpu_status(
+            nodes=nodes,
+            alerts_spec=spec.alerts,
+            now=now,
+            previous_alerts=_valid(GpuAlert, status.get("alerts")),
+        )
+        patch["summary"] = to_wire(gpu.summary)
+        patch["pods"] = [to_wire(p) for p in gpu.pods]
+        patch["alerts"] = [to_wire(a) for a in gpu.alerts]
+
+    bounded = bound_status(status={**patch, "nodes": raw_nodes}, budget=budget)
+    patch = {k: v for k, v in bounded.status.items() if k != "nodes" or bounded.nodes_trimmed}
+
+    active = None
+    if spec is not None and life.active:
+        active = ActiveSession(
+            uid=uid,
+            kind=kind,
+            namespace=namespace,
+            name=name,
+            generation=generation,
+            spec=spec,
+            targets=targets,
+        )
+    if isinstance(spec, TraceSessionSpec):
+        interval = spec.report_interval_seconds
+    elif isinstance(spec, GpuTelemetrySpec):
+        interval = spec.interval_seconds
+    else:
+        interval = DEFAULT_INTERVAL_SECONDS
+    ttl = spec.ttl_seconds_after_finished if spec is not None else None
+    if ttl is None and spec is None:
+        # A Failed spec cannot be read for its TTL; read the raw field if it is sane.
+        raw_ttl = _map(body.get("spec")).get("ttlSecondsAfterFinished")
+        ttl = raw_ttl if type(raw_ttl) is int and raw_ttl >= 0 else None
+
+    return SessionOutcome(
+        uid=uid,
+        kind=kind,
+        namespace=namespace,
+        name=name,
+        status=patch,
+        events=life.events,
+        active=active,
+        delete=should_delete(now=now, completion_time=life.completion_time, ttl_seconds=ttl)
+        and not life.active,
+        next_check_in=next_check_in(
+            now=now,
+            phase=life.phase,
+            start_time=life.start_time,
+            duration_seconds=spec.duration_seconds if spec is not None else None,
+            completion_time=life.completion_time,
+            ttl_seconds=ttl,
+            interval=interval,
+        ),
+        spec_error=spec_error,
+        problems=problems,
+        size=bounded.size,
+    )
