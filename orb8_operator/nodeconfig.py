@@ -8,7 +8,7 @@ plan's deletions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ __all__ = [
     "agent_pod",
     "agent_session",
     "build_node_configs",
+    "keep_unreconciled",
     "plan_node_configs",
 ]
 
@@ -143,3 +144,31 @@ def plan_node_configs(
             patch[node] = wire
     delete = tuple(sorted(node for node in current if node not in desired))
     return NodeConfigPlan(create=create, patch=patch, delete=delete)
+
+
+def keep_unreconciled(
+    *,
+    desired: Mapping[str, NodeAgentConfigSpec],
+    current: Mapping[str, Mapping[str, Any]],
+    keep_uids: Collection[str],
+) -> dict[str, NodeAgentConfigSpec]:
+    """Carry over stored entries of sessions that exist but have not been reconciled yet.
+
+    Right after the operator starts, only some sessions are known; without
+    this, the first sync would strip the others from the agents for a moment.
+    """
+    known = {s.uid for spec in desired.values() for s in spec.sessions}
+    out = dict(desired)
+    for node in sorted(current):
+        try:
+            stored = NodeAgentConfigSpec.model_validate(current[node])
+        except ValidationError:
+            continue
+        carried = [s for s in stored.sessions if s.uid in keep_uids and s.uid not in known]
+        if not carried:
+            continue
+        base = out.get(node)
+        sessions = [*(base.sessions if base else ()), *carried]
+        sessions.sort(key=lambda s: (s.namespace, s.name, s.uid))
+        out[node] = NodeAgentConfigSpec(node_name=node, sessions=tuple(sessions))
+    return dict(sorted(out.items()))

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PodEntry", "is_target", "pod_entry_from_body"]
+__all__ = ["PodEntry", "is_target", "node_index_value", "pod_entry_from_body", "pod_index_value"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,3 +99,24 @@ def is_target(*, pod: PodEntry) -> bool:
     if pod.phase == "Pending":
         return bool(pod.ips)
     return False
+
+
+def pod_index_value(*, body: Mapping[str, Any]) -> dict[str, PodEntry]:
+    """What ``@kopf.index('pods')`` stores for a pod: {node: entry}, or {} when not a target.
+
+    Returning {} (not None) makes kopf drop an entry the pod had before.
+    """
+    entry = pod_entry_from_body(body=body)
+    if entry is None or not is_target(pod=entry):
+        return {}
+    return {entry.node: entry}
+
+
+def node_index_value(*, body: Mapping[str, Any]) -> dict[str, tuple[tuple[str, str], ...]]:
+    """What ``@kopf.index('nodes')`` stores for a node: {name: sorted label pairs}."""
+    meta = _map(body.get("metadata"))
+    name = meta.get("name")
+    if not isinstance(name, str):
+        return {}
+    labels = _map(meta.get("labels"))
+    return {name: tuple(sorted((str(k), str(v)) for k, v in labels.items()))}

@@ -8,7 +8,12 @@ from orb8_common.models import (
     parse_trace_session_spec,
     to_wire,
 )
-from orb8_operator.nodeconfig import ActiveSession, build_node_configs, plan_node_configs
+from orb8_operator.nodeconfig import (
+    ActiveSession,
+    build_node_configs,
+    keep_unreconciled,
+    plan_node_configs,
+)
 from orb8_operator.pods import PodEntry
 
 from .factories import pod
@@ -128,3 +133,22 @@ def test_plan_replaces_an_unparseable_stored_spec() -> None:
     desired = build_node_configs(sessions=[session("one", {"node-a": (A1,)})])
     plan = plan_node_configs(desired=desired, current={"node-a": {"sessions": "garbage"}})
     assert list(plan.patch) == ["node-a"]
+
+
+def test_keep_unreconciled_carries_over_unknown_sessions_only() -> None:
+    stored = build_node_configs(
+        sessions=[
+            session("known", {"node-a": (A1,)}),
+            session("later", {"node-a": (A2,), "node-b": (B1,)}),
+            session("gone", {"node-b": (B1,)}),
+        ]
+    )
+    current = {node: to_wire(spec) for node, spec in stored.items()}
+    # Right after a restart only "known" has been reconciled; "later" exists, "gone" does not.
+    desired = build_node_configs(sessions=[session("known", {"node-a": (A1, A2)})])
+    kept = keep_unreconciled(desired=desired, current=current, keep_uids={"uid-later"})
+    assert [s.name for s in kept["node-a"].sessions] == ["known", "later"]
+    assert [p.name for p in kept["node-a"].sessions[0].pods] == ["a1", "a2"]
+    assert [s.name for s in kept["node-b"].sessions] == ["later"]
+    plan = plan_node_configs(desired=kept, current=current)
+    assert list(plan.patch) == ["node-a", "node-b"] and plan.delete == ()
