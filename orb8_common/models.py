@@ -48,10 +48,12 @@ __all__ = [
     "GpuAlert",
     "GpuAlertsSpec",
     "GpuDevice",
+    "GpuNodeEntry",
     "GpuPodRow",
     "GpuSource",
     "GpuSummary",
     "GpuTelemetrySpec",
+    "Interval",
     "LabelSelector",
     "LabelSelectorRequirement",
     "NetworkProbe",
@@ -138,7 +140,14 @@ def _non_negative_duration(value: str) -> str:
     return value
 
 
+def _interval(value: str) -> str:
+    if parse_duration(value) < 1:
+        raise ValueError(f"interval {value!r} must be at least 1s")
+    return value
+
+
 Duration = Annotated[str, AfterValidator(_duration)]
+Interval = Annotated[str, AfterValidator(_interval)]
 PositiveDuration = Annotated[str, AfterValidator(_positive_duration)]
 NonNegativeDuration = Annotated[str, AfterValidator(_non_negative_duration)]
 
@@ -261,7 +270,7 @@ class TraceSessionSpec(_Model):
     selector: Selector = Field(default_factory=Selector)
     probes: Probes = Field(default_factory=Probes)
     duration: PositiveDuration | None = None
-    report_interval: PositiveDuration = "15s"
+    report_interval: Interval = "15s"
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
@@ -318,9 +327,9 @@ class GpuSource(_Model):
 
 
 class GpuAlertsSpec(_Model):
-    idle_utilization_percent: float | None = Field(default=None, ge=0, le=100)
-    idle_for: NonNegativeDuration | None = None
-    memory_used_percent: float | None = Field(default=None, ge=0, le=100)
+    idle_utilization_percent: int | None = Field(default=None, ge=0, le=100)
+    idle_for: PositiveDuration | None = None
+    memory_used_percent: int | None = Field(default=None, ge=0, le=100)
 
     @property
     def idle_for_seconds(self) -> float:
@@ -330,7 +339,7 @@ class GpuAlertsSpec(_Model):
 class GpuTelemetrySpec(_Model):
     selector: Selector = Field(default_factory=Selector)
     source: GpuSource = Field(default_factory=GpuSource)
-    interval: PositiveDuration = "15s"
+    interval: Interval = "15s"
     duration: PositiveDuration | None = None
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
     alerts: GpuAlertsSpec = Field(default_factory=GpuAlertsSpec)
@@ -371,7 +380,7 @@ class AgentPod(_Model):
 
 class AgentGpu(_Model):
     source: GpuSource = Field(default_factory=GpuSource)
-    interval: PositiveDuration = "15s"
+    interval: Interval = "15s"
     alerts: GpuAlertsSpec = Field(default_factory=GpuAlertsSpec)
 
 
@@ -381,7 +390,7 @@ class AgentSession(_Model):
     namespace: str
     name: str
     generation: int = 0
-    report_interval: PositiveDuration = "15s"
+    report_interval: Interval = "15s"
     probes: Probes | None = None  # TraceSession only
     gpu: AgentGpu | None = None  # GpuTelemetry only
     pods: tuple[AgentPod, ...] = ()
@@ -437,7 +446,7 @@ class GpuDevice(_Model):
     uuid: str
     index: int | None = None
     model: str = ""
-    sharing: str = "exclusive"  # exclusive | time-sliced | mig | mps
+    sharing: Literal["exclusive", "time-sliced", "mig"] = "exclusive"
     mig_profile: str = ""
     utilization_percent: float | None = None
     memory_used_bytes: int | None = None
@@ -456,26 +465,26 @@ class GpuPodRow(_Model):
 
 
 class GpuAlert(_Model):
-    """An operator-computed GPU alert; ``state`` is Pending until ``idleFor`` has passed."""
+    """A GPU alert raised by a node's agent (it keeps the idle history)."""
 
     namespace: str
     pod: str
     container: str = ""
     node: str = ""
-    uuid: str
-    type: Literal["Idle", "MemoryPressure"]
-    state: Literal["Pending", "Firing"]
+    gpu: str  # the GPU's UUID
+    kind: Literal["Idle", "MemoryHigh"]
     message: str = ""
-    since: Timestamp
+    value: float | None = None  # the reading that raised it, a percentage
+    first_seen: Timestamp | None = None
+    last_seen: Timestamp | None = None
 
 
 class NodeEntry(_Model):
-    """One node's share of a session's status (written by that node's agent)."""
+    """One node's share of a TraceSession's status (written by that node's agent)."""
 
     node: str
     state: NodeState = "Pending"
     probes: tuple[str, ...] = ()
-    source: str | None = None  # GpuTelemetry: dcgmExporter | nvml
     message: str = ""
     last_report_time: Timestamp | None = None
     flow_count: int = Field(default=0, ge=0)
@@ -485,7 +494,18 @@ class NodeEntry(_Model):
     dropped_events: int = Field(default=0, ge=0)
     flows: tuple[Flow, ...] = ()
     alerts: tuple[Alert, ...] = ()
+
+
+class GpuNodeEntry(_Model):
+    """One node's share of a GpuTelemetry's status (written by that node's agent)."""
+
+    node: str
+    state: NodeState = "Pending"
+    source: str = ""  # dcgmExporter | nvml, as detected
+    message: str = ""
+    last_report_time: Timestamp | None = None
     pods: tuple[GpuPodRow, ...] = ()
+    alerts: tuple[GpuAlert, ...] = ()
 
 
 class TraceSummary(_Model):

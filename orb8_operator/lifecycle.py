@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from orb8_common.durations import format_duration
-from orb8_common.models import Condition, ConditionStatus, NodeEntry, format_time
+from orb8_common.models import Condition, ConditionStatus, GpuNodeEntry, NodeEntry, format_time
 
 __all__ = [
     "ACTIVE_PHASES",
@@ -102,7 +102,7 @@ def evaluate(
     start_time: datetime | None,
     completion_time: datetime | None,
     conditions: Sequence[Condition],
-    nodes: Sequence[NodeEntry],
+    nodes: Sequence[NodeEntry | GpuNodeEntry],
     matched_pods: int,
 ) -> Lifecycle:
     """The next phase, times, conditions, and the Events for what changed."""

@@ -14,8 +14,9 @@ from pydantic import TypeAdapter, ValidationError
 from orb8_common.errors import InvalidSpecError
 from orb8_common.models import (
     Condition,
-    GpuAlert,
+    GpuNodeEntry,
     GpuTelemetrySpec,
+    NodeEntry,
     SessionKind,
     Timestamp,
     TraceSessionSpec,
@@ -76,11 +77,11 @@ def _time(value: Any) -> datetime | None:
         return None
 
 
-def _valid(model: type[Condition] | type[GpuAlert], raw: Any) -> list[Any]:
+def _conditions(raw: Any) -> list[Condition]:
     out = []
     for item in raw if isinstance(raw, list) else ():
         try:
-            out.append(model.model_validate(item))
+            out.append(Condition.model_validate(item))
         except ValidationError:
             continue
     return out
@@ -124,7 +125,11 @@ def reconcile_session(
     )
     matched = count_pods(targets=targets)
     raw_nodes = status.get("nodes") if isinstance(status.get("nodes"), list) else []
-    nodes, problems = parse_node_entries(raw=raw_nodes or ())
+    nodes: tuple[NodeEntry, ...] | tuple[GpuNodeEntry, ...]
+    if kind == "TraceSession":
+        nodes, problems = parse_node_entries(raw=raw_nodes or (), model=NodeEntry)
+    else:
+        nodes, problems = parse_node_entries(raw=raw_nodes or (), model=GpuNodeEntry)
     previous_phase = status.get("phase") if isinstance(status.get("phase"), str) else None
 
     life = evaluate(
@@ -135,7 +140,7 @@ def reconcile_session(
         previous_phase=previous_phase,
         start_time=_time(status.get("startTime")),
         completion_time=_time(status.get("completionTime")),
-        conditions=_valid(Condition, status.get("conditions")),
+        conditions=_conditions(status.get("conditions")),
         nodes=nodes,
         matched_pods=matched,
     )
@@ -148,9 +153,11 @@ def reconcile_session(
         "completionTime": format_time(life.completion_time) if life.completion_time else None,
         "matchedPods": matched,
     }
+    trace_nodes = [n for n in nodes if isinstance(n, NodeEntry)]
+    gpu_nodes = [n for n in nodes if isinstance(n, GpuNodeEntry)]
     if isinstance(spec, TraceSessionSpec):
         merged = trace_status(
-            nodes=nodes,
+            nodes=trace_nodes,
             top_flows=spec.probes.network.top_flows,
             max_alerts=spec.probes.syscalls.max_alerts,
             matched_pods=matched,
@@ -159,12 +166,7 @@ def reconcile_session(
         patch["flows"] = [to_wire(f) for f in merged.flows]
         patch["alerts"] = [to_wire(a) for a in merged.alerts]
     elif isinstance(spec, GpuTelemetrySpec):
-        gpu = gpu_status(
-            nodes=nodes,
-            alerts_spec=spec.alerts,
-            now=now,
-            previous_alerts=_valid(GpuAlert, status.get("alerts")),
-        )
+        gpu = gpu_status(nodes=gpu_nodes)
         patch["summary"] = to_wire(gpu.summary)
         patch["pods"] = [to_wire(p) for p in gpu.pods]
         patch["alerts"] = [to_wire(a) for a in gpu.alerts]

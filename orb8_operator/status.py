@@ -29,8 +29,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -39,8 +39,8 @@ from orb8_common.models import (
     Flow,
     FlowEndpoint,
     GpuAlert,
-    GpuAlertsSpec,
     GpuDevice,
+    GpuNodeEntry,
     GpuPodRow,
     GpuSummary,
     NodeEntry,
@@ -48,6 +48,7 @@ from orb8_common.models import (
 )
 
 __all__ = [
+    "MAX_LIST_ITEMS",
     "SEVERITY_RANK",
     "STATUS_BUDGET_BYTES",
     "AlertMerge",
@@ -57,18 +58,20 @@ __all__ = [
     "TraceMerge",
     "bound_status",
     "flow_key",
-    "gpu_alerts",
     "gpu_status",
     "gpu_summary",
     "json_size",
     "merge_alerts",
     "merge_flows",
+    "merge_gpu_alerts",
     "merge_gpu_pods",
     "parse_node_entries",
     "trace_status",
 ]
 
 STATUS_BUDGET_BYTES = 256 * 1024
+# The CRDs' maxItems for the merged top-level lists.
+MAX_LIST_ITEMS = 1000
 SEVERITY_RANK: Mapping[str, int] = {"Low": 0, "Medium": 1, "High": 2, "Critical": 3}
 
 FlowKey = tuple[str, str, int, str, int]
@@ -77,17 +80,22 @@ FlowKey = tuple[str, str, int, str, int]
 # --- node entries ----------------------------------------------------------------
 
 
-def parse_node_entries(*, raw: Iterable[Any]) -> tuple[tuple[NodeEntry, ...], tuple[str, ...]]:
-    """Parse ``status.nodes``; malformed entries are skipped and described.
+E = TypeVar("E", NodeEntry, GpuNodeEntry)
+
+
+def parse_node_entries(
+    *, raw: Iterable[Any], model: type[E]
+) -> tuple[tuple[E, ...], tuple[str, ...]]:
+    """Parse ``status.nodes`` into ``model`` rows; malformed entries are skipped and described.
 
     One agent's bad write must not stop the merge of the others. When a node
     appears twice the entry with the later lastReportTime wins.
     """
-    entries: dict[str, NodeEntry] = {}
+    entries: dict[str, E] = {}
     problems: list[str] = []
     for index, item in enumerate(raw):
         try:
-            entry = NodeEntry.model_validate(item)
+            entry = model.model_validate(item)
         except ValidationError as err:
             name = item.get("node") if isinstance(item, Mapping) else None
             first = err.errors()[0]
@@ -281,7 +289,9 @@ def _device_time(device: GpuDevice) -> tuple[bool, datetime | None]:
     return (device.last_updated is not None, device.last_updated)
 
 
-def merge_gpu_pods(*, nodes: Iterable[NodeEntry]) -> tuple[GpuPodRow, ...]:
+def merge_gpu_pods(
+    *, nodes: Iterable[GpuNodeEntry], limit: int = MAX_LIST_ITEMS
+) -> tuple[GpuPodRow, ...]:
     """One row per (namespace, pod, container), GPUs unioned by uuid (newest reading wins)."""
     rows: dict[GpuRowKey, GpuPodRow] = {}
     for entry in nodes:
@@ -299,10 +309,11 @@ def merge_gpu_pods(*, nodes: Iterable[NodeEntry]) -> tuple[GpuPodRow, ...]:
                 if prev is None or _device_time(device) >= _device_time(prev):
                     devices[device.uuid] = device
             rows[key] = old.model_copy(update={"gpus": tuple(devices.values())})
-    return tuple(
+    ordered = [
         row.model_copy(update={"gpus": tuple(sorted(row.gpus, key=lambda d: d.uuid))})
         for _, row in sorted(rows.items())
-    )
+    ]
+    return tuple(ordered[: max(limit, 0)])
 
 
 def _distinct_devices(pods: Iterable[GpuPodRow]) -> dict[tuple[str, str], GpuDevice]:
@@ -318,6 +329,7 @@ def _distinct_devices(pods: Iterable[GpuPodRow]) -> dict[tuple[str, str], GpuDev
 
 
 def gpu_summary(*, pods: Iterable[GpuPodRow]) -> GpuSummary:
+    """GPU and pod counts, mean utilization and memory used over distinct GPUs."""
     rows = list(pods)
     devices = _distinct_devices(rows)
     utils = [d.utilization_percent for d in devices.values() if d.utilization_percent is not None]
@@ -329,65 +341,40 @@ def gpu_summary(*, pods: Iterable[GpuPodRow]) -> GpuSummary:
     )
 
 
-def gpu_alerts(
-    *,
-    pods: Iterable[GpuPodRow],
-    spec: GpuAlertsSpec,
-    now: datetime,
-    previous: Iterable[GpuAlert],
-) -> tuple[GpuAlert, ...]:
-    """Idle and memory-pressure alerts per (pod row, GPU).
+GpuAlertKey = tuple[str, str, str, str, str]
 
-    An Idle alert is Pending from the first idle reading and Firing once it
-    has lasted ``idleFor``; ``since`` carries over from ``previous`` (the last
-    status) while the condition holds. Memory pressure fires at once.
+
+def _gpu_alert_key(alert: GpuAlert) -> GpuAlertKey:
+    return (alert.namespace, alert.pod, alert.container, alert.gpu, alert.kind)
+
+
+def merge_gpu_alerts(
+    *, nodes: Iterable[GpuNodeEntry], limit: int = MAX_LIST_ITEMS
+) -> tuple[GpuAlert, ...]:
+    """The agents' GPU alerts, one per (pod, container, GPU, kind).
+
+    The newest observation supplies value and message; firstSeen is the
+    earliest, lastSeen the latest. MemoryHigh sorts before Idle, then by pod.
     """
-    before = {(a.namespace, a.pod, a.container, a.uuid, a.type): a for a in previous}
-    idle_for = timedelta(seconds=spec.idle_for_seconds)
-    out: list[GpuAlert] = []
-    for row in pods:
-        for device in row.gpus:
-            base = (row.namespace, row.pod, row.container, device.uuid)
-            util = device.utilization_percent
-            threshold = spec.idle_utilization_percent
-            if threshold is not None and util is not None and util <= threshold:
-                prev = before.get((*base, "Idle"))
-                since = prev.since if prev is not None else now
-                out.append(
-                    GpuAlert(
-                        namespace=row.namespace,
-                        pod=row.pod,
-                        container=row.container,
-                        node=row.node,
-                        uuid=device.uuid,
-                        type="Idle",
-                        state="Firing" if now - since >= idle_for else "Pending",
-                        message=f"utilization {util:g}% <= {threshold:g}%",
-                        since=since,
-                    )
-                )
-            used, total = device.memory_used_bytes, device.memory_total_bytes
-            if spec.memory_used_percent is not None and used is not None and total:
-                percent = 100.0 * used / total
-                if percent >= spec.memory_used_percent:
-                    prev = before.get((*base, "MemoryPressure"))
-                    out.append(
-                        GpuAlert(
-                            namespace=row.namespace,
-                            pod=row.pod,
-                            container=row.container,
-                            node=row.node,
-                            uuid=device.uuid,
-                            type="MemoryPressure",
-                            state="Firing",
-                            message=(
-                                f"memory used {percent:.1f}% >= {spec.memory_used_percent:g}%"
-                            ),
-                            since=prev.since if prev is not None else now,
-                        )
-                    )
-    out.sort(key=lambda a: (a.state != "Firing", a.namespace, a.pod, a.container, a.uuid, a.type))
-    return tuple(out)
+    groups: dict[GpuAlertKey, list[GpuAlert]] = {}
+    for entry in nodes:
+        for alert in entry.alerts:
+            if not alert.node:
+                alert = alert.model_copy(update={"node": entry.node})
+            groups.setdefault(_gpu_alert_key(alert), []).append(alert)
+    merged = []
+    for group in groups.values():
+        latest = max(group, key=lambda a: (a.last_seen is not None, a.last_seen, a.node))
+        merged.append(
+            latest.model_copy(
+                update={
+                    "first_seen": _min_time(a.first_seen for a in group),
+                    "last_seen": _max_time(a.last_seen for a in group),
+                }
+            )
+        )
+    merged.sort(key=lambda a: (a.kind != "MemoryHigh", _gpu_alert_key(a)))
+    return tuple(merged[: max(limit, 0)])
 
 
 @dataclass(frozen=True)
@@ -397,18 +384,13 @@ class GpuMerge:
     alerts: tuple[GpuAlert, ...]
 
 
-def gpu_status(
-    *,
-    nodes: Sequence[NodeEntry],
-    alerts_spec: GpuAlertsSpec,
-    now: datetime,
-    previous_alerts: Iterable[GpuAlert] = (),
-) -> GpuMerge:
-    pods = merge_gpu_pods(nodes=nodes)
+def gpu_status(*, nodes: Sequence[GpuNodeEntry]) -> GpuMerge:
+    """summary, pods and alerts of a GpuTelemetry from its node entries."""
+    all_pods = merge_gpu_pods(nodes=nodes, limit=10**9)
     return GpuMerge(
-        summary=gpu_summary(pods=pods),
-        pods=pods,
-        alerts=gpu_alerts(pods=pods, spec=alerts_spec, now=now, previous=previous_alerts),
+        summary=gpu_summary(pods=all_pods),
+        pods=all_pods[:MAX_LIST_ITEMS],
+        alerts=merge_gpu_alerts(nodes=nodes),
     )
 
 

@@ -77,7 +77,11 @@ def test_trace_session_accepts_camel_case_and_round_trips() -> None:
         ("nope", "spec: Input should be a valid dictionary"),
         ({**NET, "duration": "10"}, "spec.duration: invalid duration '10'"),
         ({**NET, "duration": "0s"}, "spec.duration: duration '0s' must be greater than zero"),
-        ({**NET, "reportInterval": "-5s"}, "spec.reportInterval: duration '-5s' must be greater"),
+        (
+            {**NET, "reportInterval": "500ms"},
+            "spec.reportInterval: interval '500ms' must be at least 1s",
+        ),
+        ({"source": 1, **NET, "reportInterval": "-5s"}, "spec.reportInterval: interval '-5s'"),
         ({**NET, "ttlSecondsAfterFinished": -1}, "spec.ttlSecondsAfterFinished: "),
         (
             {"probes": {"network": {"enabled": True, "topFlows": 0}}},
@@ -144,6 +148,8 @@ def test_gpu_telemetry_sources() -> None:
     assert nvml.source.kind == "nvml"
     assert to_wire(nvml)["source"] == {"nvml": {}}
     assert nvml.alerts.idle_for_seconds == 600.0
+    # Integers, as the CRD declares them, so NodeAgentConfig writes validate.
+    assert to_wire(nvml)["alerts"] == {"idleUtilizationPercent": 5, "idleFor": "10m"}
 
 
 @pytest.mark.parametrize(
@@ -154,6 +160,8 @@ def test_gpu_telemetry_sources() -> None:
         ({"source": {"dcgmExporter": {"path": "metrics"}}}, "path must start with /"),
         ({"interval": "soon"}, "spec.interval: invalid duration 'soon'"),
         ({"alerts": {"memoryUsedPercent": 120}}, "spec.alerts.memoryUsedPercent:"),
+        ({"alerts": {"idleUtilizationPercent": 5.5}}, "spec.alerts.idleUtilizationPercent:"),
+        ({"alerts": {"idleFor": "0s"}}, "spec.alerts.idleFor: duration '0s' must be greater"),
     ],
 )
 def test_gpu_telemetry_invalid(raw: dict[str, Any], message: str) -> None:

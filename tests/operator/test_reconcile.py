@@ -148,8 +148,24 @@ def test_gpu_session() -> None:
             }
         ],
     }
+    alert = {
+        "namespace": "shop",
+        "pod": "trainer-0",
+        "container": "main",
+        "gpu": "GPU-1",
+        "kind": "MemoryHigh",
+        "value": 95.0,
+    }
     status = {
-        "nodes": [{"node": "gpu-1", "state": "Running", "source": "dcgmExporter", "pods": [row]}]
+        "nodes": [
+            {
+                "node": "gpu-1",
+                "state": "Running",
+                "source": "dcgmExporter",
+                "pods": [row],
+                "alerts": [alert],
+            }
+        ]
     }
     out = reconcile_session(
         kind="GpuTelemetry", body=body(spec, status), pods=[gpu_pod], node_labels={}, now=at(0)
@@ -162,7 +178,7 @@ def test_gpu_session() -> None:
         "memoryUsedBytes": 95,
     }
     assert out.status["pods"][0]["node"] == "gpu-1"
-    assert [(a["type"], a["state"]) for a in out.status["alerts"]] == [("MemoryPressure", "Firing")]
+    assert out.status["alerts"] == [{**alert, "node": "gpu-1", "message": ""}]
     assert "flows" not in out.status
     assert out.active is not None and out.active.kind == "GpuTelemetry"
 

@@ -2,16 +2,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from orb8_common.models import GpuAlertsSpec, NodeEntry, format_time, to_wire
+from orb8_common.models import GpuNodeEntry, NodeEntry, format_time, to_wire
 from orb8_operator.status import (
     STATUS_BUDGET_BYTES,
     bound_status,
     flow_key,
-    gpu_alerts,
     gpu_status,
     json_size,
     merge_alerts,
     merge_flows,
+    merge_gpu_alerts,
+    merge_gpu_pods,
     parse_node_entries,
     trace_status,
 )
@@ -144,16 +145,18 @@ def test_parse_node_entries_skips_bad_and_keeps_newest() -> None:
         {"node": "node-b", "state": "Degraded", "lastReportTime": "2026-11-29T05:00:30Z"},
         "not a dict",
     ]
-    entries, problems = parse_node_entries(raw=raw)
+    entries, problems = parse_node_entries(raw=raw, model=NodeEntry)
     assert [(e.node, e.state) for e in entries] == [("node-b", "Degraded")]
     assert len(problems) == 2
     assert problems[0].startswith("status.nodes[1] (node-a): state:")
     assert problems[1].startswith("status.nodes[3] (?)")
 
 
-def _gpu_node(node: str, rows: list[dict[str, Any]]) -> NodeEntry:
-    return NodeEntry.model_validate(
-        {"node": node, "state": "Running", "source": "nvml", "pods": rows}
+def _gpu_node(
+    node: str, rows: list[dict[str, Any]], alerts: list[dict[str, Any]] | None = None
+) -> GpuNodeEntry:
+    return GpuNodeEntry.model_validate(
+        {"node": node, "state": "Running", "source": "nvml", "pods": rows, "alerts": alerts or []}
     )
 
 
@@ -177,7 +180,7 @@ def test_gpu_merge_counts_shared_devices_once() -> None:
             {"namespace": "ml", "pod": "c", "container": "main", "gpus": [_gpu("GPU-2", 20, 10)]},
         ],
     )
-    merged = gpu_status(nodes=[g], alerts_spec=GpuAlertsSpec(), now=at(0))
+    merged = gpu_status(nodes=[g])
     assert [(r.pod, r.node) for r in merged.pods] == [
         ("a", "node-g"),
         ("b", "node-g"),
@@ -192,31 +195,53 @@ def test_gpu_merge_counts_shared_devices_once() -> None:
     assert merged.alerts == ()
 
 
-def test_gpu_alerts_idle_pending_then_firing_and_memory_pressure() -> None:
-    spec = GpuAlertsSpec(idle_utilization_percent=5, idle_for="10m", memory_used_percent=90)
-    rows = gpu_status(
-        nodes=[
-            _gpu_node(
-                "node-g",
-                [
-                    {"namespace": "ml", "pod": "idle", "gpus": [_gpu("GPU-1", 1, 10)]},
-                    {"namespace": "ml", "pod": "full", "gpus": [_gpu("GPU-2", 99, 95)]},
-                ],
-            )
+def test_gpu_rows_union_devices_newest_reading_wins() -> None:
+    old = _gpu_node("node-g", [{"namespace": "ml", "pod": "a", "gpus": [_gpu("GPU-1", 10, 1)]}])
+    new = _gpu_node(
+        "node-h",
+        [
+            {
+                "namespace": "ml",
+                "pod": "a",
+                "gpus": [_gpu("GPU-1", 90, 9, t=30), _gpu("GPU-0", 5, 1)],
+            }
         ],
-        alerts_spec=spec,
-        now=at(0),
-    ).pods
-    first = gpu_alerts(pods=rows, spec=spec, now=at(0), previous=())
-    assert [(a.pod, a.type, a.state) for a in first] == [
-        ("full", "MemoryPressure", "Firing"),
-        ("idle", "Idle", "Pending"),
-    ]
-    later = gpu_alerts(pods=rows, spec=spec, now=at(600), previous=first)
-    idle = next(a for a in later if a.type == "Idle")
-    assert (idle.state, idle.since) == ("Firing", at(0))
-    # Busy again: the idle alert disappears, so a new idle spell starts from scratch.
-    assert gpu_alerts(pods=(), spec=spec, now=at(700), previous=later) == ()
+    )
+    (row,) = merge_gpu_pods(nodes=[old, new])
+    assert [(d.uuid, d.utilization_percent) for d in row.gpus] == [("GPU-0", 5), ("GPU-1", 90)]
+
+
+def _gpu_alert(kind: str, pod: str, first: float, last: float, value: float) -> dict[str, Any]:
+    return {
+        "namespace": "ml",
+        "pod": pod,
+        "container": "main",
+        "gpu": "GPU-1",
+        "kind": kind,
+        "message": f"{kind} {value}",
+        "value": value,
+        "firstSeen": format_time(at(first)),
+        "lastSeen": format_time(at(last)),
+    }
+
+
+def test_gpu_alerts_merge_by_pod_gpu_and_kind() -> None:
+    a = _gpu_node(
+        "node-g",
+        [],
+        [_gpu_alert("Idle", "x", 0, 10, 1.0), _gpu_alert("MemoryHigh", "y", 5, 6, 95.0)],
+    )
+    b = _gpu_node("node-h", [], [_gpu_alert("Idle", "x", 3, 20, 2.0)])
+    merged = merge_gpu_alerts(nodes=[a, b])
+    assert [(m.kind, m.pod) for m in merged] == [("MemoryHigh", "y"), ("Idle", "x")]
+    idle = merged[1]
+    assert (idle.first_seen, idle.last_seen, idle.value, idle.node) == (
+        at(0),
+        at(20),
+        2.0,
+        "node-h",
+    )
+    assert merge_gpu_alerts(nodes=[a, b], limit=1) == merged[:1]
 
 
 def test_bound_status_leaves_small_status_alone() -> None:
