@@ -31,7 +31,7 @@ from orb8_operator.nodeconfig import (
     plan_node_configs,
 )
 from orb8_operator.pods import PodEntry, node_index_value, pod_index_value
-from orb8_operator.reconcile import SessionOutcome, reconcile_session
+from orb8_operator.reconcile import SessionOutcome, changed_fields, reconcile_session
 
 __all__ = ["OperatorState", "configure_settings", "state", "to_kopf_error"]
 
@@ -205,7 +205,8 @@ async def _reconcile(
         node_labels=_labels(nodes),
         now=datetime.now(UTC),
     )
-    for key, value in outcome.status.items():
+    current = body.get("status") or {}
+    for key, value in changed_fields(current=current, patch=outcome.status).items():
         patch.status[key] = value
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)

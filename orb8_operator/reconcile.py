@@ -37,7 +37,13 @@ from orb8_operator.status import (
     trace_status,
 )
 
-__all__ = ["DEFAULT_INTERVAL_SECONDS", "SessionOutcome", "parse_spec", "reconcile_session"]
+__all__ = [
+    "DEFAULT_INTERVAL_SECONDS",
+    "SessionOutcome",
+    "changed_fields",
+    "parse_spec",
+    "reconcile_session",
+]
 
 DEFAULT_INTERVAL_SECONDS = 15.0
 _TIME = TypeAdapter(Timestamp)
@@ -220,3 +226,15 @@ def reconcile_session(
         problems=problems,
         size=bounded.size,
     )
+
+
+def changed_fields(*, current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a status patch that changes something, so idle ticks write nothing.
+
+    A None in ``patch`` removes a field, which only matters when it is set.
+    """
+    return {
+        key: value
+        for key, value in patch.items()
+        if (current.get(key) is not None if value is None else current.get(key) != value)
+    }

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from orb8_common.models import format_time, to_wire
-from orb8_operator.reconcile import reconcile_session
+from orb8_operator.reconcile import changed_fields, reconcile_session
 
 from .factories import at, flow, pod
 
@@ -197,3 +197,18 @@ def test_oversized_node_lists_are_cut_and_written_back() -> None:
     assert out.size <= 30_000
     assert "nodes" in out.status
     assert 0 < len(out.status["nodes"][0]["flows"]) < 399
+
+
+def test_changed_fields_skips_what_is_already_stored() -> None:
+    out = reconcile_session(
+        kind="TraceSession", body=body(SPEC), pods=PODS, node_labels={}, now=at(0)
+    )
+    first = changed_fields(current={}, patch=out.status)
+    assert "completionTime" not in first  # None over nothing changes nothing
+    assert first["phase"] == "Pending"
+    again = reconcile_session(
+        kind="TraceSession", body=body(SPEC, first), pods=PODS, node_labels={}, now=at(5)
+    )
+    assert changed_fields(current=first, patch=again.status) == {}
+    stored = {**first, "completionTime": "2026-11-29T04:00:00Z"}
+    assert changed_fields(current=stored, patch=again.status) == {"completionTime": None}
