@@ -37,6 +37,8 @@ PLURALS: Mapping[str, str] = {
 }
 MANAGED_BY = "orb8-operator"
 _MERGE_PATCH = "application/merge-patch+json"
+_MANAGED_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
+_MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 
 
 class ApiRequestError(Orb8Error):
@@ -65,10 +67,15 @@ async def new_api_client() -> client.ApiClient:
 
 
 async def list_node_configs(*, api: client.ApiClient) -> dict[str, dict[str, Any]]:
-    """node name → the stored spec of every NodeAgentConfig."""
+    """node name → stored spec of every NodeAgentConfig this operator manages.
+
+    Objects without the managed-by label are not ours to patch or delete.
+    """
     objects = client.CustomObjectsApi(api)
     try:
-        found = await objects.list_cluster_custom_object(GROUP, VERSION, PLURALS["NodeAgentConfig"])
+        found = await objects.list_cluster_custom_object(
+            GROUP, VERSION, PLURALS["NodeAgentConfig"], label_selector=_MANAGED_SELECTOR
+        )
     except ApiException as err:
         raise translate(err, what="list nodeagentconfigs") from err
     out: dict[str, dict[str, Any]] = {}
@@ -103,9 +110,11 @@ async def apply_node_config_plan(*, api: client.ApiClient, plan: NodeConfigPlan)
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "NodeAgentConfig",
-            "metadata": {"name": node, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}},
+            "metadata": {"name": node, "labels": _MANAGED_LABELS},
             "spec": spec,
         }
+        # An unlabelled object of the same name is taken over by the patch.
+        patch = {"metadata": {"labels": _MANAGED_LABELS}, "spec": spec}
         try:
             if node in plan.create:
                 try:
@@ -116,7 +125,7 @@ async def apply_node_config_plan(*, api: client.ApiClient, plan: NodeConfigPlan)
                         raise
             # CRDs take no strategic merge patch; the stub lacks _content_type.
             await objects.patch_cluster_custom_object(  # type: ignore[call-arg]
-                GROUP, VERSION, plural, node, {"spec": spec}, _content_type=_MERGE_PATCH
+                GROUP, VERSION, plural, node, patch, _content_type=_MERGE_PATCH
             )
         except ApiException as err:
             raise translate(err, what=f"write nodeagentconfig/{node}") from err
