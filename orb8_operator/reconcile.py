@@ -4,7 +4,7 @@ index and the clock. The kopf handlers only carry out what it returns.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,7 +28,7 @@ from orb8_common.models import (
 from orb8_operator.lifecycle import KubeEvent, evaluate, next_check_in, should_delete
 from orb8_operator.nodeconfig import ActiveSession
 from orb8_operator.pods import PodEntry
-from orb8_operator.resolve import count_pods, resolve_targets
+from orb8_operator.resolve import Targets, count_pods, resolve_targets
 from orb8_operator.status import (
     STATUS_BUDGET_BYTES,
     bound_status,
@@ -97,6 +97,62 @@ def _map(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+def _node_entries(
+    kind: SessionKind, status: Mapping[str, Any]
+) -> tuple[list[Any], Sequence[NodeEntry | GpuNodeEntry], tuple[str, ...]]:
+    raw = status.get("nodes")
+    raw_nodes: list[Any] = raw if isinstance(raw, list) else []
+    if kind == "TraceSession":
+        trace, problems = parse_node_entries(raw=raw_nodes, model=NodeEntry)
+        return raw_nodes, trace, problems
+    gpu, problems = parse_node_entries(raw=raw_nodes, model=GpuNodeEntry)
+    return raw_nodes, gpu, problems
+
+
+def _merged(
+    spec: TraceSessionSpec | GpuTelemetrySpec | None,
+    nodes: Sequence[NodeEntry | GpuNodeEntry],
+    matched: int,
+) -> dict[str, Any]:
+    """summary and the merged lists; nothing for an unreadable spec."""
+    if isinstance(spec, TraceSessionSpec):
+        trace = trace_status(
+            nodes=[n for n in nodes if isinstance(n, NodeEntry)],
+            top_flows=spec.probes.network.top_flows,
+            max_alerts=spec.probes.syscalls.max_alerts,
+            matched_pods=matched,
+        )
+        return {
+            "summary": to_wire(trace.summary),
+            "flows": [to_wire(f) for f in trace.flows],
+            "alerts": [to_wire(a) for a in trace.alerts],
+        }
+    if isinstance(spec, GpuTelemetrySpec):
+        gpu = gpu_status(nodes=[n for n in nodes if isinstance(n, GpuNodeEntry)])
+        return {
+            "summary": to_wire(gpu.summary),
+            "pods": [to_wire(p) for p in gpu.pods],
+            "alerts": [to_wire(a) for a in gpu.alerts],
+        }
+    return {}
+
+
+def _interval(spec: TraceSessionSpec | GpuTelemetrySpec | None) -> float:
+    if isinstance(spec, TraceSessionSpec):
+        return spec.report_interval_seconds
+    if isinstance(spec, GpuTelemetrySpec):
+        return spec.interval_seconds
+    return DEFAULT_INTERVAL_SECONDS
+
+
+def _ttl(spec: TraceSessionSpec | GpuTelemetrySpec | None, raw_spec: Any) -> int | None:
+    if spec is not None:
+        return spec.ttl_seconds_after_finished
+    # A Failed spec still honours a sane raw ttlSecondsAfterFinished.
+    raw = _map(raw_spec).get("ttlSecondsAfterFinished")
+    return raw if type(raw) is int and raw >= 0 else None
+
+
 def reconcile_session(
     *,
     kind: SessionKind,
@@ -108,49 +164,40 @@ def reconcile_session(
 ) -> SessionOutcome:
     """Everything the operator should do for one session at ``now``."""
     meta, status = _map(body.get("metadata")), _map(body.get("status"))
-    uid, namespace, name = (
-        str(meta.get("uid", "")),
-        str(meta.get("namespace", "")),
-        str(meta.get("name", "")),
-    )
+    uid = str(meta.get("uid", ""))
+    namespace = str(meta.get("namespace", ""))
+    name = str(meta.get("name", ""))
     generation = int(meta.get("generation") or 0)
 
-    spec: TraceSessionSpec | GpuTelemetrySpec | None
+    spec: TraceSessionSpec | GpuTelemetrySpec | None = None
+    spec_error: str | None = None
     try:
         spec = parse_spec(kind=kind, raw=body.get("spec"))
-        spec_error = None
     except InvalidSpecError as err:
-        spec, spec_error = None, str(err)
+        spec_error = str(err)
 
-    targets = (
-        resolve_targets(
+    targets: Targets = {}
+    if spec is not None:
+        targets = resolve_targets(
             selector=spec.selector, session_namespace=namespace, pods=pods, node_labels=node_labels
         )
-        if spec is not None
-        else {}
-    )
     matched = count_pods(targets=targets)
-    raw_nodes = status.get("nodes") if isinstance(status.get("nodes"), list) else []
-    nodes: tuple[NodeEntry, ...] | tuple[GpuNodeEntry, ...]
-    if kind == "TraceSession":
-        nodes, problems = parse_node_entries(raw=raw_nodes or (), model=NodeEntry)
-    else:
-        nodes, problems = parse_node_entries(raw=raw_nodes or (), model=GpuNodeEntry)
-    previous_phase = status.get("phase") if isinstance(status.get("phase"), str) else None
+    raw_nodes, nodes, problems = _node_entries(kind, status)
+    phase = status.get("phase")
+    duration = spec.duration_seconds if spec is not None else None
 
     life = evaluate(
         generation=generation,
         spec_error=spec_error,
-        duration_seconds=spec.duration_seconds if spec is not None else None,
+        duration_seconds=duration,
         now=now,
-        previous_phase=previous_phase,
+        previous_phase=phase if isinstance(phase, str) else None,
         start_time=_time(status.get("startTime")),
         completion_time=_time(status.get("completionTime")),
         conditions=_conditions(status.get("conditions")),
         nodes=nodes,
         matched_pods=matched,
     )
-
     patch: dict[str, Any] = {
         "phase": life.phase,
         "observedGeneration": generation,
@@ -158,26 +205,10 @@ def reconcile_session(
         "startTime": format_time(life.start_time) if life.start_time else None,
         "completionTime": format_time(life.completion_time) if life.completion_time else None,
         "matchedPods": matched,
+        **_merged(spec, nodes, matched),
     }
-    trace_nodes = [n for n in nodes if isinstance(n, NodeEntry)]
-    gpu_nodes = [n for n in nodes if isinstance(n, GpuNodeEntry)]
-    if isinstance(spec, TraceSessionSpec):
-        merged = trace_status(
-            nodes=trace_nodes,
-            top_flows=spec.probes.network.top_flows,
-            max_alerts=spec.probes.syscalls.max_alerts,
-            matched_pods=matched,
-        )
-        patch["summary"] = to_wire(merged.summary)
-        patch["flows"] = [to_wire(f) for f in merged.flows]
-        patch["alerts"] = [to_wire(a) for a in merged.alerts]
-    elif isinstance(spec, GpuTelemetrySpec):
-        gpu = gpu_status(nodes=gpu_nodes)
-        patch["summary"] = to_wire(gpu.summary)
-        patch["pods"] = [to_wire(p) for p in gpu.pods]
-        patch["alerts"] = [to_wire(a) for a in gpu.alerts]
-
     bounded = bound_status(status={**patch, "nodes": raw_nodes}, budget=budget)
+    # status.nodes belongs to the agents; write it back only when it had to be cut.
     patch = {k: v for k, v in bounded.status.items() if k != "nodes" or bounded.nodes_trimmed}
 
     active = None
@@ -191,18 +222,7 @@ def reconcile_session(
             spec=spec,
             targets=targets,
         )
-    if isinstance(spec, TraceSessionSpec):
-        interval = spec.report_interval_seconds
-    elif isinstance(spec, GpuTelemetrySpec):
-        interval = spec.interval_seconds
-    else:
-        interval = DEFAULT_INTERVAL_SECONDS
-    ttl = spec.ttl_seconds_after_finished if spec is not None else None
-    if ttl is None and spec is None:
-        # A Failed spec cannot be read for its TTL; read the raw field if it is sane.
-        raw_ttl = _map(body.get("spec")).get("ttlSecondsAfterFinished")
-        ttl = raw_ttl if type(raw_ttl) is int and raw_ttl >= 0 else None
-
+    ttl = _ttl(spec, body.get("spec"))
     return SessionOutcome(
         uid=uid,
         kind=kind,
@@ -211,16 +231,16 @@ def reconcile_session(
         status=patch,
         events=life.events,
         active=active,
-        delete=should_delete(now=now, completion_time=life.completion_time, ttl_seconds=ttl)
-        and not life.active,
+        delete=not life.active
+        and should_delete(now=now, completion_time=life.completion_time, ttl_seconds=ttl),
         next_check_in=next_check_in(
             now=now,
             phase=life.phase,
             start_time=life.start_time,
-            duration_seconds=spec.duration_seconds if spec is not None else None,
+            duration_seconds=duration,
             completion_time=life.completion_time,
             ttl_seconds=ttl,
-            interval=interval,
+            interval=_interval(spec),
         ),
         spec_error=spec_error,
         problems=problems,
