@@ -59,7 +59,7 @@ def state() -> OperatorState:
     return _STATE
 
 
-def to_kopf_error(err: Orb8Error) -> kopf.TemporaryError | kopf.PermanentError:
+def to_kopf_error(*, err: Orb8Error) -> kopf.TemporaryError | kopf.PermanentError:
     """Retryable orb8 errors are retried by kopf; the rest stop the handler."""
     if err.retryable:
         return kopf.TemporaryError(str(err), delay=10)
@@ -90,12 +90,12 @@ def configure_settings(*, settings: kopf.OperatorSettings) -> None:
 
 
 @kopf.index("pods")
-def pods_by_node(body: kopf.Body, **_: Any) -> dict[str, PodEntry]:
+def pods_by_node(*, body: kopf.Body, **_: Any) -> dict[str, PodEntry]:
     return pod_index_value(body=body)
 
 
 @kopf.index("nodes")
-def node_labels(body: kopf.Body, **_: Any) -> dict[str, tuple[tuple[str, str], ...]]:
+def node_labels(*, body: kopf.Body, **_: Any) -> dict[str, tuple[tuple[str, str], ...]]:
     return node_index_value(body=body)
 
 
@@ -112,7 +112,7 @@ def _labels(index: kopf.Index[str, tuple[tuple[str, str], ...]]) -> dict[str, di
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def startup(*, settings: kopf.OperatorSettings, **_: Any) -> None:
     configure_settings(settings=settings)
     st = state()
     st.api = await kube.new_api_client()
@@ -135,7 +135,7 @@ def active_sessions(**_: Any) -> int:
     return len(state().sessions)
 
 
-async def sync_node_configs(st: OperatorState) -> None:
+async def sync_node_configs(*, st: OperatorState) -> None:
     """Bring every NodeAgentConfig in line with the registry of active sessions."""
     if st.api is None:
         return
@@ -164,7 +164,7 @@ async def _sync_loop(st: OperatorState) -> None:
             await asyncio.wait_for(st.dirty.wait(), timeout=RESYNC_INTERVAL)
         st.dirty.clear()
         try:
-            await sync_node_configs(st)
+            await sync_node_configs(st=st)
             delay = 1.0
         except Orb8Error as err:
             _log.warning("nodeagentconfig sync failed, retrying in %.0fs: %s", delay, err)
@@ -220,7 +220,7 @@ async def _reconcile(
                 api=st.api, kind=kind, namespace=outcome.namespace, name=outcome.name
             )
         except Orb8Error as err:
-            raise to_kopf_error(err) from err
+            raise to_kopf_error(err=err) from err
     if fail_on_invalid and outcome.spec_error is not None:
         # The Failed status above is still written; kopf stops retrying this generation.
         raise kopf.PermanentError(outcome.spec_error)
@@ -240,7 +240,7 @@ def _register_kind(kind: SessionKind, plural: str) -> None:
     @kopf.on.resume(GROUP, VERSION, plural, id=f"{plural}-reconcile")
     @kopf.on.update(GROUP, VERSION, plural, field="spec", id=f"{plural}-reconcile")
     async def changed(
-        body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **kwargs: Any
+        *, body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **kwargs: Any
     ) -> None:
         await _reconcile(
             kind=kind,
@@ -253,7 +253,9 @@ def _register_kind(kind: SessionKind, plural: str) -> None:
         )
 
     @kopf.timer(GROUP, VERSION, plural, interval=RECONCILE_INTERVAL, id=f"{plural}-tick")
-    async def tick(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **kwargs: Any) -> None:
+    async def tick(
+        *, body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **kwargs: Any
+    ) -> None:
         await _reconcile(
             kind=kind,
             body=body,
@@ -265,7 +267,7 @@ def _register_kind(kind: SessionKind, plural: str) -> None:
         )
 
     @kopf.on.delete(GROUP, VERSION, plural, id=f"{plural}-forget")
-    def deleted(meta: Mapping[str, Any], **_: Any) -> None:
+    def deleted(*, meta: Mapping[str, Any], **_: Any) -> None:
         _forget(str(meta.get("uid", "")))
 
 

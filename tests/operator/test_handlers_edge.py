@@ -34,7 +34,7 @@ def test_settings_use_orb8_prefixes_and_watch_timeouts() -> None:
 )
 def test_errors_map_to_kopf(err: Exception, kind: type[Exception]) -> None:
     assert isinstance(err, ClusterUnavailableError | InvalidSpecError)
-    mapped = to_kopf_error(err)
+    mapped = to_kopf_error(err=err)
     assert isinstance(mapped, kind)
     assert str(err) in str(mapped)
 
