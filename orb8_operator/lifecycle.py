@@ -104,8 +104,13 @@ def evaluate(
     conditions: Sequence[Condition],
     nodes: Sequence[NodeEntry | GpuNodeEntry],
     matched_pods: int,
+    stale_after: float | None = None,
 ) -> Lifecycle:
-    """The next phase, times, conditions, and the Events for what changed."""
+    """The next phase, times, conditions, and the Events for what changed.
+
+    A node whose Running/Degraded report is older than ``stale_after`` seconds
+    counts as degraded ("no report for …"): its agent is probably gone.
+    """
     events: list[KubeEvent] = []
     conds: tuple[Condition, ...] = tuple(conditions)
 
@@ -166,8 +171,17 @@ def evaluate(
         )
 
     reported = [n for n in nodes if n.state != "Pending"]
-    healthy = [n for n in nodes if n.state in ("Running", "Degraded")]
-    bad = [n for n in nodes if n.state in ("Degraded", "Failed")]
+    problems: list[str] = []
+    healthy = []
+    for n in nodes:
+        age = None if n.last_report_time is None else (now - n.last_report_time).total_seconds()
+        if n.state in ("Running", "Degraded"):
+            if stale_after is not None and age is not None and age > stale_after:
+                problems.append(f"{n.node}: no report for {format_duration(round(age))}")
+                continue
+            healthy.append(n)
+        if n.state in ("Degraded", "Failed"):
+            problems.append(f"{n.node}: {n.state}" + (f" ({n.message})" if n.message else ""))
     # Running is kept once reached, even if every target pod goes away.
     phase: Phase = "Running" if reported or previous_phase == "Running" else "Pending"
 
@@ -189,10 +203,8 @@ def evaluate(
         put("Ready", "False", "NoHealthyNodes", "no node is collecting for this session")
 
     was_degraded = _status_of(conditions, "Degraded") == "True"
-    if bad:
-        text = "; ".join(
-            f"{n.node}: {n.state}" + (f" ({n.message})" if n.message else "") for n in bad
-        )
+    if problems:
+        text = "; ".join(problems)
         put("Degraded", "True", "NodesDegraded", text)
         if not was_degraded:
             events.append(KubeEvent("Warning", "Degraded", text))

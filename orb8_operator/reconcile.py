@@ -46,6 +46,8 @@ __all__ = [
 ]
 
 DEFAULT_INTERVAL_SECONDS = 15.0
+# A node that has missed this many report intervals counts as degraded.
+STALE_REPORTS = 4
 _TIME = TypeAdapter(Timestamp)
 
 
@@ -197,6 +199,7 @@ def reconcile_session(
         conditions=_conditions(status.get("conditions")),
         nodes=nodes,
         matched_pods=matched,
+        stale_after=STALE_REPORTS * _interval(spec),
     )
     patch: dict[str, Any] = {
         "phase": life.phase,

@@ -243,3 +243,32 @@ def test_next_check_in(
         )
         == expected
     )
+
+
+def test_a_node_that_stops_reporting_degrades_the_session() -> None:
+    # node_entry() reports at t=15; with stale_after=60 the report is stale from t=75.
+    nodes = [node_entry("node-a"), node_entry("node-b", state="Degraded", message="x")]
+
+    def at_time(now: float) -> Lifecycle:
+        return evaluate(
+            generation=1,
+            spec_error=None,
+            duration_seconds=None,
+            now=at(now),
+            previous_phase="Running",
+            start_time=at(0),
+            completion_time=None,
+            conditions=(),
+            nodes=nodes,
+            matched_pods=2,
+            stale_after=60,
+        )
+
+    fresh = at_time(75)
+    assert cond(fresh, "Degraded").message == "node-b: Degraded (x)"
+    assert cond(fresh, "Ready").message == "2/2 nodes reporting"
+    stale = at_time(135)
+    # A stale report's own state no longer says anything.
+    assert cond(stale, "Degraded").message == "node-a: no report for 2m; node-b: no report for 2m"
+    ready = cond(stale, "Ready")
+    assert (ready.status, ready.reason) == ("False", "NoHealthyNodes")
