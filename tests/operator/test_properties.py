@@ -7,7 +7,17 @@ from collections import defaultdict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orb8_common.models import Alert, Flow, NodeEntry, to_wire
+from orb8_common.models import (
+    Alert,
+    Flow,
+    LabelSelector,
+    LabelSelectorRequirement,
+    NodeEntry,
+    Selector,
+    to_wire,
+)
+from orb8_operator.resolve import resolve_targets
+from orb8_operator.selectors import matches_requirement
 from orb8_operator.status import (
     SEVERITY_RANK,
     bound_status,
@@ -17,7 +27,7 @@ from orb8_operator.status import (
     trace_status,
 )
 
-from .factories import alert, flow, node_entry
+from .factories import alert, flow, node_entry, pod
 
 NODES = ["node-a", "node-b", "node-c"]
 
@@ -121,3 +131,51 @@ def test_bound_status_fits_whenever_lists_can_shrink(flows: list[Flow], budget: 
             value={**status, "flows": [], "nodes": [{"node": n, "flows": []} for n in NODES]}
         ),
     )
+
+
+label_values = st.sampled_from(["a", "b", "c"])
+label_sets = st.dictionaries(st.sampled_from(["app", "tier", "zone"]), label_values, max_size=3)
+requirements = st.builds(
+    lambda key, op, values: LabelSelectorRequirement.model_validate(
+        {"key": key, "operator": op, "values": values if op in ("In", "NotIn") else []}
+    ),
+    st.sampled_from(["app", "tier", "zone"]),
+    st.sampled_from(["In", "NotIn", "Exists", "DoesNotExist"]),
+    st.lists(label_values, min_size=1, max_size=2),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(label_sets, st.sampled_from(NODES), st.booleans()), max_size=12),
+    label_sets,
+    st.lists(requirements, max_size=3),
+)
+def test_resolve_partitions_exactly_the_matching_targets(
+    specs: list[tuple[dict[str, str], str, bool]],
+    match_labels: dict[str, str],
+    reqs: list[LabelSelectorRequirement],
+) -> None:
+    pods = [
+        pod(f"p{i}", node=node, labels=labels, phase="Running" if running else "Succeeded")
+        for i, (labels, node, running) in enumerate(specs)
+    ]
+    selector = Selector(
+        pod_selector=LabelSelector(match_labels=match_labels, match_expressions=tuple(reqs))
+    )
+    targets = resolve_targets(
+        selector=selector, session_namespace="shop", pods=pods, node_labels={}
+    )
+    chosen = [p for ps in targets.values() for p in ps]
+    assert len(chosen) == len({p.uid for p in chosen})
+    for node, group in targets.items():
+        assert group and all(p.node == node for p in group)
+        assert [p.name for p in group] == sorted(p.name for p in group)
+    expected = {
+        p.uid
+        for p in pods
+        if p.phase == "Running"
+        and all(p.label_map.get(k) == v for k, v in match_labels.items())
+        and all(matches_requirement(requirement=r, labels=p.label_map) for r in reqs)
+    }
+    assert {p.uid for p in chosen} == expected
