@@ -166,11 +166,15 @@ async def _sync_loop(st: OperatorState) -> None:
         try:
             await sync_node_configs(st=st)
             delay = 1.0
+            continue
         except Orb8Error as err:
             _log.warning("nodeagentconfig sync failed, retrying in %.0fs: %s", delay, err)
-            st.dirty.set()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+        except Exception:
+            # The loop must outlive any bug or transport error, or agents stop getting updates.
+            _log.exception("nodeagentconfig sync crashed, retrying in %.0fs", delay)
+        st.dirty.set()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
 
 
 # --- sessions ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -39,15 +40,23 @@ MANAGED_BY = "orb8-operator"
 _MERGE_PATCH = "application/merge-patch+json"
 _MANAGED_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
 _MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+# What a request can raise: an HTTP answer, or no answer at all.
+_FAILURES = (ApiException, aiohttp.ClientError, TimeoutError)
+
+
+def _status(err: Exception) -> int:
+    return int(getattr(err, "status", 0) or 0) if isinstance(err, ApiException) else 0
 
 
 class ApiRequestError(Orb8Error):
     """The apiserver refused a request for a reason retrying will not fix."""
 
 
-def translate(err: ApiException, *, what: str) -> Orb8Error:
-    """Server errors, throttling and conflicts are retryable; other 4xx are not."""
-    status = int(getattr(err, "status", 0) or 0)
+def translate(err: Exception, *, what: str) -> Orb8Error:
+    """Server errors, throttling, conflicts and transport errors are retryable; other 4xx not."""
+    if not isinstance(err, ApiException):
+        return ClusterUnavailableError(f"{what}: {type(err).__name__}: {err}")
+    status = _status(err)
     text = f"{what}: HTTP {status} {getattr(err, 'reason', '')}".strip()
     if status in (0, 409, 429) or status >= 500:
         return ClusterUnavailableError(text)
@@ -76,7 +85,7 @@ async def list_node_configs(*, api: client.ApiClient) -> dict[str, dict[str, Any
         found = await objects.list_cluster_custom_object(
             GROUP, VERSION, PLURALS["NodeAgentConfig"], label_selector=_MANAGED_SELECTOR
         )
-    except ApiException as err:
+    except _FAILURES as err:
         raise translate(err, what="list nodeagentconfigs") from err
     out: dict[str, dict[str, Any]] = {}
     for item in found.get("items") or ():
@@ -93,7 +102,7 @@ async def list_session_uids(*, api: client.ApiClient) -> set[str]:
     for kind in ("TraceSession", "GpuTelemetry"):
         try:
             found = await objects.list_cluster_custom_object(GROUP, VERSION, PLURALS[kind])
-        except ApiException as err:
+        except _FAILURES as err:
             raise translate(err, what=f"list {PLURALS[kind]}") from err
         for item in found.get("items") or ():
             uid = (item.get("metadata") or {}).get("uid")
@@ -127,13 +136,13 @@ async def apply_node_config_plan(*, api: client.ApiClient, plan: NodeConfigPlan)
             await objects.patch_cluster_custom_object(  # type: ignore[call-arg]
                 GROUP, VERSION, plural, node, patch, _content_type=_MERGE_PATCH
             )
-        except ApiException as err:
+        except _FAILURES as err:
             raise translate(err, what=f"write nodeagentconfig/{node}") from err
     for node in plan.delete:
         try:
             await objects.delete_cluster_custom_object(GROUP, VERSION, plural, node)
-        except ApiException as err:
-            if err.status != 404:
+        except _FAILURES as err:
+            if _status(err) != 404:
                 raise translate(err, what=f"delete nodeagentconfig/{node}") from err
 
 
@@ -144,6 +153,6 @@ async def delete_session(*, api: client.ApiClient, kind: str, namespace: str, na
         await objects.delete_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURALS[kind], name
         )
-    except ApiException as err:
-        if err.status != 404:
+    except _FAILURES as err:
+        if _status(err) != 404:
             raise translate(err, what=f"delete {PLURALS[kind]}/{namespace}/{name}") from err

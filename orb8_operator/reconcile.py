@@ -178,14 +178,21 @@ def reconcile_session(
     except InvalidSpecError as err:
         spec_error = str(err)
 
-    targets: Targets = {}
-    if spec is not None:
-        targets = resolve_targets(
-            selector=spec.selector, session_namespace=namespace, pods=pods, node_labels=node_labels
-        )
-    matched = count_pods(targets=targets)
-    raw_nodes, nodes, problems = _node_entries(kind, status)
     phase = status.get("phase")
+    targets: Targets = {}
+    stored = status.get("matchedPods")
+    if phase == "Completed" and type(stored) is int:
+        matched = stored  # final: no need to walk the pod index again
+    else:
+        if spec is not None:
+            targets = resolve_targets(
+                selector=spec.selector,
+                session_namespace=namespace,
+                pods=pods,
+                node_labels=node_labels,
+            )
+        matched = count_pods(targets=targets)
+    raw_nodes, nodes, problems = _node_entries(kind, status)
     duration = spec.duration_seconds if spec is not None else None
 
     life = evaluate(

@@ -56,3 +56,13 @@ def test_api_errors_translate(status: int, retryable: bool) -> None:
     err = translate(ApiException(status=status, reason="Nope"), what="list nodeagentconfigs")
     assert err.retryable is retryable
     assert str(err).startswith(f"list nodeagentconfigs: HTTP {status}")
+
+
+def test_transport_errors_are_retryable() -> None:
+    import aiohttp
+
+    from orb8_operator.kube import translate
+
+    err = translate(aiohttp.ClientConnectionError("refused"), what="list nodeagentconfigs")
+    assert err.retryable
+    assert str(err) == "list nodeagentconfigs: ClientConnectionError: refused"

@@ -212,3 +212,12 @@ def test_changed_fields_skips_what_is_already_stored() -> None:
     assert changed_fields(current=first, patch=again.status) == {}
     stored = {**first, "completionTime": "2026-11-29T04:00:00Z"}
     assert changed_fields(current=stored, patch=again.status) == {"completionTime": None}
+
+
+def test_completed_session_keeps_its_matched_pods_without_resolving() -> None:
+    status = {"phase": "Completed", "matchedPods": 7, "completionTime": format_time(at(5))}
+    out = reconcile_session(
+        kind="TraceSession", body=body(SPEC, status), pods=PODS, node_labels={}, now=at(10)
+    )
+    assert out.status["matchedPods"] == 7
+    assert out.active is None
