@@ -1,4 +1,4 @@
-"""``orb8-operator``: run the kopf operator cluster-wide.
+"""``orb8-operator``: run the kopf operator, cluster-wide unless namespaces are given.
 
 Credentials come from the in-cluster service account, else $KUBECONFIG or
 ~/.kube/config (kopf's own login and the kubernetes_asyncio client both follow
@@ -24,6 +24,12 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("ORB8_LIVENESS_ENDPOINT", "http://0.0.0.0:8080/healthz"),
         help="liveness endpoint URL (default: %(default)s)",
     )
+    parser.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        help="serve sessions only in this namespace (repeatable; default: all namespaces)",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument(
         "--peering",
@@ -42,8 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Importing registers the handlers with kopf's default registry.
     from orb8_operator import handlers  # noqa: F401
 
+    # Cluster-scoped kinds (nodes, NodeAgentConfigs) are watched cluster-wide either way.
     kopf.run(
-        clusterwide=True,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
         standalone=not args.peering,
         liveness_endpoint=args.liveness,
     )

@@ -43,6 +43,8 @@ def test_cli_defaults() -> None:
     args = _parser().parse_args([])
     assert args.liveness.endswith("/healthz")
     assert args.peering is False
+    assert args.namespace == []
+    assert _parser().parse_args(["--namespace", "a", "--namespace", "b"]).namespace == ["a", "b"]
 
 
 @pytest.mark.parametrize(
