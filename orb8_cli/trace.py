@@ -24,8 +24,8 @@ from orb8_agent.dataplane.aggregate import FlowTable, SyscallTable
 from orb8_agent.dataplane.flows import FlowCollector
 from orb8_agent.dataplane.models import Alert, Flow, tcp_flag_names, tcp_state
 from orb8_agent.dataplane.syscalls import Hook, SyscallCollector
+from orb8_cli.durations import parse_cli_duration
 from orb8_cli.humanize import human_bytes, human_count, table
-from orb8_common.durations import parse_duration
 from orb8_common.errors import UsageError
 
 DEFAULT_ALERTS = (
@@ -91,7 +91,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def _check_common(args: argparse.Namespace) -> float:
     if not args.local:
         raise UsageError("only --local is supported here; in a cluster apply a TraceSession")
-    return parse_duration(args.duration, allow_zero=False)
+    return parse_cli_duration(args.duration, allow_zero=False)
 
 
 def _require_root() -> None:

@@ -18,10 +18,10 @@ SourceKind = Literal["auto", "dcgmExporter", "nvml"]
 
 def parse_duration(text: str) -> timedelta:
     """Go-style durations as the CRDs accept them: 90s, 10m, 1h30m, 1.5h."""
-    try:
-        return timedelta(seconds=parse_seconds(text))
-    except ValueError as err:
-        raise InvalidSpecError(str(err)) from err
+    seconds = parse_seconds(text)
+    if seconds < 0:
+        raise InvalidSpecError(f"duration {text!r} must not be negative")
+    return timedelta(seconds=seconds)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,9 @@ from orb8_agent.dataplane.models import Flow, SyscallCount, tcp_flag_names, tcp_
 from orb8_agent.dataplane.objects import object_path
 from orb8_agent.dataplane.syscall_names import name_of, nr_of
 from orb8_agent.preflight import effective_capabilities
+from orb8_cli.durations import InvalidDurationError
+from orb8_cli.durations import parse_cli_duration as parse_duration
 from orb8_cli.humanize import human_bytes, human_count
-from orb8_common.durations import InvalidDurationError, parse_duration
 from orb8_common.errors import UsageError
 
 

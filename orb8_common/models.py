@@ -1,0 +1,530 @@
+"""Typed models of orb8's specs, per-node agent configuration and status rows.
+
+Field names are snake_case in Python and camelCase on the wire (aliases);
+either spelling is accepted on input. Serialise for the apiserver with
+:func:`to_wire`. Durations stay strings (as written by the user) and are
+validated with :mod:`orb8_common.durations`; the ``*_seconds`` properties
+give their value.
+
+:func:`parse_trace_session_spec` and :func:`parse_gpu_telemetry_spec` turn a
+raw spec dict into a model or raise :class:`InvalidSpecError` with a one-line
+message naming the offending field.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from orb8_common.durations import parse_duration
+from orb8_common.errors import InvalidSpecError
+
+__all__ = [
+    "DANGEROUS_SYSCALLS",
+    "AgentContainer",
+    "AgentGpu",
+    "AgentPod",
+    "AgentSession",
+    "Alert",
+    "AlertProcess",
+    "Condition",
+    "ConditionStatus",
+    "DcgmExporterSource",
+    "Direction",
+    "Flow",
+    "FlowEndpoint",
+    "GpuAlert",
+    "GpuAlertsSpec",
+    "GpuDevice",
+    "GpuNodeEntry",
+    "GpuPodRow",
+    "GpuSource",
+    "GpuSummary",
+    "GpuTelemetrySpec",
+    "Interval",
+    "LabelSelector",
+    "LabelSelectorRequirement",
+    "NetworkProbe",
+    "NodeAgentConfigSpec",
+    "NodeEntry",
+    "NodeState",
+    "NvmlSource",
+    "Probes",
+    "Protocol",
+    "Selector",
+    "SessionKind",
+    "Severity",
+    "SyscallProbe",
+    "Timestamp",
+    "TraceSessionSpec",
+    "TraceSummary",
+    "format_time",
+    "parse_gpu_telemetry_spec",
+    "parse_trace_session_spec",
+    "to_wire",
+]
+
+# Syscalls alerted on when spec.probes.syscalls.alertOn is omitted.
+DANGEROUS_SYSCALLS: tuple[str, ...] = (
+    "ptrace",
+    "mount",
+    "umount2",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "kexec_load",
+    "kexec_file_load",
+    "bpf",
+    "setns",
+    "unshare",
+    "open_by_handle_at",
+    "syslog",
+    "pivot_root",
+    "swapon",
+    "reboot",
+    "perf_event_open",
+    "process_vm_writev",
+    "userfaultfd",
+    "keyctl",
+)
+
+Direction = Literal["ingress", "egress"]
+Protocol = Literal["TCP", "UDP", "ICMP", "ICMPv6"]
+NodeState = Literal["Pending", "Running", "Degraded", "Failed", "Stopped"]
+Severity = Literal["Low", "Medium", "High", "Critical"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+SessionKind = Literal["TraceSession", "GpuTelemetry"]
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC at second precision, the way metav1.Time is written."""
+    return _utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _utc(value: datetime) -> datetime:
+    # Naive times are taken as UTC; everything is compared in UTC.
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+Timestamp = Annotated[datetime, AfterValidator(_utc), PlainSerializer(format_time, return_type=str)]
+
+
+# parse_duration raises InvalidDurationError, a ValueError, so pydantic names the field.
+def _positive_duration(value: str) -> str:
+    if parse_duration(value) <= 0:
+        raise ValueError(f"duration {value!r} must be greater than zero")
+    return value
+
+
+def _non_negative_duration(value: str) -> str:
+    if parse_duration(value) < 0:
+        raise ValueError(f"duration {value!r} must not be negative")
+    return value
+
+
+def _interval(value: str) -> str:
+    if parse_duration(value) < 1:
+        raise ValueError(f"interval {value!r} must be at least 1s")
+    return value
+
+
+Interval = Annotated[str, AfterValidator(_interval)]
+PositiveDuration = Annotated[str, AfterValidator(_positive_duration)]
+NonNegativeDuration = Annotated[str, AfterValidator(_non_negative_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+        frozen=True,
+    )
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def to_wire(model: BaseModel) -> dict[str, Any]:
+    """The JSON-ready camelCase dict the apiserver stores (None fields omitted)."""
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _parse(model: type[M], raw: Any, where: str) -> M:
+    """Validate ``raw`` into ``model``; one-line InvalidSpecError naming the field."""
+    if raw is None:
+        raw = {}
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = where
+        for part in first["loc"]:
+            loc += f"[{part}]" if isinstance(part, int) else f".{part}"
+        msg = first["msg"].removeprefix("Value error, ")
+        # Model-level checks name their field as "<field>: <message>".
+        field, sep, rest = msg.partition(": ")
+        if sep and field.isidentifier():
+            loc, msg = f"{loc}.{field}", rest
+        extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+        raise InvalidSpecError(f"{loc}: {msg}{extra}") from None
+
+
+# --- selectors --------------------------------------------------------------
+
+
+class LabelSelectorRequirement(_Model):
+    key: str = Field(min_length=1)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _values_fit_operator(self) -> LabelSelectorRequirement:
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise ValueError(f"operator {self.operator} needs at least one value")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise ValueError(f"operator {self.operator} takes no values")
+        return self
+
+
+class LabelSelector(_Model):
+    """metav1.LabelSelector. An empty selector matches every pod."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: tuple[LabelSelectorRequirement, ...] = ()
+
+
+class Selector(_Model):
+    # None and {} both match every pod in the selected namespaces.
+    pod_selector: LabelSelector | None = None
+    # Empty: the session's own namespace.
+    namespaces: tuple[str, ...] = ()
+    node_selector: dict[str, str] = Field(default_factory=dict)
+
+
+# --- TraceSession -------------------------------------------------------------
+
+
+class NetworkProbe(_Model):
+    enabled: bool = False
+    directions: tuple[Direction, ...] = ("ingress", "egress")
+    protocols: tuple[Protocol, ...] = ("TCP", "UDP", "ICMP", "ICMPv6")
+    top_flows: int = Field(default=50, ge=1, le=1000)
+
+    @field_validator("directions", "protocols")
+    @classmethod
+    def _non_empty_unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must list at least one entry")
+        if len(set(value)) != len(value):
+            raise ValueError("must not repeat entries")
+        return value
+
+
+class SyscallProbe(_Model):
+    enabled: bool = False
+    alert_on: tuple[str, ...] = DANGEROUS_SYSCALLS
+    learning_period: NonNegativeDuration = "0s"
+    max_alerts: int = Field(default=100, ge=1, le=1000)
+
+    @field_validator("alert_on")
+    @classmethod
+    def _syscall_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must list at least one syscall")
+        for name in value:
+            if not name or not all(c.isascii() and (c.isalnum() or c == "_") for c in name):
+                raise ValueError(f"{name!r} is not a syscall name")
+        return tuple(dict.fromkeys(value))
+
+    @property
+    def learning_period_seconds(self) -> float:
+        return parse_duration(self.learning_period)
+
+
+class Probes(_Model):
+    network: NetworkProbe = Field(default_factory=NetworkProbe)
+    syscalls: SyscallProbe = Field(default_factory=SyscallProbe)
+
+
+class TraceSessionSpec(_Model):
+    selector: Selector = Field(default_factory=Selector)
+    probes: Probes = Field(default_factory=Probes)
+    duration: PositiveDuration | None = None
+    report_interval: Interval = "15s"
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _some_probe(self) -> TraceSessionSpec:
+        if not (self.probes.network.enabled or self.probes.syscalls.enabled):
+            raise ValueError("probes: enable at least one of network, syscalls")
+        return self
+
+    @property
+    def duration_seconds(self) -> float | None:
+        return None if self.duration is None else parse_duration(self.duration)
+
+    @property
+    def report_interval_seconds(self) -> float:
+        return parse_duration(self.report_interval)
+
+
+# --- GpuTelemetry -------------------------------------------------------------
+
+
+class DcgmExporterSource(_Model):
+    port: int = Field(default=9400, ge=1, le=65535)
+    path: str = "/metrics"
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("path must start with /")
+        return value
+
+
+class NvmlSource(_Model):
+    pass
+
+
+class GpuSource(_Model):
+    """Exactly one of dcgmExporter / nvml, or neither for auto-detection."""
+
+    dcgm_exporter: DcgmExporterSource | None = None
+    nvml: NvmlSource | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GpuSource:
+        if self.dcgm_exporter is not None and self.nvml is not None:
+            raise ValueError("set at most one of dcgmExporter, nvml")
+        return self
+
+    @property
+    def kind(self) -> Literal["dcgmExporter", "nvml", "auto"]:
+        if self.dcgm_exporter is not None:
+            return "dcgmExporter"
+        return "nvml" if self.nvml is not None else "auto"
+
+
+class GpuAlertsSpec(_Model):
+    idle_utilization_percent: int | None = Field(default=None, ge=0, le=100)
+    idle_for: PositiveDuration | None = None
+    memory_used_percent: int | None = Field(default=None, ge=0, le=100)
+
+    @property
+    def idle_for_seconds(self) -> float:
+        return 0.0 if self.idle_for is None else parse_duration(self.idle_for)
+
+
+class GpuTelemetrySpec(_Model):
+    selector: Selector = Field(default_factory=Selector)
+    source: GpuSource = Field(default_factory=GpuSource)
+    interval: Interval = "15s"
+    duration: PositiveDuration | None = None
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+    alerts: GpuAlertsSpec = Field(default_factory=GpuAlertsSpec)
+
+    @property
+    def duration_seconds(self) -> float | None:
+        return None if self.duration is None else parse_duration(self.duration)
+
+    @property
+    def interval_seconds(self) -> float:
+        return parse_duration(self.interval)
+
+
+def parse_trace_session_spec(raw: Any) -> TraceSessionSpec:
+    return _parse(TraceSessionSpec, raw, "spec")
+
+
+def parse_gpu_telemetry_spec(raw: Any) -> GpuTelemetrySpec:
+    return _parse(GpuTelemetrySpec, raw, "spec")
+
+
+# --- NodeAgentConfig ----------------------------------------------------------
+
+
+class AgentContainer(_Model):
+    name: str
+    id: str
+
+
+class AgentPod(_Model):
+    uid: str
+    namespace: str
+    name: str
+    ips: tuple[str, ...] = ()
+    host_network: bool = False
+    containers: tuple[AgentContainer, ...] = ()
+
+
+class AgentGpu(_Model):
+    source: GpuSource = Field(default_factory=GpuSource)
+    interval: Interval = "15s"
+    alerts: GpuAlertsSpec = Field(default_factory=GpuAlertsSpec)
+
+
+class AgentSession(_Model):
+    uid: str
+    kind: SessionKind
+    namespace: str
+    name: str
+    generation: int = 0
+    report_interval: Interval = "15s"
+    probes: Probes | None = None  # TraceSession only
+    gpu: AgentGpu | None = None  # GpuTelemetry only
+    pods: tuple[AgentPod, ...] = ()
+
+
+class NodeAgentConfigSpec(_Model):
+    node_name: str
+    sessions: tuple[AgentSession, ...] = ()
+
+
+# --- status rows ---------------------------------------------------------------
+
+
+class FlowEndpoint(_Model):
+    # namespace/pod are empty for endpoints outside the cluster's pods.
+    namespace: str = ""
+    pod: str = ""
+    ip: str
+    port: int | None = None  # None for ICMP
+
+
+class Flow(_Model):
+    source: FlowEndpoint
+    destination: FlowEndpoint
+    protocol: Protocol
+    bytes: int = Field(default=0, ge=0)
+    packets: int = Field(default=0, ge=0)
+    first_seen: Timestamp | None = None
+    last_seen: Timestamp | None = None
+    node: str = ""
+
+
+class AlertProcess(_Model):
+    pid: int
+    comm: str = ""
+
+
+class Alert(_Model):
+    namespace: str
+    pod: str
+    container: str = ""
+    node: str = ""
+    syscall: str
+    count: int = Field(default=1, ge=0)
+    severity: Severity = "High"
+    reason: str = ""
+    first_seen: Timestamp | None = None
+    last_seen: Timestamp | None = None
+    process: AlertProcess | None = None
+
+
+class GpuDevice(_Model):
+    uuid: str
+    index: int | None = None
+    model: str = ""
+    sharing: Literal["exclusive", "time-sliced", "mig"] = "exclusive"
+    mig_profile: str = ""
+    utilization_percent: float | None = None
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+    temperature_celsius: float | None = None
+    power_watts: float | None = None
+    last_updated: Timestamp | None = None
+
+
+class GpuPodRow(_Model):
+    namespace: str
+    pod: str
+    container: str = ""
+    node: str = ""
+    gpus: tuple[GpuDevice, ...] = ()
+
+
+class GpuAlert(_Model):
+    """A GPU alert raised by a node's agent (it keeps the idle history)."""
+
+    namespace: str
+    pod: str
+    container: str = ""
+    node: str = ""
+    gpu: str  # the GPU's UUID
+    kind: Literal["Idle", "MemoryHigh"]
+    message: str = ""
+    value: float | None = None  # the reading that raised it, a percentage
+    first_seen: Timestamp | None = None
+    last_seen: Timestamp | None = None
+
+
+class NodeEntry(_Model):
+    """One node's share of a TraceSession's status (written by that node's agent)."""
+
+    node: str
+    state: NodeState = "Pending"
+    probes: tuple[str, ...] = ()
+    message: str = ""
+    last_report_time: Timestamp | None = None
+    flow_count: int = Field(default=0, ge=0)
+    bytes: int = Field(default=0, ge=0)
+    packets: int = Field(default=0, ge=0)
+    alert_count: int = Field(default=0, ge=0)
+    dropped_events: int = Field(default=0, ge=0)
+    flows: tuple[Flow, ...] = ()
+    alerts: tuple[Alert, ...] = ()
+
+
+class GpuNodeEntry(_Model):
+    """One node's share of a GpuTelemetry's status (written by that node's agent)."""
+
+    node: str
+    state: NodeState = "Pending"
+    source: str = ""  # dcgmExporter | nvml, as detected
+    message: str = ""
+    last_report_time: Timestamp | None = None
+    pods: tuple[GpuPodRow, ...] = ()
+    alerts: tuple[GpuAlert, ...] = ()
+
+
+class TraceSummary(_Model):
+    flows: int = 0
+    bytes: int = 0
+    packets: int = 0
+    alerts: int = 0
+    nodes: int = 0
+    pods: int = 0
+
+
+class GpuSummary(_Model):
+    gpus: int = 0
+    pods: int = 0
+    avg_utilization: float | None = None
+    memory_used_bytes: int = 0
+
+
+class Condition(_Model):
+    """metav1.Condition."""
+
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str = ""
+    last_transition_time: Timestamp
+    observed_generation: int | None = None

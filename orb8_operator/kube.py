@@ -1,0 +1,158 @@
+"""The operator's few Kubernetes API calls (kubernetes_asyncio), with API errors
+mapped onto the orb8 error tree. Kept apart from the kopf handlers so each
+call is one small, named function.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from orb8_common.errors import ClusterUnavailableError, Orb8Error
+from orb8_operator.nodeconfig import NodeConfigPlan
+
+__all__ = [
+    "GROUP",
+    "MANAGED_BY",
+    "PLURALS",
+    "VERSION",
+    "apply_node_config_plan",
+    "delete_session",
+    "list_node_configs",
+    "list_session_uids",
+    "new_api_client",
+    "translate",
+]
+
+GROUP = "orb8.io"
+VERSION = "v1alpha1"
+PLURALS: Mapping[str, str] = {
+    "TraceSession": "tracesessions",
+    "GpuTelemetry": "gputelemetries",
+    "NodeAgentConfig": "nodeagentconfigs",
+}
+MANAGED_BY = "orb8-operator"
+_MERGE_PATCH = "application/merge-patch+json"
+_MANAGED_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
+_MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+# What a request can raise: an HTTP answer, or no answer at all.
+_FAILURES = (ApiException, aiohttp.ClientError, TimeoutError)
+
+
+def _status(err: Exception) -> int:
+    return int(getattr(err, "status", 0) or 0) if isinstance(err, ApiException) else 0
+
+
+class ApiRequestError(Orb8Error):
+    """The apiserver refused a request for a reason retrying will not fix."""
+
+
+def translate(err: Exception, *, what: str) -> Orb8Error:
+    """Server errors, throttling, conflicts and transport errors are retryable; other 4xx not."""
+    if not isinstance(err, ApiException):
+        return ClusterUnavailableError(f"{what}: {type(err).__name__}: {err}")
+    status = _status(err)
+    text = f"{what}: HTTP {status} {getattr(err, 'reason', '')}".strip()
+    if status in (0, 409, 429) or status >= 500:
+        return ClusterUnavailableError(text)
+    return ApiRequestError(text)
+
+
+async def new_api_client() -> client.ApiClient:
+    """An API client from the in-cluster service account, else $KUBECONFIG / ~/.kube/config."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return client.ApiClient()
+    cfg = client.Configuration()
+    await config.load_kube_config(
+        config_file=os.environ.get("KUBECONFIG"), client_configuration=cfg
+    )
+    return client.ApiClient(configuration=cfg)
+
+
+async def list_node_configs(*, api: client.ApiClient) -> dict[str, dict[str, Any]]:
+    """node name → stored spec of every NodeAgentConfig this operator manages.
+
+    Objects without the managed-by label are not ours to patch or delete.
+    """
+    objects = client.CustomObjectsApi(api)
+    try:
+        found = await objects.list_cluster_custom_object(
+            GROUP, VERSION, PLURALS["NodeAgentConfig"], label_selector=_MANAGED_SELECTOR
+        )
+    except _FAILURES as err:
+        raise translate(err, what="list nodeagentconfigs") from err
+    out: dict[str, dict[str, Any]] = {}
+    for item in found.get("items") or ():
+        name = (item.get("metadata") or {}).get("name")
+        if isinstance(name, str):
+            out[name] = item.get("spec") or {}
+    return out
+
+
+async def list_session_uids(*, api: client.ApiClient) -> set[str]:
+    """The uids of every TraceSession and GpuTelemetry that exists now."""
+    objects = client.CustomObjectsApi(api)
+    uids: set[str] = set()
+    for kind in ("TraceSession", "GpuTelemetry"):
+        try:
+            found = await objects.list_cluster_custom_object(GROUP, VERSION, PLURALS[kind])
+        except _FAILURES as err:
+            raise translate(err, what=f"list {PLURALS[kind]}") from err
+        for item in found.get("items") or ():
+            uid = (item.get("metadata") or {}).get("uid")
+            if isinstance(uid, str):
+                uids.add(uid)
+    return uids
+
+
+async def apply_node_config_plan(*, api: client.ApiClient, plan: NodeConfigPlan) -> None:
+    """Create, replace the spec of, and delete NodeAgentConfigs as planned."""
+    objects = client.CustomObjectsApi(api)
+    plural = PLURALS["NodeAgentConfig"]
+    for node, spec in {**plan.create, **plan.patch}.items():
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "NodeAgentConfig",
+            "metadata": {"name": node, "labels": _MANAGED_LABELS},
+            "spec": spec,
+        }
+        # An unlabelled object of the same name is taken over by the patch.
+        patch = {"metadata": {"labels": _MANAGED_LABELS}, "spec": spec}
+        try:
+            if node in plan.create:
+                try:
+                    await objects.create_cluster_custom_object(GROUP, VERSION, plural, body)
+                    continue
+                except ApiException as err:
+                    if err.status != 409:
+                        raise
+            # CRDs take no strategic merge patch; the stub lacks _content_type.
+            await objects.patch_cluster_custom_object(  # type: ignore[call-arg]
+                GROUP, VERSION, plural, node, patch, _content_type=_MERGE_PATCH
+            )
+        except _FAILURES as err:
+            raise translate(err, what=f"write nodeagentconfig/{node}") from err
+    for node in plan.delete:
+        try:
+            await objects.delete_cluster_custom_object(GROUP, VERSION, plural, node)
+        except _FAILURES as err:
+            if _status(err) != 404:
+                raise translate(err, what=f"delete nodeagentconfig/{node}") from err
+
+
+async def delete_session(*, api: client.ApiClient, kind: str, namespace: str, name: str) -> None:
+    """Delete a finished session whose TTL expired; already gone is fine."""
+    objects = client.CustomObjectsApi(api)
+    try:
+        await objects.delete_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURALS[kind], name
+        )
+    except _FAILURES as err:
+        if _status(err) != 404:
+            raise translate(err, what=f"delete {PLURALS[kind]}/{namespace}/{name}") from err

@@ -1,0 +1,62 @@
+"""``orb8-operator``: run the kopf operator, cluster-wide unless namespaces are given.
+
+Credentials come from the in-cluster service account, else $KUBECONFIG or
+~/.kube/config (kopf's own login and the kubernetes_asyncio client both follow
+that order). A liveness endpoint answers on ``--liveness``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+
+import kopf
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orb8-operator", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--liveness",
+        default=os.environ.get("ORB8_LIVENESS_ENDPOINT", "http://0.0.0.0:8080/healthz"),
+        help="liveness endpoint URL (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        help="serve sessions only in this namespace (repeatable; default: all namespaces)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--peering",
+        action="store_true",
+        help="coordinate with other operator replicas through kopf peering (needs its CRD)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Importing registers the handlers with kopf's default registry.
+    from orb8_operator import handlers  # noqa: F401
+
+    # Cluster-scoped kinds (nodes, NodeAgentConfigs) are watched cluster-wide either way.
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        standalone=not args.peering,
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,174 @@
+"""Per-node agent configuration: build the desired NodeAgentConfig specs from
+all active sessions, and plan the writes that bring the cluster there.
+
+The builder is a pure function of *all* active sessions, so a caller must
+have seen every session (e.g. after the initial listing) before it acts on a
+plan's deletions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from orb8_common.models import (
+    AgentContainer,
+    AgentGpu,
+    AgentPod,
+    AgentSession,
+    GpuTelemetrySpec,
+    NodeAgentConfigSpec,
+    SessionKind,
+    TraceSessionSpec,
+    to_wire,
+)
+from orb8_operator.pods import PodEntry
+
+__all__ = [
+    "ActiveSession",
+    "NodeConfigPlan",
+    "agent_pod",
+    "agent_session",
+    "build_node_configs",
+    "keep_unreconciled",
+    "plan_node_configs",
+]
+
+
+@dataclass(frozen=True)
+class ActiveSession:
+    """A session the agents should serve now, with its resolved targets."""
+
+    uid: str
+    kind: SessionKind
+    namespace: str
+    name: str
+    generation: int
+    spec: TraceSessionSpec | GpuTelemetrySpec
+    targets: Mapping[str, tuple[PodEntry, ...]]
+
+
+@dataclass(frozen=True)
+class NodeConfigPlan:
+    """Writes needed: full specs to create or replace, and node names to delete."""
+
+    create: dict[str, dict[str, Any]] = field(default_factory=dict)
+    patch: dict[str, dict[str, Any]] = field(default_factory=dict)
+    delete: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.create or self.patch or self.delete)
+
+
+def agent_pod(*, pod: PodEntry) -> AgentPod:
+    return AgentPod(
+        uid=pod.uid,
+        namespace=pod.namespace,
+        name=pod.name,
+        ips=pod.ips,
+        host_network=pod.host_network,
+        containers=tuple(AgentContainer(name=n, id=cid) for n, cid in pod.containers),
+    )
+
+
+def agent_session(*, session: ActiveSession, pods: Iterable[PodEntry]) -> AgentSession:
+    """The entry one node's agent gets for ``session``: its settings plus that node's pods."""
+    rows = tuple(agent_pod(pod=p) for p in sorted(pods, key=lambda p: (p.namespace, p.name, p.uid)))
+    spec = session.spec
+    if isinstance(spec, TraceSessionSpec):
+        interval, probes, gpu = spec.report_interval, spec.probes, None
+    else:
+        interval, probes = spec.interval, None
+        gpu = AgentGpu(source=spec.source, interval=spec.interval, alerts=spec.alerts)
+    return AgentSession(
+        uid=session.uid,
+        kind=session.kind,
+        namespace=session.namespace,
+        name=session.name,
+        generation=session.generation,
+        report_interval=interval,
+        probes=probes,
+        gpu=gpu,
+        pods=rows,
+    )
+
+
+def build_node_configs(*, sessions: Iterable[ActiveSession]) -> dict[str, NodeAgentConfigSpec]:
+    """One spec per node that has at least one target pod, in node-name order.
+
+    Sessions are ordered by (namespace, name, uid), pods by (namespace, name,
+    uid), so equal inputs always give byte-identical specs.
+    """
+    per_node: dict[str, list[AgentSession]] = {}
+    ordered = sorted(sessions, key=lambda s: (s.namespace, s.name, s.uid))
+    for session in ordered:
+        for node, pods in session.targets.items():
+            if node and pods:
+                per_node.setdefault(node, []).append(agent_session(session=session, pods=pods))
+    return {
+        node: NodeAgentConfigSpec(node_name=node, sessions=tuple(per_node[node]))
+        for node in sorted(per_node)
+    }
+
+
+def _normalise(raw: Mapping[str, Any]) -> dict[str, Any] | None:
+    # Parse and re-serialise so defaults the apiserver filled in compare equal.
+    try:
+        return to_wire(NodeAgentConfigSpec.model_validate(raw))
+    except ValidationError:
+        return None
+
+
+def plan_node_configs(
+    *,
+    desired: Mapping[str, NodeAgentConfigSpec],
+    current: Mapping[str, Mapping[str, Any]],
+) -> NodeConfigPlan:
+    """Compare desired specs with the existing objects' specs (node → raw spec).
+
+    Nodes missing from ``current`` are created, differing ones replaced
+    (``patch`` carries the whole new spec), and existing objects no session
+    needs any more are deleted.
+    """
+    create: dict[str, dict[str, Any]] = {}
+    patch: dict[str, dict[str, Any]] = {}
+    for node, spec in desired.items():
+        wire = to_wire(spec)
+        if node not in current:
+            create[node] = wire
+        elif _normalise(current[node]) != wire:
+            patch[node] = wire
+    delete = tuple(sorted(node for node in current if node not in desired))
+    return NodeConfigPlan(create=create, patch=patch, delete=delete)
+
+
+def keep_unreconciled(
+    *,
+    desired: Mapping[str, NodeAgentConfigSpec],
+    current: Mapping[str, Mapping[str, Any]],
+    keep_uids: Collection[str],
+) -> dict[str, NodeAgentConfigSpec]:
+    """Carry over stored entries of sessions that exist but have not been reconciled yet.
+
+    Right after the operator starts, only some sessions are known; without
+    this, the first sync would strip the others from the agents for a moment.
+    """
+    known = {s.uid for spec in desired.values() for s in spec.sessions}
+    out = dict(desired)
+    for node in sorted(current):
+        try:
+            stored = NodeAgentConfigSpec.model_validate(current[node])
+        except ValidationError:
+            continue
+        carried = [s for s in stored.sessions if s.uid in keep_uids and s.uid not in known]
+        if not carried:
+            continue
+        base = out.get(node)
+        sessions = [*(base.sessions if base else ()), *carried]
+        sessions.sort(key=lambda s: (s.namespace, s.name, s.uid))
+        out[node] = NodeAgentConfigSpec(node_name=node, sessions=tuple(sessions))
+    return dict(sorted(out.items()))

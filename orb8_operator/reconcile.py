@@ -1,0 +1,270 @@
+"""One reconcile step of a session, as a pure function of its object, the pod
+index and the clock. The kopf handlers only carry out what it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from orb8_common.errors import InvalidSpecError
+from orb8_common.models import (
+    Condition,
+    GpuNodeEntry,
+    GpuTelemetrySpec,
+    NodeEntry,
+    SessionKind,
+    Timestamp,
+    TraceSessionSpec,
+    format_time,
+    parse_gpu_telemetry_spec,
+    parse_trace_session_spec,
+    to_wire,
+)
+from orb8_operator.lifecycle import KubeEvent, evaluate, next_check_in, should_delete
+from orb8_operator.nodeconfig import ActiveSession
+from orb8_operator.pods import PodEntry
+from orb8_operator.resolve import Targets, count_pods, resolve_targets
+from orb8_operator.status import (
+    STATUS_BUDGET_BYTES,
+    bound_status,
+    gpu_status,
+    parse_node_entries,
+    trace_status,
+)
+
+__all__ = [
+    "DEFAULT_INTERVAL_SECONDS",
+    "SessionOutcome",
+    "changed_fields",
+    "parse_spec",
+    "reconcile_session",
+]
+
+DEFAULT_INTERVAL_SECONDS = 15.0
+# A node that has missed this many report intervals counts as degraded.
+STALE_REPORTS = 4
+_TIME = TypeAdapter(Timestamp)
+
+
+@dataclass(frozen=True)
+class SessionOutcome:
+    uid: str
+    kind: SessionKind
+    namespace: str
+    name: str
+    # Merge patch for .status: the operator-owned fields; ``nodes`` only when
+    # the per-node lists had to be cut to keep the object bounded.
+    status: dict[str, Any]
+    events: tuple[KubeEvent, ...]
+    active: ActiveSession | None  # what the agents should serve; None when finished
+    delete: bool  # the TTL after finishing has expired
+    next_check_in: float | None  # seconds; None when nothing will change by itself
+    spec_error: str | None
+    problems: tuple[str, ...]  # malformed node reports that were skipped
+    size: int  # estimated JSON size of the status after the patch
+
+
+def parse_spec(*, kind: SessionKind, raw: Any) -> TraceSessionSpec | GpuTelemetrySpec:
+    """Parse a session's spec; raises InvalidSpecError."""
+    if kind == "TraceSession":
+        return parse_trace_session_spec(raw)
+    return parse_gpu_telemetry_spec(raw)
+
+
+def _time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return _TIME.validate_python(value)
+    except ValidationError:
+        return None
+
+
+def _conditions(raw: Any) -> list[Condition]:
+    out = []
+    for item in raw if isinstance(raw, list) else ():
+        try:
+            out.append(Condition.model_validate(item))
+        except ValidationError:
+            continue
+    return out
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _node_entries(
+    kind: SessionKind, status: Mapping[str, Any]
+) -> tuple[list[Any], Sequence[NodeEntry | GpuNodeEntry], tuple[str, ...]]:
+    raw = status.get("nodes")
+    raw_nodes: list[Any] = raw if isinstance(raw, list) else []
+    if kind == "TraceSession":
+        trace, problems = parse_node_entries(raw=raw_nodes, model=NodeEntry)
+        return raw_nodes, trace, problems
+    gpu, problems = parse_node_entries(raw=raw_nodes, model=GpuNodeEntry)
+    return raw_nodes, gpu, problems
+
+
+def _merged(
+    spec: TraceSessionSpec | GpuTelemetrySpec | None,
+    nodes: Sequence[NodeEntry | GpuNodeEntry],
+    matched: int,
+) -> dict[str, Any]:
+    """summary and the merged lists; nothing for an unreadable spec."""
+    if isinstance(spec, TraceSessionSpec):
+        trace = trace_status(
+            nodes=[n for n in nodes if isinstance(n, NodeEntry)],
+            top_flows=spec.probes.network.top_flows,
+            max_alerts=spec.probes.syscalls.max_alerts,
+            matched_pods=matched,
+        )
+        return {
+            "summary": to_wire(trace.summary),
+            "flows": [to_wire(f) for f in trace.flows],
+            "alerts": [to_wire(a) for a in trace.alerts],
+        }
+    if isinstance(spec, GpuTelemetrySpec):
+        gpu = gpu_status(nodes=[n for n in nodes if isinstance(n, GpuNodeEntry)])
+        return {
+            "summary": to_wire(gpu.summary),
+            "pods": [to_wire(p) for p in gpu.pods],
+            "alerts": [to_wire(a) for a in gpu.alerts],
+        }
+    return {}
+
+
+def _interval(spec: TraceSessionSpec | GpuTelemetrySpec | None) -> float:
+    if isinstance(spec, TraceSessionSpec):
+        return spec.report_interval_seconds
+    if isinstance(spec, GpuTelemetrySpec):
+        return spec.interval_seconds
+    return DEFAULT_INTERVAL_SECONDS
+
+
+def _ttl(spec: TraceSessionSpec | GpuTelemetrySpec | None, raw_spec: Any) -> int | None:
+    if spec is not None:
+        return spec.ttl_seconds_after_finished
+    # A Failed spec still honours a sane raw ttlSecondsAfterFinished.
+    raw = _map(raw_spec).get("ttlSecondsAfterFinished")
+    return raw if type(raw) is int and raw >= 0 else None
+
+
+def reconcile_session(
+    *,
+    kind: SessionKind,
+    body: Mapping[str, Any],
+    pods: Iterable[PodEntry],
+    node_labels: Mapping[str, Mapping[str, str]],
+    now: datetime,
+    budget: int = STATUS_BUDGET_BYTES,
+) -> SessionOutcome:
+    """Everything the operator should do for one session at ``now``."""
+    meta, status = _map(body.get("metadata")), _map(body.get("status"))
+    uid = str(meta.get("uid", ""))
+    namespace = str(meta.get("namespace", ""))
+    name = str(meta.get("name", ""))
+    generation = int(meta.get("generation") or 0)
+
+    spec: TraceSessionSpec | GpuTelemetrySpec | None = None
+    spec_error: str | None = None
+    try:
+        spec = parse_spec(kind=kind, raw=body.get("spec"))
+    except InvalidSpecError as err:
+        spec_error = str(err)
+
+    phase = status.get("phase")
+    targets: Targets = {}
+    stored = status.get("matchedPods")
+    if phase == "Completed" and type(stored) is int:
+        matched = stored  # final: no need to walk the pod index again
+    else:
+        if spec is not None:
+            targets = resolve_targets(
+                selector=spec.selector,
+                session_namespace=namespace,
+                pods=pods,
+                node_labels=node_labels,
+            )
+        matched = count_pods(targets=targets)
+    raw_nodes, nodes, problems = _node_entries(kind, status)
+    duration = spec.duration_seconds if spec is not None else None
+
+    life = evaluate(
+        generation=generation,
+        spec_error=spec_error,
+        duration_seconds=duration,
+        now=now,
+        previous_phase=phase if isinstance(phase, str) else None,
+        start_time=_time(status.get("startTime")),
+        completion_time=_time(status.get("completionTime")),
+        conditions=_conditions(status.get("conditions")),
+        nodes=nodes,
+        matched_pods=matched,
+        stale_after=STALE_REPORTS * _interval(spec),
+    )
+    patch: dict[str, Any] = {
+        "phase": life.phase,
+        "observedGeneration": generation,
+        "conditions": [to_wire(c) for c in life.conditions],
+        "startTime": format_time(life.start_time) if life.start_time else None,
+        "completionTime": format_time(life.completion_time) if life.completion_time else None,
+        "matchedPods": matched,
+        **_merged(spec, nodes, matched),
+    }
+    bounded = bound_status(status={**patch, "nodes": raw_nodes}, budget=budget)
+    # status.nodes belongs to the agents; write it back only when it had to be cut.
+    patch = {k: v for k, v in bounded.status.items() if k != "nodes" or bounded.nodes_trimmed}
+
+    active = None
+    if spec is not None and life.active:
+        active = ActiveSession(
+            uid=uid,
+            kind=kind,
+            namespace=namespace,
+            name=name,
+            generation=generation,
+            spec=spec,
+            targets=targets,
+        )
+    ttl = _ttl(spec, body.get("spec"))
+    return SessionOutcome(
+        uid=uid,
+        kind=kind,
+        namespace=namespace,
+        name=name,
+        status=patch,
+        events=life.events,
+        active=active,
+        delete=not life.active
+        and should_delete(now=now, completion_time=life.completion_time, ttl_seconds=ttl),
+        next_check_in=next_check_in(
+            now=now,
+            phase=life.phase,
+            start_time=life.start_time,
+            duration_seconds=duration,
+            completion_time=life.completion_time,
+            ttl_seconds=ttl,
+            interval=_interval(spec),
+        ),
+        spec_error=spec_error,
+        problems=problems,
+        size=bounded.size,
+    )
+
+
+def changed_fields(*, current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a status patch that changes something, so idle ticks write nothing.
+
+    A None in ``patch`` removes a field, which only matters when it is set.
+    """
+    return {
+        key: value
+        for key, value in patch.items()
+        if (current.get(key) is not None if value is None else current.get(key) != value)
+    }

@@ -1,0 +1,462 @@
+"""Merge the agents' ``status.nodes[]`` entries into the operator-owned,
+cluster-wide status fields, and keep the whole status bounded.
+
+Flow dedupe rule: a flow between pods on two nodes is seen by both nodes'
+agents (egress at the source, ingress at the destination). Observations with
+the same 5-tuple (protocol, source ip/port, destination ip/port) are one flow.
+The observation with the most bytes (then packets, then the smallest node
+name) is counted; the others are subtracted from the summary. Both ends count
+the same packets, so the larger count is the one that lost fewer. The merged
+row takes the earliest firstSeen, the latest lastSeen, and fills a missing
+pod name on either endpoint from the other observation.
+
+Summary totals start from each node's own totals (which cover flows outside
+its top-N list) and subtract the duplicates visible in the lists, so they are
+exact whenever the nodes list all their flows.
+
+Alerts merge by (namespace, pod, container, syscall): counts add up,
+firstSeen is the earliest, lastSeen the latest, severity the highest; the
+list is sorted by severity, then count, and capped at maxAlerts.
+
+Bounding rule: the status JSON must stay under ``STATUS_BUDGET_BYTES``
+(256 KiB). While it is over, the longest per-node list (flows, alerts, GPU
+pods) is halved, keeping its most important rows; only when no per-node list
+is left does the longest top-level list get halved.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from orb8_common.models import (
+    Alert,
+    Flow,
+    FlowEndpoint,
+    GpuAlert,
+    GpuDevice,
+    GpuNodeEntry,
+    GpuPodRow,
+    GpuSummary,
+    NodeEntry,
+    TraceSummary,
+)
+
+__all__ = [
+    "MAX_LIST_ITEMS",
+    "SEVERITY_RANK",
+    "STATUS_BUDGET_BYTES",
+    "AlertMerge",
+    "BoundedStatus",
+    "FlowMerge",
+    "GpuMerge",
+    "TraceMerge",
+    "bound_status",
+    "flow_key",
+    "gpu_status",
+    "gpu_summary",
+    "json_size",
+    "merge_alerts",
+    "merge_flows",
+    "merge_gpu_alerts",
+    "merge_gpu_pods",
+    "parse_node_entries",
+    "trace_status",
+]
+
+STATUS_BUDGET_BYTES = 256 * 1024
+# The CRDs' maxItems for the merged top-level lists.
+MAX_LIST_ITEMS = 1000
+SEVERITY_RANK: Mapping[str, int] = {"Low": 0, "Medium": 1, "High": 2, "Critical": 3}
+
+FlowKey = tuple[str, str, int, str, int]
+
+
+# --- node entries ----------------------------------------------------------------
+
+
+E = TypeVar("E", NodeEntry, GpuNodeEntry)
+
+
+def parse_node_entries(
+    *, raw: Iterable[Any], model: type[E]
+) -> tuple[tuple[E, ...], tuple[str, ...]]:
+    """Parse ``status.nodes`` into ``model`` rows; malformed entries are skipped and described.
+
+    One agent's bad write must not stop the merge of the others. When a node
+    appears twice the entry with the later lastReportTime wins.
+    """
+    entries: dict[str, E] = {}
+    problems: list[str] = []
+    for index, item in enumerate(raw):
+        try:
+            entry = model.model_validate(item)
+        except ValidationError as err:
+            name = item.get("node") if isinstance(item, Mapping) else None
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            problems.append(f"status.nodes[{index}] ({name or '?'}): {where}: {first['msg']}")
+            continue
+        old = entries.get(entry.node)
+        if old is None or _later(entry.last_report_time, old.last_report_time):
+            entries[entry.node] = entry
+    return tuple(entries[n] for n in sorted(entries)), tuple(problems)
+
+
+def _later(a: datetime | None, b: datetime | None) -> bool:
+    if a is None:
+        return False
+    return b is None or a >= b
+
+
+def _min_time(values: Iterable[datetime | None]) -> datetime | None:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
+
+
+def _max_time(values: Iterable[datetime | None]) -> datetime | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+# --- flows -----------------------------------------------------------------------
+
+
+def flow_key(*, flow: Flow) -> FlowKey:
+    """The 5-tuple; a missing port (ICMP) is -1."""
+    src, dst = flow.source, flow.destination
+    return (
+        flow.protocol,
+        src.ip,
+        -1 if src.port is None else src.port,
+        dst.ip,
+        -1 if dst.port is None else dst.port,
+    )
+
+
+def _flow_rank(flow: Flow) -> tuple[int, int, str]:
+    return (-flow.bytes, -flow.packets, flow.node)
+
+
+def _fill(endpoint: FlowEndpoint, others: Iterable[FlowEndpoint]) -> FlowEndpoint:
+    if endpoint.pod:
+        return endpoint
+    for other in others:
+        if other.pod:
+            return endpoint.model_copy(update={"namespace": other.namespace, "pod": other.pod})
+    return endpoint
+
+
+@dataclass(frozen=True)
+class FlowMerge:
+    flows: tuple[Flow, ...]  # top-N unique flows, by bytes descending
+    unique: int  # unique flows among all listed observations
+    duplicates: int  # observations dropped as duplicates
+    duplicate_bytes: int
+    duplicate_packets: int
+
+
+def merge_flows(*, nodes: Iterable[NodeEntry], top_n: int) -> FlowMerge:
+    """Cluster-wide top-N flows with cross-node duplicates counted once."""
+    groups: dict[FlowKey, list[Flow]] = {}
+    for entry in nodes:
+        for flow in entry.flows:
+            if not flow.node:
+                flow = flow.model_copy(update={"node": entry.node})
+            groups.setdefault(flow_key(flow=flow), []).append(flow)
+    merged: list[Flow] = []
+    dup = dup_bytes = dup_packets = 0
+    for key in sorted(groups):
+        group = sorted(groups[key], key=_flow_rank)
+        best, rest = group[0], group[1:]
+        dup += len(rest)
+        dup_bytes += sum(f.bytes for f in rest)
+        dup_packets += sum(f.packets for f in rest)
+        if rest:
+            best = best.model_copy(
+                update={
+                    "first_seen": _min_time(f.first_seen for f in group),
+                    "last_seen": _max_time(f.last_seen for f in group),
+                    "source": _fill(best.source, (f.source for f in rest)),
+                    "destination": _fill(best.destination, (f.destination for f in rest)),
+                }
+            )
+        merged.append(best)
+    merged.sort(key=lambda f: (-f.bytes, -f.packets, flow_key(flow=f), f.node))
+    return FlowMerge(
+        flows=tuple(merged[: max(top_n, 0)]),
+        unique=len(merged),
+        duplicates=dup,
+        duplicate_bytes=dup_bytes,
+        duplicate_packets=dup_packets,
+    )
+
+
+# --- alerts ----------------------------------------------------------------------
+
+
+AlertKey = tuple[str, str, str, str]
+
+
+def _alert_key(alert: Alert) -> AlertKey:
+    return (alert.namespace, alert.pod, alert.container, alert.syscall)
+
+
+def _alert_order(alert: Alert) -> tuple[int, int, AlertKey]:
+    return (-SEVERITY_RANK[alert.severity], -alert.count, _alert_key(alert))
+
+
+@dataclass(frozen=True)
+class AlertMerge:
+    alerts: tuple[Alert, ...]  # capped, by severity then count
+    unique: int
+    duplicates: int
+
+
+def merge_alerts(*, nodes: Iterable[NodeEntry], max_alerts: int) -> AlertMerge:
+    groups: dict[AlertKey, list[Alert]] = {}
+    for entry in nodes:
+        for alert in entry.alerts:
+            if not alert.node:
+                alert = alert.model_copy(update={"node": entry.node})
+            groups.setdefault(_alert_key(alert), []).append(alert)
+    merged: list[Alert] = []
+    dup = 0
+    for group in groups.values():
+        dup += len(group) - 1
+        # The newest observation supplies node, process and reason.
+        latest = max(group, key=lambda a: (a.last_seen is not None, a.last_seen, a.node))
+        merged.append(
+            latest.model_copy(
+                update={
+                    "count": sum(a.count for a in group),
+                    "severity": max((a.severity for a in group), key=SEVERITY_RANK.__getitem__),
+                    "first_seen": _min_time(a.first_seen for a in group),
+                    "last_seen": _max_time(a.last_seen for a in group),
+                }
+            )
+        )
+    merged.sort(key=_alert_order)
+    return AlertMerge(
+        alerts=tuple(merged[: max(max_alerts, 0)]), unique=len(merged), duplicates=dup
+    )
+
+
+# --- TraceSession status ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TraceMerge:
+    summary: TraceSummary
+    flows: tuple[Flow, ...]
+    alerts: tuple[Alert, ...]
+
+
+def trace_status(
+    *, nodes: Sequence[NodeEntry], top_flows: int, max_alerts: int, matched_pods: int
+) -> TraceMerge:
+    """summary, flows and alerts of a TraceSession from its node entries."""
+    flows = merge_flows(nodes=nodes, top_n=top_flows)
+    alerts = merge_alerts(nodes=nodes, max_alerts=max_alerts)
+    # A node's totals never count less than the rows it listed.
+    node_flows = sum(max(n.flow_count, len(n.flows)) for n in nodes)
+    node_bytes = sum(max(n.bytes, sum(f.bytes for f in n.flows)) for n in nodes)
+    node_packets = sum(max(n.packets, sum(f.packets for f in n.flows)) for n in nodes)
+    node_alerts = sum(max(n.alert_count, len(n.alerts)) for n in nodes)
+    summary = TraceSummary(
+        flows=node_flows - flows.duplicates,
+        bytes=node_bytes - flows.duplicate_bytes,
+        packets=node_packets - flows.duplicate_packets,
+        alerts=node_alerts - alerts.duplicates,
+        nodes=len(nodes),
+        pods=matched_pods,
+    )
+    return TraceMerge(summary=summary, flows=flows.flows, alerts=alerts.alerts)
+
+
+# --- GpuTelemetry status ------------------------------------------------------------
+
+
+GpuRowKey = tuple[str, str, str]
+
+
+def _device_time(device: GpuDevice) -> tuple[bool, datetime | None]:
+    return (device.last_updated is not None, device.last_updated)
+
+
+def merge_gpu_pods(
+    *, nodes: Iterable[GpuNodeEntry], limit: int = MAX_LIST_ITEMS
+) -> tuple[GpuPodRow, ...]:
+    """One row per (namespace, pod, container), GPUs unioned by uuid (newest reading wins)."""
+    rows: dict[GpuRowKey, GpuPodRow] = {}
+    for entry in nodes:
+        for row in entry.pods:
+            if not row.node:
+                row = row.model_copy(update={"node": entry.node})
+            key = (row.namespace, row.pod, row.container)
+            old = rows.get(key)
+            if old is None:
+                rows[key] = row
+                continue
+            devices = {d.uuid: d for d in old.gpus}
+            for device in row.gpus:
+                prev = devices.get(device.uuid)
+                if prev is None or _device_time(device) >= _device_time(prev):
+                    devices[device.uuid] = device
+            rows[key] = old.model_copy(update={"gpus": tuple(devices.values())})
+    ordered = [
+        row.model_copy(update={"gpus": tuple(sorted(row.gpus, key=lambda d: d.uuid))})
+        for _, row in sorted(rows.items())
+    ]
+    return tuple(ordered[: max(limit, 0)])
+
+
+def _distinct_devices(pods: Iterable[GpuPodRow]) -> dict[tuple[str, str], GpuDevice]:
+    # A time-sliced GPU appears under each pod sharing it; count it once per node.
+    devices: dict[tuple[str, str], GpuDevice] = {}
+    for row in pods:
+        for device in row.gpus:
+            key = (row.node, device.uuid)
+            prev = devices.get(key)
+            if prev is None or _device_time(device) >= _device_time(prev):
+                devices[key] = device
+    return devices
+
+
+def gpu_summary(*, pods: Iterable[GpuPodRow]) -> GpuSummary:
+    """GPU and pod counts, mean utilization and memory used over distinct GPUs."""
+    rows = list(pods)
+    devices = _distinct_devices(rows)
+    utils = [d.utilization_percent for d in devices.values() if d.utilization_percent is not None]
+    return GpuSummary(
+        gpus=len(devices),
+        pods=len({(r.namespace, r.pod) for r in rows}),
+        avg_utilization=round(sum(utils) / len(utils), 2) if utils else None,
+        memory_used_bytes=sum(d.memory_used_bytes or 0 for d in devices.values()),
+    )
+
+
+GpuAlertKey = tuple[str, str, str, str, str]
+
+
+def _gpu_alert_key(alert: GpuAlert) -> GpuAlertKey:
+    return (alert.namespace, alert.pod, alert.container, alert.gpu, alert.kind)
+
+
+def merge_gpu_alerts(
+    *, nodes: Iterable[GpuNodeEntry], limit: int = MAX_LIST_ITEMS
+) -> tuple[GpuAlert, ...]:
+    """The agents' GPU alerts, one per (pod, container, GPU, kind).
+
+    The newest observation supplies value and message; firstSeen is the
+    earliest, lastSeen the latest. MemoryHigh sorts before Idle, then by pod.
+    """
+    groups: dict[GpuAlertKey, list[GpuAlert]] = {}
+    for entry in nodes:
+        for alert in entry.alerts:
+            if not alert.node:
+                alert = alert.model_copy(update={"node": entry.node})
+            groups.setdefault(_gpu_alert_key(alert), []).append(alert)
+    merged = []
+    for group in groups.values():
+        latest = max(group, key=lambda a: (a.last_seen is not None, a.last_seen, a.node))
+        merged.append(
+            latest.model_copy(
+                update={
+                    "first_seen": _min_time(a.first_seen for a in group),
+                    "last_seen": _max_time(a.last_seen for a in group),
+                }
+            )
+        )
+    merged.sort(key=lambda a: (a.kind != "MemoryHigh", _gpu_alert_key(a)))
+    return tuple(merged[: max(limit, 0)])
+
+
+@dataclass(frozen=True)
+class GpuMerge:
+    summary: GpuSummary
+    pods: tuple[GpuPodRow, ...]
+    alerts: tuple[GpuAlert, ...]
+
+
+def gpu_status(*, nodes: Sequence[GpuNodeEntry]) -> GpuMerge:
+    """summary, pods and alerts of a GpuTelemetry from its node entries."""
+    all_pods = merge_gpu_pods(nodes=nodes, limit=10**9)
+    return GpuMerge(
+        summary=gpu_summary(pods=all_pods),
+        pods=all_pods[:MAX_LIST_ITEMS],
+        alerts=merge_gpu_alerts(nodes=nodes),
+    )
+
+
+# --- bounding --------------------------------------------------------------------
+
+
+def json_size(*, value: Any) -> int:
+    """Bytes of the compact JSON encoding, close to what etcd stores."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+@dataclass(frozen=True)
+class BoundedStatus:
+    status: dict[str, Any]
+    size: int
+    nodes_trimmed: bool  # per-node lists were cut: the caller must write status.nodes too
+    lists_trimmed: bool  # top-level flows/alerts/pods were cut below their caps
+
+
+_LIST_FIELDS = ("flows", "alerts", "pods")
+
+
+def _sort_rows(field: str, rows: list[Any]) -> list[Any]:
+    # Keep the most important rows first before cutting a per-node list.
+    if field == "flows":
+        return sorted(rows, key=lambda r: -int(r.get("bytes", 0)) if isinstance(r, dict) else 0)
+    if field == "alerts":
+        return sorted(
+            rows,
+            key=lambda r: (
+                (-SEVERITY_RANK.get(str(r.get("severity")), 0), -int(r.get("count", 0)))
+                if isinstance(r, dict)
+                else (0, 0)
+            ),
+        )
+    return rows
+
+
+def bound_status(*, status: Mapping[str, Any], budget: int = STATUS_BUDGET_BYTES) -> BoundedStatus:
+    """Shrink a wire-format status until its JSON fits ``budget`` (see module docs)."""
+    out: dict[str, Any] = json.loads(json.dumps(status))  # deep copy, plain JSON types
+    nodes_trimmed = lists_trimmed = False
+    size = json_size(value=out)
+    while size > budget:
+        longest: tuple[int, list[Any] | None, str, dict[str, Any] | None] = (0, None, "", None)
+        for entry in out.get("nodes") or ():
+            for name in _LIST_FIELDS:
+                rows = entry.get(name)
+                if isinstance(rows, list) and len(rows) > longest[0]:
+                    longest = (len(rows), rows, name, entry)
+        owner = longest[3]
+        if owner is not None:
+            rows = _sort_rows(longest[2], longest[1] or [])
+            owner[longest[2]] = rows[: len(rows) // 2]
+            nodes_trimmed = True
+        else:
+            top = max(
+                (n for n in _LIST_FIELDS if isinstance(out.get(n), list) and out[n]),
+                key=lambda n: len(out[n]),
+                default=None,
+            )
+            if top is None:
+                break  # nothing left to cut; the caller sees size > budget
+            out[top] = out[top][: len(out[top]) // 2]
+            lists_trimmed = True
+        size = json_size(value=out)
+    return BoundedStatus(
+        status=out, size=size, nodes_trimmed=nodes_trimmed, lists_trimmed=lists_trimmed
+    )

@@ -1,0 +1,70 @@
+"""The kopf edge without a cluster: settings and error mapping."""
+
+from __future__ import annotations
+
+import kopf
+import pytest
+
+from orb8_common.errors import ClusterUnavailableError, InvalidSpecError
+from orb8_operator.handlers import configure_settings, to_kopf_error
+from orb8_operator.main import _parser
+
+
+def test_settings_use_orb8_prefixes_and_watch_timeouts() -> None:
+    settings = kopf.OperatorSettings()
+    configure_settings(settings=settings)
+    assert settings.persistence.finalizer == "orb8.io/finalizer"
+    assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
+    assert settings.persistence.progress_storage.prefix == "orb8.io"
+    diffbase = settings.persistence.diffbase_storage
+    assert isinstance(diffbase, kopf.AnnotationsDiffBaseStorage)
+    assert diffbase.prefix == "orb8.io" and diffbase.key == "last-handled-configuration"
+    assert settings.watching.server_timeout is not None
+    assert settings.watching.client_timeout is not None
+    assert settings.watching.client_timeout > settings.watching.server_timeout
+    assert settings.execution.max_workers == 4
+
+
+@pytest.mark.parametrize(
+    ("err", "kind"),
+    [
+        (ClusterUnavailableError("apiserver: HTTP 503"), kopf.TemporaryError),
+        (InvalidSpecError("spec.duration: bad"), kopf.PermanentError),
+    ],
+)
+def test_errors_map_to_kopf(err: Exception, kind: type[Exception]) -> None:
+    assert isinstance(err, ClusterUnavailableError | InvalidSpecError)
+    mapped = to_kopf_error(err=err)
+    assert isinstance(mapped, kind)
+    assert str(err) in str(mapped)
+
+
+def test_cli_defaults() -> None:
+    args = _parser().parse_args([])
+    assert args.liveness.endswith("/healthz")
+    assert args.peering is False
+    assert args.namespace == []
+    assert _parser().parse_args(["--namespace", "a", "--namespace", "b"]).namespace == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable"), [(0, True), (409, True), (429, True), (503, True), (403, False)]
+)
+def test_api_errors_translate(status: int, retryable: bool) -> None:
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    from orb8_operator.kube import translate
+
+    err = translate(ApiException(status=status, reason="Nope"), what="list nodeagentconfigs")
+    assert err.retryable is retryable
+    assert str(err).startswith(f"list nodeagentconfigs: HTTP {status}")
+
+
+def test_transport_errors_are_retryable() -> None:
+    import aiohttp
+
+    from orb8_operator.kube import translate
+
+    err = translate(aiohttp.ClientConnectionError("refused"), what="list nodeagentconfigs")
+    assert err.retryable
+    assert str(err) == "list nodeagentconfigs: ClientConnectionError: refused"

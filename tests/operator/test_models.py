@@ -1,0 +1,206 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from orb8_common.errors import InvalidSpecError
+from orb8_common.models import (
+    DANGEROUS_SYSCALLS,
+    Condition,
+    Flow,
+    NodeAgentConfigSpec,
+    parse_gpu_telemetry_spec,
+    parse_trace_session_spec,
+    to_wire,
+)
+
+NET: dict[str, Any] = {"probes": {"network": {"enabled": True}}}
+
+
+def test_trace_session_defaults() -> None:
+    spec = parse_trace_session_spec(NET)
+    net, sys = spec.probes.network, spec.probes.syscalls
+    assert net.directions == ("ingress", "egress")
+    assert net.protocols == ("TCP", "UDP", "ICMP", "ICMPv6")
+    assert net.top_flows == 50
+    assert sys.enabled is False
+    assert sys.alert_on == DANGEROUS_SYSCALLS
+    assert len(DANGEROUS_SYSCALLS) == 20 and "ptrace" in DANGEROUS_SYSCALLS
+    assert sys.max_alerts == 100
+    assert spec.report_interval_seconds == 15.0
+    assert spec.duration_seconds is None
+    assert spec.ttl_seconds_after_finished is None
+    assert spec.selector.namespaces == ()
+    assert spec.selector.pod_selector is None
+
+
+def test_trace_session_accepts_camel_case_and_round_trips() -> None:
+    raw = {
+        "selector": {
+            "podSelector": {
+                "matchLabels": {"app": "checkout"},
+                "matchExpressions": [{"key": "tier", "operator": "In", "values": ["web"]}],
+            },
+            "namespaces": ["shop", "cart"],
+            "nodeSelector": {"zone": "a"},
+        },
+        "probes": {
+            "network": {"enabled": True, "directions": ["egress"], "topFlows": 10},
+            "syscalls": {
+                "enabled": True,
+                "alertOn": ["ptrace", "mount"],
+                "learningPeriod": "1m",
+                "maxAlerts": 5,
+            },
+        },
+        "duration": "1h30m",
+        "reportInterval": "5s",
+        "ttlSecondsAfterFinished": 600,
+    }
+    spec = parse_trace_session_spec(raw)
+    assert spec.duration_seconds == 5400.0
+    assert spec.probes.syscalls.learning_period_seconds == 60.0
+    wire = to_wire(spec)
+    assert wire["probes"]["network"]["topFlows"] == 10
+    assert wire["probes"]["syscalls"]["alertOn"] == ["ptrace", "mount"]
+    assert wire["ttlSecondsAfterFinished"] == 600
+    assert parse_trace_session_spec(wire) == spec
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({}, "spec.probes: enable at least one of network, syscalls"),
+        (None, "spec.probes: enable at least one of network, syscalls"),
+        ("nope", "spec: Input should be a valid dictionary"),
+        ({**NET, "duration": "10"}, "spec.duration: invalid duration '10'"),
+        ({**NET, "duration": "0s"}, "spec.duration: duration '0s' must be greater than zero"),
+        (
+            {**NET, "reportInterval": "500ms"},
+            "spec.reportInterval: interval '500ms' must be at least 1s",
+        ),
+        ({"source": 1, **NET, "reportInterval": "-5s"}, "spec.reportInterval: interval '-5s'"),
+        ({**NET, "ttlSecondsAfterFinished": -1}, "spec.ttlSecondsAfterFinished: "),
+        (
+            {"probes": {"network": {"enabled": True, "topFlows": 0}}},
+            "spec.probes.network.topFlows: Input should be greater than or equal to 1",
+        ),
+        (
+            {"probes": {"network": {"enabled": True, "protocols": ["SCTP"]}}},
+            "spec.probes.network.protocols[0]: Input should be 'TCP'",
+        ),
+        (
+            {"probes": {"network": {"enabled": True, "directions": []}}},
+            "spec.probes.network.directions: must list at least one entry",
+        ),
+        (
+            {"probes": {"syscalls": {"enabled": True, "alertOn": ["rm -rf"]}}},
+            "spec.probes.syscalls.alertOn: 'rm -rf' is not a syscall name",
+        ),
+        (
+            {
+                **NET,
+                "selector": {"podSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}},
+            },
+            "spec.selector.podSelector.matchExpressions[0]: operator In needs at least one value",
+        ),
+        (
+            {
+                **NET,
+                "selector": {
+                    "podSelector": {
+                        "matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]
+                    }
+                },
+            },
+            "operator Exists takes no values",
+        ),
+        (
+            {
+                **NET,
+                "selector": {"podSelector": {"matchExpressions": [{"key": "a", "operator": "Gt"}]}},
+            },
+            "spec.selector.podSelector.matchExpressions[0].operator: Input should be 'In'",
+        ),
+    ],
+)
+def test_trace_session_invalid(raw: Any, message: str) -> None:
+    with pytest.raises(InvalidSpecError) as info:
+        parse_trace_session_spec(raw)
+    text = str(info.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_gpu_telemetry_sources() -> None:
+    auto = parse_gpu_telemetry_spec({})
+    assert auto.source.kind == "auto"
+    assert to_wire(auto)["source"] == {}
+    assert auto.interval_seconds == 15.0
+    dcgm = parse_gpu_telemetry_spec({"source": {"dcgmExporter": {}}})
+    assert dcgm.source.kind == "dcgmExporter"
+    assert to_wire(dcgm)["source"] == {"dcgmExporter": {"port": 9400, "path": "/metrics"}}
+    nvml = parse_gpu_telemetry_spec(
+        {"source": {"nvml": {}}, "alerts": {"idleUtilizationPercent": 5, "idleFor": "10m"}}
+    )
+    assert nvml.source.kind == "nvml"
+    assert to_wire(nvml)["source"] == {"nvml": {}}
+    assert nvml.alerts.idle_for_seconds == 600.0
+    # Integers, as the CRD declares them, so NodeAgentConfig writes validate.
+    assert to_wire(nvml)["alerts"] == {"idleUtilizationPercent": 5, "idleFor": "10m"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"source": {"nvml": {}, "dcgmExporter": {}}}, "spec.source: set at most one of"),
+        ({"source": {"dcgmExporter": {"port": 70000}}}, "spec.source.dcgmExporter.port:"),
+        ({"source": {"dcgmExporter": {"path": "metrics"}}}, "path must start with /"),
+        ({"interval": "soon"}, "spec.interval: invalid duration 'soon'"),
+        ({"alerts": {"memoryUsedPercent": 120}}, "spec.alerts.memoryUsedPercent:"),
+        ({"alerts": {"idleUtilizationPercent": 5.5}}, "spec.alerts.idleUtilizationPercent:"),
+        ({"alerts": {"idleFor": "0s"}}, "spec.alerts.idleFor: duration '0s' must be greater"),
+    ],
+)
+def test_gpu_telemetry_invalid(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidSpecError, match=message.replace("[", r"\[")):
+        parse_gpu_telemetry_spec(raw)
+
+
+def test_times_serialise_as_rfc3339_utc_seconds() -> None:
+    row = Flow.model_validate(
+        {
+            "source": {"ip": "10.0.0.1", "port": 1},
+            "destination": {"ip": "10.0.0.2"},
+            "protocol": "ICMP",
+            "firstSeen": "2026-11-29T06:00:15.123+01:00",
+            "lastSeen": datetime(2026, 11, 29, 5, 0, 16),  # naive: taken as UTC
+        }
+    )
+    wire = to_wire(row)
+    assert wire["firstSeen"] == "2026-11-29T05:00:15Z"
+    assert wire["lastSeen"] == "2026-11-29T05:00:16Z"
+    assert "port" not in wire["destination"]
+    assert row.first_seen is not None and row.first_seen.tzinfo == UTC
+
+
+def test_condition_and_node_agent_config_wire_shape() -> None:
+    cond = Condition(
+        type="Ready",
+        status="True",
+        reason="AgentsReporting",
+        last_transition_time=datetime(2026, 11, 29, 5, tzinfo=UTC),
+        observed_generation=2,
+    )
+    assert to_wire(cond) == {
+        "type": "Ready",
+        "status": "True",
+        "reason": "AgentsReporting",
+        "message": "",
+        "lastTransitionTime": "2026-11-29T05:00:00Z",
+        "observedGeneration": 2,
+    }
+    nac = NodeAgentConfigSpec.model_validate({"nodeName": "node-a", "sessions": []})
+    assert to_wire(nac) == {"nodeName": "node-a", "sessions": []}

@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+from orb8_common.models import (
+    GpuTelemetrySpec,
+    SessionKind,
+    TraceSessionSpec,
+    parse_gpu_telemetry_spec,
+    parse_trace_session_spec,
+    to_wire,
+)
+from orb8_operator.nodeconfig import (
+    ActiveSession,
+    build_node_configs,
+    keep_unreconciled,
+    plan_node_configs,
+)
+from orb8_operator.pods import PodEntry
+
+from .factories import pod
+
+TRACE = parse_trace_session_spec({"probes": {"network": {"enabled": True}}, "reportInterval": "5s"})
+GPU = parse_gpu_telemetry_spec({"source": {"nvml": {}}, "interval": "30s"})
+
+
+def session(
+    name: str,
+    targets: dict[str, tuple[PodEntry, ...]],
+    spec: TraceSessionSpec | GpuTelemetrySpec = TRACE,
+    namespace: str = "shop",
+) -> ActiveSession:
+    kind: SessionKind = "TraceSession" if isinstance(spec, TraceSessionSpec) else "GpuTelemetry"
+    return ActiveSession(
+        uid=f"uid-{name}",
+        kind=kind,
+        namespace=namespace,
+        name=name,
+        generation=1,
+        spec=spec,
+        targets=targets,
+    )
+
+
+A1 = pod("a1", node="node-a", ip="10.0.1.1")
+A2 = pod("a2", node="node-a", ip="10.0.1.2")
+B1 = pod("b1", node="node-b", ip="10.0.2.1")
+C1 = pod("c1", namespace="ml", node="node-c", ip="10.0.3.1")
+
+
+def test_build_node_configs_groups_sessions_per_node() -> None:
+    configs = build_node_configs(
+        sessions=[
+            session("zeta", {"node-a": (A2, A1), "node-b": (B1,)}),
+            session("alpha", {"node-a": (A1,), "node-z": ()}),
+            session("train", {"node-c": (C1,)}, spec=GPU, namespace="ml"),
+        ]
+    )
+    assert list(configs) == ["node-a", "node-b", "node-c"]  # node-z has no pods
+    node_a = to_wire(configs["node-a"])
+    assert node_a["nodeName"] == "node-a"
+    assert [s["name"] for s in node_a["sessions"]] == ["alpha", "zeta"]
+    zeta = node_a["sessions"][1]
+    assert zeta == {
+        "uid": "uid-zeta",
+        "kind": "TraceSession",
+        "namespace": "shop",
+        "name": "zeta",
+        "generation": 1,
+        "reportInterval": "5s",
+        "probes": to_wire(TRACE.probes),
+        "pods": [
+            {
+                "uid": "uid-shop-a1",
+                "namespace": "shop",
+                "name": "a1",
+                "ips": ["10.0.1.1"],
+                "hostNetwork": False,
+                "containers": [{"name": "app", "id": "containerd://a1-app"}],
+            },
+            {
+                "uid": "uid-shop-a2",
+                "namespace": "shop",
+                "name": "a2",
+                "ips": ["10.0.1.2"],
+                "hostNetwork": False,
+                "containers": [{"name": "app", "id": "containerd://a2-app"}],
+            },
+        ],
+    }
+    gpu = to_wire(configs["node-c"])["sessions"][0]
+    assert gpu["kind"] == "GpuTelemetry"
+    assert "probes" not in gpu
+    assert gpu["reportInterval"] == "30s"
+    assert gpu["gpu"] == {"source": {"nvml": {}}, "interval": "30s", "alerts": {}}
+
+
+def test_build_is_deterministic_whatever_the_input_order() -> None:
+    s1 = session("one", {"node-a": (A1, A2)})
+    s2 = session("two", {"node-a": (A2,), "node-b": (B1,)})
+    first = {n: to_wire(c) for n, c in build_node_configs(sessions=[s1, s2]).items()}
+    s1r = session("one", {"node-a": (A2, A1)})
+    second = {n: to_wire(c) for n, c in build_node_configs(sessions=[s2, s1r]).items()}
+    assert first == second
+
+
+def test_plan_create_patch_delete_and_noop() -> None:
+    before = build_node_configs(sessions=[session("one", {"node-a": (A1,), "node-b": (B1,)})])
+    current = {node: to_wire(spec) for node, spec in before.items()}
+    current["node-old"] = {"nodeName": "node-old", "sessions": []}
+    desired = build_node_configs(
+        sessions=[session("one", {"node-a": (A1, A2), "node-b": (B1,), "node-c": (C1,)})]
+    )
+    plan = plan_node_configs(desired=desired, current=current)
+    assert list(plan.create) == ["node-c"]
+    assert plan.create["node-c"]["sessions"][0]["pods"][0]["name"] == "c1"
+    assert list(plan.patch) == ["node-a"]
+    assert [p["name"] for p in plan.patch["node-a"]["sessions"][0]["pods"]] == ["a1", "a2"]
+    assert plan.delete == ("node-old",)
+    assert not plan.empty
+
+
+def test_plan_ignores_apiserver_defaulting_and_deletes_emptied_nodes() -> None:
+    desired = build_node_configs(sessions=[session("one", {"node-a": (A1,)})])
+    stored = to_wire(desired["node-a"])
+    # The apiserver may leave out defaulted fields; that is not a difference.
+    del stored["sessions"][0]["pods"][0]["hostNetwork"]
+    assert plan_node_configs(desired=desired, current={"node-a": stored}).empty
+    # The session ends: nothing is left on node-a, so its object goes.
+    plan = plan_node_configs(desired=build_node_configs(sessions=[]), current={"node-a": stored})
+    assert plan.delete == ("node-a",) and not plan.create and not plan.patch
+
+
+def test_plan_replaces_an_unparseable_stored_spec() -> None:
+    desired = build_node_configs(sessions=[session("one", {"node-a": (A1,)})])
+    plan = plan_node_configs(desired=desired, current={"node-a": {"sessions": "garbage"}})
+    assert list(plan.patch) == ["node-a"]
+
+
+def test_keep_unreconciled_carries_over_unknown_sessions_only() -> None:
+    stored = build_node_configs(
+        sessions=[
+            session("known", {"node-a": (A1,)}),
+            session("later", {"node-a": (A2,), "node-b": (B1,)}),
+            session("gone", {"node-b": (B1,)}),
+        ]
+    )
+    current = {node: to_wire(spec) for node, spec in stored.items()}
+    # Right after a restart only "known" has been reconciled; "later" exists, "gone" does not.
+    desired = build_node_configs(sessions=[session("known", {"node-a": (A1, A2)})])
+    kept = keep_unreconciled(desired=desired, current=current, keep_uids={"uid-later"})
+    assert [s.name for s in kept["node-a"].sessions] == ["known", "later"]
+    assert [p.name for p in kept["node-a"].sessions[0].pods] == ["a1", "a2"]
+    assert [s.name for s in kept["node-b"].sessions] == ["later"]
+    plan = plan_node_configs(desired=kept, current=current)
+    assert list(plan.patch) == ["node-a", "node-b"] and plan.delete == ()

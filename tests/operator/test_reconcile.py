@@ -1,0 +1,223 @@
+from __future__ import annotations
+
+from typing import Any
+
+from orb8_common.models import format_time, to_wire
+from orb8_operator.reconcile import changed_fields, reconcile_session
+
+from .factories import at, flow, pod
+
+PODS = [
+    pod("checkout-1", node="node-a", labels={"app": "checkout"}, ip="10.0.1.1"),
+    pod("checkout-2", node="node-b", labels={"app": "checkout"}, ip="10.0.2.1"),
+    pod("cart-1", node="node-b", labels={"app": "cart"}, ip="10.0.2.2"),
+]
+
+
+def body(spec: Any, status: dict[str, Any] | None = None, generation: int = 1) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "uid": "uid-ts",
+            "namespace": "shop",
+            "name": "checkout-debug",
+            "generation": generation,
+        },
+        "spec": spec,
+        "status": status or {},
+    }
+
+
+SPEC = {
+    "selector": {"podSelector": {"matchLabels": {"app": "checkout"}}},
+    "probes": {"network": {"enabled": True, "topFlows": 1}},
+    "duration": "10m",
+    "ttlSecondsAfterFinished": 60,
+}
+
+
+def test_first_pass_is_pending_with_targets_on_two_nodes() -> None:
+    out = reconcile_session(
+        kind="TraceSession", body=body(SPEC), pods=PODS, node_labels={}, now=at(0)
+    )
+    assert out.spec_error is None
+    assert out.status["phase"] == "Pending"
+    assert out.status["matchedPods"] == 2
+    assert out.status["startTime"] == "2026-11-29T05:00:00Z"
+    assert out.status["completionTime"] is None
+    assert out.status["summary"] == {
+        "flows": 0,
+        "bytes": 0,
+        "packets": 0,
+        "alerts": 0,
+        "nodes": 0,
+        "pods": 2,
+    }
+    assert "nodes" not in out.status
+    assert out.active is not None
+    assert {n: [p.name for p in ps] for n, ps in out.active.targets.items()} == {
+        "node-a": ["checkout-1"],
+        "node-b": ["checkout-2"],
+    }
+    assert [e.reason for e in out.events] == ["Accepted"]
+    assert out.next_check_in == 15.0
+    assert not out.delete
+
+
+def test_running_merges_node_reports() -> None:
+    nodes = [
+        {
+            "node": "node-a",
+            "state": "Running",
+            "flows": [to_wire(flow("10.0.1.1", "10.0.2.2", nbytes=500, sport=40000, dport=8080))],
+            "flowCount": 1,
+            "bytes": 500,
+            "packets": 1,
+        },
+        {
+            "node": "node-b",
+            "state": "Running",
+            "flows": [
+                to_wire(
+                    flow("10.0.1.1", "10.0.2.2", nbytes=450, node="node-b", sport=40000, dport=8080)
+                )
+            ],
+            "flowCount": 3,
+            "bytes": 700,
+            "packets": 3,
+        },
+        {"node": "node-c", "state": "Bogus"},
+    ]
+    status = {"phase": "Pending", "startTime": format_time(at(0)), "nodes": nodes}
+    out = reconcile_session(
+        kind="TraceSession", body=body(SPEC, status), pods=PODS, node_labels={}, now=at(20)
+    )
+    assert out.status["phase"] == "Running"
+    assert out.status["summary"]["flows"] == 3
+    assert out.status["summary"]["bytes"] == 750
+    assert out.status["summary"]["nodes"] == 2
+    assert len(out.status["flows"]) == 1 and out.status["flows"][0]["bytes"] == 500
+    assert len(out.problems) == 1 and "node-c" in out.problems[0]
+    assert [e.reason for e in out.events] == ["Running"]
+
+
+def test_completion_then_ttl_deletion() -> None:
+    status = {"phase": "Running", "startTime": format_time(at(0))}
+    done = reconcile_session(
+        kind="TraceSession", body=body(SPEC, status), pods=PODS, node_labels={}, now=at(600)
+    )
+    assert done.status["phase"] == "Completed"
+    assert done.status["completionTime"] == format_time(at(600))
+    assert done.active is None
+    assert not done.delete
+    assert done.next_check_in == 60.0
+    later = reconcile_session(
+        kind="TraceSession", body=body(SPEC, done.status), pods=PODS, node_labels={}, now=at(660)
+    )
+    assert later.delete
+    assert later.events == ()
+
+
+def test_invalid_spec_fails_without_targets() -> None:
+    bad = {**SPEC, "duration": "10"}
+    out = reconcile_session(
+        kind="TraceSession", body=body(bad), pods=PODS, node_labels={}, now=at(0)
+    )
+    assert out.spec_error is not None and out.spec_error.startswith("spec.duration:")
+    assert out.status["phase"] == "Failed"
+    assert out.active is None
+    assert out.status["conditions"][0]["reason"] == "InvalidSpec"
+    # The raw TTL still applies to a Failed session.
+    assert reconcile_session(
+        kind="TraceSession", body=body(bad, out.status), pods=PODS, node_labels={}, now=at(60)
+    ).delete
+
+
+def test_gpu_session() -> None:
+    spec = {"source": {"dcgmExporter": {}}, "alerts": {"memoryUsedPercent": 90}}
+    gpu_pod = pod("trainer-0", namespace="shop", node="gpu-1")
+    row = {
+        "namespace": "shop",
+        "pod": "trainer-0",
+        "container": "main",
+        "gpus": [
+            {
+                "uuid": "GPU-1",
+                "utilizationPercent": 87.0,
+                "memoryUsedBytes": 95,
+                "memoryTotalBytes": 100,
+            }
+        ],
+    }
+    alert = {
+        "namespace": "shop",
+        "pod": "trainer-0",
+        "container": "main",
+        "gpu": "GPU-1",
+        "kind": "MemoryHigh",
+        "value": 95.0,
+    }
+    status = {
+        "nodes": [
+            {
+                "node": "gpu-1",
+                "state": "Running",
+                "source": "dcgmExporter",
+                "pods": [row],
+                "alerts": [alert],
+            }
+        ]
+    }
+    out = reconcile_session(
+        kind="GpuTelemetry", body=body(spec, status), pods=[gpu_pod], node_labels={}, now=at(0)
+    )
+    assert out.status["phase"] == "Running"
+    assert out.status["summary"] == {
+        "gpus": 1,
+        "pods": 1,
+        "avgUtilization": 87.0,
+        "memoryUsedBytes": 95,
+    }
+    assert out.status["pods"][0]["node"] == "gpu-1"
+    assert out.status["alerts"] == [{**alert, "node": "gpu-1", "message": ""}]
+    assert "flows" not in out.status
+    assert out.active is not None and out.active.kind == "GpuTelemetry"
+
+
+def test_oversized_node_lists_are_cut_and_written_back() -> None:
+    flows = [to_wire(flow("10.0.1.1", "10.0.2.2", sport=i, nbytes=i)) for i in range(1, 400)]
+    status = {"nodes": [{"node": "node-a", "state": "Running", "flows": flows}]}
+    out = reconcile_session(
+        kind="TraceSession",
+        body=body(SPEC, status),
+        pods=PODS,
+        node_labels={},
+        now=at(0),
+        budget=30_000,
+    )
+    assert out.size <= 30_000
+    assert "nodes" in out.status
+    assert 0 < len(out.status["nodes"][0]["flows"]) < 399
+
+
+def test_changed_fields_skips_what_is_already_stored() -> None:
+    out = reconcile_session(
+        kind="TraceSession", body=body(SPEC), pods=PODS, node_labels={}, now=at(0)
+    )
+    first = changed_fields(current={}, patch=out.status)
+    assert "completionTime" not in first  # None over nothing changes nothing
+    assert first["phase"] == "Pending"
+    again = reconcile_session(
+        kind="TraceSession", body=body(SPEC, first), pods=PODS, node_labels={}, now=at(5)
+    )
+    assert changed_fields(current=first, patch=again.status) == {}
+    stored = {**first, "completionTime": "2026-11-29T04:00:00Z"}
+    assert changed_fields(current=stored, patch=again.status) == {"completionTime": None}
+
+
+def test_completed_session_keeps_its_matched_pods_without_resolving() -> None:
+    status = {"phase": "Completed", "matchedPods": 7, "completionTime": format_time(at(5))}
+    out = reconcile_session(
+        kind="TraceSession", body=body(SPEC, status), pods=PODS, node_labels={}, now=at(10)
+    )
+    assert out.status["matchedPods"] == 7
+    assert out.active is None
