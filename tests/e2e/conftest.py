@@ -137,3 +137,26 @@ def wait_for(
             return last
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what or predicate} (last: {last!r})")
+
+
+@pytest.fixture
+def operator(control_plane: ControlPlane, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    """The orb8 operator as its own process, as the Deployment runs it."""
+    log = tmp_path / "operator.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orb8_operator.main",
+         "--liveness", f"http://127.0.0.1:{_free_port()}/healthz"],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT,
+        env={**control_plane.env(), "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        print(log.read_text(errors="replace")[-4000:])
