@@ -167,9 +167,17 @@ class SimKubelet:
         run(["ip", "netns", "del", pod.netns], check=False)
 
     def close(self) -> None:
+        """Tear down every sandbox and remove the Pod and Node objects this harness made,
+        so that later tests sharing the apiserver see none of them."""
         for pod in list(self.pods.values()):
+            self.plane.kubectl(
+                "delete", "pod", pod.name, "-n", pod.namespace, "--grace-period=0", "--force",
+                "--wait=false", check=False,
+            )  # fmt: skip
             self._teardown(pod)
         self.pods.clear()
+        if self.nodes:
+            self.plane.kubectl("delete", "node", *self.nodes, "--wait=false", check=False)
         run(["ip", "link", "del", self.bridge], check=False)
         remove_tree(self.cgroup_root)
 

@@ -1,0 +1,148 @@
+"""Session lifecycle end to end: pods coming and going, duration, concurrency, overlap."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from functools import partial
+from typing import Any
+
+from kubernetes_asyncio import client, config
+
+from orb8_agent.control.kube import apply_node_entry
+from tests.e2e.conftest import get_json, tcp_transfer, wait_for
+from tests.e2e.test_trace_session import SHOP, apply_session, flow_between, running_on, status
+from tests.harness.controlplane import ControlPlane
+from tests.harness.kubelet import SimKubelet
+
+
+def _config_pods(plane: ControlPlane, node: str) -> set[str]:
+    result = plane.kubectl("get", "nac", node, "-o", "json", check=False)
+    if result.returncode != 0:
+        return set()
+    sessions = json.loads(result.stdout)["spec"].get("sessions") or []
+    return {pod["name"] for session in sessions for pod in session.get("pods") or []}
+
+
+def test_pods_that_leave_drop_out_and_new_ones_are_picked_up(
+    control_plane: ControlPlane, kubelet: SimKubelet, namespace: str, operator: Any,
+    start_agent: Any,
+) -> None:  # fmt: skip
+    kubelet.add_node(name="node-a")
+    client_pod = kubelet.run_pod(namespace=namespace, name="client", node="node-a", labels=SHOP)
+    old = kubelet.run_pod(namespace=namespace, name="old-server", node="node-a", labels=SHOP)
+    start_agent("node-a")
+    apply_session(control_plane, namespace, "churn")
+    wait_for(lambda: running_on(control_plane, namespace, "churn", {"node-a"}), timeout=60,
+             what="session running")  # fmt: skip
+    assert _config_pods(control_plane, "node-a") == {"client", "old-server"}
+
+    kubelet.delete_pod(old)
+    wait_for(lambda: _config_pods(control_plane, "node-a") == {"client"}, timeout=15,
+             what="the deleted pod gone from the node's config")  # fmt: skip
+    wait_for(lambda: status(control_plane, namespace, "churn").get("matchedPods") == 1,
+             timeout=15, what="matchedPods down to 1")  # fmt: skip
+
+    new = kubelet.run_pod(namespace=namespace, name="new-server", node="node-a", labels=SHOP)
+    wait_for(lambda: _config_pods(control_plane, "node-a") == {"client", "new-server"},
+             timeout=5, what="the new pod in the node's config within a few seconds")  # fmt: skip
+    sent = 1_000_000
+    assert tcp_transfer(client=client_pod, server=new, nbytes=sent) == sent
+    flow = wait_for(lambda: flow_between(control_plane, namespace, "churn", client_pod, new, sent),
+                    timeout=30, what="a flow to the new pod")  # fmt: skip
+    assert flow["destination"]["pod"] == "new-server"
+
+    control_plane.kubectl("label", "pod", "new-server", "-n", namespace, "app-", "--overwrite")
+    wait_for(lambda: _config_pods(control_plane, "node-a") == {"client"}, timeout=15,
+             what="a pod whose labels stop matching dropped")  # fmt: skip
+
+
+def test_duration_completes_the_session_and_kubectl_wait_returns(
+    control_plane: ControlPlane, kubelet: SimKubelet, namespace: str, operator: Any,
+    start_agent: Any,
+) -> None:  # fmt: skip
+    kubelet.add_node(name="node-a")
+    kubelet.run_pod(namespace=namespace, name="app", node="node-a", labels=SHOP)
+    start_agent("node-a")
+    apply_session(control_plane, namespace, "short", duration="6s")
+    waited = control_plane.kubectl(
+        "wait", "ts/short", "-n", namespace, "--for=condition=Complete", "--timeout=60s",
+        timeout=90,
+    )  # fmt: skip
+    assert "condition met" in waited.stdout
+    st = status(control_plane, namespace, "short")
+    assert st["phase"] == "Completed"
+    assert st["completionTime"] >= st["startTime"]
+    wait_for(lambda: not _config_pods(control_plane, "node-a"), timeout=15,
+             what="the completed session removed from the node's config")  # fmt: skip
+    wait_for(
+        lambda: [n["state"] for n in status(control_plane, namespace, "short").get("nodes") or []]
+        == ["Stopped"],
+        timeout=15, what="the node's last report marked Stopped",
+    )  # fmt: skip
+    events = get_json(control_plane, "events", "-n", namespace,
+                      "--field-selector", "involvedObject.name=short")  # fmt: skip
+    reasons = {event["reason"] for event in events["items"]}
+    assert "Completed" in reasons, reasons
+
+
+def test_ten_agents_writing_one_status_lose_nothing(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    apply_session(control_plane, namespace, "crowd")
+    nodes = [f"node-{i}" for i in range(10)]
+
+    async def write_all(round_: int) -> None:
+        await config.load_kube_config(config_file=str(control_plane.kubeconfig))
+        async with client.ApiClient() as api_client:
+            api = client.CustomObjectsApi(api_client)
+            await asyncio.gather(*(
+                apply_node_entry(
+                    api=api, kind="TraceSession", namespace=namespace, name="crowd", node=node,
+                    entry={"node": node, "state": "Running", "message": f"round {round_}",
+                           "lastReportTime": "2026-11-29T05:00:00Z", "flowCount": round_,
+                           "bytes": 1000 * round_, "packets": round_, "alertCount": 0,
+                           "droppedEvents": 0, "probes": ["flows"], "flows": [], "alerts": []},
+                )
+                for node in nodes
+            ))  # fmt: skip
+
+    for round_ in range(1, 6):
+        asyncio.run(write_all(round_))
+        entries = status(control_plane, namespace, "crowd")["nodes"]
+        assert sorted(e["node"] for e in entries) == sorted(nodes)
+        assert {e["message"] for e in entries} == {f"round {round_}"}
+        assert {e["bytes"] for e in entries} == {1000 * round_}
+    managed = get_json(control_plane, "ts", "crowd", "-n", namespace, "--show-managed-fields")
+    managers = {m["manager"] for m in managed["metadata"]["managedFields"]}
+    assert {f"orb8-agent/{node}" for node in nodes} <= managers
+
+
+def test_overlapping_sessions_get_independent_results(
+    control_plane: ControlPlane, kubelet: SimKubelet, namespace: str, operator: Any,
+    start_agent: Any,
+) -> None:  # fmt: skip
+    kubelet.add_node(name="node-a")
+    client_pod = kubelet.run_pod(namespace=namespace, name="client", node="node-a",
+                                 labels={**SHOP, "role": "client"})  # fmt: skip
+    server = kubelet.run_pod(namespace=namespace, name="server", node="node-a", labels=SHOP)
+    start_agent("node-a")
+    apply_session(control_plane, namespace, "everything")
+    apply_session(
+        control_plane, namespace, "udp-only",
+        selector={"podSelector": {"matchLabels": {"role": "client"}}},
+        probes={"network": {"enabled": True, "protocols": ["UDP"]}},
+    )  # fmt: skip
+    for name in ("everything", "udp-only"):
+        wait_for(partial(running_on, control_plane, namespace, name, {"node-a"}), timeout=60,
+                 what=f"{name} running")  # fmt: skip
+    sent = 1_500_000
+    assert tcp_transfer(client=client_pod, server=server, nbytes=sent) == sent
+    wait_for(lambda: flow_between(control_plane, namespace, "everything", client_pod, server, sent),
+             timeout=30, what="the TCP flow in the session that counts TCP")  # fmt: skip
+    udp_only = status(control_plane, namespace, "udp-only")
+    assert udp_only["matchedPods"] == 1
+    assert all(flow["protocol"] == "UDP" for flow in udp_only.get("flows") or [])
+    assert not udp_only.get("alerts")
+    everything = status(control_plane, namespace, "everything")
+    assert everything["matchedPods"] == 2
