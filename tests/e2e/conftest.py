@@ -76,16 +76,16 @@ class AgentProcess:
 @pytest.fixture
 def start_agent(
     control_plane: ControlPlane, kubelet: SimKubelet, tmp_path: Path
-) -> Iterator[Callable[[str], AgentProcess]]:
+) -> Iterator[Callable[..., AgentProcess]]:
     started: list[AgentProcess] = []
 
-    def start(node: str) -> AgentProcess:
+    def start(node: str, *extra: str) -> AgentProcess:
         port = _free_port()
         log = tmp_path / f"agent-{node}.log"
         proc = subprocess.Popen(
             [*AGENT, "--node", node, "--kubeconfig", str(control_plane.kubeconfig),
              "--cgroup-root", str(kubelet.cgroup_root), "--http-host", "127.0.0.1",
-             "--http-port", str(port)],
+             "--http-port", str(port), *extra],
             stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
