@@ -18,6 +18,7 @@ from tests.gpu.servers import (
     FakeGpu,
     FakeMig,
     KubeletBehavior,
+    closed_port,
     exposition,
     fake_exporter,
     fake_kubelet,
@@ -140,3 +141,45 @@ def test_gpu_telemetry_shows_per_pod_rows_for_whole_mig_and_time_sliced_gpus(
     row = table[1].split()
     assert row[:3] == ["ml-gpus", "Running", "6"]
     assert int(row[3]) == status["summary"]["gpus"]
+
+
+def test_an_unreachable_exporter_degrades_the_session_without_stale_rows(
+    control_plane: ControlPlane, kubelet: SimKubelet, namespace: str, operator: Any,
+    start_agent: Any, tmp_path: Path,
+) -> None:  # fmt: skip
+    kubelet.add_node(name="gpu-node")
+    kubelet.run_pod(namespace=namespace, name="trainer", node="gpu-node", labels=ML,
+                    container="main")  # fmt: skip
+    _, behavior = _scenario(namespace)
+    with fake_kubelet(str(tmp_path), behavior) as pod_resources:
+        start_agent("gpu-node", "--pod-resources-socket", pod_resources.socket_path)
+        telemetry = {
+            "apiVersion": "orb8.io/v1alpha1", "kind": "GpuTelemetry",
+            "metadata": {"name": "no-exporter", "namespace": namespace},
+            "spec": {"selector": {"podSelector": {"matchLabels": ML}},
+                     "source": {"dcgmExporter": {"port": closed_port()}}, "interval": "1s"},
+        }  # fmt: skip
+        control_plane.kubectl("apply", "-f", "-", input=json.dumps(telemetry))
+
+        def degraded() -> dict[str, Any] | None:
+            st = get_json(control_plane, "gput", "no-exporter", "-n", namespace).get("status") or {}
+            conditions = {c["type"]: c for c in st.get("conditions") or []}
+            flagged = conditions.get("Degraded", {}).get("status") == "True"
+            return st if flagged and st.get("nodes") else None
+
+        status = wait_for(degraded, timeout=60, what="the Degraded condition")
+    (node,) = status["nodes"]
+    assert node["node"] == "gpu-node"
+    assert node["state"] == "Degraded"
+    assert "exporter" in node["message"].lower()
+    # The allocation is still known from pod-resources, but no reading may be shown.
+    readings = {"utilizationPercent", "memoryUsedBytes", "temperatureCelsius", "powerWatts",
+                "lastUpdated"}  # fmt: skip
+    for row in [*node.get("pods", []), *status.get("pods", [])]:
+        assert row["pod"] == "trainer"
+        for gpu in row["gpus"]:
+            assert gpu["uuid"] == gpu_uuid(0)
+            assert not readings & set(gpu), gpu
+    assert status["phase"] == "Running"
+    degraded_condition = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert "gpu-node" in degraded_condition["message"]
