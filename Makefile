@@ -72,9 +72,8 @@ sync-crds:
 	@rm -f charts/orb8/crds/*.yaml
 	@cp crds/*.yaml charts/orb8/crds/
 
-demo: setup cluster-up crds-install
-	@echo "demo: control plane is up and the orb8 CRDs are installed"
-	@echo "       export KUBECONFIG=$(ORB8_STATE)/kubeconfig; kubectl get crds"
+demo: setup
+	@$(PY) hack/demo.py --state-dir $(ORB8_STATE) $(DEMO_ARGS)
 
 bench-gpu: venv
 	$(PY) -m bench.gpu_bench

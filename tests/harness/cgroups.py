@@ -38,26 +38,34 @@ class Cgroup:
     def pids(self) -> list[int]:
         return [int(x) for x in (self.path / "cgroup.procs").read_text().split()]
 
-    def spawn(self, args: Sequence[str], **popen: object) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, args: Sequence[str], *, enter: Sequence[str] = (), **popen: object
+    ) -> subprocess.Popen[bytes]:
         """Start ``args`` so that it runs entirely inside this cgroup.
 
-        The child blocks on a pipe until it has been moved here, so not a
+        ``enter`` (say ``ip netns exec NS``) runs first, outside the cgroup, as
+        a container runtime's set-up would; the child then signals that it is
+        ready and blocks on a pipe until it has been moved here, so not a
         single syscall of the target program runs elsewhere.
         """
-        read_fd, write_fd = os.pipe()
+        go_r, go_w = os.pipe()
+        ready_r, ready_w = os.pipe()
         gate = (
-            f"import os,sys; os.read({read_fd}, 1); os.close({read_fd}); "
-            "os.execvp(sys.argv[1], sys.argv[1:])"
+            f"import os,sys; os.write({ready_w}, b'r'); os.close({ready_w}); "
+            f"os.read({go_r}, 1); os.close({go_r}); os.execvp(sys.argv[1], sys.argv[1:])"
         )
         proc = subprocess.Popen(  # type: ignore[call-overload]
-            [sys.executable, "-c", gate, *args], pass_fds=(read_fd,), **popen
+            [*enter, sys.executable, "-c", gate, *args], pass_fds=(go_r, ready_w), **popen
         )
-        os.close(read_fd)
+        os.close(go_r)
+        os.close(ready_w)
         try:
+            os.read(ready_r, 1)
             self.add(pid=proc.pid)
         finally:
-            os.write(write_fd, b"x")
-            os.close(write_fd)
+            os.write(go_w, b"x")
+            os.close(go_w)
+            os.close(ready_r)
         return proc  # type: ignore[no-any-return]
 
 

@@ -47,7 +47,7 @@ class SimPod:
 
     def spawn(self, args: Sequence[str], **popen: Any) -> subprocess.Popen[bytes]:
         """Run ``args`` inside this pod: its network namespace and its container's cgroup."""
-        return self.cgroup.spawn(["ip", "netns", "exec", self.netns, *args], **popen)
+        return self.cgroup.spawn(args, enter=["ip", "netns", "exec", self.netns], **popen)
 
     def run(self, args: Sequence[str], *, timeout: float = 60) -> str:
         proc = self.spawn(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT)
@@ -69,6 +69,7 @@ class SimKubelet:
     def __post_init__(self) -> None:
         self.cgroup_root.mkdir(parents=True, exist_ok=True)
         run(["ip", "link", "add", self.bridge, "type", "bridge"])
+        run(["sysctl", "-qw", f"net.ipv6.conf.{self.bridge}.disable_ipv6=1"])
         run(["ip", "link", "set", self.bridge, "up"])
         self._subnet = f"10.{secrets.randbelow(200) + 20}"
 
@@ -126,7 +127,11 @@ class SimKubelet:
 
         netns, host_if = unique("o8pod"), unique("o8h")
         run(["ip", "netns", "add", netns])
+        # IPv4-only pods: no router solicitations or MLD reports cluttering the flows.
+        run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"], netns=netns)
+        run(["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"], netns=netns)
         run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", netns])
+        run(["sysctl", "-qw", f"net.ipv6.conf.{host_if}.disable_ipv6=1"])
         run(["ip", "link", "set", host_if, "master", self.bridge, "up"])
         run(["ip", "addr", "add", f"{ip}/{POD_PREFIX_LEN}", "dev", "eth0"], netns=netns)
         run(["ip", "link", "set", "eth0", "up"], netns=netns)
@@ -139,7 +144,7 @@ class SimKubelet:
         )  # fmt: skip
         path.mkdir(parents=True)
         cgroup = Cgroup(path=path)
-        sleeper = cgroup.spawn(["ip", "netns", "exec", netns, "sleep", "infinity"])
+        sleeper = cgroup.spawn(["sleep", "infinity"], enter=["ip", "netns", "exec", netns])
 
         node_ip = f"127.0.1.{self.nodes.index(node) + 1}" if node in self.nodes else "127.0.1.250"
         self._patch_status(
