@@ -91,3 +91,6 @@ clean:
 # probe hooks, collector CPU/RSS); needs root. Results go in docs/performance.md.
 bench-dataplane: venv bpf
 	$(PY) -m bench.dataplane $(BENCH_ARGS)
+
+bench-operator: setup
+	$(PY) bench/operator_bench.py $(BENCH_ARGS)

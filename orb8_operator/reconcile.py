@@ -115,6 +115,7 @@ def _merged(
     spec: TraceSessionSpec | GpuTelemetrySpec | None,
     nodes: Sequence[NodeEntry | GpuNodeEntry],
     matched: int,
+    pods: Sequence[PodEntry],
 ) -> dict[str, Any]:
     """summary and the merged lists; nothing for an unreadable spec."""
     if isinstance(spec, TraceSessionSpec):
@@ -123,6 +124,7 @@ def _merged(
             top_flows=spec.probes.network.top_flows,
             max_alerts=spec.probes.syscalls.max_alerts,
             matched_pods=matched,
+            pods=pods,
         )
         return {
             "summary": to_wire(trace.summary),
@@ -165,6 +167,7 @@ def reconcile_session(
     budget: int = STATUS_BUDGET_BYTES,
 ) -> SessionOutcome:
     """Everything the operator should do for one session at ``now``."""
+    pods = tuple(pods)  # walked twice: targets, then naming flow ends
     meta, status = _map(body.get("metadata")), _map(body.get("status"))
     uid = str(meta.get("uid", ""))
     namespace = str(meta.get("namespace", ""))
@@ -215,7 +218,7 @@ def reconcile_session(
         "startTime": format_time(life.start_time) if life.start_time else None,
         "completionTime": format_time(life.completion_time) if life.completion_time else None,
         "matchedPods": matched,
-        **_merged(spec, nodes, matched),
+        **_merged(spec, nodes, matched, pods),
     }
     bounded = bound_status(status={**patch, "nodes": raw_nodes}, budget=budget)
     # status.nodes belongs to the agents; write it back only when it had to be cut.

@@ -46,6 +46,7 @@ from orb8_common.models import (
     NodeEntry,
     TraceSummary,
 )
+from orb8_operator.pods import PodEntry
 
 __all__ = [
     "MAX_LIST_ITEMS",
@@ -65,6 +66,7 @@ __all__ = [
     "merge_flows",
     "merge_gpu_alerts",
     "merge_gpu_pods",
+    "name_endpoints",
     "parse_node_entries",
     "trace_status",
 ]
@@ -257,9 +259,39 @@ class TraceMerge:
     alerts: tuple[Alert, ...]
 
 
+def name_endpoints(*, flows: Sequence[Flow], pods: Iterable[PodEntry]) -> tuple[Flow, ...]:
+    """Name flow ends that no agent could name, from the cluster-wide pod index.
+
+    An agent knows only the pods on its own node; the other end of a flow to
+    an unselected pod, or to a pod on a node without an agent, arrives with an
+    IP alone. hostNetwork pods share their node's IP, so they never name an IP.
+    """
+    unnamed = {e.ip for f in flows for e in (f.source, f.destination) if not e.pod and e.ip}
+    if not unnamed:
+        return tuple(flows)
+    owners = {
+        ip: (pod.namespace, pod.name)
+        for pod in pods if not pod.host_network for ip in pod.ips if ip in unnamed
+    }  # fmt: skip
+
+    def named(endpoint: FlowEndpoint) -> FlowEndpoint:
+        owner = None if endpoint.pod else owners.get(endpoint.ip)
+        if owner is None:
+            return endpoint
+        return endpoint.model_copy(update={"namespace": owner[0], "pod": owner[1]})
+
+    return tuple(
+        flow.model_copy(
+            update={"source": named(flow.source), "destination": named(flow.destination)}
+        )
+        for flow in flows
+    )
+
+
 def trace_status(
-    *, nodes: Sequence[NodeEntry], top_flows: int, max_alerts: int, matched_pods: int
-) -> TraceMerge:
+    *, nodes: Sequence[NodeEntry], top_flows: int, max_alerts: int, matched_pods: int,
+    pods: Iterable[PodEntry] = (),
+) -> TraceMerge:  # fmt: skip
     """summary, flows and alerts of a TraceSession from its node entries."""
     flows = merge_flows(nodes=nodes, top_n=top_flows)
     alerts = merge_alerts(nodes=nodes, max_alerts=max_alerts)
@@ -276,7 +308,8 @@ def trace_status(
         nodes=len(nodes),
         pods=matched_pods,
     )
-    return TraceMerge(summary=summary, flows=flows.flows, alerts=alerts.alerts)
+    named = name_endpoints(flows=flows.flows, pods=pods)
+    return TraceMerge(summary=summary, flows=named, alerts=alerts.alerts)
 
 
 # --- GpuTelemetry status ------------------------------------------------------------
