@@ -26,6 +26,7 @@ is left does the longest top-level list get halved.
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -463,33 +464,51 @@ def _sort_rows(field: str, rows: list[Any]) -> list[Any]:
 
 
 def bound_status(*, status: Mapping[str, Any], budget: int = STATUS_BUDGET_BYTES) -> BoundedStatus:
-    """Shrink a wire-format status until its JSON fits ``budget`` (see module docs)."""
-    out: dict[str, Any] = json.loads(json.dumps(status))  # deep copy, plain JSON types
-    nodes_trimmed = lists_trimmed = False
+    """Shrink a wire-format status until its JSON fits ``budget`` (see module docs).
+
+    The input is not modified: lists are replaced, never cut in place. The
+    size is kept up to date incrementally (replacing one list changes the
+    document by exactly the difference of the two lists' encodings), and the
+    longest list comes off a heap, so a big status costs a few encodings,
+    not one per cut.
+    """
+    out: dict[str, Any] = dict(status)
+    nodes = out.get("nodes")
+    entries: list[Any] = []
+    if isinstance(nodes, list):
+        entries = [dict(e) if isinstance(e, Mapping) else e for e in nodes]
+        out["nodes"] = entries
     size = json_size(value=out)
-    while size > budget:
-        longest: tuple[int, list[Any] | None, str, dict[str, Any] | None] = (0, None, "", None)
-        for entry in out.get("nodes") or ():
-            for name in _LIST_FIELDS:
-                rows = entry.get(name)
-                if isinstance(rows, list) and len(rows) > longest[0]:
-                    longest = (len(rows), rows, name, entry)
-        owner = longest[3]
-        if owner is not None:
-            rows = _sort_rows(longest[2], longest[1] or [])
-            owner[longest[2]] = rows[: len(rows) // 2]
-            nodes_trimmed = True
-        else:
-            top = max(
-                (n for n in _LIST_FIELDS if isinstance(out.get(n), list) and out[n]),
-                key=lambda n: len(out[n]),
-                default=None,
-            )
-            if top is None:
-                break  # nothing left to cut; the caller sees size > budget
-            out[top] = out[top][: len(out[top]) // 2]
-            lists_trimmed = True
-        size = json_size(value=out)
+    nodes_trimmed = lists_trimmed = False
+    if size <= budget:
+        return BoundedStatus(status=out, size=size, nodes_trimmed=False, lists_trimmed=False)
+
+    def lists(owners: Iterable[tuple[int, Any]]) -> list[tuple[int, int, str]]:
+        heap = [
+            (-len(owner[name]), index, name)
+            for index, owner in owners
+            if isinstance(owner, dict)
+            for name in _LIST_FIELDS
+            if isinstance(owner.get(name), list) and owner[name]
+        ]
+        heapq.heapify(heap)
+        return heap
+
+    # Per-node lists first (cut after sorting by importance), then the merged ones.
+    for owners, per_node in ((list(enumerate(entries)), True), ([(0, out)], False)):
+        heap = lists(owners)
+        while size > budget and heap:
+            _, index, name = heapq.heappop(heap)
+            owner = entries[index] if per_node else out
+            old = owner[name]
+            rows = _sort_rows(name, old) if per_node else old
+            new = rows[: len(rows) // 2]
+            size += json_size(value=new) - json_size(value=old)
+            owner[name] = new
+            if new:
+                heapq.heappush(heap, (-len(new), index, name))
+            nodes_trimmed = nodes_trimmed or per_node
+            lists_trimmed = lists_trimmed or not per_node
     return BoundedStatus(
         status=out, size=size, nodes_trimmed=nodes_trimmed, lists_trimmed=lists_trimmed
     )
