@@ -174,10 +174,18 @@ def run(*, nodes: int, pods: int, sessions: int, quiet_s: float) -> dict[str, An
             GROUP, VERSION, m["metadata"]["namespace"], "tracesessions", m), manifests)  # fmt: skip
         applied_all = time.monotonic()
         converged_at = None
+        wanted_pairs = sum(len(pairs) for pairs in want.values())
+        last_report = applied
         while time.monotonic() - applied < 120:
-            if actual_configs(custom) == want:
+            got = actual_configs(custom)
+            if got == want:
                 converged_at = time.monotonic()
                 break
+            if time.monotonic() - last_report >= 5:
+                last_report = time.monotonic()
+                right = sum(len(got.get(node, set()) & pairs) for node, pairs in want.items())
+                print(f"bench-operator: {time.monotonic() - applied:.0f}s: {right}/{wanted_pairs} "
+                      f"(session, pod) pairs in place", flush=True)  # fmt: skip
             time.sleep(0.25)
         convergence = (converged_at - applied) if converged_at else float("inf")
         cpu_converge, rss_converge = _proc_usage(proc.pid)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +30,8 @@ from orb8_operator.nodeconfig import (
     keep_unreconciled,
     plan_node_configs,
 )
-from orb8_operator.pods import PodEntry, node_index_value, pod_index_value
+from orb8_operator.podcache import PodCache
+from orb8_operator.pods import node_index_value
 from orb8_operator.reconcile import SessionOutcome, changed_fields, reconcile_session
 
 __all__ = ["OperatorState", "configure_settings", "state", "to_kopf_error"]
@@ -50,6 +51,8 @@ class OperatorState:
     seen: set[str] = field(default_factory=set)  # uids reconciled at least once
     dirty: asyncio.Event = field(default_factory=asyncio.Event)
     sync_task: asyncio.Task[None] | None = None
+    pods: PodCache = field(default_factory=PodCache)
+    pods_task: asyncio.Task[None] | None = None
 
 
 _STATE = OperatorState()
@@ -89,19 +92,9 @@ def configure_settings(*, settings: kopf.OperatorSettings) -> None:
 # --- indices -------------------------------------------------------------------------
 
 
-@kopf.index("pods")
-def pods_by_node(*, body: kopf.Body, **_: Any) -> dict[str, PodEntry]:
-    return pod_index_value(body=body)
-
-
 @kopf.index("nodes")
 def node_labels(*, body: kopf.Body, **_: Any) -> dict[str, tuple[tuple[str, str], ...]]:
     return node_index_value(body=body)
-
-
-def _pods(index: kopf.Index[str, PodEntry]) -> Iterator[PodEntry]:
-    for store in index.values():
-        yield from store
 
 
 def _labels(index: kopf.Index[str, tuple[tuple[str, str], ...]]) -> dict[str, dict[str, str]]:
@@ -116,16 +109,20 @@ async def startup(*, settings: kopf.OperatorSettings, **_: Any) -> None:
     configure_settings(settings=settings)
     st = state()
     st.api = await kube.new_api_client()
+    st.pods_task = asyncio.create_task(
+        st.pods.run(api=st.api, on_change=st.dirty.set), name="orb8-pod-watch"
+    )
     st.sync_task = asyncio.create_task(_sync_loop(st), name="orb8-nodeconfig-sync")
 
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
     st = state()
-    if st.sync_task is not None:
-        st.sync_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await st.sync_task
+    for task in (st.sync_task, st.pods_task):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     if st.api is not None:
         await st.api.close()
 
@@ -197,15 +194,19 @@ async def _reconcile(
     body: kopf.Body,
     patch: kopf.Patch,
     logger: kopf.Logger,
-    pods: kopf.Index[str, PodEntry],
     nodes: kopf.Index[str, tuple[tuple[str, str], ...]],
     fail_on_invalid: bool,
 ) -> None:
     st = state()
+    # An empty index right after a restart would drop every session's targets.
+    await st.pods.ready.wait()
+    selector = (body.get("spec") or {}).get("selector") or {}
+    namespaces = selector.get("namespaces") or [body.get("metadata", {}).get("namespace", "")]
     outcome = reconcile_session(
         kind=kind,
         body=body,
-        pods=_pods(pods),
+        pods=st.pods.entries(namespaces=namespaces),
+        all_pods=st.pods.entries(),
         node_labels=_labels(nodes),
         now=datetime.now(UTC),
     )
@@ -251,12 +252,19 @@ def _register_kind(kind: SessionKind, plural: str) -> None:
             body=body,
             patch=patch,
             logger=logger,
-            pods=kwargs["pods_by_node"],  # kopf passes indices by their names
-            nodes=kwargs["node_labels"],
+            nodes=kwargs["node_labels"],  # kopf passes indices by their names
             fail_on_invalid=True,
         )
 
-    @kopf.timer(GROUP, VERSION, plural, interval=RECONCILE_INTERVAL, id=f"{plural}-tick")
+    # The first tick waits one interval: the create/resume handler has just run.
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        plural,
+        interval=RECONCILE_INTERVAL,
+        initial_delay=RECONCILE_INTERVAL,
+        id=f"{plural}-tick",
+    )
     async def tick(
         *, body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **kwargs: Any
     ) -> None:
@@ -265,8 +273,7 @@ def _register_kind(kind: SessionKind, plural: str) -> None:
             body=body,
             patch=patch,
             logger=logger,
-            pods=kwargs["pods_by_node"],  # kopf passes indices by their names
-            nodes=kwargs["node_labels"],
+            nodes=kwargs["node_labels"],  # kopf passes indices by their names
             fail_on_invalid=False,
         )
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PodEntry", "is_target", "node_index_value", "pod_entry_from_body", "pod_index_value"]
+__all__ = ["PodEntry", "is_target", "node_index_value", "pod_entry_from_body"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,17 +99,6 @@ def is_target(*, pod: PodEntry) -> bool:
     if pod.phase == "Pending":
         return bool(pod.ips)
     return False
-
-
-def pod_index_value(*, body: Mapping[str, Any]) -> dict[str, PodEntry]:
-    """What ``@kopf.index('pods')`` stores for a pod: {node: entry}, or {} when not a target.
-
-    Returning {} (not None) makes kopf drop an entry the pod had before.
-    """
-    entry = pod_entry_from_body(body=body)
-    if entry is None or not is_target(pod=entry):
-        return {}
-    return {entry.node: entry}
 
 
 def node_index_value(*, body: Mapping[str, Any]) -> dict[str, tuple[tuple[str, str], ...]]:

@@ -115,7 +115,7 @@ def _merged(
     spec: TraceSessionSpec | GpuTelemetrySpec | None,
     nodes: Sequence[NodeEntry | GpuNodeEntry],
     matched: int,
-    pods: Sequence[PodEntry],
+    pods: Iterable[PodEntry],
 ) -> dict[str, Any]:
     """summary and the merged lists; nothing for an unreadable spec."""
     if isinstance(spec, TraceSessionSpec):
@@ -165,9 +165,15 @@ def reconcile_session(
     node_labels: Mapping[str, Mapping[str, str]],
     now: datetime,
     budget: int = STATUS_BUDGET_BYTES,
+    all_pods: Iterable[PodEntry] | None = None,
 ) -> SessionOutcome:
-    """Everything the operator should do for one session at ``now``."""
-    pods = tuple(pods)  # walked twice: targets, then naming flow ends
+    """Everything the operator should do for one session at ``now``.
+
+    ``pods`` must hold at least the pods of the session's namespaces;
+    ``all_pods`` (default: ``pods``) is walked only to name flow ends that the
+    agents left unnamed.
+    """
+    pods = tuple(pods)
     meta, status = _map(body.get("metadata")), _map(body.get("status"))
     uid = str(meta.get("uid", ""))
     namespace = str(meta.get("namespace", ""))
@@ -218,7 +224,7 @@ def reconcile_session(
         "startTime": format_time(life.start_time) if life.start_time else None,
         "completionTime": format_time(life.completion_time) if life.completion_time else None,
         "matchedPods": matched,
-        **_merged(spec, nodes, matched, pods),
+        **_merged(spec, nodes, matched, pods if all_pods is None else all_pods),
     }
     bounded = bound_status(status={**patch, "nodes": raw_nodes}, budget=budget)
     # status.nodes belongs to the agents; write it back only when it had to be cut.

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from orb8_common.models import Selector
-from orb8_operator.pods import is_target, node_index_value, pod_entry_from_body, pod_index_value
+from orb8_operator.pods import is_target, node_index_value, pod_entry_from_body
 from orb8_operator.resolve import count_pods, resolve_targets
 
 from .factories import pod, pod_body
@@ -108,13 +108,7 @@ def test_resolve_counts_a_pod_once() -> None:
     assert count_pods(targets=targets) == 1
 
 
-def test_index_values() -> None:
-    running = pod_body("a", node="node-a")
-    entry = pod_entry_from_body(body=running)
-    assert pod_index_value(body=running) == {"node-a": entry}
-    # {} rather than None, so kopf drops what the pod was indexed under before.
-    assert pod_index_value(body=pod_body("a", phase="Succeeded")) == {}
-    assert pod_index_value(body={}) == {}
+def test_node_index_values() -> None:
     node = {"metadata": {"name": "node-a", "labels": {"zone": "b", "gpu": "true"}}}
     assert node_index_value(body=node) == {"node-a": (("gpu", "true"), ("zone", "b"))}
     assert node_index_value(body={"metadata": {}}) == {}
