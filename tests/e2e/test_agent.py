@@ -139,3 +139,4 @@ def test_agent_reports_flows_and_alerts_of_its_targets(
     assert entry["state"] == "Stopped"
     for pod in (client, server):
         assert "bpf" not in tc_filters(None, pod.host_if)
+    control_plane.kubectl("delete", "nac", "node-a")

@@ -117,9 +117,19 @@ def test_flows_and_alerts_reach_the_session_status(
     assert cli.returncode == 0, cli.stderr
     assert f"{namespace}/client:" in cli.stdout and f"{namespace}/remote-server:8082" in cli.stdout
 
+    uid = get_json(control_plane, "ts", "shop-debug", "-n", namespace)["metadata"]["uid"]
     control_plane.kubectl("delete", "ts", "shop-debug", "-n", namespace, "--timeout=60s")
-    wait_for(lambda: not control_plane.kubectl("get", "nac", "-o", "name").stdout.strip(),
-             timeout=30, what="every NodeAgentConfig removed")  # fmt: skip
+
+    def configs_naming_the_session() -> list[str]:
+        configs = get_json(control_plane, "nac")["items"]
+        return [c["metadata"]["name"] for c in configs
+                if any(s["uid"] == uid for s in c["spec"].get("sessions") or [])]  # fmt: skip
+
+    wait_for(lambda: not configs_naming_the_session(), timeout=30,
+             what="the session gone from every NodeAgentConfig")  # fmt: skip
+    for node in ("node-a", "node-b"):
+        leftover = control_plane.kubectl("get", "nac", node, check=False)
+        assert leftover.returncode != 0, f"{node} has no target left, so its config must go"
     wait_for(lambda: all("bpf" not in tc_filters(None, p.host_if) for p in (client, local, remote)),
              timeout=30, what="tc filters detached from every pod veth")  # fmt: skip
     for agent in agents:
