@@ -10,15 +10,20 @@ export ORB8_CACHE
 ORB8_STATE ?= /tmp/orb8-dev
 export ORB8_STATE
 
-.PHONY: help setup deps venv control-plane bpf lint typecheck test test-unit \
+.PHONY: help setup deps venv control-plane bpf lint test test-unit \
 	cluster-up cluster-down crds-install demo bench-dataplane bench-operator bench-gpu clean
 
 help:
-	@echo "make demo          run orb8 end to end on a local control plane"
-	@echo "make test          set up everything and run the whole test suite"
-	@echo "make cluster-up    start kube-apiserver + etcd on loopback; prints the kubeconfig"
-	@echo "make cluster-down  stop them"
-	@echo "make lint          ruff + mypy"
+	@echo "make demo             run orb8 end to end on a local control plane (DEMO_ARGS=--keep)"
+	@echo "make test             set up everything and run the whole test suite"
+	@echo "make test-unit        only tests that need neither the apiserver nor root"
+	@echo "make cluster-up       start kube-apiserver + etcd on loopback; prints the kubeconfig"
+	@echo "make cluster-down     stop them"
+	@echo "make crds-install     apply crds/ to the running control plane"
+	@echo "make lint             ruff + mypy"
+	@echo "make bench-dataplane  probe overhead and collector cost, as ratios"
+	@echo "make bench-operator   500 sessions over 50 nodes and 5,000 pods"
+	@echo "make bench-gpu        GPU parse + join and collector CPU"
 
 deps:
 	@hack/install-deps.sh
@@ -43,7 +48,7 @@ setup: deps venv control-plane bpf
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy orb8_common orb8_operator orb8_agent orb8_cli tests bench
+	$(VENV)/bin/mypy orb8_common orb8_operator orb8_agent orb8_cli tests bench hack
 
 test: setup lint
 	$(VENV)/bin/pytest -ra $(PYTEST_ARGS)
