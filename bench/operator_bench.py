@@ -53,7 +53,11 @@ def _proc_usage(pid: int) -> tuple[float, int]:
 
 
 def populate(*, core: Any, nodes: int, pods: int) -> list[dict[str, Any]]:
-    """Nodes and Running pods; returns the pods as (namespace, name, node, app, ip)."""
+    """Nodes and Running pods; returns the pods as (namespace, name, node, app, ip).
+
+    Each (namespace, app) group's pods are spread over all nodes, so every
+    session touches every node: the heaviest case for the node configs.
+    """
     for i in range(NAMESPACES):
         core.create_namespace({"metadata": {"name": f"bench-{i}"}})
     _parallel(lambda i: core.create_node({"metadata": {"name": f"node-{i:02d}",
@@ -61,7 +65,8 @@ def populate(*, core: Any, nodes: int, pods: int) -> list[dict[str, Any]]:
               range(nodes))  # fmt: skip
     layout = [
         {"namespace": f"bench-{i % NAMESPACES}", "name": f"pod-{i:05d}",
-         "node": f"node-{i % nodes:02d}", "app": f"app-{(i // NAMESPACES) % APPS_PER_NAMESPACE}",
+         "node": f"node-{(i // (NAMESPACES * APPS_PER_NAMESPACE)) % nodes:02d}",
+         "app": f"app-{(i // NAMESPACES) % APPS_PER_NAMESPACE}",
          "ip": f"10.{100 + i // 60000}.{(i // 250) % 240}.{i % 250 + 1}"}
         for i in range(pods)
     ]  # fmt: skip
@@ -186,7 +191,7 @@ def run(*, nodes: int, pods: int, sessions: int, quiet_s: float) -> dict[str, An
                 right = sum(len(got.get(node, set()) & pairs) for node, pairs in want.items())
                 print(f"bench-operator: {time.monotonic() - applied:.0f}s: {right}/{wanted_pairs} "
                       f"(session, pod) pairs in place", flush=True)  # fmt: skip
-            time.sleep(0.25)
+            time.sleep(1.0)  # each check lists every (large) config: poll gently
         convergence = (converged_at - applied) if converged_at else float("inf")
         cpu_converge, rss_converge = _proc_usage(proc.pid)
         print(f"bench-operator: {sessions} sessions applied in {applied_all - applied:.1f}s; "

@@ -39,6 +39,7 @@ __all__ = ["OperatorState", "configure_settings", "state", "to_kopf_error"]
 GROUP, VERSION = kube.GROUP, kube.VERSION
 RECONCILE_INTERVAL = 5.0  # seconds between timer ticks of each session
 RESYNC_INTERVAL = 30.0  # NodeAgentConfigs are re-checked at least this often
+SYNC_COALESCE_S = 0.5  # changes arriving this close together are written together
 _log = logging.getLogger("orb8.operator")
 
 
@@ -159,6 +160,8 @@ async def _sync_loop(st: OperatorState) -> None:
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(st.dirty.wait(), timeout=RESYNC_INTERVAL)
+        # Coalesce a burst (many sessions applied at once) into one round of writes.
+        await asyncio.sleep(SYNC_COALESCE_S)
         st.dirty.clear()
         try:
             await sync_node_configs(st=st)

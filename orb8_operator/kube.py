@@ -5,6 +5,7 @@ call is one small, named function.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -111,11 +112,20 @@ async def list_session_uids(*, api: client.ApiClient) -> set[str]:
     return uids
 
 
+NODE_CONFIG_WRITES_IN_FLIGHT = 8
+
+
 async def apply_node_config_plan(*, api: client.ApiClient, plan: NodeConfigPlan) -> None:
-    """Create, replace the spec of, and delete NodeAgentConfigs as planned."""
+    """Create, replace the spec of, and delete NodeAgentConfigs as planned.
+
+    Writes go out a few at a time: one node's config can hold hundreds of
+    sessions, and the apiserver validates each object on its own.
+    """
     objects = client.CustomObjectsApi(api)
     plural = PLURALS["NodeAgentConfig"]
-    for node, spec in {**plan.create, **plan.patch}.items():
+    limit = asyncio.Semaphore(NODE_CONFIG_WRITES_IN_FLIGHT)
+
+    async def write(node: str, spec: Mapping[str, Any]) -> None:
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "NodeAgentConfig",
@@ -124,26 +134,34 @@ async def apply_node_config_plan(*, api: client.ApiClient, plan: NodeConfigPlan)
         }
         # An unlabelled object of the same name is taken over by the patch.
         patch = {"metadata": {"labels": _MANAGED_LABELS}, "spec": spec}
-        try:
-            if node in plan.create:
-                try:
-                    await objects.create_cluster_custom_object(GROUP, VERSION, plural, body)
-                    continue
-                except ApiException as err:
-                    if err.status != 409:
-                        raise
-            # CRDs take no strategic merge patch; the stub lacks _content_type.
-            await objects.patch_cluster_custom_object(  # type: ignore[call-arg]
-                GROUP, VERSION, plural, node, patch, _content_type=_MERGE_PATCH
-            )
-        except _FAILURES as err:
-            raise translate(err, what=f"write nodeagentconfig/{node}") from err
-    for node in plan.delete:
-        try:
-            await objects.delete_cluster_custom_object(GROUP, VERSION, plural, node)
-        except _FAILURES as err:
-            if _status(err) != 404:
-                raise translate(err, what=f"delete nodeagentconfig/{node}") from err
+        async with limit:
+            try:
+                if node in plan.create:
+                    try:
+                        await objects.create_cluster_custom_object(GROUP, VERSION, plural, body)
+                        return
+                    except ApiException as err:
+                        if err.status != 409:
+                            raise
+                # CRDs take no strategic merge patch; the stub lacks _content_type.
+                await objects.patch_cluster_custom_object(  # type: ignore[call-arg]
+                    GROUP, VERSION, plural, node, patch, _content_type=_MERGE_PATCH
+                )
+            except _FAILURES as err:
+                raise translate(err, what=f"write nodeagentconfig/{node}") from err
+
+    async def delete(node: str) -> None:
+        async with limit:
+            try:
+                await objects.delete_cluster_custom_object(GROUP, VERSION, plural, node)
+            except _FAILURES as err:
+                if _status(err) != 404:
+                    raise translate(err, what=f"delete nodeagentconfig/{node}") from err
+
+    await asyncio.gather(
+        *(write(node, spec) for node, spec in {**plan.create, **plan.patch}.items()),
+        *(delete(node) for node in plan.delete),
+    )
 
 
 async def delete_session(*, api: client.ApiClient, kind: str, namespace: str, name: str) -> None:

@@ -54,6 +54,7 @@ MAX_ALERTS = 1000  # = the largest spec.probes.syscalls.maxAlerts
 MAX_NODES = 5000  # the largest supported Kubernetes cluster
 MAX_GPU_PODS = 1000
 MAX_GPU_PODS_PER_NODE = 256
+MAX_SESSIONS_PER_NODE = 1024
 MAX_GPU_ALERTS = 1000
 MAX_CONDITIONS = 16
 
@@ -878,7 +879,8 @@ def node_agent_config_schema() -> Schema:
             "sessions": array(
                 "Sessions with target pods on this node (list-map keyed by uid).",
                 session,
-                max_items=256,
+                # Every session can touch every node: this bounds sessions per cluster.
+                max_items=MAX_SESSIONS_PER_NODE,
                 list_type="map",
                 map_keys=["uid"],
             ),
