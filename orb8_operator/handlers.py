@@ -29,6 +29,7 @@ from orb8_operator.nodeconfig import (
     build_node_configs,
     keep_unreconciled,
     plan_node_configs,
+    refresh_targets,
 )
 from orb8_operator.podcache import PodCache
 from orb8_operator.pods import node_index_value
@@ -53,6 +54,7 @@ class OperatorState:
     dirty: asyncio.Event = field(default_factory=asyncio.Event)
     sync_task: asyncio.Task[None] | None = None
     pods: PodCache = field(default_factory=PodCache)
+    node_labels: dict[str, dict[str, str]] = field(default_factory=dict)  # as last indexed
     pods_task: asyncio.Task[None] | None = None
 
 
@@ -137,6 +139,13 @@ async def sync_node_configs(*, st: OperatorState) -> None:
     """Bring every NodeAgentConfig in line with the registry of active sessions."""
     if st.api is None:
         return
+    changed = st.pods.take_changed_namespaces()
+    if changed:
+        st.sessions = refresh_targets(
+            sessions=st.sessions, changed_namespaces=changed,
+            pods_in=lambda namespaces: list(st.pods.entries(namespaces=namespaces)),
+            node_labels=st.node_labels,
+        )  # fmt: skip
     current = await kube.list_node_configs(api=st.api)
     existing = await kube.list_session_uids(api=st.api)
     desired = keep_unreconciled(
@@ -203,6 +212,7 @@ async def _reconcile(
     st = state()
     # An empty index right after a restart would drop every session's targets.
     await st.pods.ready.wait()
+    st.node_labels = _labels(nodes)
     selector = (body.get("spec") or {}).get("selector") or {}
     namespaces = selector.get("namespaces") or [body.get("metadata", {}).get("namespace", "")]
     outcome = reconcile_session(
@@ -210,7 +220,7 @@ async def _reconcile(
         body=body,
         pods=st.pods.entries(namespaces=namespaces),
         all_pods=st.pods.entries(),
-        node_labels=_labels(nodes),
+        node_labels=st.node_labels,
         now=datetime.now(UTC),
     )
     current = body.get("status") or {}

@@ -8,8 +8,8 @@ plan's deletions.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Mapping, Set
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -27,6 +27,8 @@ from orb8_common.models import (
     to_wire,
 )
 from orb8_operator.pods import PodEntry
+from orb8_operator.resolve import resolve_targets
+from orb8_operator.selectors import resolve_namespaces
 
 __all__ = [
     "NODE_SHARE_BYTES",
@@ -215,3 +217,31 @@ def keep_unreconciled(
         sessions.sort(key=lambda s: (s.namespace, s.name, s.uid))
         out[node] = NodeAgentConfigSpec(node_name=node, sessions=tuple(sessions))
     return dict(sorted(out.items()))
+
+
+def refresh_targets(
+    *,
+    sessions: Mapping[str, ActiveSession],
+    changed_namespaces: Set[str],
+    pods_in: Callable[[frozenset[str]], Iterable[PodEntry]],
+    node_labels: Mapping[str, Mapping[str, str]],
+) -> dict[str, ActiveSession]:
+    """Re-resolve the targets of sessions that select from namespaces whose pods changed.
+
+    This lets a new or relabelled pod reach the agents without waiting for its
+    session's next timer tick; sessions in other namespaces are not walked.
+    """
+    refreshed = dict(sessions)
+    for uid, session in sessions.items():
+        namespaces = resolve_namespaces(
+            selector=session.spec.selector, session_namespace=session.namespace
+        )
+        if not namespaces & changed_namespaces:
+            continue
+        targets = resolve_targets(
+            selector=session.spec.selector, session_namespace=session.namespace,
+            pods=pods_in(namespaces), node_labels=node_labels,
+        )  # fmt: skip
+        if targets != session.targets:
+            refreshed[uid] = replace(session, targets=targets)
+    return refreshed

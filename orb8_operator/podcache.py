@@ -31,6 +31,7 @@ class PodCache:
     def __init__(self) -> None:
         self._by_uid: dict[str, PodEntry] = {}
         self._by_namespace: dict[str, dict[str, PodEntry]] = {}
+        self._changed_namespaces: set[str] = set()
         self.ready = asyncio.Event()  # set once the first full listing is in
 
     def __len__(self) -> int:
@@ -45,7 +46,13 @@ class PodCache:
             return iter(self._by_uid.values())
         return (pod for ns in namespaces for pod in self._by_namespace.get(ns, {}).values())
 
+    def take_changed_namespaces(self) -> set[str]:
+        """Namespaces whose pods changed since the last call."""
+        changed, self._changed_namespaces = self._changed_namespaces, set()
+        return changed
+
     def _put(self, entry: PodEntry) -> None:
+        self._changed_namespaces.add(entry.namespace)
         old = self._by_uid.get(entry.uid)
         if old is not None and old.namespace != entry.namespace:
             self._by_namespace.get(old.namespace, {}).pop(entry.uid, None)
@@ -56,6 +63,7 @@ class PodCache:
         old = self._by_uid.pop(uid, None)
         if old is None:
             return False
+        self._changed_namespaces.add(old.namespace)
         in_namespace = self._by_namespace.get(old.namespace, {})
         in_namespace.pop(uid, None)
         if not in_namespace:
@@ -82,6 +90,7 @@ class PodCache:
             if entry is not None:
                 fresh[entry.uid] = entry
         changed = fresh != self._by_uid
+        self._changed_namespaces |= set(self._by_namespace) | {e.namespace for e in fresh.values()}
         self._by_uid, self._by_namespace = {}, {}
         for entry in fresh.values():
             self._put(entry)

@@ -44,8 +44,9 @@ def test_pods_that_leave_drop_out_and_new_ones_are_picked_up(
              timeout=15, what="matchedPods down to 1")  # fmt: skip
 
     new = kubelet.run_pod(namespace=namespace, name="new-server", node="node-a", labels=SHOP)
+    # The pod watch reaches the node config without waiting for the session's timer.
     wait_for(lambda: _config_pods(control_plane, "node-a") == {"client", "new-server"},
-             timeout=5, what="the new pod in the node's config within a few seconds")  # fmt: skip
+             timeout=3, what="the new pod in the node's config within 3 s")  # fmt: skip
     sent = 1_000_000
     assert tcp_transfer(client=client_pod, server=new, nbytes=sent) == sent
     flow = wait_for(lambda: flow_between(control_plane, namespace, "churn", client_pod, new, sent),

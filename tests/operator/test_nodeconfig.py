@@ -17,6 +17,7 @@ from orb8_operator.nodeconfig import (
     keep_unreconciled,
     per_node_limits,
     plan_node_configs,
+    refresh_targets,
 )
 from orb8_operator.pods import PodEntry
 
@@ -179,3 +180,21 @@ def test_sessions_spanning_many_nodes_ask_each_agent_for_fewer_rows() -> None:
     assert probes["network"]["protocols"] == ["TCP", "UDP", "ICMP", "ICMPv6"]
     narrow = build_node_configs(sessions=[session("narrow", {"node-a": (A1,)})])
     assert to_wire(narrow["node-a"])["sessions"][0]["probes"] == to_wire(TRACE.probes)
+
+
+def test_refresh_targets_walks_only_sessions_in_changed_namespaces() -> None:
+    shop = session("shop-all", {"node-a": (A1,)})
+    ml = session("ml-all", {"node-c": (C1,)}, namespace="ml")
+    walked: list[frozenset[str]] = []
+
+    def pods_in(namespaces: frozenset[str]) -> list[PodEntry]:
+        walked.append(namespaces)
+        return [p for p in (A1, A2, B1, C1) if p.namespace in namespaces]
+
+    refreshed = refresh_targets(
+        sessions={shop.uid: shop, ml.uid: ml}, changed_namespaces={"shop"}, pods_in=pods_in,
+        node_labels={},
+    )  # fmt: skip
+    assert walked == [frozenset({"shop"})]
+    assert refreshed[shop.uid].targets == {"node-a": (A1, A2), "node-b": (B1,)}
+    assert refreshed[ml.uid] is ml

@@ -38,3 +38,15 @@ def test_objects_without_identity_are_ignored() -> None:
     cache = PodCache()
     assert cache.apply(event_type="ADDED", body={"metadata": {}}) is False
     assert len(cache) == 0
+
+
+def test_changed_namespaces_are_reported_once() -> None:
+    cache = PodCache()
+    cache.replace(bodies=[pod_body("a", namespace="shop"), pod_body("b", namespace="infra")])
+    assert cache.take_changed_namespaces() == {"shop", "infra"}
+    assert cache.take_changed_namespaces() == set()
+    cache.apply(event_type="MODIFIED", body=pod_body("a", namespace="shop", labels={"x": "y"}))
+    cache.apply(event_type="MODIFIED", body=pod_body("b", namespace="infra"))  # unchanged
+    assert cache.take_changed_namespaces() == {"shop"}
+    cache.apply(event_type="DELETED", body=pod_body("b", namespace="infra"))
+    assert cache.take_changed_namespaces() == {"infra"}
