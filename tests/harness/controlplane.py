@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import ssl
@@ -240,6 +241,8 @@ def start(*, state_dir: Path, bin_dir: Path | None = None) -> ControlPlane:
     if (state_dir / "pids.json").exists():
         stop(state_dir=state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
+    # Every start is a fresh, empty cluster: nothing from an earlier run leaks in.
+    shutil.rmtree(state_dir / "etcd", ignore_errors=True)
     log_dir = state_dir / "logs"
     log_dir.mkdir(exist_ok=True)
     pki = state_dir / "pki"
