@@ -30,6 +30,8 @@ from typing import Any
 
 import yaml
 
+from orb8_common.models import DANGEROUS_SYSCALLS as DEFAULT_ALERT_SYSCALLS
+
 GROUP = "orb8.io"
 VERSION = "v1alpha1"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -75,28 +77,7 @@ CONDITION_TYPE_PATTERN = (
 )
 CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 
-DANGEROUS_SYSCALLS = [
-    "ptrace",
-    "mount",
-    "umount2",
-    "init_module",
-    "finit_module",
-    "delete_module",
-    "kexec_load",
-    "kexec_file_load",
-    "bpf",
-    "setns",
-    "unshare",
-    "open_by_handle_at",
-    "syslog",
-    "pivot_root",
-    "swapon",
-    "reboot",
-    "perf_event_open",
-    "process_vm_writev",
-    "userfaultfd",
-    "keyctl",
-]
+DANGEROUS_SYSCALLS = list(DEFAULT_ALERT_SYSCALLS)  # the operator's default, one source
 PROTOCOLS = ["TCP", "UDP", "ICMP", "ICMPv6"]
 DIRECTIONS = ["ingress", "egress"]
 SESSION_PHASES = ["Pending", "Running", "Completed", "Failed"]
