@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from orb8_common.errors import ProbeLoadError, UsageError
+from orb8_common.procfs import pid_alive
 
 from . import libbpf
 from .libbpf import BPF_TC_EGRESS, BPF_TC_INGRESS, TcHook, TcOpts
@@ -116,7 +117,7 @@ class TcState:
                 items = [Attachment(**a) for a in data.get("attachments", [])]
             except (ValueError, TypeError) as err:
                 raise ProbeLoadError(f"corrupt state file {self.path}: {err}; remove it") from err
-            if owner and owner != os.getpid() and _alive(owner):
+            if owner and owner != os.getpid() and pid_alive(owner):
                 raise ProbeLoadError(
                     f"agent id {self.agent_id!r} is in use by running pid {owner}; "
                     "stop it or pick another agent id"
@@ -137,21 +138,6 @@ class TcState:
             self.path.unlink()
         with contextlib.suppress(OSError):
             self.path.parent.rmdir()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie still answers kill(0); treat it as gone
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def remove_attachment(*, attachment: Attachment, priority: int) -> None:

@@ -6,7 +6,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 
 from orb8_agent.dataplane.cgroupfs import cgroup2_mount
-from tests.harness.controlplane import REPO_ROOT, ControlPlane
+from tests.harness.controlplane import REPO_ROOT, ControlPlane, free_port
 from tests.harness.kubelet import SimKubelet, SimPod
 
 AGENT = [sys.executable, "-m", "orb8_agent.main"]
@@ -43,13 +42,6 @@ def kubelet(control_plane: ControlPlane) -> Iterator[SimKubelet]:
         yield sim
     finally:
         sim.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -80,7 +72,7 @@ def start_agent(
     started: list[AgentProcess] = []
 
     def start(node: str, *extra: str) -> AgentProcess:
-        port = _free_port()
+        port = free_port()
         log = tmp_path / f"agent-{node}.log"
         proc = subprocess.Popen(
             [*AGENT, "--node", node, "--kubeconfig", str(control_plane.kubeconfig),
@@ -145,7 +137,7 @@ def operator(control_plane: ControlPlane, tmp_path: Path) -> Iterator[subprocess
     log = tmp_path / "operator.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "orb8_operator.main",
-         "--liveness", f"http://127.0.0.1:{_free_port()}/healthz"],
+         "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
         stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT,
         env={**control_plane.env(), "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip

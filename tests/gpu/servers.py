@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 
 from orb8_agent.gpu.podresources import api_pb2, api_pb2_grpc
+from tests.harness.controlplane import free_port
 
 H100 = "NVIDIA H100 80GB HBM3"
 A100 = "NVIDIA A100-SXM4-80GB"
@@ -294,10 +295,7 @@ def fake_exporter(behavior: ExporterBehavior | None = None) -> Iterator[FakeExpo
 
 def closed_port() -> int:
     """A loopback port nothing listens on."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
+    return free_port()
 
 
 # ---------------------------------------------------------------- gRPC

@@ -30,6 +30,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from orb8_common.procfs import pid_alive
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO_ROOT / "crds"
 BUILD_SCRIPT = REPO_ROOT / "hack" / "k8s" / "build.sh"
@@ -127,7 +129,8 @@ def build_binaries() -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -194,26 +197,12 @@ def _spawn(*, cmd: list[str], log: Path) -> int:
     return proc.pid
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); treat it as gone.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def _wait_ready(*, plane: ControlPlane, pids: dict[str, int], log_dir: Path) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     last_error = ""
     while time.monotonic() < deadline:
         for name, pid in pids.items():
-            if not _alive(pid):
+            if not pid_alive(pid):
                 tail = _tail(log_dir / f"{name}.log")
                 raise ControlPlaneError(f"{name} exited during start-up:\n{tail}")
         try:
@@ -251,7 +240,7 @@ def start(*, state_dir: Path, bin_dir: Path | None = None) -> ControlPlane:
     (state_dir / "tokens.csv").write_text(f"{token},{ADMIN_USER},{ADMIN_USER},system:masters\n")
     (state_dir / "tokens.csv").chmod(0o600)
 
-    etcd_port, etcd_peer_port, api_port = _free_port(), _free_port(), _free_port()
+    etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
     etcd_url = f"http://127.0.0.1:{etcd_port}"
     peer_url = f"http://127.0.0.1:{etcd_peer_port}"
     pids: dict[str, int] = {}
@@ -318,7 +307,7 @@ def attach(*, state_dir: Path) -> ControlPlane | None:
         meta = json.loads((state_dir / "plane.json").read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if not all(_alive(pid) for pid in pids.values()):
+    if not all(pid_alive(pid) for pid in pids.values()):
         return None
     return ControlPlane(
         state_dir=state_dir, server=meta["server"], token=meta["token"],
@@ -334,13 +323,13 @@ def stop(*, state_dir: Path, grace_s: float = 10.0) -> None:
         return
     for name in ("kube-apiserver", "etcd"):
         pid = pids.get(name)
-        if pid is None or not _alive(pid):
+        if pid is None or not pid_alive(pid):
             continue
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
-        while _alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid):
+        if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -20,20 +19,13 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.harness.controlplane import ControlPlane
+from tests.harness.controlplane import ControlPlane, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(
     not (REPO / "crds" / "tracesessions.yaml").exists(), reason="crds/ not on this branch"
 )
 T = TypeVar("T")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait(what: str, probe: Callable[[], T | None], timeout: float = 40.0) -> T:
@@ -72,7 +64,7 @@ def operator(
     control_plane: ControlPlane, ns: str, tmp_path: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
     log = (tmp_path / "operator.log").open("wb")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
