@@ -10,13 +10,14 @@ export ORB8_CACHE
 ORB8_STATE ?= /tmp/orb8-dev
 export ORB8_STATE
 
-.PHONY: help setup deps venv control-plane bpf lint test test-unit \
+.PHONY: help setup deps venv control-plane bpf lint test test-unit test-stress \
 	cluster-up cluster-down crds-install demo bench-dataplane bench-operator bench-gpu clean
 
 help:
 	@echo "make demo             run orb8 end to end on a local control plane (DEMO_ARGS=--keep)"
 	@echo "make test             set up everything and run the whole test suite"
 	@echo "make test-unit        only tests that need neither the apiserver nor root"
+	@echo "make test-stress      tests/dataplane 5 times with every core busy (STRESS_RUNS, STRESS_PATHS)"
 	@echo "make cluster-up       start kube-apiserver + etcd on loopback; prints the kubeconfig"
 	@echo "make cluster-down     stop them"
 	@echo "make crds-install     apply crds/ to the running control plane"
@@ -48,27 +49,39 @@ setup: deps venv control-plane bpf
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy orb8_common orb8_operator orb8_agent orb8_cli tests bench hack
+	$(VENV)/bin/mypy orb8_common orb8_operator orb8_agent orb8_cli orb8_dev tests bench hack
 
 test: setup lint
 	$(VENV)/bin/pytest -ra $(PYTEST_ARGS)
+
+# The kernel data-plane tests (or STRESS_PATHS) STRESS_RUNS times in a row while
+# busy loops hold every core: proof that no test needs a quiet machine.
+STRESS_RUNS ?= 5
+STRESS_PATHS ?= tests/dataplane
+test-stress: setup
+	@for i in $$(seq 1 $(STRESS_RUNS)); do \
+	  echo "== stress run $$i/$(STRESS_RUNS): $(STRESS_PATHS) with $$(nproc) busy cores =="; \
+	  start=$$(date +%s); \
+	  $(VENV)/bin/pytest -q -p no:cacheprovider --busy-cores $$(nproc) $(STRESS_PATHS) $(PYTEST_ARGS) || exit 1; \
+	  echo "== stress run $$i passed in $$(( $$(date +%s) - start )) s =="; \
+	done
 
 test-unit: venv
 	$(VENV)/bin/pytest -ra -m "not cluster and not kernel" $(PYTEST_ARGS)
 
 cluster-up: venv control-plane
-	@$(PY) -m tests.harness.controlplane up --state-dir $(ORB8_STATE)
+	@$(PY) -m orb8_dev.controlplane up --state-dir $(ORB8_STATE)
 
 cluster-down: venv
-	@$(PY) -m tests.harness.controlplane down --state-dir $(ORB8_STATE)
+	@$(PY) -m orb8_dev.controlplane down --state-dir $(ORB8_STATE)
 
 crds-install: venv
-	@$(PY) -m tests.harness.controlplane apply-crds --state-dir $(ORB8_STATE)
+	@$(PY) -m orb8_dev.controlplane apply-crds --state-dir $(ORB8_STATE)
 
 .PHONY: crds sync-crds
-# Regenerate crds/*.yaml from tests/crds/gen_crds.py, then copy them into the chart.
+# Regenerate crds/*.yaml from orb8_dev/gen_crds.py, then copy them into the chart.
 crds: venv
-	@$(PY) -m tests.crds.gen_crds
+	@$(PY) -m orb8_dev.gen_crds
 	@$(MAKE) -s sync-crds
 
 # The chart carries byte-identical copies of crds/*.yaml (tests/crds checks this).

@@ -34,9 +34,9 @@ from orb8_agent.dataplane.flows import FlowCollector
 from orb8_agent.dataplane.libbpf import BPF_TC_EGRESS, BPF_TC_INGRESS
 from orb8_agent.dataplane.objects import object_path
 from orb8_agent.dataplane.syscalls import Hook, SyscallCollector
-from tests.dataplane.helpers import finish_sink, start_sink, traffic, warm_neighbours
-from tests.harness import netns
-from tests.harness.cgroups import cgroup
+from orb8_dev import netns
+from orb8_dev.cgroups import cgroup
+from orb8_dev.traffic_ctl import finish_sink, start_sink, traffic, warm_neighbours
 
 HERE = Path(__file__).resolve().parent
 GEN_SRC = HERE / "dataplane_gen.c"
@@ -214,7 +214,7 @@ def getpid_ns(gen: Path, cg_path: Path | None, calls: int) -> float:
     if cg_path is None:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     else:
-        from tests.harness.cgroups import Cgroup
+        from orb8_dev.cgroups import Cgroup
 
         proc = Cgroup(path=cg_path).spawn(cmd, stdout=subprocess.PIPE)
         out = proc.communicate(timeout=120)[0].decode()

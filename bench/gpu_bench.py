@@ -36,7 +36,7 @@ from orb8_agent.gpu.model import (
     TargetContainer,
     TargetPod,
 )
-from tests.gpu.servers import (
+from orb8_dev.gpu_servers import (
     Allocation,
     ExporterBehavior,
     FakeGpu,

@@ -30,7 +30,7 @@ from urllib3.exceptions import ProtocolError
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.harness.controlplane import ControlPlane, start, stop  # noqa: E402
+from orb8_dev.controlplane import ControlPlane, start, stop  # noqa: E402
 
 GROUP, VERSION = "orb8.io", "v1alpha1"
 NAMESPACES = 10

@@ -27,13 +27,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from orb8_agent.dataplane.cgroupfs import cgroup2_mount  # noqa: E402
-from tests.harness.controlplane import ControlPlane, attach, start, stop  # noqa: E402
-from tests.harness.kubelet import SimKubelet, SimPod  # noqa: E402
+from orb8_dev.controlplane import ControlPlane, attach, start, stop  # noqa: E402
+from orb8_dev.kubelet import SimKubelet, SimPod  # noqa: E402
 
 SESSION_FILE = REPO / "docs" / "examples" / "demo-tracesession.yaml"
 NAMESPACE, SESSION, NODE = "shop", "checkout-debug", "demo-node"
-TRAFFIC = [sys.executable, "-m", "tests.dataplane.traffic"]
-VICTIM = [sys.executable, "-m", "tests.dataplane.victim"]
+TRAFFIC = [sys.executable, "-m", "orb8_dev.traffic"]
+VICTIM = [sys.executable, "-m", "orb8_dev.victim"]
 
 
 def step(text: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,8 +39,9 @@ from orb8_operator.reconcile import SessionOutcome, changed_fields, reconcile_se
 __all__ = ["OperatorState", "configure_settings", "state", "to_kopf_error"]
 
 GROUP, VERSION = kube.GROUP, kube.VERSION
-RECONCILE_INTERVAL = 5.0  # seconds between timer ticks of each session
-RESYNC_INTERVAL = 30.0  # NodeAgentConfigs are re-checked at least this often
+# orb8-operator's --session-resync / --node-config-resync set these before this module loads.
+RECONCILE_INTERVAL = float(os.environ.get("ORB8_SESSION_RESYNC_S", "5"))  # per-session timer
+RESYNC_INTERVAL = float(os.environ.get("ORB8_NODE_CONFIG_RESYNC_S", "30"))  # NodeAgentConfigs
 SYNC_COALESCE_S = 0.5  # changes arriving this close together are written together
 _log = logging.getLogger("orb8.operator")
 

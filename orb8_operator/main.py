@@ -17,6 +17,16 @@ import kopf
 __all__ = ["main"]
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 86400 seconds: {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orb8-operator", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -29,6 +39,19 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="serve sessions only in this namespace (repeatable; default: all namespaces)",
+    )
+    parser.add_argument(
+        "--session-resync",
+        type=_seconds,
+        default=5.0,
+        help="seconds between each session's periodic reconcile (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--node-config-resync",
+        type=_seconds,
+        default=30.0,
+        help="seconds between full NodeAgentConfig checks; changes are written at once "
+        "(default: %(default)s)",
     )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument(
@@ -45,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    os.environ["ORB8_SESSION_RESYNC_S"] = str(args.session_resync)
+    os.environ["ORB8_NODE_CONFIG_RESYNC_S"] = str(args.node_config_resync)
     # Importing registers the handlers with kopf's default registry.
     from orb8_operator import handlers  # noqa: F401
 

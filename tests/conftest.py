@@ -9,7 +9,28 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.controlplane import CRD_DIR, ControlPlane, attach, start, stop
+from orb8_dev.controlplane import CRD_DIR, ControlPlane, attach, start, stop
+from orb8_dev.load import busy_cores
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--busy-cores",
+        type=int,
+        default=0,
+        help="hold this many CPU cores busy with spinning processes for the whole run",
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def busy_machine(pytestconfig: pytest.Config) -> Iterator[None]:
+    count = int(pytestconfig.getoption("--busy-cores"))
+    if count <= 0:
+        yield
+        return
+    with busy_cores(count=count) as pids:
+        _announce(pytestconfig, f"load: {count} busy loops (pids {pids}) hold the CPUs")
+        yield
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

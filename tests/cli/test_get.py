@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness.controlplane import ControlPlane
+from orb8_dev.controlplane import ControlPlane
 
 STATUS = {
     "phase": "Running",

@@ -6,7 +6,7 @@ import json
 import uuid
 from pathlib import Path
 
-from tests.harness.controlplane import REPO_ROOT, ControlPlane
+from orb8_dev.controlplane import REPO_ROOT, ControlPlane
 
 
 def _pinned_k8s_version() -> str:

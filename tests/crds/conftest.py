@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.harness.controlplane import ControlPlane
+from orb8_dev.controlplane import ControlPlane
 
 
 @dataclass(frozen=True)

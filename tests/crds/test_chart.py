@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from orb8_dev.controlplane import ControlPlane, start, stop
 from tests.crds.manifests import trace_session
-from tests.harness.controlplane import ControlPlane, start, stop
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "orb8"

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.crds import gen_crds, manifests
+from orb8_dev import gen_crds
+from tests.crds import manifests
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "crds"

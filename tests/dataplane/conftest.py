@@ -16,7 +16,7 @@ import pytest
 
 from orb8_agent.dataplane.objects import object_path
 from orb8_agent.preflight import run_preflight
-from tests.harness import netns
+from orb8_dev import netns
 
 
 @pytest.fixture(scope="session")

@@ -16,14 +16,14 @@ from orb8_agent.dataplane.flows import FlowCollector
 from orb8_agent.dataplane.libbpf import BPF_TC_INGRESS
 from orb8_agent.dataplane.objects import object_path
 from orb8_agent.dataplane.syscalls import Hook, SyscallCollector
-from tests.dataplane.helpers import (
+from orb8_dev import netns
+from orb8_dev.traffic_ctl import (
     bpf_link_prog_ids,
     bpf_prog_ids,
     gone,
     has_clsact,
     tc_filters,
 )
-from tests.harness import netns
 
 pytestmark = pytest.mark.kernel
 

@@ -10,8 +10,8 @@ import pytest
 from orb8_agent.dataplane.abi import TCP_FIN, TCP_SYN
 from orb8_agent.dataplane.flows import FlowCollector
 from orb8_agent.dataplane.models import Flow
-from tests.dataplane.helpers import finish_sink, start_sink, traffic, warm_neighbours
-from tests.harness import netns
+from orb8_dev import netns
+from orb8_dev.traffic_ctl import finish_sink, start_sink, traffic, warm_neighbours
 
 pytestmark = pytest.mark.kernel
 
@@ -73,8 +73,10 @@ def test_tcp_bulk_matches_interface_counters(
 
     out = _one(flows, protocol=6, direction="egress", dst_port=5201, src_ip=src)
     back = _one(flows, protocol=6, direction="ingress", src_port=5201, dst_ip=src)
-    # payload plus one set of headers per (GSO) packet: within 1% of what was sent
-    assert sent["sent"] <= out.bytes <= sent["sent"] * 1.01
+    # The data flow is all of the veth's transmit; how the kernel segmented the
+    # stream (and so the header overhead) varies with load, so the payload is only a floor.
+    assert out.bytes == pytest.approx(tx_bytes, rel=0.01)
+    assert out.bytes >= sent["sent"]
     assert back.src_ip == dst and back.dst_port == out.src_port
     assert out.tcp_flags & TCP_SYN and out.tcp_flags & TCP_FIN
     assert back.tcp_flags & TCP_SYN and back.tcp_flags & TCP_FIN

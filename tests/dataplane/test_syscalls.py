@@ -12,11 +12,11 @@ import pytest
 from orb8_agent.dataplane.models import Alert
 from orb8_agent.dataplane.syscall_names import nr_of
 from orb8_agent.dataplane.syscalls import Hook, SyscallCollector
-from tests.harness.cgroups import Cgroup, cgroup
+from orb8_dev.cgroups import Cgroup, cgroup
 
 pytestmark = pytest.mark.kernel
 
-VICTIM = [sys.executable, "-m", "tests.dataplane.victim"]
+VICTIM = [sys.executable, "-m", "orb8_dev.victim"]
 ALERTS = ["ptrace", "mount", "unshare"]
 
 

@@ -17,12 +17,13 @@ from typing import Any
 import pytest
 
 from orb8_agent.dataplane.cgroupfs import cgroup2_mount
-from tests.harness.controlplane import REPO_ROOT, ControlPlane, free_port
-from tests.harness.kubelet import SimKubelet, SimPod
+from orb8_dev.controlplane import REPO_ROOT, ControlPlane, free_port
+from orb8_dev.kubelet import SimKubelet, SimPod
+from orb8_dev.netns import link_counters
 
 AGENT = [sys.executable, "-m", "orb8_agent.main"]
-TRAFFIC = [sys.executable, "-m", "tests.dataplane.traffic"]
-VICTIM = [sys.executable, "-m", "tests.dataplane.victim"]
+TRAFFIC = [sys.executable, "-m", "orb8_dev.traffic"]
+VICTIM = [sys.executable, "-m", "orb8_dev.victim"]
 
 
 @pytest.fixture
@@ -90,8 +91,19 @@ def start_agent(
         agent.stop()
 
 
-def tcp_transfer(*, client: SimPod, server: SimPod, nbytes: int, port: int = 8080) -> int:
-    """Send ``nbytes`` from client to server over TCP; return what the server received."""
+@dataclass(frozen=True)
+class Transfer:
+    received: int  # payload bytes the server read
+    wire_bytes: int  # what the client's host veth carried from the pod: the probe's measure
+
+
+def tcp_transfer(*, client: SimPod, server: SimPod, nbytes: int, port: int = 8080) -> Transfer:
+    """Send ``nbytes`` from client to server over TCP.
+
+    ``wire_bytes`` is the oracle for flow byte counts: the host-side veth's rx
+    counter (the pod's transmit), which counts every header exactly as the
+    probe does, however the kernel segmented the stream.
+    """
     sink = server.spawn(
         [*TRAFFIC, "tcp-sink", "--bind", "0.0.0.0", "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT,
@@ -99,11 +111,13 @@ def tcp_transfer(*, client: SimPod, server: SimPod, nbytes: int, port: int = 808
     assert sink.stdout is not None
     ready = sink.stdout.readline()
     assert b"listening" in ready, ready
+    before = link_counters(netns=None, interface=client.host_if)["rx_bytes"]
     client.run([*TRAFFIC, "tcp-send", "--dst", server.ip, "--port", str(port),
                 "--bytes", str(nbytes)])  # fmt: skip
     out, _ = sink.communicate(timeout=60)
+    after = link_counters(netns=None, interface=client.host_if)["rx_bytes"]
     received: int = json.loads(out.decode().strip().splitlines()[-1])["received"]
-    return received
+    return Transfer(received=received, wire_bytes=after - before)
 
 
 def make_victim(pod: SimPod, *, calls: str = "ptrace,mount") -> int:
@@ -132,18 +146,25 @@ def wait_for(
 
 
 @pytest.fixture
-def operator(control_plane: ControlPlane, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
-    """The orb8 operator as its own process, as the Deployment runs it."""
-    log = tmp_path / "operator.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orb8_operator.main",
-         "--liveness", f"http://127.0.0.1:{free_port()}/healthz"],
-        stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT,
-        env={**control_plane.env(), "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    try:
-        yield proc
-    finally:
+def start_operator(
+    control_plane: ControlPlane, tmp_path: Path
+) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start the orb8 operator as its own process, as the Deployment runs it."""
+    started: list[tuple[subprocess.Popen[str], Path]] = []
+
+    def start(*extra: str) -> subprocess.Popen[str]:
+        log = tmp_path / f"operator-{len(started)}.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orb8_operator.main",
+             "--liveness", f"http://127.0.0.1:{free_port()}/healthz", *extra],
+            stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT,
+            env={**control_plane.env(), "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        started.append((proc, log))
+        return proc
+
+    yield start
+    for proc, log in started:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -152,3 +173,9 @@ def operator(control_plane: ControlPlane, tmp_path: Path) -> Iterator[subprocess
                 proc.kill()
                 proc.wait()
         print(log.read_text(errors="replace")[-4000:])
+
+
+@pytest.fixture
+def operator(start_operator: Callable[..., subprocess.Popen[str]]) -> subprocess.Popen[str]:
+    """The orb8 operator with its default settings."""
+    return start_operator()

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import get_json, wait_for
-from tests.gpu.servers import (
+from orb8_dev.controlplane import ControlPlane
+from orb8_dev.gpu_servers import (
     A100,
     Allocation,
     ExporterBehavior,
@@ -25,8 +25,8 @@ from tests.gpu.servers import (
     gpu_uuid,
     mig_uuid,
 )
-from tests.harness.controlplane import ControlPlane
-from tests.harness.kubelet import SimKubelet
+from orb8_dev.kubelet import SimKubelet
+from tests.e2e.conftest import get_json, wait_for
 
 GPU = "nvidia.com/gpu"
 ML = {"team": "ml"}

@@ -12,10 +12,12 @@ import sys
 from functools import partial
 from typing import Any
 
-from tests.dataplane.helpers import tc_filters
-from tests.e2e.conftest import get_json, make_victim, tcp_transfer, wait_for
-from tests.harness.controlplane import ControlPlane
-from tests.harness.kubelet import SimKubelet, SimPod
+import pytest
+
+from orb8_dev.controlplane import ControlPlane
+from orb8_dev.kubelet import SimKubelet, SimPod
+from orb8_dev.traffic_ctl import tc_filters
+from tests.e2e.conftest import Transfer, get_json, make_victim, tcp_transfer, wait_for
 
 SHOP = {"app": "shop"}
 
@@ -41,11 +43,12 @@ def status(plane: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
 
 
 def flow_between(
-    plane: ControlPlane, namespace: str, name: str, src: SimPod, dst: SimPod, nbytes: int
+    plane: ControlPlane, namespace: str, name: str, src: SimPod, dst: SimPod, transfer: Transfer
 ) -> dict[str, Any] | None:
+    """The src→dst flow in the session's status, once it holds (nearly) all the wire bytes."""
     for flow in status(plane, namespace, name).get("flows") or []:
         ends = (flow["source"].get("pod"), flow["destination"].get("pod"))
-        if ends == (src.name, dst.name) and flow["bytes"] >= nbytes:
+        if ends == (src.name, dst.name) and flow["bytes"] >= transfer.wire_bytes * 0.99:
             return dict(flow)
     return None
 
@@ -77,17 +80,20 @@ def test_flows_and_alerts_reach_the_session_status(
     assert st["matchedPods"] == 3
 
     same_node, cross_node = 2_000_000, 3_000_000
-    assert tcp_transfer(client=client, server=local, nbytes=same_node, port=8081) == same_node
-    assert tcp_transfer(client=client, server=remote, nbytes=cross_node, port=8082) == cross_node
+    to_local = tcp_transfer(client=client, server=local, nbytes=same_node, port=8081)
+    to_remote = tcp_transfer(client=client, server=remote, nbytes=cross_node, port=8082)
+    assert (to_local.received, to_remote.received) == (same_node, cross_node)
     victim = make_victim(client)
     make_victim(outsider)
 
-    for server, sent in ((local, same_node), (remote, cross_node)):
+    for server, sent, transfer in ((local, same_node, to_local), (remote, cross_node, to_remote)):
         flow = wait_for(
-            partial(flow_between, control_plane, namespace, "shop-debug", client, server, sent),
+            partial(flow_between, control_plane, namespace, "shop-debug", client, server, transfer),
             timeout=45, what=f"client→{server.name} in status.flows",
         )  # fmt: skip
-        assert sent <= flow["bytes"] <= sent * 1.02, flow
+        # wire bytes against the client veth's own counter; the payload is a floor
+        assert flow["bytes"] == pytest.approx(transfer.wire_bytes, rel=0.01), flow
+        assert flow["bytes"] >= sent
         assert flow["source"]["namespace"] == flow["destination"]["namespace"] == namespace
         assert flow["destination"]["ip"] == server.ip
 

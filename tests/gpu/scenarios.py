@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from orb8_agent.gpu.model import TargetContainer, TargetPod
-from tests.gpu.servers import A100, Allocation, FakeGpu, FakeMig, Pod, gpu_uuid, mig_uuid
+from orb8_dev.gpu_servers import A100, Allocation, FakeGpu, FakeMig, Pod, gpu_uuid, mig_uuid
 
 GPU = "nvidia.com/gpu"
 

@@ -8,9 +8,9 @@ import pytest
 
 from orb8_agent.gpu import check
 from orb8_agent.gpu.nvml import NvmlSource
+from orb8_dev.gpu_servers import ExporterBehavior, closed_port, exposition, fake_exporter, gpu_uuid
 from tests.gpu import scenarios
 from tests.gpu.fake_nvml import FakeNvml, FakeNvmlDevice, FakeProc
-from tests.gpu.servers import ExporterBehavior, closed_port, exposition, fake_exporter, gpu_uuid
 
 UID = "aaaaaaaa-1111-4111-8111-111111111111"
 

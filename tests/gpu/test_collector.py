@@ -17,10 +17,7 @@ from orb8_agent.gpu.collector import GpuCollector
 from orb8_agent.gpu.config import GpuSettings, SourceKind
 from orb8_agent.gpu.model import AlertKind, GpuSnapshot, Sharing, TargetContainer, TargetPod
 from orb8_agent.gpu.nvml import NvmlSource
-from tests.gpu import scenarios
-from tests.gpu.fake_nvml import FakeNvml, FakeNvmlDevice, FakeProc
-from tests.gpu.scenarios import Scenario
-from tests.gpu.servers import (
+from orb8_dev.gpu_servers import (
     ExporterBehavior,
     FakeExporter,
     FakeKubelet,
@@ -32,6 +29,9 @@ from tests.gpu.servers import (
     gpu_uuid,
     refusing_socket,
 )
+from tests.gpu import scenarios
+from tests.gpu.fake_nvml import FakeNvml, FakeNvmlDevice, FakeProc
+from tests.gpu.scenarios import Scenario
 
 T0 = datetime(2026, 11, 29, 5, 0, tzinfo=UTC)
 
@@ -143,7 +143,7 @@ def test_exporter_down_is_degraded_without_numbers(shared: Node) -> None:
 
 def test_slow_exporter_times_out_and_does_not_block_the_loop(shared: Node) -> None:
     shared.exporter.behavior.mode = "slow"
-    shared.exporter.behavior.delay_s = 3
+    shared.exporter.behavior.delay_s = 10
     collector = shared.collector(timeout_s=0.5)
     ticks = 0
 
@@ -164,8 +164,8 @@ def test_slow_exporter_times_out_and_does_not_block_the_loop(shared: Node) -> No
 
     start_t = time.monotonic()
     snap = asyncio.run(main())
-    assert time.monotonic() - start_t < 2.5
-    assert ticks >= 5  # the event loop kept running while the exporter dawdled
+    assert time.monotonic() - start_t < 5  # gave up long before the exporter answered
+    assert ticks >= 2  # the event loop kept running while the exporter dawdled
     assert snap.degraded
     assert "did not answer within 0.5s" in snap.message
 

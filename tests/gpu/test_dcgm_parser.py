@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 from orb8_agent.gpu.dcgm import DCGM_INT32_BLANK, is_blank, parse_exposition
 from orb8_agent.gpu.errors import ExporterFormatError
 from orb8_common.errors import Orb8Error
-from tests.gpu import scenarios
-from tests.gpu.servers import (
+from orb8_dev.gpu_servers import (
     FP64_BLANK,
     INT64_NOT_SUPPORTED,
     FakeGpu,
@@ -21,6 +20,7 @@ from tests.gpu.servers import (
     exposition,
     gpu_uuid,
 )
+from tests.gpu import scenarios
 
 NOW = datetime(2026, 11, 29, 5, 0, tzinfo=UTC)
 MIB = 1024 * 1024

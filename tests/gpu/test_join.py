@@ -17,9 +17,9 @@ from orb8_agent.gpu.model import (
     Sharing,
 )
 from orb8_agent.gpu.summary import summarize
+from orb8_dev.gpu_servers import Allocation, Pod, exposition, gpu_uuid, mig_uuid
 from tests.gpu import scenarios
 from tests.gpu.scenarios import Scenario, target
-from tests.gpu.servers import Allocation, Pod, exposition, gpu_uuid, mig_uuid
 
 NOW = datetime(2026, 11, 29, 5, 0, tzinfo=UTC)
 MIB = 2**20

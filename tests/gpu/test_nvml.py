@@ -19,8 +19,8 @@ from orb8_agent.gpu.model import (
 )
 from orb8_agent.gpu.nvml import NvmlSource, load_pynvml, mig_profile_from_name
 from orb8_agent.gpu.summary import summarize
+from orb8_dev.gpu_servers import gpu_uuid, mig_uuid
 from tests.gpu.fake_nvml import FakeMigDevice, FakeNvml, FakeNvmlDevice, FakeProc
-from tests.gpu.servers import gpu_uuid, mig_uuid
 
 NOW = datetime(2026, 11, 29, 5, 0, tzinfo=UTC)
 GIB = 2**30

@@ -11,8 +11,14 @@ from orb8_agent.gpu.errors import PodResourcesError
 from orb8_agent.gpu.model import AllocatableDevice, DeviceAllocation
 from orb8_agent.gpu.podresources import api_pb2
 from orb8_agent.gpu.podresources.client import is_gpu_resource, read_pod_resources
+from orb8_dev.gpu_servers import (
+    Allocation,
+    KubeletBehavior,
+    fake_kubelet,
+    gpu_uuid,
+    refusing_socket,
+)
 from tests.gpu import scenarios
-from tests.gpu.servers import Allocation, KubeletBehavior, fake_kubelet, gpu_uuid, refusing_socket
 
 NOW = datetime(2026, 11, 29, 5, 0, tzinfo=UTC)
 

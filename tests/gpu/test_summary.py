@@ -10,14 +10,14 @@ from orb8_agent.gpu.collector import GpuCollector
 from orb8_agent.gpu.config import GpuSettings
 from orb8_agent.gpu.model import GpuPodRow, GpuSnapshot, GpuSummary
 from orb8_agent.gpu.summary import summarize_nodes
-from tests.gpu import scenarios
-from tests.gpu.servers import (
+from orb8_dev.gpu_servers import (
     ExporterBehavior,
     KubeletBehavior,
     exposition,
     fake_exporter,
     fake_kubelet,
 )
+from tests.gpu import scenarios
 
 
 def test_node_entries_count_shared_gpus_once_per_node() -> None:

@@ -19,12 +19,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.harness.controlplane import ControlPlane, free_port
+from orb8_dev.controlplane import ControlPlane, free_port
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.skipif(
-    not (REPO / "crds" / "tracesessions.yaml").exists(), reason="crds/ not on this branch"
-)
 T = TypeVar("T")
 
 

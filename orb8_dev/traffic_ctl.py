@@ -8,9 +8,9 @@ import sys
 import time
 from typing import Any
 
-from tests.harness import netns
+from orb8_dev import netns
 
-TRAFFIC = [sys.executable, "-m", "tests.dataplane.traffic"]
+TRAFFIC = [sys.executable, "-m", "orb8_dev.traffic"]
 
 
 def traffic(ns: str, *args: str) -> dict[str, Any]:

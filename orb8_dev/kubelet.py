@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness.cgroups import Cgroup, remove_tree
-from tests.harness.controlplane import REPO_ROOT, ControlPlane
-from tests.harness.netns import run, unique
+from orb8_dev.cgroups import Cgroup, remove_tree
+from orb8_dev.controlplane import REPO_ROOT, ControlPlane
+from orb8_dev.netns import run, unique
 
 POD_PREFIX_LEN = 16
 

@@ -90,7 +90,7 @@ class VethPair:
         return link_counters(netns=ns, interface=ifname)
 
 
-def link_counters(*, netns: str, interface: str) -> dict[str, int]:
+def link_counters(*, netns: str | None, interface: str) -> dict[str, int]:
     """rx/tx bytes and packets from ``ip -s -j link``."""
     data = json.loads(run(["ip", "-s", "-j", "link", "show", "dev", interface], netns=netns))
     stats = data[0]["stats64"]

@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 
 from orb8_agent.gpu.podresources import api_pb2, api_pb2_grpc
-from tests.harness.controlplane import free_port
+from orb8_dev.controlplane import free_port
 
 H100 = "NVIDIA H100 80GB HBM3"
 A100 = "NVIDIA A100-SXM4-80GB"

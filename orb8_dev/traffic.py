@@ -1,6 +1,6 @@
 """Traffic for data-plane tests and the bench, run inside a test namespace.
 
-Usage: ``ip netns exec NS python -m tests.dataplane.traffic <command> ...``.
+Usage: ``ip netns exec NS python -m orb8_dev.traffic <command> ...``.
 Every command prints one JSON object with what it sent or received, so the
 caller can compare it with what the probe counted. Loops are bounded by a
 count or a duration.

@@ -4,7 +4,7 @@ The binaries are built from their Go modules by ``hack/k8s/build.sh`` and
 cached by version. ``start`` writes certificates, a static token file and a
 kubeconfig into a state directory, starts both servers and waits until the
 apiserver is ready. The same code backs ``make cluster-up``/``cluster-down``
-(``python -m tests.harness.controlplane``) and the session-scoped pytest
+(``python -m orb8_dev.controlplane``) and the session-scoped pytest
 fixture in ``tests/conftest.py``.
 
 No kubelet, scheduler or controller-manager runs: tests play the kubelet
@@ -32,7 +32,7 @@ from pathlib import Path
 
 from orb8_common.procfs import pid_alive
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 CRD_DIR = REPO_ROOT / "crds"
 BUILD_SCRIPT = REPO_ROOT / "hack" / "k8s" / "build.sh"
 READY_TIMEOUT_S = 120.0
