@@ -11,7 +11,7 @@ ORB8_STATE ?= /tmp/orb8-dev
 export ORB8_STATE
 
 .PHONY: help setup deps venv control-plane bpf lint test test-unit test-stress \
-	cluster-up cluster-down crds-install demo bench-dataplane bench-operator bench-gpu clean
+	cluster-up cluster-down crds-install demo images bench-dataplane bench-operator bench-gpu clean
 
 help:
 	@echo "make demo             run orb8 end to end on a local control plane (DEMO_ARGS=--keep)"
@@ -22,6 +22,8 @@ help:
 	@echo "make cluster-down     stop them"
 	@echo "make crds-install     apply crds/ to the running control plane"
 	@echo "make lint             ruff + mypy"
+	@echo "make images           build the orb8-agent and orb8-operator images into build/images/*.tar"
+	@echo "                      (buildah, no Docker engine, no registry; content-cached)"
 	@echo "make bench-dataplane  probe overhead and collector cost, as ratios"
 	@echo "make bench-operator   500 sessions over 50 nodes and 5,000 pods"
 	@echo "make bench-gpu        GPU parse + join and collector CPU"
@@ -89,6 +91,12 @@ sync-crds:
 	@mkdir -p charts/orb8/crds
 	@rm -f charts/orb8/crds/*.yaml
 	@cp crds/*.yaml charts/orb8/crds/
+
+# Both images from images/Dockerfile; the base is made from Debian packages, so
+# nothing is pulled from an image registry. See docs/install.md.
+images:
+	@hack/install-image-deps.sh
+	@hack/build-images.sh
 
 demo: setup
 	@$(PY) hack/demo.py --state-dir $(ORB8_STATE) $(DEMO_ARGS)
