@@ -51,7 +51,7 @@ setup: deps venv control-plane bpf
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy orb8_common orb8_operator orb8_agent orb8_cli orb8_dev tests bench hack
+	$(VENV)/bin/mypy orb8_common orb8_operator orb8_agent orb8_cli orb8_dev tests bench hack images
 
 test: setup lint
 	$(VENV)/bin/pytest -ra $(PYTEST_ARGS)

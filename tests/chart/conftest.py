@@ -28,9 +28,7 @@ def docs_of(text: str) -> list[Doc]:
 
 
 def find(docs: list[Doc], kind: str, name_suffix: str = "") -> Doc:
-    matches = [
-        d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(name_suffix)
-    ]
+    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(name_suffix)]
     assert len(matches) == 1, f"{kind} *{name_suffix}: {[d['metadata']['name'] for d in matches]}"
     return matches[0]
 

@@ -22,9 +22,7 @@ def test_every_object_is_in_the_cluster(release: Release) -> None:
         kind, name = doc["kind"], doc["metadata"]["name"]
         cluster_scoped = kind in ("ClusterRole", "ClusterRoleBinding")
         where = [] if cluster_scoped else ["-n", release.namespace]
-        got = json.loads(
-            release.plane.kubectl("get", kind, name, *where, "-o", "json").stdout
-        )
+        got = json.loads(release.plane.kubectl("get", kind, name, *where, "-o", "json").stdout)
         assert got["metadata"]["labels"]["app.kubernetes.io/instance"] == release.name
     status = release.run("status", release.name).stdout
     assert "STATUS: deployed" in status
@@ -153,7 +151,8 @@ def test_refused_values_fail_install_with_the_reason(
     )  # fmt: skip
     assert result.returncode != 0
     assert "at '/agent/privileged'" in result.stderr
-    assert "orb8-bad" not in helm("list", "-A", "--kubeconfig", str(control_plane.kubeconfig)).stdout
+    listed = helm("list", "-A", "--kubeconfig", str(control_plane.kubeconfig)).stdout
+    assert "orb8-bad" not in listed
 
 
 def _labelled(plane: ControlPlane, *, instance: str, namespace: str) -> list[str]:

@@ -18,7 +18,7 @@ from orb8_agent.main import _parser as agent_parser
 from orb8_dev.controlplane import ControlPlane
 from orb8_dev.helm import CHART, REPO, Helm
 from orb8_operator.main import _parser as operator_parser
-from tests.chart.conftest import Doc, Render, docs_of, find
+from tests.chart.conftest import Doc, Render, find
 
 pytestmark = pytest.mark.cluster
 
@@ -49,7 +49,9 @@ def test_lint_default_and_all_options(helm: Helm) -> None:
         assert "0 chart(s) failed" in result.stdout
 
 
-@pytest.mark.parametrize("sets", [(), ALL_ON, ("agent.privileged=true",)], ids=["default", "options", "privileged"])  # fmt: skip
+@pytest.mark.parametrize(
+    "sets", [(), ALL_ON, ("agent.privileged=true",)], ids=["default", "options", "privileged"]
+)
 def test_apiserver_accepts_every_rendered_object(
     render: Render, control_plane: ControlPlane, sets: tuple[str, ...]
 ) -> None:
@@ -121,7 +123,9 @@ def test_agent_args_are_flags_the_agent_accepts(render: Render) -> None:
     docs = render("agent.dcgmExporterHost=10.0.0.9", "agent.syscallHook=tp_btf")
     env = {**find(docs, "ConfigMap", "-config")["data"], "NODE_NAME": "node-a", "NODE_IP": "x"}
     agent = container(find(docs, "DaemonSet"))
-    assert agent["env"][0] == {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}  # fmt: skip
+    assert agent["env"][0] == {
+        "name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    }  # fmt: skip
     args = agent_parser().parse_args(expand(agent["args"], env))
     assert args.node == "node-a"
     assert args.http_port == 9091
@@ -254,10 +258,11 @@ def test_the_charts_own_dashboards_are_shipped(render: Render) -> None:
 def test_config_change_rolls_both_workloads(render: Render) -> None:
     def checksums(*sets: str) -> tuple[str, str]:
         docs = render(*sets)
-        return tuple(  # type: ignore[return-value]
+        deploy, ds = (
             find(docs, kind)["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
             for kind in ("Deployment", "DaemonSet")
         )
+        return deploy, ds
 
     base = checksums()
     assert base == checksums()
