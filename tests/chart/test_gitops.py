@@ -32,6 +32,36 @@ from tests.chart.conftest import Release, new_release
 pytestmark = pytest.mark.cluster
 
 EXAMPLES = REPO / "docs" / "examples"
+GITOPS_DOC = REPO / "docs" / "gitops.md"
+# Runs an Argo CD health script the way Argo CD does: `obj` is a global, the
+# script returns a table with status and message.
+LUA_HARNESS = """
+local cjson = require "cjson"
+obj = cjson.decode(io.read("*a"))
+local script = assert(loadstring(os.getenv("ARGO_HEALTH_SCRIPT")))
+local hs = script()
+io.write(hs.status, "|", hs.message or "")
+"""
+
+
+def argo_health_scripts() -> dict[str, str]:
+    """The health checks docs/gitops.md tells users to put into argocd-cm."""
+    blocks = re.findall(r"```yaml\n(.*?)```", GITOPS_DOC.read_text(), flags=re.S)
+    configmaps = [yaml.safe_load(b) for b in blocks if "name: argocd-cm" in b]
+    assert len(configmaps) == 1
+    data: dict[str, str] = configmaps[0]["data"]
+    return data
+
+
+def argo_health(obj: dict[str, Any]) -> tuple[str, str]:
+    script = argo_health_scripts()[f"resource.customizations.health.orb8.io_{obj['kind']}"]
+    result = subprocess.run(
+        ["lua5.1", "-e", LUA_HARNESS], input=json.dumps(obj), text=True,
+        capture_output=True, check=False, env={**os.environ, "ARGO_HEALTH_SCRIPT": script},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    status, _, message = result.stdout.partition("|")
+    return status, message
 
 
 def wait_for(predicate: Callable[[], Any], *, what: str, timeout: float = 90) -> Any:
@@ -175,6 +205,22 @@ def _fake_node_with_web_pod(plane: ControlPlane, *, node: str, ns: str) -> None:
                   "-p", json.dumps(status))  # fmt: skip
 
 
+def test_argo_health_waits_for_the_operator() -> None:
+    """Both kinds have the check; a session as Git holds it (no status) is Progressing."""
+    scripts = argo_health_scripts()
+    assert set(scripts) == {
+        "resource.customizations.health.orb8.io_TraceSession",
+        "resource.customizations.health.orb8.io_GpuTelemetry",
+    }
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        doc["metadata"]["generation"] = 1
+        assert argo_health(doc) == ("Progressing", "waiting for the orb8 operator"), path.name
+        doc["status"] = {"observedGeneration": 1, "phase": "Failed", "conditions": [
+            {"type": "Ready", "status": "False", "message": "spec.duration: bad"}]}  # fmt: skip
+        assert argo_health(doc) == ("Degraded", "spec.duration: bad")
+
+
 def test_git_managed_sessions_never_drift(
     control_plane: ControlPlane, gitops: Release, repo_copy: tuple[Path, dict[str, str]],
     operator_as_its_service_account: Path, tmp_path: Path,
@@ -230,6 +276,14 @@ def test_git_managed_sessions_never_drift(
         diff = _diff(plane, repo)
         assert diff.returncode == 0 and diff.stdout == "", diff.stdout + diff.stderr
         assert all(kstatus(s) == "Current" for s in _sessions(plane, namespaces))
+        # Argo CD, with the health check from docs/gitops.md.
+        health = {
+            s["metadata"]["name"]: argo_health(s) for s in _sessions(plane, namespaces)
+        }  # fmt: skip
+        assert health.pop("checkout-debug") == ("Healthy", "1/1 nodes reporting")
+        assert health and all(
+            h == ("Progressing", "no running pod matches the selector") for h in health.values()
+        ), health
 
         # A change in Git: the new generation is applied, reconciled, and again no drift.
         flows = repo / "tracesession-network.yaml"
@@ -272,6 +326,9 @@ def test_a_finished_session_is_healthy(
     conditions = {c["type"]: c for c in session["status"]["conditions"]}
     assert conditions["Complete"]["status"] == "True"
     assert kstatus(session) == "Current"
+    status, message = argo_health(session)
+    assert (status, message) == ("Healthy", conditions["Complete"]["message"])
+    assert message == "duration 3s elapsed"
     assert _diff(control_plane, repo).stdout == ""
     control_plane.kubectl("wait", "ts/short", "-n", ns, "--for=condition=Complete",
                           "--timeout=10s")  # fmt: skip
