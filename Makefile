@@ -16,7 +16,7 @@ export ORB8_STATE
 help:
 	@echo "make demo             run orb8 end to end on a local control plane (DEMO_ARGS=--keep)"
 	@echo "make test             set up everything and run the whole test suite"
-	@echo "make test-unit        only tests that need neither the apiserver nor root"
+	@echo "make test-unit        only tests that need neither the apiserver nor root (nor images)"
 	@echo "make test-stress      tests/dataplane 5 times with every core busy (STRESS_RUNS, STRESS_PATHS)"
 	@echo "make cluster-up       start kube-apiserver + etcd on loopback; prints the kubeconfig"
 	@echo "make cluster-down     stop them"
@@ -69,7 +69,7 @@ test-stress: setup
 	done
 
 test-unit: venv
-	$(VENV)/bin/pytest -ra -m "not cluster and not kernel" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -ra -m "not cluster and not kernel and not images" $(PYTEST_ARGS)
 
 cluster-up: venv control-plane
 	@$(PY) -m orb8_dev.controlplane up --state-dir $(ORB8_STATE)

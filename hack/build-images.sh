@@ -22,9 +22,11 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "build-images: run as root (buildah with the vfs driver and chroot isolation)" >&2
   exit 1
 fi
-mkdir -p "$OUT/base"
-# A private image store inside build/, so other buildah/podman users are untouched.
-BUILDAH=(buildah --storage-driver vfs --root "$OUT/storage" --runroot "$OUT/run")
+# orb8's own image store (layer cache), shared by every checkout on this
+# machine and apart from any other buildah/podman user's.
+STORE=${IMAGES_STORE:-${ORB8_CACHE:-$HOME/.cache/orb8}/images}
+mkdir -p "$OUT" "$STORE/base"
+BUILDAH=(buildah --storage-driver vfs --root "$STORE/storage" --runroot "$STORE/run")
 export BUILDAH_ISOLATION=chroot
 now() { date +%s; }
 t0=$(now)
@@ -48,16 +50,16 @@ MIRRORS=(
   "deb http://deb.debian.org/debian-security bookworm-security main"
 )
 base_key=$(printf '%s\n' "${MMDEBSTRAP_ARGS[@]}" "${MIRRORS[@]}" "$BASE_IMAGE" | sha256sum | cut -c1-16)
-if [ "$(cat "$OUT/base/imported.key" 2>/dev/null)" != "$base_key" ] \
+if [ "$(cat "$STORE/base/imported.key" 2>/dev/null)" != "$base_key" ] \
    || ! "${BUILDAH[@]}" inspect --type image "$BASE_IMAGE" >/dev/null 2>&1; then
   echo "build-images: base $BASE_IMAGE from Debian packages (mmdebstrap)" >&2
-  rm -f "$OUT/base/rootfs.tar" "$OUT/base/imported.key"
-  mmdebstrap --quiet "${MMDEBSTRAP_ARGS[@]}" "$OUT/base/rootfs.tar" "${MIRRORS[@]}"
-  printf 'FROM scratch\nADD rootfs.tar /\nCMD ["bash"]\n' > "$OUT/base/Containerfile"
-  "${BUILDAH[@]}" bud --quiet --isolation chroot -f "$OUT/base/Containerfile" \
-    -t "$BASE_IMAGE" "$OUT/base" >/dev/null
-  rm -f "$OUT/base/rootfs.tar"
-  echo "$base_key" > "$OUT/base/imported.key"
+  rm -f "$STORE/base/rootfs.tar" "$STORE/base/imported.key"
+  mmdebstrap --quiet "${MMDEBSTRAP_ARGS[@]}" "$STORE/base/rootfs.tar" "${MIRRORS[@]}"
+  printf 'FROM scratch\nADD rootfs.tar /\nCMD ["bash"]\n' > "$STORE/base/Containerfile"
+  "${BUILDAH[@]}" bud --quiet --isolation chroot -f "$STORE/base/Containerfile" \
+    -t "$BASE_IMAGE" "$STORE/base" >/dev/null
+  rm -f "$STORE/base/rootfs.tar"
+  echo "$base_key" > "$STORE/base/imported.key"
   echo "build-images: base ready in $(( $(now) - t0 )) s" >&2
 fi
 
@@ -85,6 +87,14 @@ for target in $TARGETS; do
   "${BUILDAH[@]}" bud --layers --pull=never --isolation chroot "${SECRETS[@]}" \
     -f images/Dockerfile --target "$target" --build-arg "VERSION=$VERSION" \
     -t "$image" "$ROOT"
+  # Smoke check: the entrypoint starts inside the image (it prints its help).
+  ctr=$("${BUILDAH[@]}" from --pull=never "$image")
+  if ! "${BUILDAH[@]}" run --isolation chroot "$ctr" -- "orb8-$target" --help >/dev/null; then
+    "${BUILDAH[@]}" rm "$ctr" >/dev/null
+    echo "build-images: orb8-$target --help failed inside $image" >&2
+    exit 1
+  fi
+  "${BUILDAH[@]}" rm "$ctr" >/dev/null
   rm -f "$archive" "$archive.key"
   "${BUILDAH[@]}" push --quiet "$image" "docker-archive:$archive.tmp:$image"
   mv "$archive.tmp" "$archive"
