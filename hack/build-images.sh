@@ -24,7 +24,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 # orb8's own image store (layer cache), shared by every checkout on this
 # machine and apart from any other buildah/podman user's.
-STORE=${IMAGES_STORE:-${ORB8_CACHE:-$HOME/.cache/orb8}/images}
+STORE=${IMAGES_STORE:-${ORB8_CACHE:-$HOME/.cache/orb8}/buildah}
 mkdir -p "$OUT" "$STORE/base"
 BUILDAH=(buildah --storage-driver vfs --root "$STORE/storage" --runroot "$STORE/run")
 export BUILDAH_ISOLATION=chroot
