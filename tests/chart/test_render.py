@@ -288,3 +288,15 @@ def test_helm_test_pod_checks_operator_and_agent(render: Render) -> None:
     )
     assert env["AGENT_URL"] == "http://$(HOST_IP):9091/readyz"
     compile(probe["args"][0], "helm-test", "exec")  # the script is valid Python
+
+
+def test_more_operator_replicas_only_with_peering(render: Render) -> None:
+    deploy = find(render("operator.peering=true", "operator.replicas=2"), "Deployment")
+    assert deploy["spec"]["replicas"] == 2
+    assert deploy["spec"]["strategy"] == {"type": "RollingUpdate"}
+    assert "--peering" in container(deploy)["args"]
+    role = find(render("operator.peering=true"), "ClusterRole", "-operator")
+    assert {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings", "kopfpeerings"],
+            "verbs": ["get", "list", "watch", "patch"]} in role["rules"]  # fmt: skip
+    default = find(render(), "ClusterRole", "-operator")
+    assert not [r for r in default["rules"] if "kopf.dev" in r["apiGroups"]]
