@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make images`: builds the orb8-agent and orb8-operator images from
-# images/Dockerfile with buildah, without a Docker engine and without pulling
+# images/Dockerfile with buildah (as root, chroot isolation, overlay storage),
+# without a Docker engine and without pulling
 # any image. The Dockerfile's base, debian:bookworm-slim, is made here from
 # Debian packages (mmdebstrap, the machine's Debian mirror) and tagged with the
 # public name, so the very same Dockerfile builds with `docker build` elsewhere.
@@ -23,10 +24,13 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 # orb8's own image store (layer cache), shared by every checkout on this
-# machine and apart from any other buildah/podman user's.
-STORE=${IMAGES_STORE:-${ORB8_CACHE:-$HOME/.cache/orb8}/buildah}
+# machine and apart from any other buildah/podman user's. overlay is fast;
+# IMAGES_STORAGE_DRIVER=vfs works where overlayfs cannot be mounted (slow:
+# every layer is a full copy).
+DRIVER=${IMAGES_STORAGE_DRIVER:-overlay}
+STORE=${IMAGES_STORE:-${ORB8_CACHE:-$HOME/.cache/orb8}/buildah}/$DRIVER
 mkdir -p "$OUT" "$STORE/base"
-BUILDAH=(buildah --storage-driver vfs --root "$STORE/storage" --runroot "$STORE/run")
+BUILDAH=(buildah --storage-driver "$DRIVER" --root "$STORE/storage" --runroot "$STORE/run")
 export BUILDAH_ISOLATION=chroot
 now() { date +%s; }
 t0=$(now)
