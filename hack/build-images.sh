@@ -20,7 +20,7 @@ BASE_IMAGE=docker.io/library/debian:bookworm-slim
 VERSION=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "build-images: run as root (buildah with the vfs driver and chroot isolation)" >&2
+  echo "build-images: run as root (buildah with chroot isolation and its own storage)" >&2
   exit 1
 fi
 # orb8's own image store (layer cache), shared by every checkout on this
