@@ -89,6 +89,8 @@ def start_agent(
     yield start
     for agent in started:
         agent.stop()
+        print(f"--- agent {agent.node} (exit {agent.proc.returncode}) ---")
+        print(agent.logs()[-4000:])
 
 
 @dataclass(frozen=True)
