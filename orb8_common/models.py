@@ -456,7 +456,7 @@ class GpuDevice(_Model):
     uuid: str
     index: int | None = None
     model: str = ""
-    sharing: Literal["exclusive", "time-sliced", "mig"] = "exclusive"
+    sharing: Literal["exclusive", "time-sliced", "mig", "unknown"] = "exclusive"
     mig_profile: str = ""
     utilization_percent: float | None = None
     memory_used_bytes: int | None = None
@@ -531,7 +531,7 @@ class GpuSummary(_Model):
     gpus: int = 0
     pods: int = 0
     avg_utilization: float | None = None
-    memory_used_bytes: int = 0
+    memory_used_bytes: int | None = None  # None (left out) when no GPU reported memory
 
 
 class Condition(_Model):

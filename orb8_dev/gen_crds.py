@@ -94,7 +94,7 @@ DIRECTIONS = ["ingress", "egress"]
 SESSION_PHASES = ["Pending", "Running", "Completed", "Failed"]
 NODE_STATES = ["Pending", "Running", "Degraded", "Failed", "Stopped"]
 SEVERITIES = ["Low", "Medium", "High", "Critical"]
-GPU_SHARING = ["exclusive", "time-sliced", "mig"]
+GPU_SHARING = ["exclusive", "time-sliced", "mig", "unknown"]
 GPU_ALERT_KINDS = ["Idle", "MemoryHigh"]
 SESSION_KINDS = ["TraceSession", "GpuTelemetry"]
 
@@ -821,7 +821,10 @@ def gpu_telemetry_schema() -> Schema:
                     "avgUtilization": number(
                         "Mean utilization of those GPUs, 0 to 100.", minimum=0, maximum=100
                     ),
-                    "memoryUsedBytes": counter("Framebuffer memory in use, in bytes."),
+                    "memoryUsedBytes": counter(
+                        "Framebuffer memory in use, in bytes, over the GPUs that reported it;"
+                        " absent when none did."
+                    ),
                 },
             ),
             "pods": array(

@@ -134,7 +134,9 @@ def _merged(
     if isinstance(spec, GpuTelemetrySpec):
         gpu = gpu_status(nodes=[n for n in nodes if isinstance(n, GpuNodeEntry)])
         return {
-            "summary": to_wire(gpu.summary),
+            # Every field, None included: a merge patch removes a reading that
+            # became unknown instead of leaving the last one in place.
+            "summary": gpu.summary.model_dump(mode="json", by_alias=True),
             "pods": [to_wire(p) for p in gpu.pods],
             "alerts": [to_wire(a) for a in gpu.alerts],
         }
@@ -270,10 +272,18 @@ def reconcile_session(
 def changed_fields(*, current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a status patch that changes something, so idle ticks write nothing.
 
-    A None in ``patch`` removes a field, which only matters when it is set.
+    A None in ``patch`` removes a field, which only matters when it is set;
+    nested maps are compared the way a JSON merge patch applies them.
     """
-    return {
-        key: value
-        for key, value in patch.items()
-        if (current.get(key) is not None if value is None else current.get(key) != value)
-    }
+    return {key: value for key, value in patch.items() if not _applied(current.get(key), value)}
+
+
+def _applied(current: Any, value: Any) -> bool:
+    """Merging ``value`` into ``current`` (RFC 7386) would change nothing."""
+    if value is None:
+        return current is None
+    if isinstance(value, Mapping):
+        if not isinstance(current, Mapping):
+            return False
+        return all(_applied(current.get(k), v) for k, v in value.items())
+    return bool(current == value)
