@@ -14,6 +14,9 @@ from collections.abc import Sequence
 
 import kopf
 
+from orb8_common.errors import UsageError
+from orb8_operator.selectors import CROSS_NAMESPACE_ENV, CrossNamespacePolicy
+
 __all__ = ["main"]
 
 
@@ -53,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between full NodeAgentConfig checks; changes are written at once "
         "(default: %(default)s)",
     )
+    parser.add_argument(
+        "--allow-cross-namespace",
+        action="append",
+        default=[],
+        metavar="FROM:TO",
+        help="let sessions in namespace FROM select pods in namespace TO (repeatable; '*' for"
+        " any, e.g. monitoring:*). Default: a session selects pods only in its own namespace",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument(
         "--peering",
@@ -63,13 +74,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        policy = CrossNamespacePolicy.parse(rules=args.allow_cross_namespace)
+    except UsageError as err:
+        parser.error(str(err))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     os.environ["ORB8_SESSION_RESYNC_S"] = str(args.session_resync)
     os.environ["ORB8_NODE_CONFIG_RESYNC_S"] = str(args.node_config_resync)
+    os.environ[CROSS_NAMESPACE_ENV] = policy.to_env()
+    if policy.rules:
+        logging.getLogger("orb8_operator").info(
+            "cross-namespace selection allowed: %s", policy.to_env()
+        )
     # Importing registers the handlers with kopf's default registry.
     from orb8_operator import handlers  # noqa: F401
 
