@@ -130,5 +130,5 @@ def _policy_from(text: str) -> CrossNamespacePolicy:
 
 
 def configured_policy() -> CrossNamespacePolicy:
-    """The policy the operator process was started with (``orb8-operator --allow-cross-namespace``)."""
+    """The rules the operator process was started with (``--allow-cross-namespace``)."""
     return _policy_from(os.environ.get(CROSS_NAMESPACE_ENV, ""))

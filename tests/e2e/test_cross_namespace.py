@@ -69,7 +69,8 @@ def test_cross_namespace_selection_needs_the_operators_consent(
     log = (tmp_path / "operator-0.log").read_text()
     assert log.count("may not select pods in") == 1, log[-3000:]
     start_operator("--allow-cross-namespace", f"{namespace}:{other}")
-    wait_for(lambda: _config_pods(control_plane, "node-a") == {(namespace, "own"), (other, "victim")},
+    both = {(namespace, "own"), (other, "victim")}
+    wait_for(lambda: _config_pods(control_plane, "node-a") == both,
              timeout=60, what="the allowed namespace's pod in the node config")  # fmt: skip
     st = wait_for(lambda: (s := status(control_plane, namespace, "peek")).get("phase") == "Pending"
                   and s, timeout=60, what="the allowed session out of Failed")  # fmt: skip
