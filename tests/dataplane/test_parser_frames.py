@@ -246,7 +246,7 @@ FRAMES = st.one_of(
             max_size=3,
         ),
         st.one_of(IPV4_LIKE, IPV6_LIKE),
-    ),  # fmt: skip
+    ),
 )
 
 
