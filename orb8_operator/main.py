@@ -8,12 +8,15 @@ that order). A liveness endpoint answers on ``--liveness``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import sys
 from collections.abc import Sequence
 
 import kopf
 
+from orb8_common.cli import OneLineParser, http_url, load_credentials
 from orb8_common.errors import UsageError
 from orb8_operator.selectors import CROSS_NAMESPACE_ENV, CrossNamespacePolicy
 
@@ -31,9 +34,10 @@ def _seconds(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orb8-operator", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="orb8-operator", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--liveness",
+        type=http_url,
         default=os.environ.get("ORB8_LIVENESS_ENDPOINT", "http://0.0.0.0:8080/healthz"),
         help="liveness endpoint URL (default: %(default)s)",
     )
@@ -80,6 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         policy = CrossNamespacePolicy.parse(rules=args.allow_cross_namespace)
     except UsageError as err:
         parser.error(str(err))
+    try:
+        # kopf would retry a bad kubeconfig every minute with a traceback; say it once.
+        asyncio.run(load_credentials(kubeconfig=None))
+    except UsageError as err:
+        print(f"orb8-operator: {err}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
