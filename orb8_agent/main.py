@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
         help=f"kubelet pod-resources socket (default: {DEFAULT_SOCKET})",
     )  # fmt: skip
     parser.add_argument(
+        "--agent-id", default=None,
+        help="names this agent's tc filters and /run/orb8/<id> state (default: agent-<node>)",
+    )  # fmt: skip
+    parser.add_argument(
         "--log-level", default="INFO", type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
     )  # fmt: skip
@@ -87,7 +91,7 @@ async def _run(args: argparse.Namespace) -> int:
     await load_credentials(kubeconfig=args.kubeconfig)
     node: str = args.node
     preflight = run_preflight(mount=True, load_probes=False)
-    probes = _load_probes(agent_id=f"agent-{node}", hook=Hook(args.syscall_hook))
+    probes = _load_probes(agent_id=args.agent_id or f"agent-{node}", hook=Hook(args.syscall_hook))
     dataplane = KernelDataPlane(probes=probes)
     cgroup_root = args.cgroup_root or cgroup2_mount()
     agent = NodeAgent(node=node, dataplane=dataplane, cgroup_root=cgroup_root)

@@ -14,12 +14,18 @@ from tests.e2e.conftest import wait_for
 from tests.e2e.test_trace_session import SHOP, apply_session, status
 
 
-def _config_pods(plane: ControlPlane, node: str) -> set[tuple[str, str]]:
+def _config_pods(plane: ControlPlane, node: str, namespaces: set[str]) -> set[tuple[str, str]]:
+    """The pods of ``namespaces`` in the node's config (other tests share node names)."""
     result = plane.kubectl("get", "nac", node, "-o", "json", check=False)
     if result.returncode != 0:
         return set()
     sessions = json.loads(result.stdout)["spec"].get("sessions") or []
-    return {(p["namespace"], p["name"]) for s in sessions for p in s.get("pods") or []}
+    return {
+        (p["namespace"], p["name"])
+        for s in sessions
+        if s["namespace"] in namespaces
+        for p in s.get("pods") or []
+    }
 
 
 def _ready(st: dict[str, Any]) -> dict[str, Any]:
@@ -31,6 +37,7 @@ def test_cross_namespace_selection_needs_the_operators_consent(
     tmp_path: Path,
 ) -> None:  # fmt: skip
     other = f"e2e-other-{secrets.token_hex(4)}"
+    mine = {namespace, other}
     control_plane.kubectl("create", "namespace", other)
     kubelet.add_node(name="node-a")
     kubelet.run_pod(namespace=other, name="victim", node="node-a", labels=SHOP)
@@ -52,7 +59,7 @@ def test_cross_namespace_selection_needs_the_operators_consent(
     )
     assert st.get("matchedPods") == 0
     # Nothing of the session reached the node, not even the pod in its own namespace.
-    assert _config_pods(control_plane, "node-a") == set()
+    assert _config_pods(control_plane, "node-a", mine) == set()
     events = json.loads(control_plane.kubectl(
         "get", "events", "-n", namespace, "-o", "json",
         "--field-selector", "reason=CrossNamespaceNotAllowed").stdout)["items"]  # fmt: skip
@@ -60,17 +67,19 @@ def test_cross_namespace_selection_needs_the_operators_consent(
 
     # A session selecting only its own namespace is unaffected.
     apply_session(control_plane, namespace, "own-only")
-    wait_for(lambda: _config_pods(control_plane, "node-a") == {(namespace, "own")}, timeout=60,
+    own = {(namespace, "own")}
+    wait_for(lambda: _config_pods(control_plane, "node-a", mine) == own, timeout=60,
              what="the own-namespace session's pod in the node config")  # fmt: skip
 
     operator.send_signal(signal.SIGTERM)
     assert operator.wait(timeout=60) == 0
     # Refused once, logged once: the periodic reconciles that followed stayed quiet.
     log = (tmp_path / "operator-0.log").read_text()
-    assert log.count("may not select pods in") == 1, log[-3000:]
+    # (other tests' sessions may be refused by the same cluster-wide operator)
+    assert log.count(f"a session in namespace {namespace} may not select") == 1, log[-3000:]
     start_operator("--allow-cross-namespace", f"{namespace}:{other}")
     both = {(namespace, "own"), (other, "victim")}
-    wait_for(lambda: _config_pods(control_plane, "node-a") == both,
+    wait_for(lambda: _config_pods(control_plane, "node-a", mine) == both,
              timeout=60, what="the allowed namespace's pod in the node config")  # fmt: skip
     st = wait_for(lambda: (s := status(control_plane, namespace, "peek")).get("phase") == "Pending"
                   and s, timeout=60, what="the allowed session out of Failed")  # fmt: skip
