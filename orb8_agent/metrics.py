@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -32,9 +32,10 @@ TRAFFIC_LABELS = ["namespace", "pod", "direction", "protocol"]
 class AgentCollector(Collector):
     def __init__(
         self, *, agent: NodeAgent, probes: ProbeSet, watches: Iterable[WatchState],
-        gpu: GpuMetrics | None = None,
+        gpu: GpuMetrics | None = None, writes: StatusWrites | None = None,
     ) -> None:  # fmt: skip
         self._agent = agent
+        self._writes = writes
         self._probes = probes
         self._watches = tuple(watches)
         self._gpu = gpu
@@ -44,6 +45,8 @@ class AgentCollector(Collector):
         yield from self._node()
         yield from self._probe_families()
         yield from watch_families(states=self._watches)
+        if self._writes is not None:
+            yield self._writes.family()
 
     def _traffic(self) -> Iterator[Metric]:
         pods = self._agent.pod_metrics
@@ -144,23 +147,42 @@ class AgentCollector(Collector):
         yield from (map_full, evictions, events, drops, used, size)
 
 
+class StatusWrites:
+    """Writes to the Kubernetes API by target and result (rendered without ``_created``)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {
+            (target, result): 0
+            for target in ("session", "nodeagentconfig")
+            for result in ("ok", "error")
+        }
+
+    def add(self, *, target: str, result: str) -> None:
+        self.counts[(target, result)] = self.counts.get((target, result), 0) + 1
+
+    def family(self) -> Metric:
+        family = CounterMetricFamily(
+            "orb8_status_writes", "Writes to the Kubernetes API: target session (a session's "
+            "status.nodes entry) or nodeagentconfig (the heartbeat); result ok, gone or error",
+            labels=["target", "result"],
+        )  # fmt: skip
+        for (target, result), count in sorted(self.counts.items()):
+            family.add_metric([target, result], count)
+        return family
+
+
 def build_registry(
     *, agent: NodeAgent, probes: ProbeSet, watches: Iterable[WatchState],
     gpu: GpuMetrics | None = None,
-) -> tuple[CollectorRegistry, Counter]:  # fmt: skip
+) -> tuple[CollectorRegistry, StatusWrites]:  # fmt: skip
     """The agent's registry and its counter of status writes by target and result.
 
     The GPU collector is registered separately (it renders its own families);
     ``gpu`` only lends its fold count to ``orb8_metrics_series_capped``.
     """
+    writes = StatusWrites()
     registry = CollectorRegistry()
-    registry.register(AgentCollector(agent=agent, probes=probes, watches=watches, gpu=gpu))
-    status_writes = Counter(
-        "orb8_status_writes", "Writes to the Kubernetes API: target session (a session's "
-        "status.nodes entry) or nodeagentconfig (the heartbeat); result ok, gone or error",
-        ["target", "result"], registry=registry,
-    )  # fmt: skip
-    for target in ("session", "nodeagentconfig"):
-        for result in ("ok", "error"):
-            status_writes.labels(target=target, result=result)
-    return registry, status_writes
+    registry.register(
+        AgentCollector(agent=agent, probes=probes, watches=watches, gpu=gpu, writes=writes)
+    )
+    return registry, writes

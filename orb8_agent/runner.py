@@ -139,9 +139,9 @@ class AgentRunner:
                     api=self._api, kind=target.kind, namespace=target.namespace,
                     name=target.name, node=self._agent.node, entry=entry,
                 )  # fmt: skip
-                self._status_writes.labels(target="session", result="ok" if found else "gone").inc()
+                self._status_writes.add(target="session", result="ok" if found else "gone")
             except Exception as err:  # the apiserver gone: aiohttp errors are not Orb8Errors
-                self._status_writes.labels(target="session", result="error").inc()
+                self._status_writes.add(target="session", result="error")
                 log.warning("report for %s failed: %s", target.key, err or type(err).__name__)
 
     async def _heartbeat(self) -> None:
@@ -152,11 +152,9 @@ class AgentRunner:
                 found = await patch_agent_status(
                     api=self._api, node=self._agent.node, status=status
                 )
-                self._status_writes.labels(
-                    target="nodeagentconfig", result="ok" if found else "gone"
-                ).inc()
+                self._status_writes.add(target="nodeagentconfig", result="ok" if found else "gone")
             except Exception as err:  # the apiserver gone: aiohttp errors are not Orb8Errors
-                self._status_writes.labels(target="nodeagentconfig", result="error").inc()
+                self._status_writes.add(target="nodeagentconfig", result="error")
                 log.warning("heartbeat failed: %s", err or type(err).__name__)
             await asyncio.sleep(HEARTBEAT_S)
 
