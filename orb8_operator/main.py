@@ -2,7 +2,8 @@
 
 Credentials come from the in-cluster service account, else $KUBECONFIG or
 ~/.kube/config (kopf's own login and the kubernetes_asyncio client both follow
-that order). A liveness endpoint answers on ``--liveness``.
+that order). A liveness endpoint answers on ``--liveness``; Prometheus metrics
+are served on ``--metrics-port``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,15 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between full NodeAgentConfig checks; changes are written at once "
         "(default: %(default)s)",
     )
+    parser.add_argument(
+        "--metrics-host", default="0.0.0.0", help="address for /metrics (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8081,
+        help="port for Prometheus /metrics; 0 turns it off (default: %(default)s)",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument(
         "--peering",
@@ -72,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ["ORB8_NODE_CONFIG_RESYNC_S"] = str(args.node_config_resync)
     # Importing registers the handlers with kopf's default registry.
     from orb8_operator import handlers  # noqa: F401
+    from orb8_operator.metrics import metrics, serve
+
+    if args.metrics_port:
+        serve(host=args.metrics_host, port=args.metrics_port, metrics=metrics())
 
     # Cluster-scoped kinds (nodes, NodeAgentConfigs) are watched cluster-wide either way.
     kopf.run(

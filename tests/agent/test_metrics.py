@@ -44,7 +44,7 @@ class Clock:
 
 
 class IdleDataPlane:
-    """The reconciler's view of a data plane with no probe loaded (the counters are fed directly)."""
+    """A data plane with no probe loaded (the tests feed the counters directly)."""
 
     def loaded_probes(self) -> frozenset[str]:
         return frozenset()
