@@ -135,7 +135,10 @@ def test_agent_reports_flows_and_alerts_of_its_targets(
 
     with urllib.request.urlopen(f"http://127.0.0.1:{agent.http_port}/metrics", timeout=5) as resp:
         metrics = resp.read().decode()
-    assert f'orb8_flow_bytes_total{{namespace="{namespace}",session="agent-only"}}' in metrics
+    assert (
+        f'orb8_flow_bytes_total{{namespace="{namespace}",pod="client",direction="egress",'
+        'protocol="TCP"}}'
+    ) in metrics
     assert "orb8_attached_interfaces 2.0" in metrics
 
     assert agent.stop() == 0, agent.logs()
