@@ -105,7 +105,8 @@ def run(*, state_dir: Path, keep: bool) -> int:
             print(f"    {pod.name}: {pod.ip}, host veth {pod.host_if}, cgroup {pod.cgroup.path}")
 
         with background("orb8-operator", [sys.executable, "-m", "orb8_operator.main",
-                                          "--liveness", "http://127.0.0.1:0/healthz"],
+                                          "--liveness", "http://127.0.0.1:0/healthz",
+                                          "--metrics-port", "0"],
                         env=env, log_dir=log_dir), \
                 background("orb8-agent", [sys.executable, "-m", "orb8_agent.main",
                                           "--node", NODE, "--cgroup-root", str(kubelet.cgroup_root),

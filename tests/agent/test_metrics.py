@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -248,33 +248,42 @@ def test_every_agent_family_is_exposed_with_orb8_names_and_units(tmp_path: Path)
 
 
 def _runner(
-    tmp_path: Path, *, probes: ProbeSet, wanted: frozenset[str], clock: Clock
+    tmp_path: Path, *, api: ApiClient, probes: ProbeSet, wanted: frozenset[str], clock: Clock
 ) -> AgentRunner:
     agent = NodeAgent(node="node-a", dataplane=IdleDataPlane(), cgroup_root=tmp_path)
-    api = CustomObjectsApi(ApiClient(configuration=Configuration(host="https://127.0.0.1:1")))
     gpu = GpuSessions(node="node-a", exporter_host="127.0.0.1", podresources_socket="/nonexistent")
     return AgentRunner(
-        agent=agent, gpu=gpu, api=api, capability_report=dict, version="test",
+        agent=agent, gpu=gpu, api=CustomObjectsApi(api), capability_report=dict, version="test",
         probes=probes, wanted_probes=wanted, clock=clock,
     )  # fmt: skip
 
 
-async def test_healthz_needs_a_ticking_loop_and_a_wanted_probe(tmp_path: Path) -> None:
+@pytest.fixture
+async def api() -> AsyncIterator[ApiClient]:
+    """A client that is never called: the runner only needs one to exist."""
+    async with ApiClient(configuration=Configuration(host="https://127.0.0.1:1")) as client:
+        yield client
+
+
+async def test_healthz_needs_a_ticking_loop_and_a_wanted_probe(
+    tmp_path: Path, api: ApiClient
+) -> None:
     clock = Clock()
     failed = ProbeSet(failures={"flows": "no BTF", "syscalls": "no tracefs"})
-    runner = _runner(tmp_path, probes=failed, wanted=frozenset({"flows", "syscalls"}), clock=clock)
+    wanted = frozenset({"flows", "syscalls"})
+    runner = _runner(tmp_path, api=api, probes=failed, wanted=wanted, clock=clock)
     ok, why = runner.health()
     assert not ok and "no BTF" in why and "no tracefs" in why
-    gpu_only = _runner(tmp_path, probes=ProbeSet(), wanted=frozenset(), clock=clock)
+    gpu_only = _runner(tmp_path, api=api, probes=ProbeSet(), wanted=frozenset(), clock=clock)
     assert gpu_only.health() == (True, "ok")
     clock.now += TICK_STALL_S + 1
     ok, why = gpu_only.health()
     assert not ok and "no tick" in why
 
 
-async def test_readyz_follows_the_watch_not_the_start(tmp_path: Path) -> None:
+async def test_readyz_follows_the_watch_not_the_start(tmp_path: Path, api: ApiClient) -> None:
     clock = Clock()
-    runner = _runner(tmp_path, probes=ProbeSet(), wanted=frozenset(), clock=clock)
+    runner = _runner(tmp_path, api=api, probes=ProbeSet(), wanted=frozenset(), clock=clock)
     runner.watch.clock = clock
     ok, why = runner.readiness()
     assert not ok and "not synced yet" in why
