@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from collections.abc import Sequence
 
 import kopf
@@ -85,7 +86,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from orb8_operator.metrics import metrics, serve
 
     if args.metrics_port:
-        serve(host=args.metrics_host, port=args.metrics_port, metrics=metrics())
+        try:
+            serve(host=args.metrics_host, port=args.metrics_port, metrics=metrics())
+        except OSError as err:
+            print(
+                f"orb8-operator: cannot serve metrics on {args.metrics_host}:{args.metrics_port}: "
+                f"{err.strerror or err} (pick another --metrics-port, or 0 to turn it off)",
+                file=sys.stderr,
+            )
+            return 1
 
     # Cluster-scoped kinds (nodes, NodeAgentConfigs) are watched cluster-wide either way.
     kopf.run(

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from orb8_common.watchstate import WatchState
+from orb8_dev.controlplane import REPO_ROOT
 from orb8_operator.metrics import OperatorCollector, OperatorMetrics
 
 
@@ -52,3 +58,21 @@ def test_reconcile_durations_are_a_histogram_in_seconds_by_kind() -> None:
     assert ("orb8_operator_kopf_last_event_timestamp_seconds", ()) in got
     labels = {name for s in samples for name in s.labels}
     assert labels <= {"kind", "le", "result", "watch"}
+
+
+def test_a_taken_metrics_port_is_a_one_line_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "orb8_operator.main", "--metrics-host", "127.0.0.1",
+             "--metrics-port", str(port), "--liveness", "http://127.0.0.1:0/healthz"],
+            capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
+            env={**os.environ, "KUBECONFIG": "/nonexistent"},
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"orb8-operator: cannot serve metrics on 127.0.0.1:{port}: Address already in use "
+        "(pick another --metrics-port, or 0 to turn it off)"
+    ]
