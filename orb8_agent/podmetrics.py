@@ -132,8 +132,8 @@ class PodMetrics:
                 series = self.traffic[(namespace, name, direction, protocol)] = Counts()
             series.bytes += counts.bytes
             series.packets += counts.packets
-        if now - self._last_prune >= 1.0:
-            self._prune(now=now)
+        if now - self._last_prune >= ACTIVE_WINDOW_S / 2:
+            self._prune(now=now)  # memory only: reads skip stale entries anyway
 
     def add_alert(self, *, pod: PodKey, syscall: str) -> None:
         self.slots.admit(weights={pod: 0})
