@@ -71,12 +71,17 @@ def start_agent(
     control_plane: ControlPlane, kubelet: SimKubelet, tmp_path: Path
 ) -> Iterator[Callable[..., AgentProcess]]:
     started: list[AgentProcess] = []
+    run = secrets.token_hex(3)
 
     def start(node: str, *extra: str) -> AgentProcess:
         port = free_port()
         log = tmp_path / f"agent-{node}.log"
+        # Other checkouts' e2e runs on this machine use the same node names: the id is this
+        # test's own, and stays the same when a test restarts the agent of a node.
+        agent_id = f"agent-{node}-{run}"
         proc = subprocess.Popen(
-            [*AGENT, "--node", node, "--kubeconfig", str(control_plane.kubeconfig),
+            [*AGENT, "--node", node, "--agent-id", agent_id,
+             "--kubeconfig", str(control_plane.kubeconfig),
              "--cgroup-root", str(kubelet.cgroup_root), "--http-host", "127.0.0.1",
              "--http-port", str(port), *extra],
             stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT,

@@ -71,7 +71,8 @@ def test_readyz_turns_false_while_the_apiserver_is_down_and_the_agent_recovers(
     log = tmp_path / "agent.log"
     port = free_port()
     proc = subprocess.Popen(
-        [*AGENT, "--node", NODE, "--kubeconfig", str(plane.kubeconfig), "--cgroup-root",
+        [*AGENT, "--node", NODE, "--agent-id", f"agent-{tmp_path.name}",
+         "--kubeconfig", str(plane.kubeconfig), "--cgroup-root",
          str(tmp_path), "--http-host", "127.0.0.1", "--http-port", str(port)],
         stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

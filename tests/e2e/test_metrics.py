@@ -166,6 +166,8 @@ def test_live_metrics_are_bounded_clean_and_cover_every_dashboard_query(
             timeout=60, what="operator reconcile durations for both kinds",
         )  # fmt: skip
         agent_types, _ = _scrape(agent.http_port)
+        # Leave nothing for later tests' cluster-wide operators to reconcile.
+        control_plane.kubectl("delete", "ts/shop", "gput/ml", "-n", namespace, "--timeout=60s")
 
     # Conservation across the cap: the sum over all series equals the veths' counters.
     egress = _total(samples, "orb8_flow_bytes_total", direction="egress") - _total(
