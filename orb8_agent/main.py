@@ -96,8 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--agent-id", default=None,
-        help="names this agent's tc state (/run/orb8/<id>) and filter priority; a new agent "
-        "with the same id removes what a killed one left (default: agent-<node>)",
+        help="names this agent's tc filters and /run/orb8/<id> state (default: agent-<node>)",
     )  # fmt: skip
     parser.add_argument("--log-level", default="INFO")
     return parser
@@ -127,8 +126,9 @@ async def _run(args: argparse.Namespace) -> int:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     node: str = args.node
     preflight = run_preflight(mount=True, load_probes=False)
-    agent_id = args.agent_id or f"agent-{node}"
-    probes = _load_probes(agent_id=agent_id, hook=Hook(args.syscall_hook), names=args.probes)
+    probes = _load_probes(
+        agent_id=args.agent_id or f"agent-{node}", hook=Hook(args.syscall_hook), names=args.probes
+    )
     dataplane = KernelDataPlane(probes=probes)
     cgroup_root = args.cgroup_root or cgroup2_mount()
     agent = NodeAgent(
