@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -103,26 +104,40 @@ def gitops(control_plane: ControlPlane, helm: Helm) -> Iterator[Release]:
         control_plane.kubectl("delete", "namespace", release.namespace, "--wait=false")
 
 
+@dataclass(frozen=True)
+class GitRepo:
+    path: Path
+    namespaces: dict[str, str]  # namespace in docs/examples -> the test's own
+    cross: list[str]  # FROM:TO pairs the examples select across (operator consent)
+
+
 @pytest.fixture(scope="module")
 def repo_copy(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Path, dict[str, str]]]:
+) -> Iterator[GitRepo]:
     """docs/examples as a Git checkout would hold them, in namespaces of their own."""
     suffix = secrets.token_hex(3)
     out = tmp_path_factory.mktemp("gitops-repo")
     names: dict[str, str] = {}
+    cross: set[str] = set()
+
+    def mapped(ns: str) -> str:
+        return names.setdefault(ns, f"gitops-{ns}-{suffix}")
+
     for path in sorted(EXAMPLES.glob("*.yaml")):
-        text = path.read_text()
-        for ns in re.findall(r"^  namespace: (\S+)$", text, flags=re.M):
-            names.setdefault(ns, f"gitops-{ns}-{suffix}")
-        text = re.sub(r"^  namespace: (\S+)$", lambda m: f"  namespace: {names[m[1]]}", text,
-                      flags=re.M)  # fmt: skip
-        (out / path.name).write_text(text)
+        doc = yaml.safe_load(path.read_text())
+        home = mapped(doc["metadata"]["namespace"])
+        doc["metadata"]["namespace"] = home
+        selector = doc["spec"].get("selector") or {}
+        if "namespaces" in selector:
+            selector["namespaces"] = [mapped(ns) for ns in selector["namespaces"]]
+            cross.update(f"{home}:{ns}" for ns in selector["namespaces"] if ns != home)
+        (out / path.name).write_text(yaml.safe_dump(doc, sort_keys=False))
     assert len(list(out.glob("*.yaml"))) >= 5
     for ns in names.values():
         control_plane.kubectl("create", "namespace", ns)
     try:
-        yield out, names
+        yield GitRepo(path=out, namespaces=names, cross=sorted(cross))
     finally:
         for ns in names.values():
             control_plane.kubectl("delete", "namespace", ns, "--wait=false")
@@ -130,7 +145,7 @@ def repo_copy(
 
 @pytest.fixture(scope="module")
 def operator_as_its_service_account(
-    control_plane: ControlPlane, gitops: Release, repo_copy: tuple[Path, dict[str, str]],
+    control_plane: ControlPlane, gitops: Release, repo_copy: GitRepo,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Path]:  # fmt: skip
     """The operator process with the chart's ServiceAccount token: RBAC as deployed."""
@@ -140,11 +155,13 @@ def operator_as_its_service_account(
         path=work / "kubeconfig",
     )  # fmt: skip
     log = work / "operator.log"
-    namespaces = [arg for ns in repo_copy[1].values() for arg in ("--namespace", ns)]
+    namespaces = [arg for ns in repo_copy.namespaces.values() for arg in ("--namespace", ns)]
+    # The consent docs/examples/tracesession-full.yaml asks for (docs/security.md).
+    consent = [f"--allow-cross-namespace={pair}" for pair in repo_copy.cross]
     proc = subprocess.Popen(
         [sys.executable, "-m", "orb8_operator.main",
          "--liveness", f"http://127.0.0.1:{free_port()}/healthz",
-         "--session-resync", "1", *namespaces],
+         "--session-resync", "1", "--metrics-port", "0", *namespaces, *consent],
         stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=REPO,
         env={**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONPATH": str(REPO),
              "PYTHONUNBUFFERED": "1"},
@@ -222,11 +239,12 @@ def test_argo_health_waits_for_the_operator() -> None:
 
 
 def test_git_managed_sessions_never_drift(
-    control_plane: ControlPlane, gitops: Release, repo_copy: tuple[Path, dict[str, str]],
+    control_plane: ControlPlane, gitops: Release, repo_copy: GitRepo,
     operator_as_its_service_account: Path, tmp_path: Path,
 ) -> None:  # fmt: skip
     plane = control_plane
-    repo, namespaces = repo_copy
+    repo, namespaces = repo_copy.path, repo_copy.namespaces
+    assert repo_copy.cross, "an example selects across namespaces; the test must cover it"
     shop = namespaces["shop"]
     node = f"gitops-node-{secrets.token_hex(3)}"
     _fake_node_with_web_pod(plane, node=node, ns=shop)
@@ -304,11 +322,11 @@ def test_git_managed_sessions_never_drift(
 
 
 def test_a_finished_session_is_healthy(
-    control_plane: ControlPlane, repo_copy: tuple[Path, dict[str, str]],
+    control_plane: ControlPlane, repo_copy: GitRepo,
     operator_as_its_service_account: Path, tmp_path: Path,
 ) -> None:  # fmt: skip
     """A session whose duration has elapsed is Completed, and Current to kstatus."""
-    ns = repo_copy[1]["shop"]
+    ns = repo_copy.namespaces["shop"]
     repo = tmp_path / "repo"
     repo.mkdir()
     doc = yaml.safe_load((EXAMPLES / "tracesession-network.yaml").read_text())

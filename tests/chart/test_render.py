@@ -120,7 +120,10 @@ def test_agent_options(render: Render) -> None:
 
 
 def test_agent_args_are_flags_the_agent_accepts(render: Render) -> None:
-    docs = render("agent.dcgmExporterHost=10.0.0.9", "agent.syscallHook=tp_btf")
+    docs = render(
+        "agent.dcgmExporterHost=10.0.0.9", "agent.syscallHook=tp_btf", "agent.probes=flows",
+        "agent.metricsMaxPods=50",
+    )  # fmt: skip
     env = {**find(docs, "ConfigMap", "-config")["data"], "NODE_NAME": "node-a", "NODE_IP": "x"}
     agent = container(find(docs, "DaemonSet"))
     assert agent["env"][0] == {
@@ -132,6 +135,9 @@ def test_agent_args_are_flags_the_agent_accepts(render: Render) -> None:
     assert args.cgroup_root == Path("/host/cgroup")
     assert args.syscall_hook == "tp_btf"
     assert args.dcgm_exporter_host == "10.0.0.9"
+    assert args.probes == ("flows",)
+    assert args.metrics_max_pods == 50
+    assert args.agent_id is None  # agent-<node>: stable across restarts, so cleanup finds its state
     mounts = {m["mountPath"] for m in agent["volumeMounts"]}
     assert str(args.cgroup_root) in mounts
     assert str(Path(args.pod_resources_socket).parent) in mounts
@@ -142,7 +148,10 @@ def test_agent_args_are_flags_the_agent_accepts(render: Render) -> None:
 
 
 def test_operator_hardening_and_args(render: Render) -> None:
-    docs = render("operator.watchNamespaces={shop,ml}", "operator.sessionResyncSeconds=3")
+    docs = render(
+        "operator.watchNamespaces={shop,ml}", "operator.sessionResyncSeconds=3",
+        "operator.allowCrossNamespace={monitoring:*,shop:shop-staging}",
+    )  # fmt: skip
     deploy = find(docs, "Deployment", "-operator")
     assert deploy["spec"]["replicas"] == 1
     assert deploy["spec"]["strategy"] == {"type": "Recreate"}
@@ -162,9 +171,16 @@ def test_operator_hardening_and_args(render: Render) -> None:
     assert args.session_resync == 3
     assert args.liveness == "http://0.0.0.0:8080/healthz"
     assert not args.peering
+    assert args.allow_cross_namespace == ["monitoring:*", "shop:shop-staging"]
+    assert args.metrics_port == 8081
+    assert {p["name"]: p["containerPort"] for p in op["ports"]} == {"health": 8080, "metrics": 8081}
     assert op["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     service = find(docs, "Service", "-operator")
-    assert service["spec"]["ports"][0]["targetPort"] == "health"
+    ports = {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}
+    assert ports == {"health": "health", "metrics": "metrics"}
+    quiet = find(render("operator.metricsPort=0"), "Deployment")
+    assert "--metrics-port=0" in container(quiet)["args"]
+    assert [p["name"] for p in container(quiet)["ports"]] == ["health"]
 
 
 def test_image_tags_follow_the_package_version(render: Render) -> None:
@@ -187,7 +203,9 @@ def test_image_tags_follow_the_package_version(render: Render) -> None:
     [
         ("agent.privileged=maybe", ["/agent/privileged", "want boolean"]),
         ("operator.replicas=2", ["/operator/replicas", "maximum"]),
-        ("agent.syscallHook=kprobe", ["/agent/syscallHook", "raw_tp"]),
+        ("agent.syscallHook=tp", ["/agent/syscallHook", "tracepoint"]),
+        ("agent.probes=gpu", ["/agent/probes", "gpu"]),
+        ("operator.allowCrossNamespace={shop}", ["/operator/allowCrossNamespace/0", "shop"]),
         ("agent.metricsPort=70000", ["/agent/metricsPort", "65,535"]),
         ("agent.colour=blue", ["/agent", "colour"]),
         ("image.pullPolicy=Sometimes", ["/image/pullPolicy", "IfNotPresent"]),
@@ -210,22 +228,29 @@ def test_monitors_only_when_enabled_and_the_api_exists(render: Render, helm: Hel
         refused = helm("template", "orb8", str(CHART), "--set", f"{key}.enabled=true")
         assert refused.returncode != 0
         assert f"{key}.enabled=true needs the monitoring.coreos.com/v1 {kind} API" in refused.stderr
-        docs = render(
-            f"{key}.enabled=true", f"{key}.labels.release=prom",
-            extra=("--api-versions", f"monitoring.coreos.com/v1/{kind}"),
-        )  # fmt: skip
-        monitor = find(docs, kind)
-        assert monitor["metadata"]["labels"]["release"] == "prom"
-        selected = monitor["spec"]["selector"]["matchLabels"]
-        target = (
-            find(docs, "Service", "-agent-metrics")["metadata"]["labels"]
-            if kind == "ServiceMonitor"
-            else find(docs, "DaemonSet")["spec"]["template"]["metadata"]["labels"]
-        )
-        assert selected.items() <= target.items()
-        endpoints = monitor["spec"].get("endpoints") or monitor["spec"]["podMetricsEndpoints"]
-        assert endpoints[0]["port"] == "metrics"
-        assert endpoints[0]["path"] == "/metrics"
+        api = ("--api-versions", f"monitoring.coreos.com/v1/{kind}")
+        docs = render(f"{key}.enabled=true", f"{key}.labels.release=prom", extra=api)
+        monitors = [d for d in docs if d["kind"] == kind]
+        assert sorted(m["metadata"]["name"] for m in monitors) == ["orb8-agent", "orb8-operator"]
+        for monitor in monitors:
+            component = monitor["metadata"]["name"].removeprefix("orb8-")
+            assert monitor["metadata"]["labels"]["release"] == "prom"
+            selected = monitor["spec"]["selector"]["matchLabels"]
+            if kind == "ServiceMonitor":
+                service = find(docs, "Service", "-agent-metrics" if component == "agent" else
+                               "-operator")  # fmt: skip
+                assert selected.items() <= service["metadata"]["labels"].items()
+                assert "metrics" in {p["name"] for p in service["spec"]["ports"]}
+            else:
+                workload = find(docs, "DaemonSet" if component == "agent" else "Deployment")
+                labels = workload["spec"]["template"]["metadata"]["labels"]
+                assert selected.items() <= labels.items()
+                assert "metrics" in {p["name"] for p in container(workload)["ports"]}
+            endpoints = monitor["spec"].get("endpoints") or monitor["spec"]["podMetricsEndpoints"]
+            assert endpoints[0]["port"] == "metrics"
+            assert endpoints[0]["path"] == "/metrics"
+        only_agent = render(f"{key}.enabled=true", "operator.metricsPort=0", extra=api)
+        assert [d["metadata"]["name"] for d in only_agent if d["kind"] == kind] == ["orb8-agent"]
 
 
 def test_dashboards_configmap_from_every_json(render: Render, tmp_path: Path) -> None:
