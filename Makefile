@@ -86,11 +86,13 @@ crds: venv
 	@$(PY) -m orb8_dev.gen_crds
 	@$(MAKE) -s sync-crds
 
-# The chart carries byte-identical copies of crds/*.yaml (tests/crds checks this).
+# The chart carries byte-identical copies of crds/*.yaml and of the
+# cross-namespace admission policy (tests/crds and tests/chart check this).
 sync-crds:
-	@mkdir -p charts/orb8/crds
+	@mkdir -p charts/orb8/crds charts/orb8/files
 	@rm -f charts/orb8/crds/*.yaml
 	@cp crds/*.yaml charts/orb8/crds/
+	@cp deploy/cross-namespace-policy.yaml charts/orb8/files/
 
 # Both images from images/Dockerfile; the base is made from Debian packages, so
 # nothing is pulled from an image registry. See docs/install.md.

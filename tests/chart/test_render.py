@@ -325,3 +325,20 @@ def test_more_operator_replicas_only_with_peering(render: Render) -> None:
             "verbs": ["get", "list", "watch", "patch"]} in role["rules"]  # fmt: skip
     default = find(render(), "ClusterRole", "-operator")
     assert not [r for r in default["rules"] if "kopf.dev" in r["apiGroups"]]
+
+
+def test_cross_namespace_policy_is_the_deploy_file(
+    render: Render, control_plane: ControlPlane
+) -> None:
+    deploy_file = REPO / "deploy" / "cross-namespace-policy.yaml"
+    chart_file = CHART / "files" / "cross-namespace-policy.yaml"
+    assert chart_file.read_bytes() == deploy_file.read_bytes(), "run make sync-crds"
+    assert not [d for d in render() if d["kind"].startswith("ValidatingAdmissionPolicy")]
+    api = ("--api-versions", "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy")
+    docs = render("crossNamespacePolicy.enabled=true", extra=api)
+    policy = [d for d in docs if d["kind"].startswith("ValidatingAdmissionPolicy")]
+    assert policy == [d for d in yaml.safe_load_all(deploy_file.read_text()) if d]
+    result = control_plane.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(policy), check=False
+    )
+    assert result.returncode == 0, result.stderr
