@@ -27,6 +27,7 @@ from orb8_agent.runner import AgentRunner
 from orb8_common.errors import Orb8Error, UsageError
 
 log = logging.getLogger("orb8.agent")
+DEFAULT_PIN = "/sys/fs/bpf/orb8"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,18 +57,24 @@ def _parser() -> argparse.ArgumentParser:
         "--pod-resources-socket", default=DEFAULT_SOCKET,
         help=f"kubelet pod-resources socket (default: {DEFAULT_SOCKET})",
     )  # fmt: skip
+    parser.add_argument(
+        "--bpf-pin-dir", default=os.environ.get("ORB8_BPF_PIN_DIR", DEFAULT_PIN),
+        help="bpffs directory where the flow map stays pinned, so flows not yet reported survive "
+        "an agent restart ('' to not pin; default: %(default)s)",
+    )  # fmt: skip
     parser.add_argument("--log-level", default="INFO")
     return parser
 
 
-def _load_probes(*, agent_id: str, hook: Hook) -> ProbeSet:
+def _load_probes(*, agent_id: str, hook: Hook, pin_dir: Path | None) -> ProbeSet:
     """Load each probe on its own, so one failing never takes the other down."""
     probes = ProbeSet()
     for name in ("flows", "syscalls"):
         try:
             loaded = start_probes(
-                agent_id=agent_id, flows=name == "flows", syscalls=name == "syscalls", hook=hook
-            )
+                agent_id=agent_id, flows=name == "flows", syscalls=name == "syscalls", hook=hook,
+                pin_dir=pin_dir,
+            )  # fmt: skip
         except Orb8Error as err:
             probes.failures[name] = str(err)
             log.error("%s probe unavailable: %s", name, err)
@@ -84,7 +91,8 @@ async def _run(args: argparse.Namespace) -> int:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     node: str = args.node
     preflight = run_preflight(mount=True, load_probes=False)
-    probes = _load_probes(agent_id=f"agent-{node}", hook=Hook(args.syscall_hook))
+    pin_dir = Path(args.bpf_pin_dir) if args.bpf_pin_dir else None
+    probes = _load_probes(agent_id=f"agent-{node}", hook=Hook(args.syscall_hook), pin_dir=pin_dir)
     dataplane = KernelDataPlane(probes=probes)
     cgroup_root = args.cgroup_root or cgroup2_mount()
     agent = NodeAgent(node=node, dataplane=dataplane, cgroup_root=cgroup_root)

@@ -1,11 +1,18 @@
-"""Thin kopf handlers. All decisions live in the pure modules; these only read
-kopf's indices, call :func:`reconcile_session`, and carry out its outcome:
-status patch, Events, NodeAgentConfig writes and TTL deletion.
+"""Thin kopf handlers and the operator's two loops. All decisions live in the
+pure modules; these only read the caches, call :func:`reconcile_session`, and
+carry out its outcome: status patch, Events, NodeAgentConfig writes and TTL
+deletion.
 
-NodeAgentConfigs are written by one background loop from the registry of
-active sessions, so concurrent session handlers never race on a node's
-object. Sessions that exist but were not reconciled yet (right after a
-restart) keep their stored entries.
+- kopf's create/resume/update handlers reconcile a session at once when it
+  appears or its spec changes; an ``on.event`` handler keeps every session's
+  latest body.
+- ONE resync loop (``_resync_loop``) reconciles the sessions that need it:
+  those whose agents' reports changed (at most once per report interval),
+  whose targets changed with the pods, and those due by the clock (a
+  duration ending, TTL, stale reports). No per-session timers.
+- One loop writes NodeAgentConfigs from the registry of active sessions, so
+  concurrent handlers never race on a node's object. Sessions that exist but
+  were not reconciled yet (right after a restart) keep their stored entries.
 """
 
 from __future__ import annotations
@@ -13,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,9 +31,11 @@ from typing import Any
 import kopf
 from kubernetes_asyncio import client
 
+from orb8_common.durations import parse_duration
 from orb8_common.errors import Orb8Error
 from orb8_common.models import SessionKind
 from orb8_operator import kube
+from orb8_operator.nodecache import NodeConfigCache
 from orb8_operator.nodeconfig import (
     ActiveSession,
     build_node_configs,
@@ -40,9 +51,13 @@ __all__ = ["OperatorState", "configure_settings", "state", "to_kopf_error"]
 
 GROUP, VERSION = kube.GROUP, kube.VERSION
 # orb8-operator's --session-resync / --node-config-resync set these before this module loads.
-RECONCILE_INTERVAL = float(os.environ.get("ORB8_SESSION_RESYNC_S", "5"))  # per-session timer
+# Longest wait between looks at an active session (stale reports, deadlines); report
+# changes and pod changes are looked at sooner.
+RECONCILE_INTERVAL = float(os.environ.get("ORB8_SESSION_RESYNC_S", "60"))
 RESYNC_INTERVAL = float(os.environ.get("ORB8_NODE_CONFIG_RESYNC_S", "30"))  # NodeAgentConfigs
 SYNC_COALESCE_S = 0.5  # changes arriving this close together are written together
+LOOP_TICK_S = 1.0  # the resync loop's clock granularity
+YIELD_EVERY = 25  # sessions reconciled between yields to the event loop
 _log = logging.getLogger("orb8.operator")
 
 
@@ -58,6 +73,16 @@ class OperatorState:
     pods: PodCache = field(default_factory=PodCache)
     node_labels: dict[str, dict[str, str]] = field(default_factory=dict)  # as last indexed
     pods_task: asyncio.Task[None] | None = None
+    nodes: NodeConfigCache = field(default_factory=NodeConfigCache)
+    nodes_task: asyncio.Task[None] | None = None
+    bodies: dict[str, tuple[SessionKind, dict[str, Any]]] = field(default_factory=dict)  # by uid
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # the resync loop has work
+    urgent: set[str] = field(default_factory=set)  # uids to reconcile at once
+    reported: set[str] = field(default_factory=set)  # uids whose agents' reports changed
+    merged_at: dict[str, float] = field(default_factory=dict)  # uid → last reconcile (monotonic)
+    due: dict[str, float] = field(default_factory=dict)  # uid → next look by the clock
+    resync_task: asyncio.Task[None] | None = None
+    startup_uids: set[str] | None = None  # sessions that existed when the operator started
 
 
 _STATE = OperatorState()
@@ -117,13 +142,17 @@ async def startup(*, settings: kopf.OperatorSettings, **_: Any) -> None:
     st.pods_task = asyncio.create_task(
         st.pods.run(api=st.api, on_change=st.dirty.set), name="orb8-pod-watch"
     )
+    st.nodes_task = asyncio.create_task(
+        st.nodes.run(api=st.api, on_change=st.wake.set), name="orb8-nodeconfig-watch"
+    )
     st.sync_task = asyncio.create_task(_sync_loop(st), name="orb8-nodeconfig-sync")
+    st.resync_task = asyncio.create_task(_resync_loop(st), name="orb8-session-resync")
 
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
     st = state()
-    for task in (st.sync_task, st.pods_task):
+    for task in (st.resync_task, st.sync_task, st.nodes_task, st.pods_task):
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -141,19 +170,28 @@ async def sync_node_configs(*, st: OperatorState) -> None:
     """Bring every NodeAgentConfig in line with the registry of active sessions."""
     if st.api is None:
         return
+    await st.nodes.ready.wait()
     changed = st.pods.take_changed_namespaces()
     if changed:
+        before = st.sessions
         st.sessions = refresh_targets(
             sessions=st.sessions, changed_namespaces=changed,
             pods_in=lambda namespaces: list(st.pods.entries(namespaces=namespaces)),
             node_labels=st.node_labels,
         )  # fmt: skip
-    current = await kube.list_node_configs(api=st.api)
-    existing = await kube.list_session_uids(api=st.api)
+        # matchedPods and the nodes list follow the pods as soon as the node configs do.
+        moved = {uid for uid, s in st.sessions.items() if before.get(uid) is not s}
+        if moved:
+            st.urgent |= moved
+            st.wake.set()
+    if st.startup_uids is None:
+        # Listed once: sessions that exist but were not reconciled yet keep their entries.
+        st.startup_uids = await kube.list_session_uids(api=st.api)
+    current = dict(st.nodes.specs)
     desired = keep_unreconciled(
         desired=build_node_configs(sessions=st.sessions.values()),
         current=current,
-        keep_uids=existing - st.seen,
+        keep_uids=st.startup_uids - st.seen,
     )
     plan = plan_node_configs(desired=desired, current=current)
     if not plan.empty:
@@ -163,7 +201,13 @@ async def sync_node_configs(*, st: OperatorState) -> None:
             sorted(plan.patch),
             list(plan.delete),
         )
-        await kube.apply_node_config_plan(api=st.api, plan=plan)
+        written = await kube.apply_node_config_plan(api=st.api, plan=plan)
+        for node, spec in written.items():
+            # What we wrote is what is stored; the watch confirms it a moment later.
+            if spec is None:
+                st.nodes.specs.pop(node, None)
+            else:
+                st.nodes.specs[node] = spec
 
 
 async def _sync_loop(st: OperatorState) -> None:
@@ -202,6 +246,43 @@ def _register(st: OperatorState, outcome: SessionOutcome) -> None:
         st.dirty.set()
 
 
+def _outcome(st: OperatorState, kind: SessionKind, body: Mapping[str, Any]) -> SessionOutcome:
+    """One reconcile of ``body`` against the caches (pods, node labels, agents' reports)."""
+    meta = body.get("metadata") or {}
+    uid = str(meta.get("uid", ""))
+    selector = (body.get("spec") or {}).get("selector") or {}
+    namespaces = selector.get("namespaces") or [meta.get("namespace", "")]
+    active = st.sessions.get(uid)
+    targets = None
+    if active is not None and active.generation == int(meta.get("generation") or 0):
+        targets = active.targets  # resolved for this spec; refresh_targets keeps them current
+    reports = {
+        node: entry
+        for node, report in st.nodes.reports_for(uid=uid).items()
+        if report.kind == kind and (entry := report.entry) is not None
+    }
+    outcome = reconcile_session(
+        kind=kind,
+        body=body,
+        pods=st.pods.entries(namespaces=namespaces),
+        all_pods=st.pods.entries(),
+        node_labels=st.node_labels,
+        now=datetime.now(UTC),
+        reports=reports,
+        targets=targets,
+        look_every=RECONCILE_INTERVAL,
+    )
+    st.merged_at[uid] = time.monotonic()
+    wait = outcome.next_check_in
+    st.due[uid] = math.inf if wait is None else time.monotonic() + wait
+    return outcome
+
+
+def _post_events(body: kopf.Body, outcome: SessionOutcome) -> None:
+    for event in outcome.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
 async def _reconcile(
     *,
     kind: SessionKind,
@@ -214,22 +295,13 @@ async def _reconcile(
     st = state()
     # An empty index right after a restart would drop every session's targets.
     await st.pods.ready.wait()
+    await st.nodes.ready.wait()
     st.node_labels = _labels(nodes)
-    selector = (body.get("spec") or {}).get("selector") or {}
-    namespaces = selector.get("namespaces") or [body.get("metadata", {}).get("namespace", "")]
-    outcome = reconcile_session(
-        kind=kind,
-        body=body,
-        pods=st.pods.entries(namespaces=namespaces),
-        all_pods=st.pods.entries(),
-        node_labels=st.node_labels,
-        now=datetime.now(UTC),
-    )
+    outcome = _outcome(st, kind, body)
     current = body.get("status") or {}
     for key, value in changed_fields(current=current, patch=outcome.status).items():
         patch.status[key] = value
-    for event in outcome.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    _post_events(body, outcome)
     for problem in outcome.problems:
         logger.warning("skipped a malformed node report: %s", problem)
     _register(st, outcome)
@@ -249,12 +321,94 @@ async def _reconcile(
 def _forget(uid: str) -> None:
     st = state()
     st.seen.add(uid)
+    st.bodies.pop(uid, None)
+    st.due.pop(uid, None)
+    st.merged_at.pop(uid, None)
     if st.sessions.pop(uid, None) is not None:
         st.dirty.set()
 
 
+def _interval_of(body: Mapping[str, Any]) -> float:
+    spec = body.get("spec") or {}
+    raw = spec.get("reportInterval") or spec.get("interval") or "15s"
+    try:
+        return max(parse_duration(str(raw)), 1.0)
+    except ValueError:
+        return 15.0
+
+
+def _pick(st: OperatorState, now: float) -> list[str]:
+    """Sessions to reconcile now: urgent ones, report changes once per interval, due ones."""
+    st.reported |= st.nodes.take_changed()
+    picked = []
+    for uid, (_, body) in st.bodies.items():
+        urgent = uid in st.urgent or st.due.get(uid, 0.0) <= now
+        if urgent or (
+            uid in st.reported and now >= st.merged_at.get(uid, 0.0) + _interval_of(body)
+        ):
+            picked.append(uid)
+    return picked
+
+
+async def _resync_one(st: OperatorState, uid: str) -> None:
+    kind, body = st.bodies[uid]
+    st.urgent.discard(uid)
+    st.reported.discard(uid)
+    outcome = _outcome(st, kind, body)
+    patch = changed_fields(current=body.get("status") or {}, patch=outcome.status)
+    if patch and st.api is not None:
+        meta = body.get("metadata") or {}
+        stored = await kube.patch_session_status(
+            api=st.api, kind=kind, namespace=str(meta.get("namespace", "")),
+            name=str(meta.get("name", "")), status=patch,
+        )  # fmt: skip
+        if stored is not None and uid in st.bodies:
+            st.bodies[uid] = (kind, stored)
+        if "phase" in patch:
+            st.urgent.add(uid)  # look again under the new phase
+            st.wake.set()
+    for event in outcome.events:
+        if st.api is not None:
+            await kube.post_event(
+                api=st.api, body=body, type_=event.type, reason=event.reason,
+                message=event.message,
+            )  # fmt: skip
+    for problem in outcome.problems:
+        _log.warning("%s: skipped a malformed node report: %s", uid, problem)
+    _register(st, outcome)
+    if outcome.delete and st.api is not None:
+        _log.info("%s: ttlSecondsAfterFinished has passed; deleting", uid)
+        await kube.delete_session(
+            api=st.api, kind=kind, namespace=outcome.namespace, name=outcome.name
+        )
+
+
+async def _resync_loop(st: OperatorState) -> None:
+    """The one loop that keeps every session's status current (see the module docs)."""
+    await st.pods.ready.wait()
+    await st.nodes.ready.wait()
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(st.wake.wait(), timeout=LOOP_TICK_S)
+        st.wake.clear()
+        for count, uid in enumerate(_pick(st, time.monotonic()), start=1):
+            if uid not in st.bodies:
+                continue
+            try:
+                await _resync_one(st, uid)
+            except Orb8Error as err:
+                _log.warning("%s: resync failed, retrying: %s", uid, err)
+                st.due[uid] = time.monotonic() + 5.0
+            except Exception:
+                # The loop must outlive any bug, or every session's status freezes.
+                _log.exception("%s: resync crashed", uid)
+                st.due[uid] = time.monotonic() + 30.0
+            if count % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+
+
 def _register_kind(kind: SessionKind, plural: str) -> None:
-    """Attach the change handlers, timer and deletion handler for one session kind."""
+    """Attach the change handlers, body cache and deletion handler for one session kind."""
 
     @kopf.on.create(GROUP, VERSION, plural, id=f"{plural}-reconcile")
     @kopf.on.resume(GROUP, VERSION, plural, id=f"{plural}-reconcile")
@@ -271,26 +425,20 @@ def _register_kind(kind: SessionKind, plural: str) -> None:
             fail_on_invalid=True,
         )
 
-    # The first tick waits one interval: the create/resume handler has just run.
-    @kopf.timer(
-        GROUP,
-        VERSION,
-        plural,
-        interval=RECONCILE_INTERVAL,
-        initial_delay=RECONCILE_INTERVAL,
-        id=f"{plural}-tick",
-    )
-    async def tick(
-        *, body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **kwargs: Any
-    ) -> None:
-        await _reconcile(
-            kind=kind,
-            body=body,
-            patch=patch,
-            logger=logger,
-            nodes=kwargs["node_labels"],  # kopf passes indices by their names
-            fail_on_invalid=False,
-        )
+    @kopf.on.event(GROUP, VERSION, plural, id=f"{plural}-cache")
+    def cache(*, event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
+        st = state()
+        uid = str(body.get("metadata", {}).get("uid", ""))
+        if not uid:
+            return
+        if event.get("type") == "DELETED":
+            st.bodies.pop(uid, None)
+            return
+        known = uid in st.bodies
+        st.bodies[uid] = (kind, dict(body))
+        if not known:
+            st.due.setdefault(uid, 0.0)  # first sight (e.g. after a restart): look soon
+            st.wake.set()
 
     @kopf.on.delete(GROUP, VERSION, plural, id=f"{plural}-forget")
     def deleted(*, meta: Mapping[str, Any], **_: Any) -> None:

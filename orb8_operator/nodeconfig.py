@@ -16,12 +16,10 @@ from pydantic import ValidationError
 
 from orb8_common.models import (
     AgentContainer,
-    AgentGpu,
     AgentPod,
     AgentSession,
     GpuTelemetrySpec,
     NodeAgentConfigSpec,
-    Probes,
     SessionKind,
     TraceSessionSpec,
     to_wire,
@@ -31,25 +29,14 @@ from orb8_operator.resolve import resolve_targets
 from orb8_operator.selectors import resolve_namespaces
 
 __all__ = [
-    "NODE_SHARE_BYTES",
     "ActiveSession",
     "NodeConfigPlan",
     "agent_pod",
     "agent_session",
     "build_node_configs",
     "keep_unreconciled",
-    "per_node_limits",
     "plan_node_configs",
 ]
-
-# Room all agents' entries together may take in one session's status; the rest
-# of the 256 KiB status budget is for the merged lists, conditions and summary.
-NODE_SHARE_BYTES = 160 * 1024
-# Typical compact JSON sizes of one row (measured with long pod and node names).
-FLOW_ROW_BYTES = 340
-ALERT_ROW_BYTES = 270
-# Never ask a node for fewer rows than this (unless the spec asks for fewer).
-MIN_ROWS_PER_NODE = 5
 
 
 @dataclass(frozen=True)
@@ -89,55 +76,19 @@ def agent_pod(*, pod: PodEntry) -> AgentPod:
     )
 
 
-def per_node_limits(*, top_flows: int, max_alerts: int, nodes: int) -> tuple[int, int]:
-    """(flows, alerts) each node's agent may list for a session spanning ``nodes`` nodes.
-
-    The spec's topFlows/maxAlerts as long as every node's full lists fit
-    NODE_SHARE_BYTES together; beyond that both shrink by the same factor, so
-    the operator need not cut the agents' entries (and fight their next write).
-    """
-    need = nodes * (top_flows * FLOW_ROW_BYTES + max_alerts * ALERT_ROW_BYTES)
-    if nodes <= 0 or need <= NODE_SHARE_BYTES:
-        return top_flows, max_alerts
-    factor = NODE_SHARE_BYTES / need
-    return (
-        max(min(top_flows, MIN_ROWS_PER_NODE), int(top_flows * factor)),
-        max(min(max_alerts, MIN_ROWS_PER_NODE), int(max_alerts * factor)),
-    )
-
-
-def _node_probes(spec: TraceSessionSpec, nodes: int) -> Probes:
-    net, sys = spec.probes.network, spec.probes.syscalls
-    flows, alerts = per_node_limits(top_flows=net.top_flows, max_alerts=sys.max_alerts, nodes=nodes)
-    if (flows, alerts) == (net.top_flows, sys.max_alerts):
-        return spec.probes
-    return spec.probes.model_copy(
-        update={
-            "network": net.model_copy(update={"top_flows": flows}),
-            "syscalls": sys.model_copy(update={"max_alerts": alerts}),
-        }
-    )
-
-
 def agent_session(*, session: ActiveSession, pods: Iterable[PodEntry]) -> AgentSession:
-    """The entry one node's agent gets for ``session``: its settings plus that node's pods."""
+    """The entry one node's agent gets for ``session``: who it is and that node's pods.
+
+    No settings: the agent reads those from the session object (once per
+    generation), so a session's settings are stored once, not once per node.
+    """
     rows = tuple(agent_pod(pod=p) for p in sorted(pods, key=lambda p: (p.namespace, p.name, p.uid)))
-    spec = session.spec
-    if isinstance(spec, TraceSessionSpec):
-        spanned = sum(1 for node, targets in session.targets.items() if node and targets)
-        interval, probes, gpu = spec.report_interval, _node_probes(spec, spanned), None
-    else:
-        interval, probes = spec.interval, None
-        gpu = AgentGpu(source=spec.source, interval=spec.interval, alerts=spec.alerts)
     return AgentSession(
         uid=session.uid,
         kind=session.kind,
         namespace=session.namespace,
         name=session.name,
         generation=session.generation,
-        report_interval=interval,
-        probes=probes,
-        gpu=gpu,
         pods=rows,
     )
 

@@ -27,15 +27,10 @@ from orb8_common.models import (
 )
 from orb8_operator.lifecycle import KubeEvent, evaluate, next_check_in, should_delete
 from orb8_operator.nodeconfig import ActiveSession
+from orb8_operator.nodes import node_entries, node_summaries
 from orb8_operator.pods import PodEntry
 from orb8_operator.resolve import Targets, count_pods, resolve_targets
-from orb8_operator.status import (
-    STATUS_BUDGET_BYTES,
-    bound_status,
-    gpu_status,
-    parse_node_entries,
-    trace_status,
-)
+from orb8_operator.status import STATUS_BUDGET_BYTES, bound_status, gpu_status, trace_status
 
 __all__ = [
     "DEFAULT_INTERVAL_SECONDS",
@@ -57,8 +52,7 @@ class SessionOutcome:
     kind: SessionKind
     namespace: str
     name: str
-    # Merge patch for .status: the operator-owned fields; ``nodes`` only when
-    # the per-node lists had to be cut to keep the object bounded.
+    # Merge patch for .status (the operator writes all of it, nodes included).
     status: dict[str, Any]
     events: tuple[KubeEvent, ...]
     active: ActiveSession | None  # what the agents should serve; None when finished
@@ -97,18 +91,6 @@ def _conditions(raw: Any) -> list[Condition]:
 
 def _map(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
-
-
-def _node_entries(
-    kind: SessionKind, status: Mapping[str, Any]
-) -> tuple[list[Any], Sequence[NodeEntry | GpuNodeEntry], tuple[str, ...]]:
-    raw = status.get("nodes")
-    raw_nodes: list[Any] = raw if isinstance(raw, list) else []
-    if kind == "TraceSession":
-        trace, problems = parse_node_entries(raw=raw_nodes, model=NodeEntry)
-        return raw_nodes, trace, problems
-    gpu, problems = parse_node_entries(raw=raw_nodes, model=GpuNodeEntry)
-    return raw_nodes, gpu, problems
 
 
 def _merged(
@@ -166,12 +148,17 @@ def reconcile_session(
     now: datetime,
     budget: int = STATUS_BUDGET_BYTES,
     all_pods: Iterable[PodEntry] | None = None,
+    reports: Mapping[str, NodeEntry | GpuNodeEntry] | None = None,
+    targets: Mapping[str, tuple[PodEntry, ...]] | None = None,
+    look_every: float | None = None,
 ) -> SessionOutcome:
     """Everything the operator should do for one session at ``now``.
 
     ``pods`` must hold at least the pods of the session's namespaces;
     ``all_pods`` (default: ``pods``) is walked only to name flow ends that the
-    agents left unnamed.
+    agents left unnamed. ``reports``: node → the agents' latest share of this
+    session (from their NodeAgentConfigs). ``targets``: the session's target
+    pods by node when the caller already resolved them for this spec.
     """
     pods = tuple(pods)
     meta, status = _map(body.get("metadata")), _map(body.get("status"))
@@ -188,20 +175,27 @@ def reconcile_session(
         spec_error = str(err)
 
     phase = status.get("phase")
-    targets: Targets = {}
     stored = status.get("matchedPods")
+    given, targets = targets, {}
     if phase == "Completed" and type(stored) is int:
         matched = stored  # final: no need to walk the pod index again
     else:
-        if spec is not None:
-            targets = resolve_targets(
-                selector=spec.selector,
-                session_namespace=namespace,
-                pods=pods,
-                node_labels=node_labels,
-            )
+        if given is None:
+            resolved: Targets = {}
+            if spec is not None:
+                resolved = resolve_targets(
+                    selector=spec.selector,
+                    session_namespace=namespace,
+                    pods=pods,
+                    node_labels=node_labels,
+                )
+            given = resolved
+        targets = given
         matched = count_pods(targets=targets)
-    raw_nodes, nodes, problems = _node_entries(kind, status)
+    targeted = None if phase == "Completed" else {n for n, t in targets.items() if n and t}
+    nodes, problems = node_entries(
+        kind=kind, status=status, reports=reports or {}, targeted=targeted
+    )
     duration = spec.duration_seconds if spec is not None else None
 
     life = evaluate(
@@ -225,10 +219,11 @@ def reconcile_session(
         "completionTime": format_time(life.completion_time) if life.completion_time else None,
         "matchedPods": matched,
         **_merged(spec, nodes, matched, pods if all_pods is None else all_pods),
+        "nodes": node_summaries(entries=nodes),
     }
-    bounded = bound_status(status={**patch, "nodes": raw_nodes}, budget=budget)
-    # status.nodes belongs to the agents; write it back only when it had to be cut.
-    patch = {k: v for k, v in bounded.status.items() if k != "nodes" or bounded.nodes_trimmed}
+    # The summaries carry no lists, so only the merged top-N lists can be shortened.
+    bounded = bound_status(status=patch, budget=budget)
+    patch = bounded.status
 
     active = None
     if spec is not None and life.active:
@@ -259,7 +254,7 @@ def reconcile_session(
             duration_seconds=duration,
             completion_time=life.completion_time,
             ttl_seconds=ttl,
-            interval=_interval(spec),
+            interval=_interval(spec) if look_every is None else look_every,
         ),
         spec_error=spec_error,
         problems=problems,
