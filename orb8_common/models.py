@@ -375,7 +375,7 @@ def parse_gpu_telemetry_spec(raw: Any) -> GpuTelemetrySpec:
 
 class AgentContainer(_Model):
     name: str
-    id: str
+    id: str = ""  # runtime://<id>; empty until the container has started
 
 
 class AgentPod(_Model):

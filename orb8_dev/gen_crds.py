@@ -284,6 +284,7 @@ def label_selector() -> Schema:
             "key": string(
                 "The label key the requirement applies to.",
                 max_length=MAX_QUALIFIED_NAME,
+                min_length=1,
                 pattern=QUALIFIED_NAME_PATTERN,
             ),
             "operator": enum(
@@ -400,6 +401,7 @@ def flow_row() -> Schema:
                 "ip": string("IPv4 or IPv6 address.", max_length=45),
                 "port": integer("TCP/UDP port; 0 for ICMP.", minimum=0, maximum=65535, fmt="int32"),
             },
+            required=["ip"],
         )
 
     return obj(
@@ -414,6 +416,7 @@ def flow_row() -> Schema:
             "lastSeen": timestamp("When the flow was last seen."),
             "node": string("Node that observed the flow.", max_length=MAX_NAME),
         },
+        required=["source", "destination", "protocol"],
     )
 
 
@@ -434,8 +437,10 @@ def alert_row() -> Schema:
                     "pid": integer("Process id (in the node's pid namespace).", minimum=0),
                     "comm": string("The process's command name.", max_length=64),
                 },
+                required=["pid"],
             ),
         },
+        required=["namespace", "pod", "syscall"],
     )
 
 
@@ -455,6 +460,7 @@ def gpu_pod_row() -> Schema:
             "powerWatts": number("Power draw in watts.", minimum=0),
             "lastUpdated": timestamp("When these readings were taken."),
         },
+        required=["uuid"],
     )
     return obj(
         "GPU use of one container.",
@@ -462,6 +468,7 @@ def gpu_pod_row() -> Schema:
             **pod_ref_fields(),
             "gpus": array("The GPUs the container uses.", gpu, max_items=16),
         },
+        required=["namespace", "pod"],
     )
 
 
@@ -477,6 +484,7 @@ def gpu_alert_row() -> Schema:
             "firstSeen": timestamp("When the condition was first seen."),
             "lastSeen": timestamp("When the condition was last seen."),
         },
+        required=["namespace", "pod", "gpu", "kind"],
     )
 
 
@@ -824,7 +832,7 @@ def node_agent_config_schema() -> Schema:
                 map_keys=["name"],
             ),
         },
-        required=["uid"],
+        required=["uid", "namespace", "name"],
     )
     session = obj(
         "One TraceSession or GpuTelemetry with target pods on this node.",

@@ -20,7 +20,7 @@ from orb8_dev.controlplane import ControlPlane
 from orb8_dev.kubelet import SimKubelet, SimPod
 from orb8_dev.netns import link_counters
 from orb8_dev.traffic_ctl import tc_filters
-from tests.e2e.conftest import AgentProcess, get_json, make_victim, tcp_transfer, wait_for
+from tests.e2e.conftest import AgentProcess, make_victim, tcp_transfer, wait_for
 
 
 def _session(
