@@ -355,6 +355,8 @@ async def _resync_one(st: OperatorState, uid: str) -> None:
     st.urgent.discard(uid)
     st.reported.discard(uid)
     outcome = _outcome(st, kind, body)
+    # Register before any await: the pod watch may refresh this session's targets meanwhile.
+    _register(st, outcome)
     patch = changed_fields(current=body.get("status") or {}, patch=outcome.status)
     if patch and st.api is not None:
         meta = body.get("metadata") or {}
@@ -375,7 +377,6 @@ async def _resync_one(st: OperatorState, uid: str) -> None:
             )  # fmt: skip
     for problem in outcome.problems:
         _log.warning("%s: skipped a malformed node report: %s", uid, problem)
-    _register(st, outcome)
     if outcome.delete and st.api is not None:
         _log.info("%s: ttlSecondsAfterFinished has passed; deleting", uid)
         await kube.delete_session(

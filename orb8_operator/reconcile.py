@@ -25,7 +25,13 @@ from orb8_common.models import (
     parse_trace_session_spec,
     to_wire,
 )
-from orb8_operator.lifecycle import KubeEvent, evaluate, next_check_in, should_delete
+from orb8_operator.lifecycle import (
+    ACTIVE_PHASES,
+    KubeEvent,
+    evaluate,
+    next_check_in,
+    should_delete,
+)
 from orb8_operator.nodeconfig import ActiveSession
 from orb8_operator.nodes import node_entries, node_summaries
 from orb8_operator.pods import PodEntry
@@ -192,7 +198,9 @@ def reconcile_session(
             given = resolved
         targets = given
         matched = count_pods(targets=targets)
-    targeted = None if phase == "Completed" else {n for n, t in targets.items() if n and t}
+    # No node serves a finished session: what they reported last is final (Stopped).
+    finished = phase is not None and phase not in ACTIVE_PHASES
+    targeted = set() if finished else {n for n, t in targets.items() if n and t}
     nodes, problems = node_entries(
         kind=kind, status=status, reports=reports or {}, targeted=targeted
     )
