@@ -166,12 +166,10 @@ def _list(custom: Any, plural: str) -> list[dict[str, Any]]:
     return items
 
 
-def mutating_requests(api: Any) -> int:
+def mutating_requests(plane: ControlPlane) -> int:
     """The apiserver's own count of mutating requests so far (all resources)."""
-    resp = api.call_api("/metrics", "GET", auth_settings=["BearerToken"],
-                        _preload_content=False, _return_http_data_only=True)  # fmt: skip
     total = 0
-    for line in resp.data.decode().splitlines():
+    for line in plane.kubectl("get", "--raw", "/metrics").stdout.splitlines():
         if line.startswith("apiserver_request_total{"):
             verb = re.search(r'verb="([A-Z]+)"', line)
             if verb and verb.group(1) in MUTATING:
@@ -344,11 +342,10 @@ def run(
 
         # Steady state: agents report every interval, nothing else changes.
         time.sleep(interval_s)
-        api = client.ApiClient()
         cpu0, _ = _proc_usage(proc.pid)
-        writes0, t_steady = mutating_requests(api), time.monotonic()
+        writes0, t_steady = mutating_requests(plane), time.monotonic()
         time.sleep(steady_s)
-        writes1, t_steady_end = mutating_requests(api), time.monotonic()
+        writes1, t_steady_end = mutating_requests(plane), time.monotonic()
         cpu1, rss_steady = _proc_usage(proc.pid)
         writes_per_s = (writes1 - writes0) / (t_steady_end - t_steady)
         print(f"{tag}: steady {writes_per_s:.1f} writes/s "
@@ -362,10 +359,10 @@ def run(
         agents.stop()
         time.sleep(interval_s + 5)
         cpu2, _ = _proc_usage(proc.pid)
-        idle_writes0 = mutating_requests(api)
+        idle_writes0 = mutating_requests(plane)
         time.sleep(idle_s)
         cpu3, rss_idle = _proc_usage(proc.pid)
-        idle_writes = mutating_requests(api) - idle_writes0
+        idle_writes = mutating_requests(plane) - idle_writes0
         return {
             "nodes": nodes, "sessions": sessions, "pods": pods, "layout": layout,
             "report_interval_s": interval_s,

@@ -3,9 +3,10 @@ pure modules; these only read the caches, call :func:`reconcile_session`, and
 carry out its outcome: status patch, Events, NodeAgentConfig writes and TTL
 deletion.
 
-- kopf's create/resume/update handlers reconcile a session at once when it
-  appears or its spec changes; an ``on.event`` handler keeps every session's
-  latest body.
+- kopf only watches: an ``on.event`` handler keeps every session's latest
+  body and marks new sessions and spec changes urgent; an ``on.delete``
+  handler (with the orb8.io finalizer) drops a deleted session from the node
+  configs before it goes. kopf runs no per-session handler or timer.
 - ONE resync loop (``_resync_loop``) reconciles the sessions that need it:
   those whose agents' reports changed (at most once per report interval),
   whose targets changed with the pods, and those due by the clock (a
@@ -58,6 +59,7 @@ RESYNC_INTERVAL = float(os.environ.get("ORB8_NODE_CONFIG_RESYNC_S", "30"))  # No
 SYNC_COALESCE_S = 0.5  # changes arriving this close together are written together
 LOOP_TICK_S = 1.0  # the resync loop's clock granularity
 YIELD_EVERY = 25  # sessions reconciled between yields to the event loop
+STATUS_WRITES_IN_FLIGHT = 8
 _log = logging.getLogger("orb8.operator")
 
 
@@ -278,46 +280,6 @@ def _outcome(st: OperatorState, kind: SessionKind, body: Mapping[str, Any]) -> S
     return outcome
 
 
-def _post_events(body: kopf.Body, outcome: SessionOutcome) -> None:
-    for event in outcome.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-
-
-async def _reconcile(
-    *,
-    kind: SessionKind,
-    body: kopf.Body,
-    patch: kopf.Patch,
-    logger: kopf.Logger,
-    nodes: kopf.Index[str, tuple[tuple[str, str], ...]],
-    fail_on_invalid: bool,
-) -> None:
-    st = state()
-    # An empty index right after a restart would drop every session's targets.
-    await st.pods.ready.wait()
-    await st.nodes.ready.wait()
-    st.node_labels = _labels(nodes)
-    outcome = _outcome(st, kind, body)
-    current = body.get("status") or {}
-    for key, value in changed_fields(current=current, patch=outcome.status).items():
-        patch.status[key] = value
-    _post_events(body, outcome)
-    for problem in outcome.problems:
-        logger.warning("skipped a malformed node report: %s", problem)
-    _register(st, outcome)
-    if outcome.delete and st.api is not None:
-        logger.info("ttlSecondsAfterFinished has passed; deleting")
-        try:
-            await kube.delete_session(
-                api=st.api, kind=kind, namespace=outcome.namespace, name=outcome.name
-            )
-        except Orb8Error as err:
-            raise to_kopf_error(err=err) from err
-    if fail_on_invalid and outcome.spec_error is not None:
-        # The Failed status above is still written; kopf stops retrying this generation.
-        raise kopf.PermanentError(outcome.spec_error)
-
-
 def _forget(uid: str) -> None:
     st = state()
     st.seen.add(uid)
@@ -350,15 +312,24 @@ def _pick(st: OperatorState, now: float) -> list[str]:
     return picked
 
 
-async def _resync_one(st: OperatorState, uid: str) -> None:
+def _prepare(st: OperatorState, uid: str) -> tuple[SessionKind, dict[str, Any], SessionOutcome]:
+    """Reconcile one session against the caches and register what the agents should serve."""
     kind, body = st.bodies[uid]
     st.urgent.discard(uid)
     st.reported.discard(uid)
     outcome = _outcome(st, kind, body)
-    # Register before any await: the pod watch may refresh this session's targets meanwhile.
-    _register(st, outcome)
+    _register(st, outcome)  # before any await: the pod watch may refresh its targets meanwhile
+    return kind, body, outcome
+
+
+async def _carry_out(
+    st: OperatorState, uid: str, kind: SessionKind, body: dict[str, Any], outcome: SessionOutcome
+) -> None:
+    """Write what one reconcile decided: the status (only what changed), Events, TTL deletion."""
+    if st.api is None:
+        return
     patch = changed_fields(current=body.get("status") or {}, patch=outcome.status)
-    if patch and st.api is not None:
+    if patch:
         meta = body.get("metadata") or {}
         stored = await kube.patch_session_status(
             api=st.api, kind=kind, namespace=str(meta.get("namespace", "")),
@@ -370,75 +341,91 @@ async def _resync_one(st: OperatorState, uid: str) -> None:
             st.urgent.add(uid)  # look again under the new phase
             st.wake.set()
     for event in outcome.events:
-        if st.api is not None:
-            await kube.post_event(
-                api=st.api, body=body, type_=event.type, reason=event.reason,
-                message=event.message,
-            )  # fmt: skip
+        await kube.post_event(
+            api=st.api, body=body, type_=event.type, reason=event.reason, message=event.message
+        )
     for problem in outcome.problems:
         _log.warning("%s: skipped a malformed node report: %s", uid, problem)
-    if outcome.delete and st.api is not None:
+    if outcome.spec_error is not None and "phase" in patch:
+        _log.warning("%s/%s: %s", outcome.namespace, outcome.name, outcome.spec_error)
+    if outcome.delete:
         _log.info("%s: ttlSecondsAfterFinished has passed; deleting", uid)
         await kube.delete_session(
             api=st.api, kind=kind, namespace=outcome.namespace, name=outcome.name
         )
 
 
+def _failed(st: OperatorState, uid: str, err: BaseException) -> None:
+    if isinstance(err, Orb8Error):
+        _log.warning("%s: resync failed, retrying: %s", uid, err)
+        st.due[uid] = time.monotonic() + 5.0
+    else:
+        # The loop must outlive any bug, or every session's status freezes.
+        _log.error("%s: resync crashed", uid, exc_info=err)
+        st.due[uid] = time.monotonic() + 30.0
+
+
 async def _resync_loop(st: OperatorState) -> None:
-    """The one loop that keeps every session's status current (see the module docs)."""
+    """The one loop that keeps every session's status current (see the module docs).
+
+    Each pass reconciles every picked session first (registering their targets,
+    so the node-config loop can write at once), then writes their statuses a
+    few at a time.
+    """
     await st.pods.ready.wait()
     await st.nodes.ready.wait()
+    limit = asyncio.Semaphore(STATUS_WRITES_IN_FLIGHT)
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(st.wake.wait(), timeout=LOOP_TICK_S)
         st.wake.clear()
+        done: list[tuple[str, SessionKind, dict[str, Any], SessionOutcome]] = []
         for count, uid in enumerate(_pick(st, time.monotonic()), start=1):
             if uid not in st.bodies:
                 continue
             try:
-                await _resync_one(st, uid)
-            except Orb8Error as err:
-                _log.warning("%s: resync failed, retrying: %s", uid, err)
-                st.due[uid] = time.monotonic() + 5.0
-            except Exception:
-                # The loop must outlive any bug, or every session's status freezes.
-                _log.exception("%s: resync crashed", uid)
-                st.due[uid] = time.monotonic() + 30.0
+                done.append((uid, *_prepare(st, uid)))
+            except Exception as err:  # reported, retried per session
+                _failed(st, uid, err)
             if count % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
 
+        async def write(
+            uid: str, kind: SessionKind, body: dict[str, Any], out: SessionOutcome
+        ) -> None:
+            async with limit:
+                try:
+                    await _carry_out(st, uid, kind, body, out)
+                except Exception as err:  # reported, retried per session
+                    _failed(st, uid, err)
+
+        await asyncio.gather(*(write(*item) for item in done))
+
 
 def _register_kind(kind: SessionKind, plural: str) -> None:
-    """Attach the change handlers, body cache and deletion handler for one session kind."""
+    """Attach the body cache and the deletion handler for one session kind.
 
-    @kopf.on.create(GROUP, VERSION, plural, id=f"{plural}-reconcile")
-    @kopf.on.resume(GROUP, VERSION, plural, id=f"{plural}-reconcile")
-    @kopf.on.update(GROUP, VERSION, plural, field="spec", id=f"{plural}-reconcile")
-    async def changed(
-        *, body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **kwargs: Any
-    ) -> None:
-        await _reconcile(
-            kind=kind,
-            body=body,
-            patch=patch,
-            logger=logger,
-            nodes=kwargs["node_labels"],  # kopf passes indices by their names
-            fail_on_invalid=True,
-        )
+    Every change a session sees (new, spec, status) arrives here as a watch
+    event; the resync loop does the rest, so kopf runs no per-session
+    handler, timer or progress bookkeeping.
+    """
 
     @kopf.on.event(GROUP, VERSION, plural, id=f"{plural}-cache")
-    def cache(*, event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
+    def cache(*, event: Mapping[str, Any], body: kopf.Body, **kwargs: Any) -> None:
         st = state()
-        uid = str(body.get("metadata", {}).get("uid", ""))
+        meta = body.get("metadata", {})
+        uid = str(meta.get("uid", ""))
         if not uid:
             return
-        if event.get("type") == "DELETED":
-            st.bodies.pop(uid, None)
+        if event.get("type") == "DELETED" or meta.get("deletionTimestamp"):
+            _forget(uid)  # being deleted: agents stop now, whatever the loop has queued
             return
-        known = uid in st.bodies
+        known = st.bodies.get(uid)
         st.bodies[uid] = (kind, dict(body))
-        if not known:
-            st.due.setdefault(uid, 0.0)  # first sight (e.g. after a restart): look soon
+        st.node_labels = _labels(kwargs["node_labels"])  # kopf passes indices by their names
+        generation = meta.get("generation")
+        if known is None or known[1].get("metadata", {}).get("generation") != generation:
+            st.urgent.add(uid)  # new (or first seen after a restart), or its spec changed
             st.wake.set()
 
     @kopf.on.delete(GROUP, VERSION, plural, id=f"{plural}-forget")
