@@ -50,7 +50,7 @@ sys.path.insert(0, str(REPO))
 
 from orb8_agent.control.node_report import REPORT_BUDGET_BYTES, wire_size  # noqa: E402
 from orb8_common.crd import GROUP, NODE_AGENT_CONFIGS, TRACE_SESSIONS, VERSION  # noqa: E402
-from orb8_dev.controlplane import ControlPlane, start, stop  # noqa: E402
+from orb8_dev.controlplane import ControlPlane, free_port, start, stop  # noqa: E402
 
 NAMESPACES = 10
 PODS_PER_GROUP = 50  # pods per (namespace, app) group; sessions select one group each
@@ -297,10 +297,12 @@ def run(
         log = (state / "operator.log").open("w")
         operator = proc = subprocess.Popen(
             [sys.executable, "-m", "orb8_operator.main", "--liveness",
-             "http://127.0.0.1:0/healthz"],
+             f"http://127.0.0.1:{free_port()}/healthz"],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=plane.env(),
         )  # fmt: skip
         time.sleep(3)  # let it list pods and nodes into its indexes
+        if proc.poll() is not None:
+            raise SystemExit(f"{tag}: the operator exited; see {state / 'operator.log'}")
 
         manifests = sessions_spec(count=sessions, layout=pod_layout, interval=f"{interval_s}s")
         want = expected_configs(sessions=manifests, pods=pod_layout)

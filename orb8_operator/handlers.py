@@ -8,7 +8,8 @@ deletion.
   handler (with the orb8.io finalizer) drops a deleted session from the node
   configs before it goes. kopf runs no per-session handler or timer.
 - ONE resync loop (``_resync_loop``) reconciles the sessions that need it:
-  those whose agents' reports changed (at most once per report interval),
+  those whose agents' reports changed (at most once per report interval,
+  at once when a node's state changes, e.g. its first report),
   whose targets changed with the pods, and those due by the clock (a
   duration ending, TTL, stale reports). No per-session timers.
 - One loop writes NodeAgentConfigs from the registry of active sessions, so
@@ -84,6 +85,8 @@ class OperatorState:
     merged_at: dict[str, float] = field(default_factory=dict)  # uid → last reconcile (monotonic)
     due: dict[str, float] = field(default_factory=dict)  # uid → next look by the clock
     resync_task: asyncio.Task[None] | None = None
+    writing: set[str] = field(default_factory=set)  # uids whose status write is in flight
+    write_tasks: set[asyncio.Task[None]] = field(default_factory=set)
     startup_uids: set[str] | None = None  # sessions that existed when the operator started
 
 
@@ -306,10 +309,25 @@ def _pick(st: OperatorState, now: float) -> list[str]:
     for uid, (_, body) in st.bodies.items():
         urgent = uid in st.urgent or st.due.get(uid, 0.0) <= now
         if urgent or (
-            uid in st.reported and now >= st.merged_at.get(uid, 0.0) + _interval_of(body)
+            uid in st.reported
+            and (
+                now >= st.merged_at.get(uid, 0.0) + _interval_of(body)
+                or _node_states_moved(st, uid, body)
+            )
         ):
             picked.append(uid)
     return picked
+
+
+def _node_states_moved(st: OperatorState, uid: str, body: Mapping[str, Any]) -> bool:
+    """A node's state in its report differs from the session's status (e.g. a first report)."""
+    nodes = (body.get("status") or {}).get("nodes")
+    stored = {n.get("node"): n.get("state") for n in nodes or () if isinstance(n, Mapping)}
+    for node, report in st.nodes.reports_for(uid=uid).items():
+        entry = report.entry
+        if entry is not None and stored.get(node) != entry.state:
+            return True
+    return False
 
 
 def _prepare(st: OperatorState, uid: str) -> tuple[SessionKind, dict[str, Any], SessionOutcome]:
@@ -368,38 +386,42 @@ def _failed(st: OperatorState, uid: str, err: BaseException) -> None:
 async def _resync_loop(st: OperatorState) -> None:
     """The one loop that keeps every session's status current (see the module docs).
 
-    Each pass reconciles every picked session first (registering their targets,
-    so the node-config loop can write at once), then writes their statuses a
-    few at a time.
+    Each pass reconciles every picked session (registering its targets, so the
+    node-config loop can write at once) and hands its status write to a
+    background task, 8 in flight; the next pass never waits for the writes, and
+    a session whose write is still in flight waits for the pass after it.
     """
     await st.pods.ready.wait()
     await st.nodes.ready.wait()
     limit = asyncio.Semaphore(STATUS_WRITES_IN_FLIGHT)
+
+    async def write(uid: str, kind: SessionKind, body: dict[str, Any], out: SessionOutcome) -> None:
+        try:
+            async with limit:
+                await _carry_out(st, uid, kind, body, out)
+        except Exception as err:  # reported, retried per session
+            _failed(st, uid, err)
+        finally:
+            st.writing.discard(uid)
+
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(st.wake.wait(), timeout=LOOP_TICK_S)
         st.wake.clear()
-        done: list[tuple[str, SessionKind, dict[str, Any], SessionOutcome]] = []
         for count, uid in enumerate(_pick(st, time.monotonic()), start=1):
-            if uid not in st.bodies:
+            if uid not in st.bodies or uid in st.writing:
                 continue
             try:
-                done.append((uid, *_prepare(st, uid)))
+                kind, body, outcome = _prepare(st, uid)
             except Exception as err:  # reported, retried per session
                 _failed(st, uid, err)
+                continue
+            st.writing.add(uid)
+            task = asyncio.create_task(write(uid, kind, body, outcome))
+            st.write_tasks.add(task)
+            task.add_done_callback(st.write_tasks.discard)
             if count % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-
-        async def write(
-            uid: str, kind: SessionKind, body: dict[str, Any], out: SessionOutcome
-        ) -> None:
-            async with limit:
-                try:
-                    await _carry_out(st, uid, kind, body, out)
-                except Exception as err:  # reported, retried per session
-                    _failed(st, uid, err)
-
-        await asyncio.gather(*(write(*item) for item in done))
 
 
 def _register_kind(kind: SessionKind, plural: str) -> None:

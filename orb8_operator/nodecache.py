@@ -50,7 +50,7 @@ class NodeConfigCache:
     def __init__(self) -> None:
         self.specs: dict[str, dict[str, Any]] = {}  # managed objects only
         self._reports: dict[str, dict[str, SessionReport]] = {}  # node → uid → report
-        self._status: dict[str, Any] = {}  # node → raw status last parsed
+        self._by_uid: dict[str, dict[str, SessionReport]] = {}  # uid → node → report
         self._changed: set[str] = set()  # session uids whose reports changed
         self.problems: dict[str, list[str]] = {}
         self.ready = asyncio.Event()
@@ -80,21 +80,32 @@ class NodeConfigCache:
             self.specs[node] = spec
         else:
             self.specs.pop(node, None)
-        status = body.get("status") or {}
-        if status.get("reports") != (self._status.get(node) or {}).get("reports"):
-            self._status[node] = status
-            reports, problems = parse_reports(status=status)
-            old = self._reports.get(node, {})
-            self._changed |= {u for u in set(old) | set(reports) if old.get(u) != reports.get(u)}
+        reports, problems = parse_reports(status=body.get("status") or {})
+        old = self._reports.get(node, {})
+        moved = {u for u in set(old) | set(reports) if old.get(u) != reports.get(u)}
+        if moved:
+            self._changed |= moved
+            self._index(node, old, reports)
             self._reports[node] = reports
-            self.problems[node] = problems
             changed = True
+        self.problems[node] = problems
         return changed
+
+    def _index(
+        self, node: str, old: Mapping[str, SessionReport], new: Mapping[str, SessionReport]
+    ) -> None:
+        for uid in set(old) - set(new):
+            per_node = self._by_uid.get(uid, {})
+            per_node.pop(node, None)
+            if not per_node:
+                self._by_uid.pop(uid, None)
+        for uid, report in new.items():
+            self._by_uid.setdefault(uid, {})[node] = report
 
     def _drop(self, node: str) -> bool:
         gone = self._reports.pop(node, {})
+        self._index(node, gone, {})
         self._changed |= set(gone)
-        self._status.pop(node, None)
         self.problems.pop(node, None)
         return self.specs.pop(node, None) is not None or bool(gone)
 

@@ -136,7 +136,7 @@ def plan_node_configs(
         wire = to_wire(spec)
         if node not in current:
             create[node] = wire
-        elif _normalise(current[node]) != wire:
+        elif current[node] != wire and _normalise(current[node]) != wire:
             patch[node] = wire
     delete = tuple(sorted(node for node in current if node not in desired))
     return NodeConfigPlan(create=create, patch=patch, delete=delete)
