@@ -314,6 +314,7 @@ def run(
             GROUP, VERSION, m["metadata"]["namespace"], TRACE_SESSIONS, m), manifests)  # fmt: skip
         applied_all = time.monotonic()
         converged_at = status_at = None
+        got: dict[str, set[tuple[str, str]]] = {}
         wanted_pairs = sum(len(pairs) for pairs in want.values())
         last_print = applied
         while time.monotonic() - applied < 240 and status_at is None:
@@ -334,9 +335,12 @@ def run(
                     status_at = time.monotonic()
             if time.monotonic() - last_print >= 10:
                 last_print = time.monotonic()
-                what = "node configs" if converged_at is None else "statuses"
-                print(f"{tag}: {time.monotonic() - applied:.0f}s, waiting for {what} "
-                      f"({wanted_pairs} pairs)", flush=True)  # fmt: skip
+                if converged_at is None:
+                    right = sum(len(got.get(n, set()) & pairs) for n, pairs in want.items())
+                    what = f"node configs ({right}/{wanted_pairs} (session, pod) pairs right)"
+                else:
+                    what = "statuses"
+                print(f"{tag}: {time.monotonic() - applied:.0f}s, waiting for {what}", flush=True)
             time.sleep(1.0)
         convergence = (converged_at - applied) if converged_at else float("inf")
         status_convergence = (status_at - applied) if status_at else float("inf")

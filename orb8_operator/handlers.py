@@ -61,6 +61,8 @@ SYNC_COALESCE_S = 0.5  # changes arriving this close together are written togeth
 LOOP_TICK_S = 1.0  # the resync loop's clock granularity
 YIELD_EVERY = 25  # sessions reconciled between yields to the event loop
 STATUS_WRITES_IN_FLIGHT = 8
+CONFIGS_FIRST_MAX_WAIT_S = 10.0  # a status write waits at most this long for node configs
+SLOW_PASS_S = 1.0  # passes (and node-config syncs) slower than this are logged
 _log = logging.getLogger("orb8.operator")
 
 
@@ -86,6 +88,7 @@ class OperatorState:
     due: dict[str, float] = field(default_factory=dict)  # uid → next look by the clock
     resync_task: asyncio.Task[None] | None = None
     writing: set[str] = field(default_factory=set)  # uids whose status write is in flight
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # node configs are written
     write_tasks: set[asyncio.Task[None]] = field(default_factory=set)
     startup_uids: set[str] | None = None  # sessions that existed when the operator started
 
@@ -145,7 +148,7 @@ async def startup(*, settings: kopf.OperatorSettings, **_: Any) -> None:
     st = state()
     st.api = await kube.new_api_client()
     st.pods_task = asyncio.create_task(
-        st.pods.run(api=st.api, on_change=st.dirty.set), name="orb8-pod-watch"
+        st.pods.run(api=st.api, on_change=lambda: _configs_changed(st)), name="orb8-pod-watch"
     )
     st.nodes_task = asyncio.create_task(
         st.nodes.run(api=st.api, on_change=st.wake.set), name="orb8-nodeconfig-watch"
@@ -176,6 +179,7 @@ async def sync_node_configs(*, st: OperatorState) -> None:
     if st.api is None:
         return
     await st.nodes.ready.wait()
+    started = time.monotonic()
     changed = st.pods.take_changed_namespaces()
     if changed:
         before = st.sessions
@@ -199,6 +203,9 @@ async def sync_node_configs(*, st: OperatorState) -> None:
         keep_uids=st.startup_uids - st.seen,
     )
     plan = plan_node_configs(desired=desired, current=current)
+    took = time.monotonic() - started
+    if took > SLOW_PASS_S:
+        _log.info("nodeagentconfig plan for %d session(s) took %.1fs", len(st.sessions), took)
     if not plan.empty:
         _log.info(
             "nodeagentconfigs: create %s, update %s, delete %s",
@@ -226,18 +233,26 @@ async def _sync_loop(st: OperatorState) -> None:
         try:
             await sync_node_configs(st=st)
             delay = 1.0
+            if not st.dirty.is_set():
+                st.settled.set()
             continue
         except Orb8Error as err:
             _log.warning("nodeagentconfig sync failed, retrying in %.0fs: %s", delay, err)
         except Exception:
             # The loop must outlive any bug or transport error, or agents stop getting updates.
             _log.exception("nodeagentconfig sync crashed, retrying in %.0fs", delay)
-        st.dirty.set()
+        _configs_changed(st)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 30.0)
 
 
 # --- sessions ---------------------------------------------------------------------------
+
+
+def _configs_changed(st: OperatorState) -> None:
+    """The node configs must be brought in line (status writes wait for that, briefly)."""
+    st.dirty.set()
+    st.settled.clear()
 
 
 def _register(st: OperatorState, outcome: SessionOutcome) -> None:
@@ -248,7 +263,7 @@ def _register(st: OperatorState, outcome: SessionOutcome) -> None:
     else:
         st.sessions[outcome.uid] = outcome.active
     if before != outcome.active:
-        st.dirty.set()
+        _configs_changed(st)
 
 
 def _outcome(st: OperatorState, kind: SessionKind, body: Mapping[str, Any]) -> SessionOutcome:
@@ -290,7 +305,7 @@ def _forget(uid: str) -> None:
     st.due.pop(uid, None)
     st.merged_at.pop(uid, None)
     if st.sessions.pop(uid, None) is not None:
-        st.dirty.set()
+        _configs_changed(st)
 
 
 def _interval_of(body: Mapping[str, Any]) -> float:
@@ -397,6 +412,9 @@ async def _resync_loop(st: OperatorState) -> None:
 
     async def write(uid: str, kind: SessionKind, body: dict[str, Any], out: SessionOutcome) -> None:
         try:
+            # Node configs first: agents need them to start; statuses can trail a moment.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(st.settled.wait(), timeout=CONFIGS_FIRST_MAX_WAIT_S)
             async with limit:
                 await _carry_out(st, uid, kind, body, out)
         except Exception as err:  # reported, retried per session
@@ -408,7 +426,9 @@ async def _resync_loop(st: OperatorState) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(st.wake.wait(), timeout=LOOP_TICK_S)
         st.wake.clear()
-        for count, uid in enumerate(_pick(st, time.monotonic()), start=1):
+        started = time.monotonic()
+        picked = _pick(st, started)
+        for count, uid in enumerate(picked, start=1):
             if uid not in st.bodies or uid in st.writing:
                 continue
             try:
@@ -422,6 +442,9 @@ async def _resync_loop(st: OperatorState) -> None:
             task.add_done_callback(st.write_tasks.discard)
             if count % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
+        took = time.monotonic() - started
+        if took > SLOW_PASS_S:
+            _log.info("resync pass: %d session(s) reconciled in %.1fs", len(picked), took)
 
 
 def _register_kind(kind: SessionKind, plural: str) -> None:
@@ -433,7 +456,7 @@ def _register_kind(kind: SessionKind, plural: str) -> None:
     """
 
     @kopf.on.event(GROUP, VERSION, plural, id=f"{plural}-cache")
-    def cache(*, event: Mapping[str, Any], body: kopf.Body, **kwargs: Any) -> None:
+    async def cache(*, event: Mapping[str, Any], body: kopf.Body, **kwargs: Any) -> None:
         st = state()
         meta = body.get("metadata", {})
         uid = str(meta.get("uid", ""))
