@@ -42,6 +42,7 @@ from orb8_operator.nodeconfig import (
     ActiveSession,
     build_node_configs,
     keep_unreconciled,
+    node_config_wires,
     plan_node_configs,
     refresh_targets,
 )
@@ -197,11 +198,16 @@ async def sync_node_configs(*, st: OperatorState) -> None:
         # Listed once: sessions that exist but were not reconciled yet keep their entries.
         st.startup_uids = await kube.list_session_uids(api=st.api)
     current = dict(st.nodes.specs)
-    desired = keep_unreconciled(
-        desired=build_node_configs(sessions=st.sessions.values()),
-        current=current,
-        keep_uids=st.startup_uids - st.seen,
-    )
+    unreconciled = st.startup_uids - st.seen
+    desired: Mapping[str, Any]
+    if unreconciled:  # right after a start: carry their stored entries over
+        desired = keep_unreconciled(
+            desired=build_node_configs(sessions=st.sessions.values()),
+            current=current,
+            keep_uids=unreconciled,
+        )
+    else:
+        desired = node_config_wires(sessions=st.sessions.values())
     plan = plan_node_configs(desired=desired, current=current)
     took = time.monotonic() - started
     if took > SLOW_PASS_S:

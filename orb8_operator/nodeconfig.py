@@ -8,6 +8,7 @@ plan's deletions.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Iterable, Mapping, Set
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = [
     "agent_session",
     "build_node_configs",
     "keep_unreconciled",
+    "node_config_wires",
     "plan_node_configs",
 ]
 
@@ -50,6 +52,10 @@ class ActiveSession:
     generation: int
     spec: TraceSessionSpec | GpuTelemetrySpec
     targets: Mapping[str, tuple[PodEntry, ...]]
+
+
+# Placeholder spec for cached entries: an AgentSession does not carry settings.
+_NO_SPEC = TraceSessionSpec.model_validate({"probes": {"network": {"enabled": True}}})
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,35 @@ def agent_session(*, session: ActiveSession, pods: Iterable[PodEntry]) -> AgentS
     )
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _session_wire(
+    uid: str, kind: SessionKind, namespace: str, name: str, generation: int,
+    pods: tuple[PodEntry, ...],
+) -> dict[str, Any]:  # fmt: skip
+    # Shared between calls: callers never modify it.
+    session = ActiveSession(uid, kind, namespace, name, generation, _NO_SPEC, {})
+    return to_wire(agent_session(session=session, pods=pods))
+
+
+def node_config_wires(*, sessions: Iterable[ActiveSession]) -> dict[str, dict[str, Any]]:
+    """``to_wire`` of :func:`build_node_configs`, with each session's entry per node cached.
+
+    The periodic full comparison rebuilds every node's spec; only sessions or
+    pods that changed since are serialised again.
+    """
+    per_node: dict[str, list[dict[str, Any]]] = {}
+    for session in sorted(sessions, key=lambda s: (s.namespace, s.name, s.uid)):
+        for node, pods in session.targets.items():
+            if node and pods:
+                ordered = tuple(sorted(pods, key=lambda p: (p.namespace, p.name, p.uid)))
+                entry = _session_wire(
+                    session.uid, session.kind, session.namespace, session.name,
+                    session.generation, ordered,
+                )  # fmt: skip
+                per_node.setdefault(node, []).append(entry)
+    return {node: {"nodeName": node, "sessions": per_node[node]} for node in sorted(per_node)}
+
+
 def build_node_configs(*, sessions: Iterable[ActiveSession]) -> dict[str, NodeAgentConfigSpec]:
     """One spec per node that has at least one target pod, in node-name order.
 
@@ -121,7 +156,7 @@ def _normalise(raw: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def plan_node_configs(
     *,
-    desired: Mapping[str, NodeAgentConfigSpec],
+    desired: Mapping[str, NodeAgentConfigSpec] | Mapping[str, dict[str, Any]],
     current: Mapping[str, Mapping[str, Any]],
 ) -> NodeConfigPlan:
     """Compare desired specs with the existing objects' specs (node → raw spec).
@@ -133,7 +168,7 @@ def plan_node_configs(
     create: dict[str, dict[str, Any]] = {}
     patch: dict[str, dict[str, Any]] = {}
     for node, spec in desired.items():
-        wire = to_wire(spec)
+        wire = to_wire(spec) if isinstance(spec, NodeAgentConfigSpec) else spec
         if node not in current:
             create[node] = wire
         elif current[node] != wire and _normalise(current[node]) != wire:

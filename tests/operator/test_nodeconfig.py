@@ -12,6 +12,7 @@ from orb8_operator.nodeconfig import (
     ActiveSession,
     build_node_configs,
     keep_unreconciled,
+    node_config_wires,
     plan_node_configs,
     refresh_targets,
 )
@@ -178,3 +179,16 @@ def test_refresh_targets_walks_only_sessions_in_changed_namespaces() -> None:
     assert walked == [frozenset({"shop"})]
     assert refreshed[shop.uid].targets == {"node-a": (A1, A2), "node-b": (B1,)}
     assert refreshed[ml.uid] is ml
+
+
+def test_cached_wires_equal_the_models_serialisation() -> None:
+    """The cached per-session entries the sync loop compares are exactly the models' wire form."""
+    sessions = [
+        session("zeta", {"node-a": (A2, A1), "node-b": (B1,)}),
+        session("train", {"node-c": (C1,)}, spec=GPU, namespace="ml"),
+    ]
+    expected = {n: to_wire(c) for n, c in build_node_configs(sessions=sessions).items()}
+    assert node_config_wires(sessions=sessions) == expected
+    assert node_config_wires(sessions=list(reversed(sessions))) == expected
+    plan = plan_node_configs(desired=node_config_wires(sessions=sessions), current=expected)
+    assert plan.empty
