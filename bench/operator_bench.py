@@ -9,7 +9,8 @@ node). For each layout it measures:
 - ``converge_s``: from applying the sessions until every NodeAgentConfig
   lists exactly the (session, pod) pairs the selectors call for;
 - ``status_converge_s``: until every session is Running with every node it
-  spans merged into its status (bounded below by one report interval);
+  spans merged into its status (the simulated agents start reporting once
+  the node configs are correct; bounded below by their first report);
 - ``apiserver_writes_per_s``: the apiserver's own count of mutating requests
   (``apiserver_request_total``, POST/PUT/PATCH/DELETE/APPLY) over a steady
   window while the agents report; target <= (nodes + sessions) / interval;
@@ -162,8 +163,17 @@ def actual_configs(items: list[dict[str, Any]]) -> dict[str, set[tuple[str, str]
 
 
 def _list(custom: Any, plural: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = custom.list_cluster_custom_object(GROUP, VERSION, plural)["items"]
-    return items
+    """Every object, 50 per page (NodeAgentConfigs with reports are up to 512 KiB each)."""
+    items: list[dict[str, Any]] = []
+    token = None
+    while True:
+        page = custom.list_cluster_custom_object(
+            GROUP, VERSION, plural, limit=50, _continue=token, _request_timeout=120
+        )
+        items.extend(page["items"])
+        token = page["metadata"].get("continue")
+        if not token:
+            return items
 
 
 def mutating_requests(plane: ControlPlane) -> int:
@@ -199,7 +209,8 @@ class SimAgents:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=60)
+        if self._thread.is_alive():
+            self._thread.join(timeout=60)
 
     def _run(self) -> None:
         # Agents start at different moments: spread the nodes over the interval.
@@ -308,7 +319,6 @@ def run(
         want = expected_configs(sessions=manifests, pods=pod_layout)
         spans = _spanned(want)
         agents = SimAgents(custom=custom, nodes=sorted(want), interval_s=interval_s)
-        agents.start()
         applied = time.monotonic()
         _parallel(lambda m: custom.create_namespaced_custom_object(
             GROUP, VERSION, m["metadata"]["namespace"], TRACE_SESSIONS, m), manifests)  # fmt: skip
@@ -324,6 +334,8 @@ def run(
                     converged_at = time.monotonic()
                     print(f"{tag}: node configs correct after {converged_at - applied:.1f}s",
                           flush=True)  # fmt: skip
+                    # The agents start once their configs are there (as new sessions go).
+                    agents.start()
             else:
                 merged = 0
                 for item in _list(custom, TRACE_SESSIONS):
@@ -341,7 +353,7 @@ def run(
                 else:
                     what = "statuses"
                 print(f"{tag}: {time.monotonic() - applied:.0f}s, waiting for {what}", flush=True)
-            time.sleep(1.0)
+            time.sleep(1.0 if converged_at is None else 3.0)
         convergence = (converged_at - applied) if converged_at else float("inf")
         status_convergence = (status_at - applied) if status_at else float("inf")
         print(f"{tag}: statuses merged after {status_convergence:.1f}s", flush=True)

@@ -59,6 +59,7 @@ GROUP, VERSION = kube.GROUP, kube.VERSION
 RECONCILE_INTERVAL = float(os.environ.get("ORB8_SESSION_RESYNC_S", "60"))
 RESYNC_INTERVAL = float(os.environ.get("ORB8_NODE_CONFIG_RESYNC_S", "30"))  # NodeAgentConfigs
 SYNC_COALESCE_S = 0.5  # changes arriving this close together are written together
+SYNC_COALESCE_MAX_S = 3.0  # ... but a long burst is written at least this often
 LOOP_TICK_S = 1.0  # the resync loop's clock granularity
 YIELD_EVERY = 25  # sessions reconciled between yields to the event loop
 STATUS_WRITES_IN_FLIGHT = 8
@@ -233,8 +234,14 @@ async def _sync_loop(st: OperatorState) -> None:
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(st.dirty.wait(), timeout=RESYNC_INTERVAL)
-        # Coalesce a burst (many sessions applied at once) into one round of writes.
-        await asyncio.sleep(SYNC_COALESCE_S)
+        # Coalesce a burst (many sessions applied at once) into one round of writes:
+        # wait until changes pause for SYNC_COALESCE_S, but no longer than SYNC_COALESCE_MAX_S.
+        burst_end = time.monotonic() + SYNC_COALESCE_MAX_S
+        while True:
+            st.dirty.clear()
+            await asyncio.sleep(SYNC_COALESCE_S)
+            if not st.dirty.is_set() or time.monotonic() >= burst_end:
+                break
         st.dirty.clear()
         try:
             await sync_node_configs(st=st)
