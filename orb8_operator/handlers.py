@@ -9,7 +9,7 @@ deletion.
   configs before it goes. kopf runs no per-session handler or timer.
 - ONE resync loop (``_resync_loop``) reconciles the sessions that need it:
   those whose agents' reports changed (at most once per report interval,
-  at once when a node's state changes, e.g. its first report),
+  or after 5 s when a node's state changes, e.g. its first report),
   whose targets changed with the pods, and those due by the clock (a
   duration ending, TTL, stale reports). No per-session timers.
 - One loop writes NodeAgentConfigs from the registry of active sessions, so
@@ -64,7 +64,10 @@ LOOP_TICK_S = 1.0  # the resync loop's clock granularity
 YIELD_EVERY = 25  # sessions reconciled between yields to the event loop
 STATUS_WRITES_IN_FLIGHT = 8
 CONFIGS_FIRST_MAX_WAIT_S = 10.0  # a status write waits at most this long for node configs
-SLOW_PASS_S = 1.0  # passes (and node-config syncs) slower than this are logged
+SLOW_PASS_S = 1.0
+# A node's state change is merged sooner than the interval, but not more often than this:
+# a session spanning 50 nodes must not be written 50 times while their first reports arrive.
+STATE_MERGE_GAP_S = 5.0  # passes (and node-config syncs) slower than this are logged
 _log = logging.getLogger("orb8.operator")
 
 
@@ -336,11 +339,13 @@ def _pick(st: OperatorState, now: float) -> list[str]:
     picked = []
     for uid, (_, body) in st.bodies.items():
         urgent = uid in st.urgent or st.due.get(uid, 0.0) <= now
+        since = now - st.merged_at.get(uid, 0.0)
+        interval = _interval_of(body)
         if urgent or (
             uid in st.reported
             and (
-                now >= st.merged_at.get(uid, 0.0) + _interval_of(body)
-                or _node_states_moved(st, uid, body)
+                since >= interval
+                or (since >= min(interval, STATE_MERGE_GAP_S) and _node_states_moved(st, uid, body))
             )
         ):
             picked.append(uid)
