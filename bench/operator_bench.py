@@ -369,9 +369,13 @@ def run(
         print(f"{tag}: steady {writes_per_s:.1f} writes/s "
               f"(budget {(nodes + sessions) / interval_s:.1f})", flush=True)  # fmt: skip
 
-        sizes = [len(json.dumps(item, separators=(",", ":")).encode())
-                 for plural in (NODE_AGENT_CONFIGS, TRACE_SESSIONS)
-                 for item in _list(custom, plural)]  # fmt: skip
+        sizes = [0]
+        try:
+            sizes += [len(json.dumps(item, separators=(",", ":")).encode())
+                      for plural in (NODE_AGENT_CONFIGS, TRACE_SESSIONS)
+                      for item in _list(custom, plural)]  # fmt: skip
+        except client.ApiException as err:
+            print(f"{tag}: listing objects for their sizes failed: {err.status}", flush=True)
 
         # Idle: no agent reports, no changes; the operator should do next to nothing.
         agents.stop()
@@ -422,15 +426,16 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     layouts = ["clustered", "spread"] if args.layout == "both" else [args.layout]
-    results = [
-        run(nodes=args.nodes, pods=args.pods, sessions=args.sessions, layout=layout,
-            interval_s=args.interval, steady_s=args.steady_seconds, idle_s=args.idle_seconds)
-        for layout in layouts
-    ]  # fmt: skip
-    text = json.dumps(results if len(results) > 1 else results[0], indent=2)
-    print(text)
+    results: list[dict[str, Any]] = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
+    for layout in layouts:
+        results.append(
+            run(nodes=args.nodes, pods=args.pods, sessions=args.sessions, layout=layout,
+                interval_s=args.interval, steady_s=args.steady_seconds, idle_s=args.idle_seconds)
+        )  # fmt: skip
+        text = json.dumps(results if len(results) > 1 else results[0], indent=2)
+        print(text, flush=True)
+        args.out.write_text(text + "\n")  # after each layout, so a later failure loses nothing
     return 0 if all(r["converge_s"] != float("inf") for r in results) else 1
 
 
