@@ -2,11 +2,11 @@
 bounded where it is written.
 
 The reports go into NodeAgentConfig/<node>.status.reports in one merge
-patch. Their serialized JSON must stay under ``REPORT_BUDGET_BYTES`` (256 KiB):
-when
-the sessions' own topFlows/maxAlerts (GPU rows, alerts) would exceed it,
-every list is shortened by one common factor and the report is rebuilt, so
-the object never approaches etcd's limit however many sessions a node has.
+patch. Their serialized JSON must stay under ``REPORT_BUDGET_BYTES`` (256
+KiB): when the sessions' own topFlows/maxAlerts (GPU rows, alerts) would
+exceed it, every list is shortened by one common factor and the report is
+rebuilt, so the object never approaches etcd's limit however many sessions a
+node has.
 """
 
 from __future__ import annotations
