@@ -31,6 +31,7 @@ from orb8_common.cli import OneLineParser, load_credentials, port
 from orb8_common.errors import Orb8Error, UsageError
 
 log = logging.getLogger("orb8.agent")
+DEFAULT_PIN = "/sys/fs/bpf/orb8"
 _BIND_ERRORS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
 PROBES = ("flows", "syscalls")
 
@@ -102,20 +103,28 @@ def _parser() -> argparse.ArgumentParser:
         help="names this agent's tc filters and /run/orb8/<id> state (default: agent-<node>)",
     )  # fmt: skip
     parser.add_argument(
+        "--bpf-pin-dir", default=os.environ.get("ORB8_BPF_PIN_DIR", DEFAULT_PIN),
+        help="bpffs directory where the flow map stays pinned, so flows not yet reported survive "
+        "an agent restart ('' to not pin; default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
         "--log-level", default="INFO", type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
     )  # fmt: skip
     return parser
 
 
-def _load_probes(*, agent_id: str, hook: Hook, names: Sequence[str]) -> ProbeSet:
+def _load_probes(
+    *, agent_id: str, hook: Hook, names: Sequence[str], pin_dir: Path | None
+) -> ProbeSet:
     """Load each probe on its own, so one failing never takes the other down."""
     probes = ProbeSet()
     for name in names:
         try:
             loaded = start_probes(
-                agent_id=agent_id, flows=name == "flows", syscalls=name == "syscalls", hook=hook
-            )
+                agent_id=agent_id, flows=name == "flows", syscalls=name == "syscalls", hook=hook,
+                pin_dir=pin_dir,
+            )  # fmt: skip
         except Orb8Error as err:
             probes.failures[name] = str(err)
             log.error("%s probe unavailable: %s", name, err)
@@ -129,9 +138,11 @@ async def _run(args: argparse.Namespace) -> int:
     await load_credentials(kubeconfig=args.kubeconfig)
     node: str = args.node
     preflight = run_preflight(mount=True, load_probes=False)
+    pin_dir = Path(args.bpf_pin_dir) if args.bpf_pin_dir else None
     probes = _load_probes(
-        agent_id=args.agent_id or f"agent-{node}", hook=Hook(args.syscall_hook), names=args.probes
-    )
+        agent_id=args.agent_id or f"agent-{node}", hook=Hook(args.syscall_hook),
+        names=args.probes, pin_dir=pin_dir,
+    )  # fmt: skip
     dataplane = KernelDataPlane(probes=probes)
     cgroup_root = args.cgroup_root or cgroup2_mount()
     agent = NodeAgent(

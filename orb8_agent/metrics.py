@@ -152,9 +152,7 @@ class StatusWrites:
 
     def __init__(self) -> None:
         self.counts: dict[tuple[str, str], int] = {
-            (target, result): 0
-            for target in ("session", "nodeagentconfig")
-            for result in ("ok", "error")
+            (target, result): 0 for target in ("report", "heartbeat") for result in ("ok", "error")
         }
 
     def add(self, *, target: str, result: str) -> None:

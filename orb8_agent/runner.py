@@ -28,12 +28,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orb8_agent.control.agent import NodeAgent
 from orb8_agent.control.gpu_sessions import GpuSessions
-from orb8_agent.control.kube import apply_node_entry, patch_agent_status, watch_node_config
-from orb8_agent.control.report import rfc3339
-from orb8_agent.control.targets import sessions_from_spec
+from orb8_agent.control.kube import patch_agent_status, read_agent_status, watch_node_config
+from orb8_agent.control.node_report import fit_reports
+from orb8_agent.control.settings import SessionSettings
 from orb8_agent.dataplane.probes import ProbeSet
 from orb8_agent.metrics import build_registry
 from orb8_common.errors import Orb8Error
+from orb8_common.models import (
+    NodeAgentConfigSpec,
+    NodeAgentConfigStatus,
+    SessionReport,
+    format_epoch,
+)
 from orb8_common.watchstate import WatchState
 
 log = logging.getLogger(__name__)
@@ -61,6 +67,10 @@ class AgentRunner:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orb8-dataplane")
         self._configured = asyncio.Event()
         self._stop = asyncio.Event()
+        self._settings = SessionSettings(api=api)
+        self._spec: NodeAgentConfigSpec | None = None
+        self._next_report = 0.0
+        self._last_write = 0.0
         self._probes = probes or ProbeSet()
         self._wanted_probes = wanted_probes
         self._clock = clock
@@ -101,16 +111,49 @@ class AgentRunner:
 
     async def _watch_config(self) -> None:
         node = self._agent.node
-        async for spec in watch_node_config(api=self._api, node=node, state=self.watch):
-            log.info("NodeAgentConfig/%s: %d session(s)", node, len(spec.get("sessions") or []))
+        await self._restore()
+        async for raw in watch_node_config(api=self._api, node=node, state=self.watch):
             try:
-                await self._on_worker(partial(self._agent.configure, spec=spec))
-                self._gpu.configure(sessions=sessions_from_spec(spec=spec))
+                self._spec = NodeAgentConfigSpec.model_validate(raw) if raw else None
+            except ValueError as err:
+                log.warning("NodeAgentConfig/%s: unreadable spec ignored: %s", node, err)
+                continue
+            log.info("NodeAgentConfig/%s: %d session(s)", node, self._session_count())
+            try:
+                await self._configure()
             except Exception:
                 # A spec the agent cannot adopt must not end the watch; the next one may do.
                 log.exception("NodeAgentConfig/%s could not be applied", node)
                 continue
             self._configured.set()
+
+    def _session_count(self) -> int:
+        return len(self._spec.sessions) if self._spec else 0
+
+    async def _restore(self) -> None:
+        """Continue from this node's last reports (an earlier run of this agent wrote them)."""
+        while True:
+            try:
+                raw = await read_agent_status(api=self._api, node=self._agent.node)
+                break
+            except Exception as err:  # aiohttp errors are not Orb8Errors; never end the watch
+                log.warning("reading the previous report failed, retrying: %s", err)
+                await asyncio.sleep(2)
+        try:
+            reports = NodeAgentConfigStatus.model_validate(raw).reports
+        except ValueError as err:
+            log.warning("previous report unreadable; totals start from zero: %s", err)
+            return
+        if reports:
+            log.info("continuing from %d session report(s) of an earlier run", len(reports))
+        await self._on_worker(partial(self._agent.restore, reports=reports))
+
+    async def _configure(self) -> None:
+        """Apply the current spec with each session's settings (read once per generation)."""
+        sessions = tuple(self._spec.sessions) if self._spec else ()
+        served = await self._settings.resolve(sessions=sessions)
+        await self._on_worker(partial(self._agent.configure, sessions=served))
+        self._gpu.configure(sessions=served)
 
     async def _tick(self) -> None:
         last_resync = time.monotonic()
@@ -122,45 +165,81 @@ class AgentRunner:
             try:
                 if time.monotonic() - last_resync >= RESYNC_S:
                     last_resync = time.monotonic()
+                    if self._settings.incomplete:
+                        await self._configure()  # a session's settings could not be read yet
                     await self._on_worker(self._agent.resync)
-                await self._on_worker(self._agent.collect)
-                await self._report(await self._on_worker(self._agent.due_reports))
-                await self._report(await self._gpu.due())
+                await self._on_worker(self._agent.poll_alerts)
+                await self._gpu.scrape_due()
+                now = time.time()
+                if now >= self._next_report:
+                    await self._write_report(now=now)
             except Orb8Error as err:
                 log.warning("tick failed: %s", err)
             except Exception:
                 # The loop must outlive a bug in one step; /healthz watches that it keeps ticking.
                 log.exception("tick failed")
 
-    async def _report(self, reports: list[tuple[Any, dict[str, Any]]]) -> None:
-        for target, entry in reports:
-            try:
-                found = await apply_node_entry(
-                    api=self._api, kind=target.kind, namespace=target.namespace,
-                    name=target.name, node=self._agent.node, entry=entry,
-                )  # fmt: skip
-                self._status_writes.add(target="session", result="ok" if found else "gone")
-            except Exception as err:  # the apiserver gone: aiohttp errors are not Orb8Errors
-                self._status_writes.add(target="session", result="error")
-                log.warning("report for %s failed: %s", target.key, err or type(err).__name__)
+    def _interval(self) -> float | None:
+        intervals = [i for i in (self._agent.report_interval(), self._gpu.report_interval())
+                     if i is not None]  # fmt: skip
+        return min(intervals) if intervals else None
+
+    async def _write_report(self, *, now: float) -> None:
+        """One merge patch of NodeAgentConfig/<node>.status with every session's share."""
+        interval = self._interval()
+        if interval is None and self._last_write:
+            self._next_report = now + RESYNC_S
+            return  # nothing served, and the last report said so already
+        await self._on_worker(self._agent.collect)
+        wire = await self._on_worker(partial(fit_reports, build=self._build_reports))
+        status = {"reports": wire[0], "heartbeat": format_epoch(now)}
+        try:
+            found = await patch_agent_status(api=self._api, node=self._agent.node, status=status)
+            self._status_writes.add(target="report", result="ok" if found else "gone")
+        except Exception as err:  # the apiserver gone: aiohttp errors are not Orb8Errors
+            self._status_writes.add(target="report", result="error")
+            log.warning("report failed, retrying: %s", err or type(err).__name__)
+            self._next_report = now + min(interval or RESYNC_S, RESYNC_S)
+            return
+        self._last_write = now
+        await self._on_worker(self._agent.forget_stopped)
+        self._next_report = now + (interval if interval is not None else RESYNC_S)
+
+    def _build_reports(self, scale: float) -> list[SessionReport]:
+        return [*self._agent.reports(scale=scale), *self._gpu.reports(scale=scale)]
 
     async def _heartbeat(self) -> None:
+        written: dict[str, Any] | None = None
         while True:
-            report = dict(await self._on_worker(self._capability_report))
-            status = {**report, "agentVersion": self._version, "heartbeat": rfc3339(at=time.time())}
-            try:
-                found = await patch_agent_status(
-                    api=self._api, node=self._agent.node, status=status
-                )
-                self._status_writes.add(target="nodeagentconfig", result="ok" if found else "gone")
-            except Exception as err:  # the apiserver gone: aiohttp errors are not Orb8Errors
-                self._status_writes.add(target="nodeagentconfig", result="error")
-                log.warning("heartbeat failed: %s", err or type(err).__name__)
+            report = {
+                **await self._on_worker(self._capability_report),
+                "agentVersion": self._version,
+            }
+            # Reports carry the heartbeat too; write here only what changed, or when idle.
+            if report != written or time.time() - self._last_write >= HEARTBEAT_S:
+                status = {**report, "heartbeat": format_epoch(time.time())}
+                try:
+                    found = await patch_agent_status(
+                        api=self._api, node=self._agent.node, status=status
+                    )
+                    self._status_writes.add(target="heartbeat", result="ok" if found else "gone")
+                    written = report
+                except Exception as err:  # the apiserver gone: aiohttp errors are not Orb8Errors
+                    self._status_writes.add(target="heartbeat", result="error")
+                    log.warning("heartbeat failed: %s", err or type(err).__name__)
             await asyncio.sleep(HEARTBEAT_S)
 
     async def _shutdown(self) -> None:
-        reports = await self._on_worker(self._agent.final_reports)
-        await self._report(reports)
+        if self._configured.is_set():
+            await self._on_worker(self._agent.collect)
+            wire, _ = await self._on_worker(
+                partial(fit_reports, build=lambda scale: self._agent.final_reports(scale=scale))
+            )
+            status = {"reports": wire, "heartbeat": format_epoch(time.time())}
+            try:
+                await patch_agent_status(api=self._api, node=self._agent.node, status=status)
+            except Exception as err:  # the apiserver may be gone: still detach and unload
+                log.warning("final report failed: %s", err or type(err).__name__)
         await self._on_worker(self._agent.shutdown)
         self._gpu.close()
 

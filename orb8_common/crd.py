@@ -10,6 +10,11 @@ TRACE_SESSIONS = "tracesessions"
 GPU_TELEMETRIES = "gputelemetries"
 NODE_AGENT_CONFIGS = "nodeagentconfigs"
 
+TRACE_SESSION = "TraceSession"
+GPU_TELEMETRY = "GpuTelemetry"
+NODE_AGENT_CONFIG = "NodeAgentConfig"
+SESSION_KINDS = (TRACE_SESSION, GPU_TELEMETRY)
+
 PLURAL_BY_KIND = {
     "TraceSession": TRACE_SESSIONS,
     "GpuTelemetry": GPU_TELEMETRIES,

@@ -34,8 +34,8 @@ from orb8_common.syscalls import is_known_syscall
 
 __all__ = [
     "DANGEROUS_SYSCALLS",
+    "DEFAULT_IDLE_FOR_S",
     "AgentContainer",
-    "AgentGpu",
     "AgentPod",
     "AgentSession",
     "Alert",
@@ -55,22 +55,27 @@ __all__ = [
     "GpuSummary",
     "GpuTelemetrySpec",
     "Interval",
+    "KernelInfo",
     "LabelSelector",
     "LabelSelectorRequirement",
     "NetworkProbe",
     "NodeAgentConfigSpec",
+    "NodeAgentConfigStatus",
     "NodeEntry",
     "NodeState",
     "NvmlSource",
+    "ProbeCheck",
     "Probes",
     "Protocol",
     "Selector",
     "SessionKind",
+    "SessionReport",
     "Severity",
     "SyscallProbe",
     "Timestamp",
     "TraceSessionSpec",
     "TraceSummary",
+    "format_epoch",
     "format_time",
     "parse_gpu_telemetry_spec",
     "parse_trace_session_spec",
@@ -101,6 +106,9 @@ DANGEROUS_SYSCALLS: tuple[str, ...] = (
     "keyctl",
 )
 
+# An Idle GPU alert needs this long at or below idleUtilizationPercent unless idleFor says.
+DEFAULT_IDLE_FOR_S = 600.0
+
 Direction = Literal["ingress", "egress"]
 Protocol = Literal["TCP", "UDP", "ICMP", "ICMPv6"]
 NodeState = Literal["Pending", "Running", "Degraded", "Failed", "Stopped"]
@@ -112,6 +120,11 @@ SessionKind = Literal["TraceSession", "GpuTelemetry"]
 def format_time(value: datetime) -> str:
     """RFC 3339 in UTC at second precision, the way metav1.Time is written."""
     return _utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_epoch(seconds: float) -> str:
+    """:func:`format_time` of a Unix time."""
+    return format_time(datetime.fromtimestamp(seconds, tz=UTC))
 
 
 def _utc(value: datetime) -> datetime:
@@ -343,7 +356,8 @@ class GpuAlertsSpec(_Model):
 
     @property
     def idle_for_seconds(self) -> float:
-        return 0.0 if self.idle_for is None else parse_duration(self.idle_for)
+        """How long a GPU must stay idle; 10m when ``idleFor`` is absent."""
+        return DEFAULT_IDLE_FOR_S if self.idle_for is None else parse_duration(self.idle_for)
 
 
 class GpuTelemetrySpec(_Model):
@@ -376,7 +390,7 @@ def parse_gpu_telemetry_spec(raw: Any) -> GpuTelemetrySpec:
 
 class AgentContainer(_Model):
     name: str
-    id: str
+    id: str = ""  # runtime://<id>; empty until the container has started
 
 
 class AgentPod(_Model):
@@ -388,21 +402,18 @@ class AgentPod(_Model):
     containers: tuple[AgentContainer, ...] = ()
 
 
-class AgentGpu(_Model):
-    source: GpuSource = Field(default_factory=GpuSource)
-    interval: Interval = "15s"
-    alerts: GpuAlertsSpec = Field(default_factory=GpuAlertsSpec)
-
-
 class AgentSession(_Model):
+    """A session with target pods on one node: who it is and that node's pods.
+
+    The session's settings are not copied here: the agent reads them from the
+    session object itself (once per generation), so they are written once.
+    """
+
     uid: str
     kind: SessionKind
     namespace: str
     name: str
     generation: int = 0
-    report_interval: Interval = "15s"
-    probes: Probes | None = None  # TraceSession only
-    gpu: AgentGpu | None = None  # GpuTelemetry only
     pods: tuple[AgentPod, ...] = ()
 
 
@@ -543,3 +554,50 @@ class Condition(_Model):
     message: str = ""
     last_transition_time: Timestamp
     observed_generation: int | None = None
+
+
+# --- the agent's report: NodeAgentConfig.status --------------------------------
+
+
+class KernelInfo(_Model):
+    release: str = ""
+    btf: bool = False
+
+
+class ProbeCheck(_Model):
+    name: str
+    loadable: bool = False
+    message: str = ""
+
+
+class SessionReport(_Model):
+    """One session's share on one node, as the node's agent reports it.
+
+    Exactly one of ``trace`` (TraceSession) and ``gpu`` (GpuTelemetry) is set.
+    Totals in it are cumulative since the session reached the node, and
+    survive agent restarts (the agent continues from its last report).
+    """
+
+    uid: str
+    kind: SessionKind
+    namespace: str
+    name: str
+    generation: int = 0
+    trace: NodeEntry | None = None
+    gpu: GpuNodeEntry | None = None
+
+    @property
+    def entry(self) -> NodeEntry | GpuNodeEntry | None:
+        return self.trace if self.kind == "TraceSession" else self.gpu
+
+
+class NodeAgentConfigStatus(_Model):
+    """NodeAgentConfig.status: everything the node's agent writes, in one patch per interval."""
+
+    agent_version: str = ""
+    heartbeat: Timestamp | None = None
+    kernel: KernelInfo | None = None
+    capabilities: tuple[str, ...] = ()
+    probes: tuple[ProbeCheck, ...] = ()
+    conditions: tuple[Condition, ...] = ()
+    reports: tuple[SessionReport, ...] = ()

@@ -30,12 +30,11 @@ from typing import Any
 
 import yaml
 
+from orb8_common.crd import GPU_TELEMETRIES, GROUP, NODE_AGENT_CONFIGS, TRACE_SESSIONS, VERSION
 from orb8_common.durations import MAX_SPEC_DURATION
 from orb8_common.models import DANGEROUS_SYSCALLS as DEFAULT_ALERT_SYSCALLS
 from orb8_common.syscalls import KNOWN_SYSCALLS
 
-GROUP = "orb8.io"
-VERSION = "v1alpha1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CRD_DIR = REPO_ROOT / "crds"
 HEADER = (
@@ -335,6 +334,7 @@ def label_selector() -> Schema:
             "key": string(
                 "The label key the requirement applies to.",
                 max_length=MAX_QUALIFIED_NAME,
+                min_length=1,
                 pattern=QUALIFIED_NAME_PATTERN,
             ),
             "operator": enum(
@@ -451,6 +451,7 @@ def flow_row() -> Schema:
                 "ip": string("IPv4 or IPv6 address.", max_length=45),
                 "port": integer("TCP/UDP port; 0 for ICMP.", minimum=0, maximum=65535, fmt="int32"),
             },
+            required=["ip"],
         )
 
     return obj(
@@ -465,6 +466,7 @@ def flow_row() -> Schema:
             "lastSeen": timestamp("When the flow was last seen."),
             "node": string("Node that observed the flow.", max_length=MAX_NAME),
         },
+        required=["source", "destination", "protocol"],
     )
 
 
@@ -485,8 +487,10 @@ def alert_row() -> Schema:
                     "pid": integer("Process id (in the node's pid namespace).", minimum=0),
                     "comm": string("The process's command name.", max_length=64),
                 },
+                required=["pid"],
             ),
         },
+        required=["namespace", "pod", "syscall"],
     )
 
 
@@ -506,6 +510,7 @@ def gpu_pod_row() -> Schema:
             "powerWatts": number("Power draw in watts.", minimum=0),
             "lastUpdated": timestamp("When these readings were taken."),
         },
+        required=["uuid"],
     )
     return obj(
         "GPU use of one container.",
@@ -513,6 +518,7 @@ def gpu_pod_row() -> Schema:
             **pod_ref_fields(),
             "gpus": array("The GPUs the container uses.", gpu, max_items=16),
         },
+        required=["namespace", "pod"],
     )
 
 
@@ -528,6 +534,7 @@ def gpu_alert_row() -> Schema:
             "firstSeen": timestamp("When the condition was first seen."),
             "lastSeen": timestamp("When the condition was last seen."),
         },
+        required=["namespace", "pod", "gpu", "kind"],
     )
 
 
@@ -691,28 +698,10 @@ def gpu_alerts() -> Schema:
     )
 
 
-# --- the kinds ----------------------------------------------------------------
-
-
-def trace_session_schema() -> Schema:
-    spec = obj(
-        "What to observe, for how long.",
-        {
-            "selector": selector(),
-            "probes": probes(with_defaults=True),
-            "duration": duration(
-                "Stop the session this long after it started. Absent: run until deleted."
-            ),
-            "reportInterval": duration(
-                "How often agents report into status.", minimum="1s", inclusive=True, default="15s"
-            ),
-            "ttlSecondsAfterFinished": ttl_seconds(),
-        },
-        required=["selector", "probes"],
-    )
-    node = obj(
-        "One node's share of the session, written by that node's agent with server-side apply"
-        " (field manager orb8-agent/<node>).",
+def trace_node_entry() -> Schema:
+    return obj(
+        "One node's share of the session: its agent reports it in NodeAgentConfig/<node>"
+        " status.reports; the operator keeps each node's state and totals here.",
         {
             "node": string("Node name; the list-map key.", max_length=MAX_NAME, min_length=1),
             "state": enum("The agent's state for this session.", NODE_STATES),
@@ -734,8 +723,55 @@ def trace_session_schema() -> Schema:
         },
         required=["node"],
     )
+
+
+def gpu_node_entry() -> Schema:
+    return obj(
+        "One node's share: its agent reports it in NodeAgentConfig/<node> status.reports;"
+        " the operator keeps each node's state here.",
+        {
+            "node": string("Node name; the list-map key.", max_length=MAX_NAME, min_length=1),
+            "state": enum("The agent's state for this resource.", NODE_STATES),
+            "source": string(
+                "The source the agent reads (dcgmExporter or nvml).", max_length=MAX_LABEL
+            ),
+            "message": string("Why the state is what it is; may be empty.", max_length=MAX_MESSAGE),
+            "lastReportTime": timestamp("When the agent last reported."),
+            "pods": array(
+                "GPU use of the node's selected pods.",
+                gpu_pod_row(),
+                max_items=MAX_GPU_PODS_PER_NODE,
+            ),
+            "alerts": array(
+                "GPU alerts raised on this node.", gpu_alert_row(), max_items=MAX_GPU_ALERTS
+            ),
+        },
+        required=["node"],
+    )
+
+
+# --- the kinds ----------------------------------------------------------------
+
+
+def trace_session_schema() -> Schema:
+    spec = obj(
+        "What to observe, for how long.",
+        {
+            "selector": selector(),
+            "probes": probes(with_defaults=True),
+            "duration": duration(
+                "Stop the session this long after it started. Absent: run until deleted."
+            ),
+            "reportInterval": duration(
+                "How often agents report into status.", minimum="1s", inclusive=True, default="15s"
+            ),
+            "ttlSecondsAfterFinished": ttl_seconds(),
+        },
+        required=["selector", "probes"],
+    )
+    node = trace_node_entry()
     status = obj(
-        "Observed state. The agents write status.nodes; the operator writes the rest.",
+        "Observed state, written by the operator from the agents' reports.",
         {
             **session_status_common("Ready, Degraded, Complete"),
             "nodes": array(
@@ -780,30 +816,9 @@ def gpu_telemetry_schema() -> Schema:
         },
         required=["selector"],
     )
-    node = obj(
-        "One node's share, written by that node's agent with server-side apply"
-        " (field manager orb8-agent/<node>).",
-        {
-            "node": string("Node name; the list-map key.", max_length=MAX_NAME, min_length=1),
-            "state": enum("The agent's state for this resource.", NODE_STATES),
-            "source": string(
-                "The source the agent reads (dcgmExporter or nvml).", max_length=MAX_LABEL
-            ),
-            "message": string("Why the state is what it is; may be empty.", max_length=MAX_MESSAGE),
-            "lastReportTime": timestamp("When the agent last reported."),
-            "pods": array(
-                "GPU use of the node's selected pods.",
-                gpu_pod_row(),
-                max_items=MAX_GPU_PODS_PER_NODE,
-            ),
-            "alerts": array(
-                "GPU alerts raised on this node.", gpu_alert_row(), max_items=MAX_GPU_ALERTS
-            ),
-        },
-        required=["node"],
-    )
+    node = gpu_node_entry()
     status = obj(
-        "Observed state. The agents write status.nodes; the operator writes the rest.",
+        "Observed state, written by the operator from the agents' reports.",
         {
             **session_status_common("Ready, Degraded, Complete"),
             "nodes": array(
@@ -873,7 +888,7 @@ def node_agent_config_schema() -> Schema:
                 map_keys=["name"],
             ),
         },
-        required=["uid"],
+        required=["uid", "namespace", "name"],
     )
     session = obj(
         "One TraceSession or GpuTelemetry with target pods on this node.",
@@ -886,16 +901,6 @@ def node_agent_config_schema() -> Schema:
             "name": string("Name of the session.", max_length=MAX_NAME),
             "generation": integer(
                 "The session's metadata.generation this entry reflects.", minimum=0
-            ),
-            "reportInterval": duration("How often to report.", minimum="1s", inclusive=True),
-            "probes": probes(with_defaults=False),
-            "gpu": obj(
-                "GPU settings (GpuTelemetry only).",
-                {
-                    "source": gpu_source(),
-                    "interval": duration("How often to read GPUs.", minimum="1s", inclusive=True),
-                    "alerts": gpu_alerts(),
-                },
             ),
             "pods": array(
                 "Target pods on this node (list-map keyed by uid).",
@@ -962,6 +967,34 @@ def node_agent_config_schema() -> Schema:
                 map_keys=["name"],
             ),
             "conditions": conditions("e.g. Ready"),
+            "reports": array(
+                "This node's share of each session it serves (list-map keyed by uid), written"
+                " by the agent in one patch per report interval. Totals are cumulative and"
+                " continue across agent restarts; the operator merges these into each"
+                " session's status.",
+                obj(
+                    "One session's share on this node.",
+                    {
+                        "uid": string(
+                            "The session's metadata.uid; the list-map key.",
+                            max_length=128,
+                            min_length=1,
+                        ),
+                        "kind": enum("Kind of the session.", SESSION_KINDS),
+                        "namespace": string("Namespace of the session.", max_length=MAX_LABEL),
+                        "name": string("Name of the session.", max_length=MAX_NAME),
+                        "generation": integer(
+                            "The session's metadata.generation the agent served.", minimum=0
+                        ),
+                        "trace": trace_node_entry(),
+                        "gpu": gpu_node_entry(),
+                    },
+                    required=["uid", "kind", "namespace", "name"],
+                ),
+                max_items=MAX_SESSIONS_PER_NODE,
+                list_type="map",
+                map_keys=["uid"],
+            ),
         },
     )
     schema = root_schema(
@@ -1055,7 +1088,7 @@ def all_crds() -> dict[str, Schema]:
     return {
         "tracesessions.yaml": crd(
             kind="TraceSession",
-            plural="tracesessions",
+            plural=TRACE_SESSIONS,
             short_name="ts",
             scope="Namespaced",
             schema=trace_session_schema(),
@@ -1071,7 +1104,7 @@ def all_crds() -> dict[str, Schema]:
         ),
         "gputelemetries.yaml": crd(
             kind="GpuTelemetry",
-            plural="gputelemetries",
+            plural=GPU_TELEMETRIES,
             short_name="gput",
             scope="Namespaced",
             schema=gpu_telemetry_schema(),
@@ -1093,7 +1126,7 @@ def all_crds() -> dict[str, Schema]:
         ),
         "nodeagentconfigs.yaml": crd(
             kind="NodeAgentConfig",
-            plural="nodeagentconfigs",
+            plural=NODE_AGENT_CONFIGS,
             short_name="nac",
             scope="Cluster",
             schema=node_agent_config_schema(),

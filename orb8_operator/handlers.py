@@ -1,11 +1,20 @@
-"""Thin kopf handlers. All decisions live in the pure modules; these only read
-kopf's indices, call :func:`reconcile_session`, and carry out its outcome:
-status patch, Events, NodeAgentConfig writes and TTL deletion.
+"""Thin kopf handlers and the operator's two loops. All decisions live in the
+pure modules; these only read the caches, call :func:`reconcile_session`, and
+carry out its outcome: status patch, Events, NodeAgentConfig writes and TTL
+deletion.
 
-NodeAgentConfigs are written by one background loop from the registry of
-active sessions, so concurrent session handlers never race on a node's
-object. Sessions that exist but were not reconciled yet (right after a
-restart) keep their stored entries.
+- kopf only watches: an ``on.event`` handler keeps every session's latest
+  body and marks new sessions and spec changes urgent; an ``on.delete``
+  handler (with the orb8.io finalizer) drops a deleted session from the node
+  configs before it goes. kopf runs no per-session handler or timer.
+- ONE resync loop (``_resync_loop``) reconciles the sessions that need it:
+  those whose agents' reports changed (at most once per report interval,
+  or after 5 s when a node's state changes, e.g. its first report),
+  whose targets changed with the pods, and those due by the clock (a
+  duration ending, TTL, stale reports). No per-session timers.
+- One loop writes NodeAgentConfigs from the registry of active sessions, so
+  concurrent handlers never race on a node's object. Sessions that exist but
+  were not reconciled yet (right after a restart) keep their stored entries.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -23,14 +33,17 @@ from typing import Any
 import kopf
 from kubernetes_asyncio import client
 
+from orb8_common.durations import parse_duration
 from orb8_common.errors import Orb8Error
 from orb8_common.models import SessionKind
 from orb8_operator import kube
 from orb8_operator.metrics import metrics
+from orb8_operator.nodecache import NodeConfigCache
 from orb8_operator.nodeconfig import (
     ActiveSession,
     build_node_configs,
     keep_unreconciled,
+    node_config_wires,
     plan_node_configs,
     refresh_targets,
 )
@@ -42,9 +55,20 @@ __all__ = ["OperatorState", "configure_settings", "state", "to_kopf_error"]
 
 GROUP, VERSION = kube.GROUP, kube.VERSION
 # orb8-operator's --session-resync / --node-config-resync set these before this module loads.
-RECONCILE_INTERVAL = float(os.environ.get("ORB8_SESSION_RESYNC_S", "5"))  # per-session timer
+# Longest wait between looks at an active session (stale reports, deadlines); report
+# changes and pod changes are looked at sooner.
+RECONCILE_INTERVAL = float(os.environ.get("ORB8_SESSION_RESYNC_S", "60"))
 RESYNC_INTERVAL = float(os.environ.get("ORB8_NODE_CONFIG_RESYNC_S", "30"))  # NodeAgentConfigs
 SYNC_COALESCE_S = 0.5  # changes arriving this close together are written together
+SYNC_COALESCE_MAX_S = 3.0  # ... but a long burst is written at least this often
+LOOP_TICK_S = 1.0  # the resync loop's clock granularity
+YIELD_EVERY = 25  # sessions reconciled between yields to the event loop
+STATUS_WRITES_IN_FLIGHT = 8
+CONFIGS_FIRST_MAX_WAIT_S = 10.0  # a status write waits at most this long for node configs
+SLOW_PASS_S = 1.0
+# A node's state change is merged sooner than the interval, but not more often than this:
+# a session spanning 50 nodes must not be written 50 times while their first reports arrive.
+STATE_MERGE_GAP_S = 5.0  # passes (and node-config syncs) slower than this are logged
 _log = logging.getLogger("orb8.operator")
 
 
@@ -60,6 +84,19 @@ class OperatorState:
     pods: PodCache = field(default_factory=PodCache)
     node_labels: dict[str, dict[str, str]] = field(default_factory=dict)  # as last indexed
     pods_task: asyncio.Task[None] | None = None
+    nodes: NodeConfigCache = field(default_factory=NodeConfigCache)
+    nodes_task: asyncio.Task[None] | None = None
+    bodies: dict[str, tuple[SessionKind, dict[str, Any]]] = field(default_factory=dict)  # by uid
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # the resync loop has work
+    urgent: set[str] = field(default_factory=set)  # uids to reconcile at once
+    reported: set[str] = field(default_factory=set)  # uids whose agents' reports changed
+    merged_at: dict[str, float] = field(default_factory=dict)  # uid → last reconcile (monotonic)
+    due: dict[str, float] = field(default_factory=dict)  # uid → next look by the clock
+    resync_task: asyncio.Task[None] | None = None
+    writing: set[str] = field(default_factory=set)  # uids whose status write is in flight
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # node configs are written
+    write_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    startup_uids: set[str] | None = None  # sessions that existed when the operator started
 
 
 _STATE = OperatorState()
@@ -121,9 +158,13 @@ async def startup(*, settings: kopf.OperatorSettings, **_: Any) -> None:
     m.pods_tracked = lambda: len(st.pods)
     m.sessions_by_kind = lambda: _count_kinds(list(st.sessions.values()))
     st.pods_task = asyncio.create_task(
-        st.pods.run(api=st.api, on_change=st.dirty.set), name="orb8-pod-watch"
+        st.pods.run(api=st.api, on_change=lambda: _configs_changed(st)), name="orb8-pod-watch"
+    )
+    st.nodes_task = asyncio.create_task(
+        st.nodes.run(api=st.api, on_change=st.wake.set), name="orb8-nodeconfig-watch"
     )
     st.sync_task = asyncio.create_task(_sync_loop(st), name="orb8-nodeconfig-sync")
+    st.resync_task = asyncio.create_task(_resync_loop(st), name="orb8-session-resync")
 
 
 def _count_kinds(sessions: list[ActiveSession]) -> dict[str, int]:
@@ -136,7 +177,7 @@ def _count_kinds(sessions: list[ActiveSession]) -> dict[str, int]:
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
     st = state()
-    for task in (st.sync_task, st.pods_task):
+    for task in (st.resync_task, st.sync_task, st.nodes_task, st.pods_task):
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -154,22 +195,40 @@ async def sync_node_configs(*, st: OperatorState) -> None:
     """Bring every NodeAgentConfig in line with the registry of active sessions."""
     if st.api is None:
         return
+    await st.nodes.ready.wait()
+    started = time.monotonic()
     changed = st.pods.take_changed_namespaces()
     if changed:
+        before = st.sessions
         st.sessions = refresh_targets(
             sessions=st.sessions, changed_namespaces=changed,
             pods_in=lambda namespaces: list(st.pods.entries(namespaces=namespaces)),
             node_labels=st.node_labels,
         )  # fmt: skip
-    current = await kube.list_node_configs(api=st.api)
-    existing = await kube.list_session_uids(api=st.api)
-    desired = keep_unreconciled(
-        desired=build_node_configs(sessions=st.sessions.values()),
-        current=current,
-        keep_uids=existing - st.seen,
-    )
+        # matchedPods and the nodes list follow the pods as soon as the node configs do.
+        moved = {uid for uid, s in st.sessions.items() if before.get(uid) is not s}
+        if moved:
+            st.urgent |= moved
+            st.wake.set()
+    if st.startup_uids is None:
+        # Listed once: sessions that exist but were not reconciled yet keep their entries.
+        st.startup_uids = await kube.list_session_uids(api=st.api)
+    current = dict(st.nodes.specs)
+    unreconciled = st.startup_uids - st.seen
+    desired: Mapping[str, Any]
+    if unreconciled:  # right after a start: carry their stored entries over
+        desired = keep_unreconciled(
+            desired=build_node_configs(sessions=st.sessions.values()),
+            current=current,
+            keep_uids=unreconciled,
+        )
+    else:
+        desired = node_config_wires(sessions=st.sessions.values())
     metrics().node_configs = len(desired)
     plan = plan_node_configs(desired=desired, current=current)
+    took = time.monotonic() - started
+    if took > SLOW_PASS_S:
+        _log.info("nodeagentconfig plan for %d session(s) took %.1fs", len(st.sessions), took)
     if not plan.empty:
         _log.info(
             "nodeagentconfigs: create %s, update %s, delete %s",
@@ -177,7 +236,13 @@ async def sync_node_configs(*, st: OperatorState) -> None:
             sorted(plan.patch),
             list(plan.delete),
         )
-        await kube.apply_node_config_plan(api=st.api, plan=plan)
+        written = await kube.apply_node_config_plan(api=st.api, plan=plan)
+        for node, spec in written.items():
+            # What we wrote is what is stored; the watch confirms it a moment later.
+            if spec is None:
+                st.nodes.specs.pop(node, None)
+            else:
+                st.nodes.specs[node] = spec
 
 
 async def _sync_loop(st: OperatorState) -> None:
@@ -185,13 +250,21 @@ async def _sync_loop(st: OperatorState) -> None:
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(st.dirty.wait(), timeout=RESYNC_INTERVAL)
-        # Coalesce a burst (many sessions applied at once) into one round of writes.
-        await asyncio.sleep(SYNC_COALESCE_S)
+        # Coalesce a burst (many sessions applied at once) into one round of writes:
+        # wait until changes pause for SYNC_COALESCE_S, but no longer than SYNC_COALESCE_MAX_S.
+        burst_end = time.monotonic() + SYNC_COALESCE_MAX_S
+        while True:
+            st.dirty.clear()
+            await asyncio.sleep(SYNC_COALESCE_S)
+            if not st.dirty.is_set() or time.monotonic() >= burst_end:
+                break
         st.dirty.clear()
         try:
             await sync_node_configs(st=st)
             metrics().node_config_sync(ok=True)
             delay = 1.0
+            if not st.dirty.is_set():
+                st.settled.set()
             continue
         except Orb8Error as err:
             _log.warning("nodeagentconfig sync failed, retrying in %.0fs: %s", delay, err)
@@ -199,12 +272,18 @@ async def _sync_loop(st: OperatorState) -> None:
             # The loop must outlive any bug or transport error, or agents stop getting updates.
             _log.exception("nodeagentconfig sync crashed, retrying in %.0fs", delay)
         metrics().node_config_sync(ok=False)
-        st.dirty.set()
+        _configs_changed(st)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 30.0)
 
 
 # --- sessions ---------------------------------------------------------------------------
+
+
+def _configs_changed(st: OperatorState) -> None:
+    """The node configs must be brought in line (status writes wait for that, briefly)."""
+    st.dirty.set()
+    st.settled.clear()
 
 
 def _register(st: OperatorState, outcome: SessionOutcome) -> None:
@@ -215,24 +294,24 @@ def _register(st: OperatorState, outcome: SessionOutcome) -> None:
     else:
         st.sessions[outcome.uid] = outcome.active
     if before != outcome.active:
-        st.dirty.set()
+        _configs_changed(st)
 
 
-async def _reconcile(
-    *,
-    kind: SessionKind,
-    body: kopf.Body,
-    patch: kopf.Patch,
-    logger: kopf.Logger,
-    nodes: kopf.Index[str, tuple[tuple[str, str], ...]],
-    fail_on_invalid: bool,
-) -> None:
-    st = state()
-    # An empty index right after a restart would drop every session's targets.
-    await st.pods.ready.wait()
-    st.node_labels = _labels(nodes)
+def _outcome(st: OperatorState, kind: SessionKind, body: Mapping[str, Any]) -> SessionOutcome:
+    """One reconcile of ``body`` against the caches (pods, node labels, agents' reports)."""
+    meta = body.get("metadata") or {}
+    uid = str(meta.get("uid", ""))
     selector = (body.get("spec") or {}).get("selector") or {}
-    namespaces = selector.get("namespaces") or [body.get("metadata", {}).get("namespace", "")]
+    namespaces = selector.get("namespaces") or [meta.get("namespace", "")]
+    active = st.sessions.get(uid)
+    targets = None
+    if active is not None and active.generation == int(meta.get("generation") or 0):
+        targets = active.targets  # resolved for this spec; refresh_targets keeps them current
+    reports = {
+        node: entry
+        for node, report in st.nodes.reports_for(uid=uid).items()
+        if report.kind == kind and (entry := report.entry) is not None
+    }
     started = time.perf_counter()
     outcome = reconcile_session(
         kind=kind,
@@ -241,74 +320,193 @@ async def _reconcile(
         all_pods=st.pods.entries(),
         node_labels=st.node_labels,
         now=datetime.now(UTC),
+        reports=reports,
+        targets=targets,
+        look_every=RECONCILE_INTERVAL,
     )
     metrics().observe_reconcile(kind=kind, seconds=time.perf_counter() - started)
-    current = body.get("status") or {}
-    for key, value in changed_fields(current=current, patch=outcome.status).items():
-        patch.status[key] = value
-    for event in outcome.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-    for problem in outcome.problems:
-        logger.warning("skipped a malformed node report: %s", problem)
-    _register(st, outcome)
-    if outcome.delete and st.api is not None:
-        logger.info("ttlSecondsAfterFinished has passed; deleting")
-        try:
-            await kube.delete_session(
-                api=st.api, kind=kind, namespace=outcome.namespace, name=outcome.name
-            )
-        except Orb8Error as err:
-            raise to_kopf_error(err=err) from err
-    if fail_on_invalid and outcome.spec_error is not None:
-        # The Failed status above is still written; kopf stops retrying this generation.
-        raise kopf.PermanentError(outcome.spec_error)
+    st.merged_at[uid] = time.monotonic()
+    wait = outcome.next_check_in
+    st.due[uid] = math.inf if wait is None else time.monotonic() + wait
+    return outcome
 
 
 def _forget(uid: str) -> None:
     st = state()
     st.seen.add(uid)
+    st.bodies.pop(uid, None)
+    st.due.pop(uid, None)
+    st.merged_at.pop(uid, None)
     if st.sessions.pop(uid, None) is not None:
-        st.dirty.set()
+        _configs_changed(st)
+
+
+def _interval_of(body: Mapping[str, Any]) -> float:
+    spec = body.get("spec") or {}
+    raw = spec.get("reportInterval") or spec.get("interval") or "15s"
+    try:
+        return max(parse_duration(str(raw)), 1.0)
+    except ValueError:
+        return 15.0
+
+
+def _pick(st: OperatorState, now: float) -> list[str]:
+    """Sessions to reconcile now: urgent ones, report changes once per interval, due ones."""
+    st.reported |= st.nodes.take_changed()
+    picked = []
+    for uid, (_, body) in st.bodies.items():
+        urgent = uid in st.urgent or st.due.get(uid, 0.0) <= now
+        since = now - st.merged_at.get(uid, 0.0)
+        interval = _interval_of(body)
+        if urgent or (
+            uid in st.reported
+            and (
+                since >= interval
+                or (since >= min(interval, STATE_MERGE_GAP_S) and _node_states_moved(st, uid, body))
+            )
+        ):
+            picked.append(uid)
+    return picked
+
+
+def _node_states_moved(st: OperatorState, uid: str, body: Mapping[str, Any]) -> bool:
+    """A node's state in its report differs from the session's status (e.g. a first report)."""
+    nodes = (body.get("status") or {}).get("nodes")
+    stored = {n.get("node"): n.get("state") for n in nodes or () if isinstance(n, Mapping)}
+    for node, report in st.nodes.reports_for(uid=uid).items():
+        entry = report.entry
+        if entry is not None and stored.get(node) != entry.state:
+            return True
+    return False
+
+
+def _prepare(st: OperatorState, uid: str) -> tuple[SessionKind, dict[str, Any], SessionOutcome]:
+    """Reconcile one session against the caches and register what the agents should serve."""
+    kind, body = st.bodies[uid]
+    st.urgent.discard(uid)
+    st.reported.discard(uid)
+    outcome = _outcome(st, kind, body)
+    _register(st, outcome)  # before any await: the pod watch may refresh its targets meanwhile
+    return kind, body, outcome
+
+
+async def _carry_out(
+    st: OperatorState, uid: str, kind: SessionKind, body: dict[str, Any], outcome: SessionOutcome
+) -> None:
+    """Write what one reconcile decided: the status (only what changed), Events, TTL deletion."""
+    if st.api is None:
+        return
+    patch = changed_fields(current=body.get("status") or {}, patch=outcome.status)
+    if patch:
+        meta = body.get("metadata") or {}
+        stored = await kube.patch_session_status(
+            api=st.api, kind=kind, namespace=str(meta.get("namespace", "")),
+            name=str(meta.get("name", "")), status=patch,
+        )  # fmt: skip
+        if stored is not None and uid in st.bodies:
+            st.bodies[uid] = (kind, stored)
+        if "phase" in patch:
+            st.urgent.add(uid)  # look again under the new phase
+            st.wake.set()
+    for event in outcome.events:
+        await kube.post_event(
+            api=st.api, body=body, type_=event.type, reason=event.reason, message=event.message
+        )
+    for problem in outcome.problems:
+        _log.warning("%s: skipped a malformed node report: %s", uid, problem)
+    if outcome.spec_error is not None and "phase" in patch:
+        _log.warning("%s/%s: %s", outcome.namespace, outcome.name, outcome.spec_error)
+    if outcome.delete:
+        _log.info("%s: ttlSecondsAfterFinished has passed; deleting", uid)
+        await kube.delete_session(
+            api=st.api, kind=kind, namespace=outcome.namespace, name=outcome.name
+        )
+
+
+def _failed(st: OperatorState, uid: str, err: BaseException) -> None:
+    if isinstance(err, Orb8Error):
+        _log.warning("%s: resync failed, retrying: %s", uid, err)
+        st.due[uid] = time.monotonic() + 5.0
+    else:
+        # The loop must outlive any bug, or every session's status freezes.
+        _log.error("%s: resync crashed", uid, exc_info=err)
+        st.due[uid] = time.monotonic() + 30.0
+
+
+async def _resync_loop(st: OperatorState) -> None:
+    """The one loop that keeps every session's status current (see the module docs).
+
+    Each pass reconciles every picked session (registering its targets, so the
+    node-config loop can write at once) and hands its status write to a
+    background task, 8 in flight; the next pass never waits for the writes, and
+    a session whose write is still in flight waits for the pass after it.
+    """
+    await st.pods.ready.wait()
+    await st.nodes.ready.wait()
+    limit = asyncio.Semaphore(STATUS_WRITES_IN_FLIGHT)
+
+    async def write(uid: str, kind: SessionKind, body: dict[str, Any], out: SessionOutcome) -> None:
+        try:
+            # Node configs first: agents need them to start; statuses can trail a moment.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(st.settled.wait(), timeout=CONFIGS_FIRST_MAX_WAIT_S)
+            async with limit:
+                await _carry_out(st, uid, kind, body, out)
+        except Exception as err:  # reported, retried per session
+            _failed(st, uid, err)
+        finally:
+            st.writing.discard(uid)
+
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(st.wake.wait(), timeout=LOOP_TICK_S)
+        st.wake.clear()
+        started = time.monotonic()
+        picked = _pick(st, started)
+        for count, uid in enumerate(picked, start=1):
+            if uid not in st.bodies or uid in st.writing:
+                continue
+            try:
+                kind, body, outcome = _prepare(st, uid)
+            except Exception as err:  # reported, retried per session
+                _failed(st, uid, err)
+                continue
+            st.writing.add(uid)
+            task = asyncio.create_task(write(uid, kind, body, outcome))
+            st.write_tasks.add(task)
+            task.add_done_callback(st.write_tasks.discard)
+            if count % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        took = time.monotonic() - started
+        if took > SLOW_PASS_S:
+            _log.info("resync pass: %d session(s) reconciled in %.1fs", len(picked), took)
 
 
 def _register_kind(kind: SessionKind, plural: str) -> None:
-    """Attach the change handlers, timer and deletion handler for one session kind."""
+    """Attach the body cache and the deletion handler for one session kind.
 
-    @kopf.on.create(GROUP, VERSION, plural, id=f"{plural}-reconcile")
-    @kopf.on.resume(GROUP, VERSION, plural, id=f"{plural}-reconcile")
-    @kopf.on.update(GROUP, VERSION, plural, field="spec", id=f"{plural}-reconcile")
-    async def changed(
-        *, body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **kwargs: Any
-    ) -> None:
-        await _reconcile(
-            kind=kind,
-            body=body,
-            patch=patch,
-            logger=logger,
-            nodes=kwargs["node_labels"],  # kopf passes indices by their names
-            fail_on_invalid=True,
-        )
+    Every change a session sees (new, spec, status) arrives here as a watch
+    event; the resync loop does the rest, so kopf runs no per-session
+    handler, timer or progress bookkeeping.
+    """
 
-    # The first tick waits one interval: the create/resume handler has just run.
-    @kopf.timer(
-        GROUP,
-        VERSION,
-        plural,
-        interval=RECONCILE_INTERVAL,
-        initial_delay=RECONCILE_INTERVAL,
-        id=f"{plural}-tick",
-    )
-    async def tick(
-        *, body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **kwargs: Any
-    ) -> None:
-        await _reconcile(
-            kind=kind,
-            body=body,
-            patch=patch,
-            logger=logger,
-            nodes=kwargs["node_labels"],  # kopf passes indices by their names
-            fail_on_invalid=False,
-        )
+    @kopf.on.event(GROUP, VERSION, plural, id=f"{plural}-cache")
+    async def cache(*, event: Mapping[str, Any], body: kopf.Body, **kwargs: Any) -> None:
+        st = state()
+        meta = body.get("metadata", {})
+        uid = str(meta.get("uid", ""))
+        if not uid:
+            return
+        if event.get("type") == "DELETED" or meta.get("deletionTimestamp"):
+            _forget(uid)  # being deleted: agents stop now, whatever the loop has queued
+            return
+        known = st.bodies.get(uid)
+        st.bodies[uid] = (kind, dict(body))
+        st.node_labels = _labels(kwargs["node_labels"])  # kopf passes indices by their names
+        generation = meta.get("generation")
+        if known is None or known[1].get("metadata", {}).get("generation") != generation:
+            st.urgent.add(uid)  # new (or first seen after a restart), or its spec changed
+            st.wake.set()
 
     @kopf.on.delete(GROUP, VERSION, plural, id=f"{plural}-forget")
     def deleted(*, meta: Mapping[str, Any], **_: Any) -> None:

@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from orb8_common.crd import GROUP, PLURAL_BY_KIND, VERSION
 from orb8_common.errors import ClusterUnavailableError, Orb8Error
 from orb8_operator.nodeconfig import NodeConfigPlan
 
@@ -27,16 +29,12 @@ __all__ = [
     "list_node_configs",
     "list_session_uids",
     "new_api_client",
+    "patch_session_status",
+    "post_event",
     "translate",
 ]
 
-GROUP = "orb8.io"
-VERSION = "v1alpha1"
-PLURALS: Mapping[str, str] = {
-    "TraceSession": "tracesessions",
-    "GpuTelemetry": "gputelemetries",
-    "NodeAgentConfig": "nodeagentconfigs",
-}
+PLURALS: Mapping[str, str] = PLURAL_BY_KIND
 MANAGED_BY = "orb8-operator"
 _MERGE_PATCH = "application/merge-patch+json"
 _MANAGED_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
@@ -115,12 +113,16 @@ async def list_session_uids(*, api: client.ApiClient) -> set[str]:
 NODE_CONFIG_WRITES_IN_FLIGHT = 8
 
 
-async def apply_node_config_plan(*, api: client.ApiClient, plan: NodeConfigPlan) -> None:
+async def apply_node_config_plan(
+    *, api: client.ApiClient, plan: NodeConfigPlan
+) -> dict[str, dict[str, Any] | None]:
     """Create, replace the spec of, and delete NodeAgentConfigs as planned.
 
     Writes go out a few at a time: one node's config can hold hundreds of
-    sessions, and the apiserver validates each object on its own.
+    sessions, and the apiserver validates each object on its own. Returns
+    node → the spec now stored (None: deleted).
     """
+    written: dict[str, dict[str, Any] | None] = {}
     objects = client.CustomObjectsApi(api)
     plural = PLURALS["NodeAgentConfig"]
     limit = asyncio.Semaphore(NODE_CONFIG_WRITES_IN_FLIGHT)
@@ -139,6 +141,7 @@ async def apply_node_config_plan(*, api: client.ApiClient, plan: NodeConfigPlan)
                 if node in plan.create:
                     try:
                         await objects.create_cluster_custom_object(GROUP, VERSION, plural, body)
+                        written[node] = dict(spec)
                         return
                     except ApiException as err:
                         if err.status != 409:
@@ -147,6 +150,7 @@ async def apply_node_config_plan(*, api: client.ApiClient, plan: NodeConfigPlan)
                 await objects.patch_cluster_custom_object(  # type: ignore[call-arg]
                     GROUP, VERSION, plural, node, patch, _content_type=_MERGE_PATCH
                 )
+                written[node] = dict(spec)
             except _FAILURES as err:
                 raise translate(err, what=f"write nodeagentconfig/{node}") from err
 
@@ -157,11 +161,30 @@ async def apply_node_config_plan(*, api: client.ApiClient, plan: NodeConfigPlan)
             except _FAILURES as err:
                 if _status(err) != 404:
                     raise translate(err, what=f"delete nodeagentconfig/{node}") from err
+            written[node] = None
 
     await asyncio.gather(
         *(write(node, spec) for node, spec in {**plan.create, **plan.patch}.items()),
         *(delete(node) for node in plan.delete),
     )
+    return written
+
+
+async def patch_session_status(
+    *, api: client.ApiClient, kind: str, namespace: str, name: str, status: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """Merge-patch a session's status; the stored object, or None when it is gone."""
+    objects = client.CustomObjectsApi(api)
+    try:
+        stored: dict[str, Any] = await objects.patch_namespaced_custom_object_status(  # type: ignore[call-arg]
+            GROUP, VERSION, namespace, PLURALS[kind], name, {"status": dict(status)},
+            _content_type=_MERGE_PATCH,
+        )  # fmt: skip
+    except _FAILURES as err:
+        if _status(err) == 404:
+            return None
+        raise translate(err, what=f"status of {PLURALS[kind]}/{namespace}/{name}") from err
+    return stored
 
 
 async def delete_session(*, api: client.ApiClient, kind: str, namespace: str, name: str) -> None:
@@ -174,3 +197,36 @@ async def delete_session(*, api: client.ApiClient, kind: str, namespace: str, na
     except _FAILURES as err:
         if _status(err) != 404:
             raise translate(err, what=f"delete {PLURALS[kind]}/{namespace}/{name}") from err
+
+
+async def post_event(
+    *, api: client.ApiClient, body: Mapping[str, Any], type_: str, reason: str, message: str
+) -> None:
+    """A core/v1 Event about a session (what kopf.event does inside handlers)."""
+    meta = body.get("metadata") or {}
+    namespace = str(meta.get("namespace", ""))
+    now = datetime.now(UTC)
+    event = {
+        "metadata": {"generateName": f"{meta.get('name', 'session')}.", "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": body.get("kind", ""),
+            "name": meta.get("name", ""),
+            "namespace": namespace,
+            "uid": meta.get("uid", ""),
+        },
+        "type": type_,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": MANAGED_BY},
+        "reportingComponent": MANAGED_BY,
+        "reportingInstance": MANAGED_BY,
+        "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "count": 1,
+    }
+    try:
+        # The client takes a plain dict body as well as its model.
+        await client.CoreV1Api(api).create_namespaced_event(namespace, event)  # type: ignore[arg-type]
+    except _FAILURES as err:
+        raise translate(err, what=f"event {reason} for {namespace}/{meta.get('name')}") from err

@@ -51,8 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--session-resync",
         type=_seconds,
-        default=5.0,
-        help="seconds between each session's periodic reconcile (default: %(default)s)",
+        default=60.0,
+        help="longest wait before the resync loop looks at an active session again (stale "
+        "reports); report, spec and pod changes are looked at sooner (default: %(default)s)",
     )
     parser.add_argument(
         "--node-config-resync",
@@ -104,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # kopf logs every handler run; the status cache handler runs on every session write.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     os.environ["ORB8_SESSION_RESYNC_S"] = str(args.session_resync)
     os.environ["ORB8_NODE_CONFIG_RESYNC_S"] = str(args.node_config_resync)
     os.environ[CROSS_NAMESPACE_ENV] = policy.to_env()

@@ -8,6 +8,7 @@ plan's deletions.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Iterable, Mapping, Set
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -16,12 +17,10 @@ from pydantic import ValidationError
 
 from orb8_common.models import (
     AgentContainer,
-    AgentGpu,
     AgentPod,
     AgentSession,
     GpuTelemetrySpec,
     NodeAgentConfigSpec,
-    Probes,
     SessionKind,
     TraceSessionSpec,
     to_wire,
@@ -31,25 +30,15 @@ from orb8_operator.resolve import resolve_targets
 from orb8_operator.selectors import resolve_namespaces
 
 __all__ = [
-    "NODE_SHARE_BYTES",
     "ActiveSession",
     "NodeConfigPlan",
     "agent_pod",
     "agent_session",
     "build_node_configs",
     "keep_unreconciled",
-    "per_node_limits",
+    "node_config_wires",
     "plan_node_configs",
 ]
-
-# Room all agents' entries together may take in one session's status; the rest
-# of the 256 KiB status budget is for the merged lists, conditions and summary.
-NODE_SHARE_BYTES = 160 * 1024
-# Typical compact JSON sizes of one row (measured with long pod and node names).
-FLOW_ROW_BYTES = 340
-ALERT_ROW_BYTES = 270
-# Never ask a node for fewer rows than this (unless the spec asks for fewer).
-MIN_ROWS_PER_NODE = 5
 
 
 @dataclass(frozen=True)
@@ -63,6 +52,10 @@ class ActiveSession:
     generation: int
     spec: TraceSessionSpec | GpuTelemetrySpec
     targets: Mapping[str, tuple[PodEntry, ...]]
+
+
+# Placeholder spec for cached entries: an AgentSession does not carry settings.
+_NO_SPEC = TraceSessionSpec.model_validate({"probes": {"network": {"enabled": True}}})
 
 
 @dataclass(frozen=True)
@@ -89,57 +82,50 @@ def agent_pod(*, pod: PodEntry) -> AgentPod:
     )
 
 
-def per_node_limits(*, top_flows: int, max_alerts: int, nodes: int) -> tuple[int, int]:
-    """(flows, alerts) each node's agent may list for a session spanning ``nodes`` nodes.
-
-    The spec's topFlows/maxAlerts as long as every node's full lists fit
-    NODE_SHARE_BYTES together; beyond that both shrink by the same factor, so
-    the operator need not cut the agents' entries (and fight their next write).
-    """
-    need = nodes * (top_flows * FLOW_ROW_BYTES + max_alerts * ALERT_ROW_BYTES)
-    if nodes <= 0 or need <= NODE_SHARE_BYTES:
-        return top_flows, max_alerts
-    factor = NODE_SHARE_BYTES / need
-    return (
-        max(min(top_flows, MIN_ROWS_PER_NODE), int(top_flows * factor)),
-        max(min(max_alerts, MIN_ROWS_PER_NODE), int(max_alerts * factor)),
-    )
-
-
-def _node_probes(spec: TraceSessionSpec, nodes: int) -> Probes:
-    net, sys = spec.probes.network, spec.probes.syscalls
-    flows, alerts = per_node_limits(top_flows=net.top_flows, max_alerts=sys.max_alerts, nodes=nodes)
-    if (flows, alerts) == (net.top_flows, sys.max_alerts):
-        return spec.probes
-    return spec.probes.model_copy(
-        update={
-            "network": net.model_copy(update={"top_flows": flows}),
-            "syscalls": sys.model_copy(update={"max_alerts": alerts}),
-        }
-    )
-
-
 def agent_session(*, session: ActiveSession, pods: Iterable[PodEntry]) -> AgentSession:
-    """The entry one node's agent gets for ``session``: its settings plus that node's pods."""
+    """The entry one node's agent gets for ``session``: who it is and that node's pods.
+
+    No settings: the agent reads those from the session object (once per
+    generation), so a session's settings are stored once, not once per node.
+    """
     rows = tuple(agent_pod(pod=p) for p in sorted(pods, key=lambda p: (p.namespace, p.name, p.uid)))
-    spec = session.spec
-    if isinstance(spec, TraceSessionSpec):
-        spanned = sum(1 for node, targets in session.targets.items() if node and targets)
-        interval, probes, gpu = spec.report_interval, _node_probes(spec, spanned), None
-    else:
-        interval, probes = spec.interval, None
-        gpu = AgentGpu(source=spec.source, interval=spec.interval, alerts=spec.alerts)
     return AgentSession(
         uid=session.uid,
         kind=session.kind,
         namespace=session.namespace,
         name=session.name,
         generation=session.generation,
-        report_interval=interval,
-        probes=probes,
-        gpu=gpu,
         pods=rows,
     )
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _session_wire(
+    uid: str, kind: SessionKind, namespace: str, name: str, generation: int,
+    pods: tuple[PodEntry, ...],
+) -> dict[str, Any]:  # fmt: skip
+    # Shared between calls: callers never modify it.
+    session = ActiveSession(uid, kind, namespace, name, generation, _NO_SPEC, {})
+    return to_wire(agent_session(session=session, pods=pods))
+
+
+def node_config_wires(*, sessions: Iterable[ActiveSession]) -> dict[str, dict[str, Any]]:
+    """``to_wire`` of :func:`build_node_configs`, with each session's entry per node cached.
+
+    The periodic full comparison rebuilds every node's spec; only sessions or
+    pods that changed since are serialised again.
+    """
+    per_node: dict[str, list[dict[str, Any]]] = {}
+    for session in sorted(sessions, key=lambda s: (s.namespace, s.name, s.uid)):
+        for node, pods in session.targets.items():
+            if node and pods:
+                ordered = tuple(sorted(pods, key=lambda p: (p.namespace, p.name, p.uid)))
+                entry = _session_wire(
+                    session.uid, session.kind, session.namespace, session.name,
+                    session.generation, ordered,
+                )  # fmt: skip
+                per_node.setdefault(node, []).append(entry)
+    return {node: {"nodeName": node, "sessions": per_node[node]} for node in sorted(per_node)}
 
 
 def build_node_configs(*, sessions: Iterable[ActiveSession]) -> dict[str, NodeAgentConfigSpec]:
@@ -170,7 +156,7 @@ def _normalise(raw: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def plan_node_configs(
     *,
-    desired: Mapping[str, NodeAgentConfigSpec],
+    desired: Mapping[str, NodeAgentConfigSpec] | Mapping[str, dict[str, Any]],
     current: Mapping[str, Mapping[str, Any]],
 ) -> NodeConfigPlan:
     """Compare desired specs with the existing objects' specs (node → raw spec).
@@ -182,10 +168,10 @@ def plan_node_configs(
     create: dict[str, dict[str, Any]] = {}
     patch: dict[str, dict[str, Any]] = {}
     for node, spec in desired.items():
-        wire = to_wire(spec)
+        wire = to_wire(spec) if isinstance(spec, NodeAgentConfigSpec) else spec
         if node not in current:
             create[node] = wire
-        elif _normalise(current[node]) != wire:
+        elif current[node] != wire and _normalise(current[node]) != wire:
             patch[node] = wire
     delete = tuple(sorted(node for node in current if node not in desired))
     return NodeConfigPlan(create=create, patch=patch, delete=delete)

@@ -25,23 +25,24 @@ from orb8_common.models import (
     parse_trace_session_spec,
     to_wire,
 )
-from orb8_operator.lifecycle import KubeEvent, evaluate, next_check_in, should_delete
+from orb8_operator.lifecycle import (
+    ACTIVE_PHASES,
+    KubeEvent,
+    evaluate,
+    next_check_in,
+    should_delete,
+)
 from orb8_operator.nodeconfig import ActiveSession
+from orb8_operator.nodes import node_entries, node_summaries
 from orb8_operator.pods import PodEntry
-from orb8_operator.resolve import Targets, count_pods, resolve_targets
+from orb8_operator.resolve import count_pods, resolve_targets
 from orb8_operator.selectors import (
     CrossNamespacePolicy,
     configured_policy,
     refusal_message,
     resolve_namespaces,
 )
-from orb8_operator.status import (
-    STATUS_BUDGET_BYTES,
-    bound_status,
-    gpu_status,
-    parse_node_entries,
-    trace_status,
-)
+from orb8_operator.status import STATUS_BUDGET_BYTES, bound_status, gpu_status, trace_status
 
 __all__ = [
     "DEFAULT_INTERVAL_SECONDS",
@@ -63,8 +64,7 @@ class SessionOutcome:
     kind: SessionKind
     namespace: str
     name: str
-    # Merge patch for .status: the operator-owned fields; ``nodes`` only when
-    # the per-node lists had to be cut to keep the object bounded.
+    # Merge patch for .status (the operator writes all of it, nodes included).
     status: dict[str, Any]
     events: tuple[KubeEvent, ...]
     active: ActiveSession | None  # what the agents should serve; None when finished
@@ -103,18 +103,6 @@ def _conditions(raw: Any) -> list[Condition]:
 
 def _map(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
-
-
-def _node_entries(
-    kind: SessionKind, status: Mapping[str, Any]
-) -> tuple[list[Any], Sequence[NodeEntry | GpuNodeEntry], tuple[str, ...]]:
-    raw = status.get("nodes")
-    raw_nodes: list[Any] = raw if isinstance(raw, list) else []
-    if kind == "TraceSession":
-        trace, problems = parse_node_entries(raw=raw_nodes, model=NodeEntry)
-        return raw_nodes, trace, problems
-    gpu, problems = parse_node_entries(raw=raw_nodes, model=GpuNodeEntry)
-    return raw_nodes, gpu, problems
 
 
 def _merged(
@@ -175,6 +163,9 @@ def reconcile_session(
     budget: int = STATUS_BUDGET_BYTES,
     all_pods: Iterable[PodEntry] | None = None,
     cross_namespace: CrossNamespacePolicy | None = None,
+    reports: Mapping[str, NodeEntry | GpuNodeEntry] | None = None,
+    targets: Mapping[str, tuple[PodEntry, ...]] | None = None,
+    look_every: float | None = None,
 ) -> SessionOutcome:
     """Everything the operator should do for one session at ``now``.
 
@@ -183,7 +174,9 @@ def reconcile_session(
     agents left unnamed. ``cross_namespace`` (default: the operator's
     ``--allow-cross-namespace`` rules) says which other namespaces a session
     may select; a refused selection fails the session with reason
-    ``CrossNamespaceNotAllowed``.
+    ``CrossNamespaceNotAllowed``. ``reports``: node → the agents' latest share
+    of this session (from their NodeAgentConfigs). ``targets``: the session's
+    target pods by node when the caller already resolved them for this spec.
     """
     pods = tuple(pods)
     meta, status = _map(body.get("metadata")), _map(body.get("status"))
@@ -211,20 +204,28 @@ def reconcile_session(
             spec_error_reason = "CrossNamespaceNotAllowed"
 
     phase = status.get("phase")
-    targets: Targets = {}
     stored = status.get("matchedPods")
+    given, targets = targets, {}
     if phase == "Completed" and type(stored) is int:
         matched = stored  # final: no need to walk the pod index again
     else:
-        if spec is not None and spec_error is None:
-            targets = resolve_targets(
+        if spec is None or spec_error is not None:
+            given = {}  # nothing is traced for an invalid or refused spec
+        elif given is None:
+            given = resolve_targets(
                 selector=spec.selector,
                 session_namespace=namespace,
                 pods=pods,
                 node_labels=node_labels,
             )
+        targets = given
         matched = count_pods(targets=targets)
-    raw_nodes, nodes, problems = _node_entries(kind, status)
+    # No node serves a finished session: what they reported last is final (Stopped).
+    finished = phase is not None and phase not in ACTIVE_PHASES
+    targeted = set() if finished else {n for n, t in targets.items() if n and t}
+    nodes, problems = node_entries(
+        kind=kind, status=status, reports=reports or {}, targeted=targeted
+    )
     duration = spec.duration_seconds if spec is not None else None
 
     life = evaluate(
@@ -249,10 +250,11 @@ def reconcile_session(
         "completionTime": format_time(life.completion_time) if life.completion_time else None,
         "matchedPods": matched,
         **_merged(spec, nodes, matched, pods if all_pods is None else all_pods),
+        "nodes": node_summaries(entries=nodes),
     }
-    bounded = bound_status(status={**patch, "nodes": raw_nodes}, budget=budget)
-    # status.nodes belongs to the agents; write it back only when it had to be cut.
-    patch = {k: v for k, v in bounded.status.items() if k != "nodes" or bounded.nodes_trimmed}
+    # The summaries carry no lists, so only the merged top-N lists can be shortened.
+    bounded = bound_status(status=patch, budget=budget)
+    patch = bounded.status
 
     active = None
     if spec is not None and spec_error is None and life.active:
@@ -283,7 +285,7 @@ def reconcile_session(
             duration_seconds=duration,
             completion_time=life.completion_time,
             ttl_seconds=ttl,
-            interval=_interval(spec),
+            interval=_interval(spec) if look_every is None else look_every,
         ),
         spec_error=spec_error,
         problems=problems,

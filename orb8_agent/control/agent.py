@@ -12,22 +12,22 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from orb8_agent.control.alerts import ContainerRef, SessionAlerts
 from orb8_agent.control.containers import ContainerCgroup, find_container_cgroups, pids_in
 from orb8_agent.control.flows import FlowRouter, SessionFlows
 from orb8_agent.control.report import PodName, trace_node_entry
-from orb8_agent.control.targets import SessionTarget, TargetPod, all_pods, sessions_from_spec
+from orb8_agent.control.served import TRACE_SESSION, Served, all_pods, container_ids
 from orb8_agent.control.veth import HostVeth, VethNotFoundError, host_veth_of
 from orb8_agent.dataplane.models import Alert, Flow
 from orb8_agent.podmetrics import PodMetrics
 from orb8_common.errors import Orb8Error
+from orb8_common.models import AgentPod, NodeEntry, NodeState, SessionReport
 
 log = logging.getLogger(__name__)
 
 FLOWS, SYSCALLS = "flows", "syscalls"
-TRACE_KIND = "TraceSession"
 
 
 class DataPlane(Protocol):
@@ -49,10 +49,9 @@ VethResolver = Callable[[int], HostVeth]
 
 @dataclass
 class SessionState:
-    target: SessionTarget
+    target: Served
     flows: SessionFlows | None
     alerts: SessionAlerts | None
-    next_report: float
     stopped: bool = False
 
 
@@ -82,21 +81,27 @@ class NodeAgent:
         self._router = FlowRouter(sessions=(), pod_by_ifindex={})
         self._container_refs: dict[int, ContainerRef] = {}  # cgroup id → container
         self._pods_by_ip: dict[str, PodName] = {}
-        self._targets: tuple[SessionTarget, ...] = ()
+        self._targets: tuple[Served, ...] = ()
+        self._restored: dict[str, NodeEntry] = {}  # uid → this node's last report before a restart
         self.pod_metrics = pod_metrics or PodMetrics(clock=clock)
         self._pod_key_by_ifindex: dict[int, tuple[str, str]] = {}
 
     # -- configuration -------------------------------------------------------------------------
 
-    def configure(self, *, spec: Mapping[str, Any]) -> None:
-        """Adopt a new NodeAgentConfig spec ({} when there is none)."""
-        self._targets = tuple(t for t in sessions_from_spec(spec=spec) if t.kind == TRACE_KIND)
+    def restore(self, *, reports: Sequence[SessionReport]) -> None:
+        """Remember this node's last reports (read back after a restart) to continue from."""
+        self._restored = {r.uid: r.trace for r in reports if r.trace is not None}
+
+    def configure(self, *, sessions: Sequence[Served]) -> None:
+        """Adopt the sessions of a new NodeAgentConfig spec (none when there is none)."""
+        if self._targets:
+            self.collect()  # route what the kernel holds while the old routes still apply
+        self._targets = tuple(t for t in sessions if t.kind == TRACE_SESSION)
         now = self._clock()
         wanted = {target.uid for target in self._targets}
         for uid, state in self._sessions.items():
             if uid not in wanted:
-                state.stopped = True
-                state.next_report = now  # one last report, then forgotten
+                state.stopped = True  # one last report, then forgotten
         for target in self._targets:
             current = self._sessions.get(target.uid)
             if current is None or current.target.generation != target.generation:
@@ -105,22 +110,28 @@ class NodeAgent:
                 current.target = target
         self.resync()
 
-    def _new_state(
-        self, *, target: SessionTarget, now: float, old: SessionState | None
-    ) -> SessionState:
-        syscalls = target.syscalls
-        return SessionState(
-            target=target,
-            flows=(old.flows if old and old.flows else SessionFlows()) if target.network else None,
-            alerts=SessionAlerts(
+    def _new_state(self, *, target: Served, now: float, old: SessionState | None) -> SessionState:
+        network, syscalls = target.network, target.syscalls
+        flows = (old.flows if old and old.flows else SessionFlows()) if network else None
+        alerts = None
+        if syscalls is not None:
+            alerts = SessionAlerts(
                 alert_on=syscalls.alert_on,
-                learning_until=now + syscalls.learning_period_s,
+                learning_until=now + syscalls.learning_period_seconds,
                 max_alerts=syscalls.max_alerts,
             )
-            if syscalls
-            else None,
-            next_report=now,
-        )
+            if old is not None and old.alerts is not None:
+                alerts.carry_over(old.alerts)
+        earlier = self._restored.pop(target.uid, None)
+        if earlier is not None and old is None:
+            if flows is not None:
+                flows.restore(
+                    bytes_=earlier.bytes, packets=earlier.packets,
+                    flow_count=earlier.flow_count, rows=earlier.flows,
+                )  # fmt: skip
+            if alerts is not None:
+                alerts.restore(alert_count=earlier.alert_count, rows=earlier.alerts)
+        return SessionState(target=target, flows=flows, alerts=alerts)
 
     def resync(self) -> None:
         """Resolve pods to cgroups and veths, then attach/detach to match. Safe to repeat."""
@@ -160,15 +171,13 @@ class NodeAgent:
         }
         self.pod_metrics.retain(present={(pod.namespace, pod.name) for pod in pods.values()})
 
-    def _configure_syscalls(self, *, pods: Mapping[str, TargetPod]) -> None:
+    def _configure_syscalls(self, *, pods: Mapping[str, AgentPod]) -> None:
         refs: dict[int, ContainerRef] = {}
         for pod in pods.values():
-            for container in pod.containers:
-                cgroup = self._resolved.cgroups.get(container.container_id)
+            for name, container_id in container_ids(pod=pod):
+                cgroup = self._resolved.cgroups.get(container_id)
                 if cgroup is not None:
-                    refs[cgroup.cgroup_id] = ContainerRef(
-                        pod.namespace, pod.name, pod.uid, container.name
-                    )
+                    refs[cgroup.cgroup_id] = ContainerRef(pod.namespace, pod.name, pod.uid, name)
         self._container_refs = refs
         if SYSCALLS not in self._dataplane.loaded_probes():
             return
@@ -180,15 +189,13 @@ class NodeAgent:
         )
         self._safely("set alert list", lambda: self._dataplane.set_alert_syscalls(names=names))
 
-    def _resolve(self, *, pods: Mapping[str, TargetPod]) -> _Resolved:
+    def _resolve(self, *, pods: Mapping[str, AgentPod]) -> _Resolved:
         resolved = _Resolved()
-        container_ids = [c.container_id for pod in pods.values() for c in pod.containers]
-        resolved.cgroups = find_container_cgroups(
-            root=self._cgroup_root, container_ids=container_ids
-        )
+        ids = [cid for pod in pods.values() for _, cid in container_ids(pod=pod)]
+        resolved.cgroups = find_container_cgroups(root=self._cgroup_root, container_ids=ids)
         for pod in pods.values():
-            cgroups = [resolved.cgroups[c.container_id] for c in pod.containers
-                       if c.container_id in resolved.cgroups]  # fmt: skip
+            cgroups = [resolved.cgroups[cid] for _, cid in container_ids(pod=pod)
+                       if cid in resolved.cgroups]  # fmt: skip
             if not cgroups:
                 resolved.problems[pod.uid] = f"no cgroup found for any container of {pod.name}"
                 continue
@@ -220,10 +227,13 @@ class NodeAgent:
     # -- collection ----------------------------------------------------------------------------
 
     def collect(self) -> None:
-        """Drain the data plane into the sessions' accumulators."""
+        """Drain the flow map into the sessions' accumulators (right before a report).
+
+        Flows stay in the kernel map until a report is built; with the map
+        pinned, what was not reported yet survives an agent restart.
+        """
         now = self._clock()
-        loaded = self._dataplane.loaded_probes()
-        if FLOWS in loaded:
+        if FLOWS in self._dataplane.loaded_probes():
             observations = self._dataplane.read_flows()
             self.pod_metrics.add_flows(flows=observations, pod_of=self._pod_key_by_ifindex)
             for observation in observations:
@@ -231,42 +241,66 @@ class NodeAgent:
                     state = self._sessions.get(target.uid)
                     if state is not None and state.flows is not None and not state.stopped:
                         state.flows.add(observation=observation, now=now)
-        if SYSCALLS in loaded:
-            for event in self._dataplane.poll_alerts():
-                ref = self._container_refs.get(event.cgroup_id)
-                if ref is None:
-                    continue
-                self.pod_metrics.add_alert(pod=(ref.namespace, ref.pod), syscall=event.name)
-                for state in self._sessions.values():
-                    if state.alerts is None or state.stopped:
-                        continue
-                    if any(pod.uid == ref.pod_uid for pod in state.target.pods):
-                        state.alerts.add(ref=ref, event=event, now=now)
+        self.poll_alerts()
 
-    # -- reporting -----------------------------------------------------------------------------
-
-    def due_reports(self) -> list[tuple[SessionTarget, dict[str, Any]]]:
-        """Entries whose reportInterval has elapsed; stopped sessions report once more, then go."""
+    def poll_alerts(self) -> None:
+        """Read the syscall ring buffer into the sessions' alerts (every tick: it is bounded)."""
+        if SYSCALLS not in self._dataplane.loaded_probes():
+            return
         now = self._clock()
-        due: list[tuple[SessionTarget, dict[str, Any]]] = []
-        for uid, state in list(self._sessions.items()):
-            if now < state.next_report:
+        for event in self._dataplane.poll_alerts():
+            ref = self._container_refs.get(event.cgroup_id)
+            if ref is None:
                 continue
-            due.append((state.target, self.entry(state=state, now=now)))
-            if state.stopped:
-                del self._sessions[uid]
-            else:
-                state.next_report = now + state.target.report_interval_s
-        return due
+            self.pod_metrics.add_alert(pod=(ref.namespace, ref.pod), syscall=event.name)
+            for state in self._sessions.values():
+                if state.alerts is None or state.stopped:
+                    continue
+                if any(pod.uid == ref.pod_uid for pod in state.target.pods):
+                    state.alerts.add(ref=ref, event=event, now=now)
 
-    def final_reports(self) -> list[tuple[SessionTarget, dict[str, Any]]]:
-        """Every session's entry marked Stopped (the agent is shutting down)."""
+    # -- reporting ---------------------------------------------------------------------------
+
+    def reports(self, *, scale: float = 1.0) -> list[SessionReport]:
+        """Every session's share now; a session dropped from the config reports once more.
+
+        ``scale`` (0..1) shrinks each session's topFlows/maxAlerts so the whole
+        node report fits its byte budget. Call :meth:`forget_stopped` once the
+        report was written.
+        """
         now = self._clock()
+        return [self._report(state=s, now=now, scale=scale) for s in self._sessions.values()]
+
+    def forget_stopped(self) -> None:
+        """Drop sessions whose last (Stopped) report has been written."""
+        for uid in [uid for uid, s in self._sessions.items() if s.stopped]:
+            del self._sessions[uid]
+
+    def final_reports(self, *, scale: float = 1.0) -> list[SessionReport]:
+        """Every session's entry marked Stopped (the agent is shutting down)."""
         for state in self._sessions.values():
             state.stopped = True
-        return [(s.target, self.entry(state=s, now=now)) for s in self._sessions.values()]
+        return self.reports(scale=scale)
 
-    def entry(self, *, state: SessionState, now: float) -> dict[str, Any]:
+    def report_interval(self) -> float | None:
+        """The shortest reportInterval among the sessions served; None when there are none."""
+        intervals = [s.target.report_interval_s for s in self._sessions.values() if not s.stopped]
+        if not intervals and self._sessions:
+            return 0.0  # only stopped sessions: report them now
+        return min(intervals) if intervals else None
+
+    def _report(self, *, state: SessionState, now: float, scale: float) -> SessionReport:
+        target = state.target
+        return SessionReport(
+            uid=target.uid,
+            kind=target.session.kind,
+            namespace=target.namespace,
+            name=target.name,
+            generation=target.generation,
+            trace=self.entry(state=state, now=now, scale=scale),
+        )
+
+    def entry(self, *, state: SessionState, now: float, scale: float = 1.0) -> NodeEntry:
         target = state.target
         loaded = self._dataplane.loaded_probes()
         errors = self._dataplane.probe_errors()
@@ -278,6 +312,7 @@ class NodeAgent:
             f"{pod.namespace}/{pod.name}: {self._resolved.problems[pod.uid]}"
             for pod in target.pods if pod.uid in self._resolved.problems
         ]  # fmt: skip
+        phase: NodeState
         if state.stopped:
             phase = "Stopped"
         elif missing and missing == sorted(wanted):
@@ -286,12 +321,14 @@ class NodeAgent:
             phase = "Degraded"
         else:
             phase = "Running"
+        network, syscalls = target.network, target.syscalls
         return trace_node_entry(
             node=self.node, state=phase, probes=sorted(wanted & loaded),
             message="; ".join(problems)[:1024], now=now, flows=state.flows,
-            top_flows=target.network.top_flows if target.network else 0,
-            alerts=state.alerts, pods_by_ip=self._pods_by_ip,
-            dropped_events=self._dataplane.dropped_events(),
+            top_flows=int(network.top_flows * scale) if network else 0,
+            alerts=state.alerts,
+            max_alerts=int(syscalls.max_alerts * scale) if syscalls else 0,
+            pods_by_ip=self._pods_by_ip, dropped_events=self._dataplane.dropped_events(),
         )  # fmt: skip
 
     def shutdown(self) -> None:

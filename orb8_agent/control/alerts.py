@@ -7,11 +7,14 @@ alert list and outside that baseline raise alerts.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from orb8_agent.dataplane.models import Alert
+from orb8_common.models import Alert as AlertRowModel
+from orb8_common.models import Severity
 
-SEVERITY_BY_SYSCALL = {
+SEVERITY_BY_SYSCALL: dict[str, Severity] = {
     **dict.fromkeys(
         ("init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load"),
         "Critical",
@@ -28,8 +31,11 @@ SEVERITY_BY_SYSCALL = {
 SEVERITY_RANK = {"Critical": 0, "High": 1, "Medium": 2, "Low": 3}
 
 
-def severity_of(*, syscall: str) -> str:
+def severity_of(*, syscall: str) -> Severity:
     return SEVERITY_BY_SYSCALL.get(syscall, "Low")
+
+
+AlertKey = tuple[str, str, str, str]  # namespace, pod, container, syscall
 
 
 @dataclass(frozen=True)
@@ -54,16 +60,38 @@ class AlertRow:
 class SessionAlerts:
     """Aggregated alerts of one session on this node, capped at ``max_alerts`` rows."""
 
-    def __init__(self, *, alert_on: frozenset[str], learning_until: float, max_alerts: int) -> None:
-        self._alert_on = alert_on
+    def __init__(
+        self, *, alert_on: Collection[str], learning_until: float, max_alerts: int
+    ) -> None:
+        self._alert_on = frozenset(alert_on)
         self._learning_until = learning_until
         self._max_alerts = max_alerts
-        self._baseline: set[tuple[str, str, str]] = set()
-        self._rows: dict[tuple[str, str, str], AlertRow] = {}
+        self._baseline: set[AlertKey] = set()
+        self._rows: dict[AlertKey, AlertRow] = {}
+        self._earlier = 0  # alerts counted before a restart that are not among the rows
         self.suppressed = 0  # alerts dropped because the cap was reached
 
+    def restore(self, *, alert_count: int, rows: Iterable[AlertRowModel]) -> None:
+        """Continue from a previous report of this session (after an agent restart)."""
+        for row in rows:
+            ref = ContainerRef(row.namespace, row.pod, "", row.container)
+            first = row.first_seen.timestamp() if row.first_seen else 0.0
+            last = row.last_seen.timestamp() if row.last_seen else first
+            process = row.process
+            self._rows[(row.namespace, row.pod, row.container, row.syscall)] = AlertRow(
+                ref, row.syscall, row.count, first, last,
+                process.pid if process else 0, process.comm if process else "",
+            )  # fmt: skip
+        self._earlier = max(0, alert_count - sum(r.count for r in self._rows.values()))
+
+    def carry_over(self, old: SessionAlerts) -> None:
+        """Keep the alerts already raised when the session's spec changes."""
+        self._rows = dict(old._rows)
+        self._earlier = old._earlier
+        self.suppressed = old.suppressed
+
     def add(self, *, ref: ContainerRef, event: Alert, now: float) -> None:
-        key = (ref.pod_uid, ref.container, event.name)
+        key = (ref.namespace, ref.pod, ref.container, event.name)
         if now < self._learning_until:
             self._baseline.add(key)
             return
@@ -81,7 +109,7 @@ class SessionAlerts:
 
     @property
     def count(self) -> int:
-        return sum(row.count for row in self._rows.values())
+        return self._earlier + sum(row.count for row in self._rows.values())
 
     def rows(self) -> list[AlertRow]:
         return sorted(

@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from orb8_agent.control.targets import SessionTarget
+from orb8_agent.control.served import Served
 from orb8_agent.dataplane.models import Flow
+from orb8_common.models import Flow as FlowRow
 
 FlowKey = tuple[str, int, str, int, str]  # src ip, src port, dst ip, dst port, protocol
 
@@ -44,6 +45,25 @@ class SessionFlows:
         self.bytes = 0
         self.packets = 0
         self.untracked_flows = 0
+
+    def restore(
+        self, *, bytes_: int, packets: int, flow_count: int, rows: Iterable[FlowRow]
+    ) -> None:
+        """Continue from a previous report of this session (after an agent restart).
+
+        The listed flows come back as flows (so a flow seen again is not counted
+        twice); flows beyond the report's top-N only survive as a count.
+        """
+        for row in rows:
+            key: FlowKey = (
+                row.source.ip, row.source.port or 0,
+                row.destination.ip, row.destination.port or 0, row.protocol,
+            )  # fmt: skip
+            first = row.first_seen.timestamp() if row.first_seen else 0.0
+            last = row.last_seen.timestamp() if row.last_seen else first
+            self._flows[key] = FlowStats(row.bytes, row.packets, first, last, 0)
+        self.bytes, self.packets = bytes_, packets
+        self.untracked_flows = max(0, flow_count - len(self._flows))
 
     def add(self, *, observation: Flow, now: float) -> None:
         self.bytes += observation.bytes
@@ -75,11 +95,9 @@ class SessionFlows:
 class FlowRouter:
     """Decides which sessions each observation belongs to."""
 
-    def __init__(
-        self, *, sessions: Iterable[SessionTarget], pod_by_ifindex: Mapping[int, str]
-    ) -> None:
+    def __init__(self, *, sessions: Iterable[Served], pod_by_ifindex: Mapping[int, str]) -> None:
         self._pod_by_ifindex = dict(pod_by_ifindex)
-        self._sessions_by_pod: dict[str, list[SessionTarget]] = {}
+        self._sessions_by_pod: dict[str, list[Served]] = {}
         self._local_ips: dict[str, set[str]] = {}
         for session in sessions:
             if session.network is None:
@@ -90,7 +108,7 @@ class FlowRouter:
             for pod in session.pods:
                 self._sessions_by_pod.setdefault(pod.uid, []).append(session)
 
-    def route(self, *, observation: Flow) -> list[SessionTarget]:
+    def route(self, *, observation: Flow) -> list[Served]:
         pod_uid = self._pod_by_ifindex.get(observation.ifindex)
         if pod_uid is None:
             return []

@@ -5,22 +5,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from orb8_agent.control.targets import SessionTarget, TargetPod
-from orb8_agent.gpu import GpuCollector, GpuMetrics, settings_from_spec
+from orb8_agent.control.served import GPU_TELEMETRY, Served
+from orb8_agent.gpu import GpuCollector, GpuMetrics, gpu_settings
 from orb8_agent.gpu import TargetContainer as GpuContainer
 from orb8_agent.gpu import TargetPod as GpuPod
-from orb8_common.errors import InvalidSpecError
-
-GPU_KIND = "GpuTelemetry"
+from orb8_common.models import AgentPod, GpuNodeEntry, SessionReport
 
 
-def gpu_targets(*, pods: Sequence[TargetPod]) -> list[GpuPod]:
+def gpu_targets(*, pods: Sequence[AgentPod]) -> list[GpuPod]:
     return [
         GpuPod(
             namespace=pod.namespace, name=pod.name, uid=pod.uid,
-            containers=tuple(GpuContainer(name=c.name, id=c.container_id) for c in pod.containers),
+            containers=tuple(GpuContainer(name=c.name, id=c.id) for c in pod.containers),
         )
         for pod in pods
     ]  # fmt: skip
@@ -28,14 +25,15 @@ def gpu_targets(*, pods: Sequence[TargetPod]) -> list[GpuPod]:
 
 @dataclass
 class _GpuSession:
-    target: SessionTarget
+    target: Served
     collector: GpuCollector
     interval_s: float
     next_scrape: float
+    entry: GpuNodeEntry | None = None  # the latest scrape's share
 
 
 class GpuSessions:
-    """Owns the GPU collectors; the runner awaits ``due()`` every tick."""
+    """Owns the GPU collectors; the runner awaits ``scrape_due()`` every tick."""
 
     def __init__(
         self, *, node: str, exporter_host: str, podresources_socket: str,
@@ -47,20 +45,16 @@ class GpuSessions:
         self._socket = podresources_socket
         self._clock = clock
         self._sessions: dict[str, _GpuSession] = {}
-        self.invalid: dict[str, str] = {}  # session key → why its settings were refused
 
-    def configure(self, *, sessions: Sequence[SessionTarget]) -> None:
-        wanted = {s.uid: s for s in sessions if s.kind == GPU_KIND}
+    def configure(self, *, sessions: Sequence[Served]) -> None:
+        wanted = {s.uid: s for s in sessions if s.kind == GPU_TELEMETRY and s.gpu is not None}
         for uid in set(self._sessions) - set(wanted):
             gone = self._sessions.pop(uid)
             gone.collector.close()
             self.metrics.forget(session=gone.target.key)
         for uid, target in wanted.items():
-            try:
-                settings = settings_from_spec(gpu=target.gpu)
-            except InvalidSpecError as err:
-                self.invalid[target.key] = str(err)
-                continue
+            assert target.gpu is not None  # filtered above
+            settings = gpu_settings(spec=target.gpu)
             current = self._sessions.get(uid)
             if current is None:
                 collector = GpuCollector(
@@ -75,18 +69,50 @@ class GpuSessions:
                 current.collector.configure(settings=settings)
                 current.interval_s = settings.interval.total_seconds()
 
-    async def due(self) -> list[tuple[SessionTarget, dict[str, Any]]]:
-        """Scrape every session whose interval elapsed; return their ``status.nodes`` entries."""
+    def report_interval(self) -> float | None:
+        """The shortest interval among the GPU sessions; None when there are none."""
+        return min((s.interval_s for s in self._sessions.values()), default=None)
+
+    async def scrape_due(self) -> bool:
+        """Scrape every session whose interval elapsed; True when any was scraped."""
         now = self._clock()
-        reports: list[tuple[SessionTarget, dict[str, Any]]] = []
+        scraped = False
         for session in list(self._sessions.values()):
             if now < session.next_scrape:
                 continue
             session.next_scrape = now + session.interval_s
             snapshot = await session.collector.scrape(targets=gpu_targets(pods=session.target.pods))
             self.metrics.publish(session=session.target.key, snapshot=snapshot)
-            reports.append((session.target, snapshot.to_status()))
-        return reports
+            session.entry = snapshot.to_entry()
+            scraped = True
+        return scraped
+
+    def reports(self, *, scale: float = 1.0) -> list[SessionReport]:
+        """Each scraped session's latest share; ``scale`` (0..1) shortens its lists."""
+        out = []
+        for session in self._sessions.values():
+            entry = session.entry
+            if entry is None:
+                continue
+            if scale < 1.0:
+                entry = entry.model_copy(
+                    update={
+                        "pods": entry.pods[: int(len(entry.pods) * scale)],
+                        "alerts": entry.alerts[: int(len(entry.alerts) * scale)],
+                    }
+                )
+            target = session.target
+            out.append(
+                SessionReport(
+                    uid=target.uid,
+                    kind=target.session.kind,
+                    namespace=target.namespace,
+                    name=target.name,
+                    generation=target.generation,
+                    gpu=entry,
+                )
+            )
+        return out
 
     def close(self) -> None:
         for session in self._sessions.values():

@@ -1,9 +1,9 @@
-"""The agent's only writes to the Kubernetes API, and its config watch.
+"""The agent's Kubernetes API calls: its config watch, its reads and its one write.
 
-An agent writes exactly two things: its own entry of each session's
-``status.nodes`` (server-side apply under ``orb8-agent/<node>``, so it can
-never clobber another node's entry), and the status of its own
-NodeAgentConfig.
+An agent writes exactly one thing: the status of its own NodeAgentConfig
+(capabilities, heartbeat and one report per session it serves), by merge
+patch of the status subresource. It reads its sessions' specs (once per
+generation) and, on start, its own previous status to continue its totals.
 """
 
 from __future__ import annotations
@@ -17,49 +17,49 @@ from kubernetes_asyncio import watch
 from kubernetes_asyncio.client import CustomObjectsApi
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from orb8_common.crd import (
-    API_VERSION,
-    GROUP,
-    NODE_AGENT_CONFIGS,
-    PLURAL_BY_KIND,
-    VERSION,
-    agent_field_manager,
-)
+from orb8_common.crd import GROUP, NODE_AGENT_CONFIGS, PLURAL_BY_KIND, VERSION
 from orb8_common.errors import ClusterUnavailableError
 from orb8_common.watchstate import WatchState
 
 log = logging.getLogger(__name__)
 # The client's stubs omit `_content_type`, which selects the patch type at run time.
-APPLY_PATCH: dict[str, Any] = {"_content_type": "application/apply-patch+yaml"}
 MERGE_PATCH: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
 WATCH_TIMEOUT_S = 60
 RETRY_BACKOFF_S = (0.5, 1, 2, 5, 10)
 
 
-async def apply_node_entry(
-    *, api: CustomObjectsApi, kind: str, namespace: str, name: str, node: str,
-    entry: Mapping[str, Any],
-) -> bool:  # fmt: skip
-    """Apply this node's ``status.nodes`` entry; False when the session is gone."""
-    body = {
-        "apiVersion": API_VERSION,
-        "kind": kind,
-        "metadata": {"name": name, "namespace": namespace},
-        "status": {"nodes": [dict(entry)]},
-    }
+async def read_session_spec(
+    *, api: CustomObjectsApi, kind: str, namespace: str, name: str
+) -> dict[str, Any] | None:
+    """The spec and generation of one session (``{"spec":…, "generation":…}``); None when gone."""
     try:
-        await api.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL_BY_KIND[kind], name, body,
-            field_manager=agent_field_manager(node=node), force=True,
-            **APPLY_PATCH,
-        )  # fmt: skip
+        obj = await api.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL_BY_KIND[kind], name
+        )
     except ApiException as err:
         if err.status == 404:
-            return False
+            return None
         raise ClusterUnavailableError(
-            f"status of {kind} {namespace}/{name}: {err.status} {err.reason}"
+            f"{kind} {namespace}/{name}: {err.status} {err.reason}"
         ) from err
-    return True
+    except (TimeoutError, OSError) as err:
+        raise ClusterUnavailableError(f"{kind} {namespace}/{name}: {err}") from err
+    meta = obj.get("metadata") or {}
+    return {"spec": obj.get("spec") or {}, "generation": meta.get("generation", 0),
+            "uid": meta.get("uid", "")}  # fmt: skip
+
+
+async def read_agent_status(*, api: CustomObjectsApi, node: str) -> dict[str, Any]:
+    """NodeAgentConfig/<node>.status as stored ({} when the object does not exist)."""
+    try:
+        obj = await api.get_cluster_custom_object(GROUP, VERSION, NODE_AGENT_CONFIGS, node)
+    except ApiException as err:
+        if err.status == 404:
+            return {}
+        raise ClusterUnavailableError(f"NodeAgentConfig {node}: {err.status} {err.reason}") from err
+    except (TimeoutError, OSError) as err:
+        raise ClusterUnavailableError(f"NodeAgentConfig {node}: {err}") from err
+    return dict(obj.get("status") or {})
 
 
 async def patch_agent_status(
@@ -75,6 +75,8 @@ async def patch_agent_status(
         if err.status == 404:
             return False
         raise ClusterUnavailableError(f"NodeAgentConfig {node}: {err.status} {err.reason}") from err
+    except (TimeoutError, OSError) as err:
+        raise ClusterUnavailableError(f"NodeAgentConfig {node}: {err}") from err
     return True
 
 

@@ -37,12 +37,16 @@ class FlowCollector:
         max_flows: int | None = None,
         run_dir: Path = tc.DEFAULT_RUN_DIR,
         path: Path | None = None,
+        pin_dir: Path | None = None,
     ) -> None:
         if sample_rate < 1:
             raise UsageError("sample rate must be at least 1")
         self._path = path or object_path(name="flows")
         self._config = FlowsConfig(sample_rate=sample_rate, track_ingress=1, track_egress=1)
         self._max_flows = max_flows
+        # With a pin directory the flow map outlives the process: what a killed
+        # agent had not drained yet is still there for the next one.
+        self._pin = pin_dir / agent_id / "flows" if pin_dir is not None else None
         self._state = tc.TcState(agent_id=agent_id, run_dir=run_dir)
         self._obj: libbpf.BpfObject | None = None
         self._lock = threading.Lock()
@@ -62,9 +66,22 @@ class FlowCollector:
             tc.remove_attachment(attachment=left, priority=self._state.priority)
         self._state.attachments.clear()
         self._state.save()
+        try:
+            self._load()
+        except ProbeLoadError:
+            if self._pin is None or not self._pin.exists():
+                raise
+            # A pinned map of another shape (an older version): start afresh.
+            self._pin.unlink()
+            self._load()
+
+    def _load(self) -> None:
         obj = libbpf.BpfObject(path=self._path)
         try:
             obj.set_rodata(data=self._config)
+            if self._pin is not None:
+                self._pin.parent.mkdir(parents=True, exist_ok=True)
+                obj.set_pin_path(map_name="flows", path=self._pin)
             if self._max_flows:
                 libbpf.check(
                     rc=libbpf.lib().bpf_map__set_max_entries(
@@ -84,7 +101,7 @@ class FlowCollector:
         self._obj = obj
 
     def close(self) -> None:
-        """Detach from every interface, unload, forget the state file."""
+        """Detach from every interface, unload, forget the state file (and the pinned map)."""
         with self._lock:
             errors: list[str] = []
             for name in list(self._state.attachments):
@@ -95,6 +112,8 @@ class FlowCollector:
             if self._obj is not None:
                 self._obj.close()
                 self._obj = None
+            if self._pin is not None:
+                self._pin.unlink(missing_ok=True)  # a clean stop drained and reported everything
             if not errors:
                 self._state.release()
         if errors:

@@ -158,6 +158,7 @@ class _Lib:
             "bpf_map__key_size": (c_uint32, [c_void_p]),
             "bpf_map__max_entries": (c_uint32, [c_void_p]),
             "bpf_map__set_max_entries": (c_int, [c_void_p, c_uint32]),
+            "bpf_map__set_pin_path": (c_int, [c_void_p, c_char_p]),
             "bpf_map__set_initial_value": (c_int, [c_void_p, c_void_p, c_size_t]),
             "bpf_map__initial_value": (c_void_p, [c_void_p, ctypes.POINTER(c_size_t)]),
             "bpf_program__fd": (c_int, [c_void_p]),
@@ -291,6 +292,13 @@ class BpfObject:
         check(
             rc=self._lib.bpf_map__set_initial_value(ptr, ctypes.byref(data), ctypes.sizeof(data)),
             what=f"set settings of {self.path.name}",
+        )
+
+    def set_pin_path(self, *, map_name: str, path: Path) -> None:
+        """Pin ``map_name`` at ``path`` on load, reusing a compatible map already pinned there."""
+        check(
+            rc=self._lib.bpf_map__set_pin_path(self.map_ptr(name=map_name), str(path).encode()),
+            what=f"pin path of map {map_name}",
         )
 
     def set_autoload(self, *, prog: str, enabled: bool) -> None:

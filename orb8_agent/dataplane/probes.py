@@ -61,11 +61,15 @@ def start_probes(
     hook: Hook = Hook.RAW_TP,
     alerts_per_second: int = 100,
     run_dir: Path = tc.DEFAULT_RUN_DIR,
+    pin_dir: Path | None = None,
 ) -> ProbeSet:
-    """Open the requested probes. Raises ProbeLoadError only if none loads."""
+    """Open the requested probes. Raises ProbeLoadError only if none loads.
+
+    ``pin_dir``: keep the flow map pinned there (see FlowCollector).
+    """
     probes = ProbeSet()
     if flows:
-        fc = FlowCollector(agent_id=agent_id, run_dir=run_dir)
+        fc = FlowCollector(agent_id=agent_id, run_dir=run_dir, pin_dir=pin_dir)
         try:
             fc.open()
             probes.flows = fc

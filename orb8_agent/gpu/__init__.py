@@ -7,7 +7,7 @@ node and awaits ``scrape(targets=...)`` every interval; the snapshot's
 
 from orb8_agent.gpu.alerts import AlertPolicy, AlertTracker, evaluate_alerts
 from orb8_agent.gpu.collector import GpuCollector
-from orb8_agent.gpu.config import GpuSettings, settings_from_spec, targets_from_spec
+from orb8_agent.gpu.config import GpuSettings, gpu_settings
 from orb8_agent.gpu.metrics import GpuMetrics
 from orb8_agent.gpu.model import (
     GpuAlert,
@@ -38,8 +38,7 @@ __all__ = [
     "TargetContainer",
     "TargetPod",
     "evaluate_alerts",
-    "settings_from_spec",
+    "gpu_settings",
     "summarize",
     "summarize_nodes",
-    "targets_from_spec",
 ]

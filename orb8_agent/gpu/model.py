@@ -7,9 +7,11 @@ evaluation stay pure functions over plain values.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
+
+from orb8_common import models
 
 
 class Sharing(StrEnum):
@@ -23,7 +25,7 @@ class Sharing(StrEnum):
 
 def rfc3339(ts: datetime) -> str:
     """UTC timestamp with second precision, as Kubernetes prints them."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return models.format_time(ts)
 
 
 # ---------------------------------------------------------------- targets
@@ -211,29 +213,28 @@ class GpuUse:
     device_key: str = ""  # identifies the physical GPU or MIG instance for de-duplication
     note: str = ""
 
-    def to_status(self) -> dict[str, Any]:
+    def to_model(self) -> models.GpuDevice:
         """The row's `gpus[]` entry; unknown readings are left out, never zero-filled."""
-        out: dict[str, Any] = {
-            "uuid": self.uuid,
-            "model": self.model,
-            "sharing": self.sharing.value,
-            "migProfile": self.mig_profile,
-        }
-        if self.index is not None:
-            out["index"] = self.index
-        if self.utilization_percent is not None:
-            out["utilizationPercent"] = round(self.utilization_percent, 2)
-        if self.memory_used_bytes is not None:
-            out["memoryUsedBytes"] = self.memory_used_bytes
-        if self.memory_total_bytes is not None:
-            out["memoryTotalBytes"] = self.memory_total_bytes
-        if self.temperature_celsius is not None:
-            out["temperatureCelsius"] = self.temperature_celsius
-        if self.power_watts is not None:
-            out["powerWatts"] = round(self.power_watts, 3)
-        if self.last_updated is not None:
-            out["lastUpdated"] = rfc3339(self.last_updated)
-        return out
+        return models.GpuDevice(
+            uuid=self.uuid,
+            index=self.index,
+            model=self.model,
+            sharing=self.sharing.value,
+            mig_profile=self.mig_profile,
+            utilization_percent=_round(self.utilization_percent, 2),
+            memory_used_bytes=self.memory_used_bytes,
+            memory_total_bytes=self.memory_total_bytes,
+            temperature_celsius=self.temperature_celsius,
+            power_watts=_round(self.power_watts, 3),
+            last_updated=self.last_updated,
+        )
+
+    def to_status(self) -> dict[str, Any]:
+        return models.to_wire(self.to_model())
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,14 +245,17 @@ class GpuPodRow:
     node: str
     gpus: tuple[GpuUse, ...]
 
+    def to_model(self) -> models.GpuPodRow:
+        return models.GpuPodRow(
+            namespace=self.namespace,
+            pod=self.pod,
+            container=self.container,
+            node=self.node,
+            gpus=tuple(g.to_model() for g in self.gpus),
+        )
+
     def to_status(self) -> dict[str, Any]:
-        return {
-            "namespace": self.namespace,
-            "pod": self.pod,
-            "container": self.container,
-            "node": self.node,
-            "gpus": [g.to_status() for g in self.gpus],
-        }
+        return models.to_wire(self.to_model())
 
 
 class AlertKind(StrEnum):
@@ -272,19 +276,22 @@ class GpuAlert:
     last_seen: datetime
     value: float
 
+    def to_model(self) -> models.GpuAlert:
+        return models.GpuAlert(
+            namespace=self.namespace,
+            pod=self.pod,
+            container=self.container,
+            node=self.node,
+            gpu=self.gpu,
+            kind=self.kind.value,
+            message=self.message,
+            value=round(self.value, 2),
+            first_seen=self.first_seen,
+            last_seen=self.last_seen,
+        )
+
     def to_status(self) -> dict[str, Any]:
-        return {
-            "namespace": self.namespace,
-            "pod": self.pod,
-            "container": self.container,
-            "node": self.node,
-            "gpu": self.gpu,
-            "kind": self.kind.value,
-            "message": self.message,
-            "value": round(self.value, 2),
-            "firstSeen": rfc3339(self.first_seen),
-            "lastSeen": rfc3339(self.last_seen),
-        }
+        return models.to_wire(self.to_model())
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,26 +341,29 @@ class GpuSnapshot:
         return "; ".join(parts)[:4096]
 
     @property
-    def state(self) -> str:
+    def state(self) -> models.NodeState:
         if not self.source:
             return "Failed"
         return "Degraded" if self.degraded else "Running"
 
-    def to_status(self, *, max_rows: int = 256, max_alerts: int = 1000) -> dict[str, Any]:
-        """This node's share of status (without the fields the agent adds itself)."""
+    def to_entry(self, *, max_rows: int = 256, max_alerts: int = 1000) -> models.GpuNodeEntry:
+        """This node's share of the session (a GpuNodeEntry, the one contract)."""
         message = self.message
         if len(self.rows) > max_rows:
             cut = f"{len(self.rows) - max_rows} container row(s) left out (limit {max_rows})"
             message = f"{message}; {cut}" if message else cut
-        return {
-            "node": self.node,
-            "state": self.state,
-            "source": self.source,
-            "message": message[:4096],
-            "lastReportTime": rfc3339(self.taken_at),
-            "pods": [r.to_status() for r in self.rows[:max_rows]],
-            "alerts": [a.to_status() for a in self.alerts[:max_alerts]],
-        }
+        return models.GpuNodeEntry(
+            node=self.node,
+            state=self.state,
+            source=self.source,
+            message=message[:4096],
+            last_report_time=self.taken_at,
+            pods=tuple(r.to_model() for r in self.rows[:max_rows]),
+            alerts=tuple(a.to_model() for a in self.alerts[:max_alerts]),
+        )
+
+    def to_status(self, *, max_rows: int = 256, max_alerts: int = 1000) -> dict[str, Any]:
+        return models.to_wire(self.to_entry(max_rows=max_rows, max_alerts=max_alerts))
 
 
 EMPTY_SUMMARY = GpuSummary(gpus=0, pods=0, avg_utilization=None, memory_used_bytes=None)

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from orb8_agent.control.alerts import ContainerRef, SessionAlerts
 from orb8_agent.control.flows import FlowRouter, SessionFlows
 from orb8_agent.control.report import PodName, trace_node_entry
-from orb8_agent.control.targets import sessions_from_spec
+from orb8_agent.control.served import Served, container_ids
 from orb8_agent.dataplane.models import Alert, Flow
+from orb8_common.models import (
+    DANGEROUS_SYSCALLS,
+    NodeAgentConfigSpec,
+    NodeEntry,
+    parse_trace_session_spec,
+)
 
 PROTOCOLS = {"TCP": 6, "UDP": 17, "ICMP": 1}
 
@@ -30,36 +38,60 @@ def _pod(uid: str, name: str, ip: str) -> dict[str, object]:
     }  # fmt: skip
 
 
+# What NodeAgentConfig/node-a lists (who and which pods), and the sessions' own specs.
 SPEC = {
     "nodeName": "node-a",
     "sessions": [
         {
             "uid": "s1", "kind": "TraceSession", "namespace": "shop", "name": "both",
-            "reportInterval": "5s",
-            "probes": {"network": {"enabled": True, "topFlows": 2},
-                       "syscalls": {"enabled": True, "alertOn": ["ptrace", "mount"],
-                                    "learningPeriod": "10s", "maxAlerts": 2}},
             "pods": [_pod("aaaa", "client", "10.0.0.1"), _pod("bbbb", "server", "10.0.0.2")],
         },
         {
             "uid": "s2", "kind": "TraceSession", "namespace": "shop", "name": "server-udp",
-            "probes": {"network": {"enabled": True, "protocols": ["UDP"],
-                                   "directions": ["ingress"]}},
             "pods": [_pod("bbbb", "server", "10.0.0.2")],
         },
     ],
 }  # fmt: skip
+SETTINGS = {
+    "s1": {
+        "reportInterval": "5s",
+        "probes": {"network": {"enabled": True, "topFlows": 2},
+                   "syscalls": {"enabled": True, "alertOn": ["ptrace", "mount"],
+                                "learningPeriod": "10s", "maxAlerts": 2}},
+    },
+    "s2": {
+        "probes": {"network": {"enabled": True, "protocols": ["UDP"], "directions": ["ingress"]},
+                   "syscalls": {"enabled": False}},
+    },
+}  # fmt: skip
 IFINDEX = {11: "aaaa", 12: "bbbb"}
 
 
-def test_spec_parsing_applies_defaults_and_strips_runtime_prefixes() -> None:
+def sessions_from_spec(*, spec: Mapping[str, object]) -> list[Served]:
+    """Served sessions the way the agent builds them: both halves parsed by the models."""
+    config = NodeAgentConfigSpec.model_validate(spec)
+    return [
+        Served(session=s, spec=parse_trace_session_spec(SETTINGS[s.uid])) for s in config.sessions
+    ]
+
+
+def test_spec_parsing_applies_the_models_defaults_and_strips_runtime_prefixes() -> None:
     both, udp = sessions_from_spec(spec=SPEC)
     assert both.report_interval_s == 5.0
     assert udp.report_interval_s == 15.0
-    assert both.network is not None and both.network.protocols == {"TCP", "UDP", "ICMP", "ICMPv6"}
-    assert both.syscalls is not None and both.syscalls.learning_period_s == 10.0
+    assert both.network is not None
+    assert set(both.network.protocols) == {"TCP", "UDP", "ICMP", "ICMPv6"}
+    assert both.syscalls is not None and both.syscalls.learning_period_seconds == 10.0
     assert udp.syscalls is None
-    assert both.pods[0].containers[0].container_id == "aaaa" * 8
+    assert container_ids(pod=both.pods[0]) == [("app", "aaaa" * 8)]
+
+
+def test_alert_list_default_is_the_models_danger_list() -> None:
+    """The agent acts on the models' defaults (one contract): no alertOn → the danger list."""
+    spec = parse_trace_session_spec({"probes": {"syscalls": {"enabled": True}}})
+    served = Served(session=NodeAgentConfigSpec.model_validate(SPEC).sessions[0], spec=spec)
+    assert served.syscalls is not None
+    assert served.syscalls.alert_on == DANGEROUS_SYSCALLS
 
 
 def test_same_node_pod_to_pod_traffic_is_counted_once() -> None:
@@ -129,10 +161,10 @@ def test_node_entry_names_both_ends_and_stays_bounded() -> None:
               now=1700000000.0)  # fmt: skip
     entry = trace_node_entry(
         node="node-a", state="Running", probes=["syscalls", "flows"], message="",
-        now=1700000005.0, flows=flows, top_flows=2, alerts=None,
+        now=1700000005.0, flows=flows, top_flows=2, alerts=None, max_alerts=0,
         pods_by_ip={"10.0.0.1": PodName("shop", "client"), "10.0.0.2": PodName("shop", "server")},
         dropped_events=0,
-    )  # fmt: skip
+    ).model_dump(mode="json", by_alias=True, exclude_none=True)  # fmt: skip
     assert entry["probes"] == ["flows", "syscalls"]
     assert entry["flowCount"] == 6
     assert entry["bytes"] == 1584
@@ -148,3 +180,43 @@ def test_node_entry_names_both_ends_and_stays_bounded() -> None:
     }
     assert top["bytes"] == 500 and top["node"] == "node-a"
     assert entry["alerts"] == [] and entry["alertCount"] == 0
+
+
+def test_restored_totals_continue_without_counting_listed_flows_twice() -> None:
+    """After a restart the agent continues from its last report: totals add, flows dedupe."""
+    flows = SessionFlows()
+    flows.add(observation=Obs("10.0.0.1", "10.0.0.2", 1, 80, "TCP", "ingress", 11, 300, 3), now=1)
+    flows.add(observation=Obs("10.0.0.1", "10.0.0.3", 2, 80, "TCP", "ingress", 11, 100, 1), now=1)
+    before = trace_node_entry(
+        node="node-a", state="Running", probes=["flows"], message="", now=2.0, flows=flows,
+        top_flows=1, alerts=None, max_alerts=0, pods_by_ip={}, dropped_events=0,
+    )  # fmt: skip
+    wire = before.model_dump(mode="json", by_alias=True, exclude_none=True)
+    restored = SessionFlows()
+    earlier = NodeEntry.model_validate(wire)
+    restored.restore(
+        bytes_=earlier.bytes, packets=earlier.packets, flow_count=earlier.flow_count,
+        rows=earlier.flows,
+    )  # fmt: skip
+    assert (restored.bytes, restored.packets, restored.flow_count) == (400, 4, 2)
+    # The listed flow seen again: bytes add, the flow is not new.
+    restored.add(observation=Obs("10.0.0.1", "10.0.0.2", 1, 80, "TCP", "ingress", 11, 50, 1), now=3)
+    assert (restored.bytes, restored.packets, restored.flow_count) == (450, 5, 2)
+    ((key, stats),) = restored.top(limit=1)
+    assert key == ("10.0.0.1", 1, "10.0.0.2", 80, "TCP") and stats.bytes == 350
+
+
+def test_restored_alerts_keep_their_counts() -> None:
+    alerts = SessionAlerts(alert_on=frozenset({"ptrace"}), learning_until=0.0, max_alerts=5)
+    app = ContainerRef("shop", "client", "aaaa", "app")
+    for pid in range(3):
+        alerts.add(ref=app, event=Event(pid, "gdb", 7, "ptrace"), now=1.0)
+    entry = trace_node_entry(
+        node="node-a", state="Running", probes=["syscalls"], message="", now=2.0, flows=None,
+        top_flows=0, alerts=alerts, max_alerts=5, pods_by_ip={}, dropped_events=0,
+    )  # fmt: skip
+    again = SessionAlerts(alert_on=frozenset({"ptrace"}), learning_until=0.0, max_alerts=5)
+    again.restore(alert_count=entry.alert_count, rows=entry.alerts)
+    again.add(ref=app, event=Event(9, "gdb", 7, "ptrace"), now=3.0)
+    assert again.count == 4
+    assert [(r.syscall, r.count) for r in again.rows()] == [("ptrace", 4)]

@@ -244,7 +244,7 @@ def test_every_agent_family_is_exposed_with_orb8_names_and_units(tmp_path: Path)
         (s.labels["target"], s.labels["result"])
         for s in _by_name(samples, "orb8_status_writes_total")
     }
-    assert writes == {(t, r) for t in ("session", "nodeagentconfig") for r in ("ok", "error")}
+    assert writes == {(t, r) for t in ("report", "heartbeat") for r in ("ok", "error")}
 
 
 def _runner(

@@ -48,12 +48,14 @@ RBAC_TABLE = [
     (AGENT, "patch", "nodeagentconfigs.orb8.io/status", None, True),
     (AGENT, "patch", "nodeagentconfigs.orb8.io", None, False),
     (AGENT, "create", "nodeagentconfigs.orb8.io", None, False),
-    (AGENT, "patch", "tracesessions.orb8.io/status", "shop", True),
-    (AGENT, "patch", "gputelemetries.orb8.io/status", "ml", True),
+    (AGENT, "patch", "tracesessions.orb8.io/status", "shop", False),
+    (AGENT, "patch", "gputelemetries.orb8.io/status", "ml", False),
+    (AGENT, "get", "gputelemetries.orb8.io", "ml", True),
+    (AGENT, "list", "tracesessions.orb8.io", "shop", False),
     (AGENT, "patch", "tracesessions.orb8.io", "shop", False),
     (AGENT, "update", "tracesessions.orb8.io", "shop", False),
     (AGENT, "delete", "tracesessions.orb8.io", "shop", False),
-    (AGENT, "get", "tracesessions.orb8.io", "shop", False),
+    (AGENT, "get", "tracesessions.orb8.io", "shop", True),
     (AGENT, "list", "pods", None, False),
     (AGENT, "create", "events", "shop", False),
     (AGENT, "get", "configmaps", "default", False),
@@ -102,7 +104,7 @@ def test_service_account_permissions(
 
 
 def test_the_roles_grant_nothing_beyond_their_rules(release: Release) -> None:
-    """No wildcard anywhere; the agent writes nothing but status subresources."""
+    """No wildcard anywhere; the agent writes nothing but its NodeAgentConfig's status."""
     for who in (AGENT, OPERATOR):
         role = release.get("clusterrole", f"{release.name}-{who}")
         for rule in role["rules"]:
@@ -113,9 +115,7 @@ def test_the_roles_grant_nothing_beyond_their_rules(release: Release) -> None:
         res for rule in agent["rules"] for res in rule["resources"]
         if set(rule["verbs"]) - {"get", "list", "watch"}
     }  # fmt: skip
-    assert written == {
-        "nodeagentconfigs/status", "tracesessions/status", "gputelemetries/status",
-    }  # fmt: skip
+    assert written == {"nodeagentconfigs/status"}
 
 
 def test_upgrade_with_changed_settings_rolls_the_pods(release: Release) -> None:

@@ -224,21 +224,6 @@ def node_agent_config(node: str) -> dict[str, Any]:
                     "namespace": "shop",
                     "name": "checkout-debug",
                     "generation": 3,
-                    "reportInterval": "15s",
-                    "probes": {
-                        "network": {
-                            "enabled": True,
-                            "directions": ["ingress", "egress"],
-                            "protocols": ["TCP", "UDP", "ICMP"],
-                            "topFlows": 50,
-                        },
-                        "syscalls": {
-                            "enabled": True,
-                            "alertOn": ["ptrace", "mount"],
-                            "learningPeriod": "0s",
-                            "maxAlerts": 100,
-                        },
-                    },
                     "pods": [
                         {
                             "uid": "0b6d3f4e-1111-4c2d-8e9f-0a1b2c3d4e5f",
@@ -256,16 +241,6 @@ def node_agent_config(node: str) -> dict[str, Any]:
                     "namespace": "ml",
                     "name": "training-gpus",
                     "generation": 1,
-                    "reportInterval": "15s",
-                    "gpu": {
-                        "source": {"dcgmExporter": {"port": 9400, "path": "/metrics"}},
-                        "interval": "15s",
-                        "alerts": {
-                            "idleUtilizationPercent": 5,
-                            "idleFor": "10m",
-                            "memoryUsedPercent": 90,
-                        },
-                    },
                     "pods": [
                         {
                             "uid": "1c7e4a5f-3333-4d3e-9f0a-1b2c3d4e5f6a",
@@ -297,4 +272,22 @@ def node_agent_config_status() -> dict[str, Any]:
             },
         ],
         "conditions": [condition("Ready", "True", "ProbesChecked")],
+        "reports": [
+            {
+                "uid": "6f1c2f0e-3b7a-4d8e-9b61-2a1d5c0f7e10",
+                "kind": "TraceSession",
+                "namespace": "shop",
+                "name": "checkout-debug",
+                "generation": 3,
+                "trace": trace_session_status()["nodes"][0],
+            },
+            {
+                "uid": "9a8b7c6d-2222-4e5f-9a0b-1c2d3e4f5a6b",
+                "kind": "GpuTelemetry",
+                "namespace": "ml",
+                "name": "training-gpus",
+                "generation": 1,
+                "gpu": gpu_telemetry_status()["nodes"][0],
+            },
+        ],
     }

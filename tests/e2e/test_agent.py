@@ -1,12 +1,16 @@
-"""The agent alone, against the real apiserver and kernel: NodeAgentConfig in, status out.
+"""The agent alone, against the real apiserver and kernel: NodeAgentConfig in,
+its status.reports out.
 
 The NodeAgentConfig is written by the test here (the operator's part is
-tested elsewhere), so these tests pin down the agent's side of the contract.
+tested elsewhere), so these tests pin down the agent's side of the contract:
+it reads the session's settings from the session itself, and writes one
+report per session into its own NodeAgentConfig's status.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import urllib.request
 from typing import Any
 
@@ -15,19 +19,25 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from orb8_dev.controlplane import ControlPlane
 from orb8_dev.kubelet import SimKubelet, SimPod
+from orb8_dev.netns import link_counters
 from orb8_dev.traffic_ctl import tc_filters
-from tests.e2e.conftest import AgentProcess, get_json, make_victim, tcp_transfer, wait_for
+from tests.e2e.conftest import AgentProcess, make_victim, tcp_transfer, wait_for
 
 
-def _session(plane: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
+def _session(
+    plane: ControlPlane, namespace: str, name: str, report_interval: str = "1s"
+) -> dict[str, Any]:
     manifest = {
         "apiVersion": "orb8.io/v1alpha1",
         "kind": "TraceSession",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "selector": {"podSelector": {"matchLabels": {"app": "shop"}}},
-            "probes": {"network": {"enabled": True}, "syscalls": {"enabled": True}},
-            "reportInterval": "1s",
+            "probes": {
+                "network": {"enabled": True, "topFlows": 20},
+                "syscalls": {"enabled": True, "alertOn": ["ptrace", "mount"], "maxAlerts": 10},
+            },
+            "reportInterval": report_interval,
         },
     }
     created: dict[str, Any] = json.loads(
@@ -54,12 +64,7 @@ def _node_config(node: str, session: dict[str, Any], pods: list[SimPod]) -> dict
             "sessions": [
                 {
                     "uid": meta["uid"], "kind": "TraceSession", "namespace": meta["namespace"],
-                    "name": meta["name"], "generation": meta["generation"], "reportInterval": "1s",
-                    "probes": {
-                        "network": {"enabled": True, "topFlows": 20},
-                        "syscalls": {"enabled": True, "alertOn": ["ptrace", "mount"],
-                                     "maxAlerts": 10},
-                    },
+                    "name": meta["name"], "generation": meta["generation"],
                     "pods": [_pod_entry(pod) for pod in pods],
                 }
             ],
@@ -68,10 +73,13 @@ def _node_config(node: str, session: dict[str, Any], pods: list[SimPod]) -> dict
 
 
 def _node_entry(plane: ControlPlane, namespace: str, name: str, node: str) -> dict[str, Any]:
-    status = get_json(plane, "tracesession", name, "-n", namespace).get("status") or {}
-    for entry in status.get("nodes") or []:
-        if entry["node"] == node:
-            return dict(entry)
+    """The agent's report for session ``name`` in NodeAgentConfig/<node>.status."""
+    result = plane.kubectl("get", "nac", node, "-o", "json", check=False)
+    if result.returncode != 0:
+        return {}
+    for report in (json.loads(result.stdout).get("status") or {}).get("reports") or []:
+        if (report["namespace"], report["name"]) == (namespace, name):
+            return dict(report.get("trace") or {})
     return {}
 
 
@@ -153,3 +161,65 @@ def test_agent_reports_flows_and_alerts_of_its_targets(
     for pod in (client, server):
         assert "bpf" not in tc_filters(None, pod.host_if)
     control_plane.kubectl("delete", "nac", "node-a")
+
+
+def _pod_egress_bytes(pods: list[SimPod]) -> int:
+    """What the pods sent, by their host veths' own counters: the flow probe's measure."""
+    return sum(link_counters(netns=None, interface=p.host_if)["rx_bytes"] for p in pods)
+
+
+def test_totals_continue_across_an_agent_sigkill(
+    control_plane: ControlPlane, kubelet: SimKubelet, namespace: str, start_agent: Any
+) -> None:
+    """SIGKILL the agent mid-session: after a restart every total continues, nothing lost
+    (neither what it had not reported yet nor what crossed the veths while it was dead)
+    and nothing counted twice."""
+    node = "node-restart"
+    kubelet.add_node(name=node)
+    shop = {"app": "shop"}
+    client = kubelet.run_pod(namespace=namespace, name="client", node=node, labels=shop)
+    server = kubelet.run_pod(namespace=namespace, name="server", node=node, labels=shop)
+    session = _session(control_plane, namespace, "restart", report_interval="4s")
+    control_plane.kubectl(
+        "apply", "-f", "-", input=json.dumps(_node_config(node, session, [client, server]))
+    )
+    pods = [client, server]
+    agent: AgentProcess = start_agent(node)
+    wait_for(lambda: _node_entry(control_plane, namespace, "restart", node).get("state")
+             == "Running", timeout=60, what="the agent's first Running report")  # fmt: skip
+    start = _pod_egress_bytes(pods)
+
+    def reported(at_least: int) -> dict[str, Any] | None:
+        entry = _node_entry(control_plane, namespace, "restart", node)
+        return entry if entry.get("bytes", 0) >= at_least else None
+
+    # 1. Traffic and two alerts, reported.
+    assert tcp_transfer(client=client, server=server, nbytes=2_000_000).received == 2_000_000
+    make_victim(client)
+    first_oracle = _pod_egress_bytes(pods) - start
+    wait_for(lambda: reported(int(first_oracle * 0.99)), timeout=30, what="the first report")
+    wait_for(lambda: _node_entry(control_plane, namespace, "restart", node).get("alertCount")
+             == 2, timeout=30, what="two alerts reported")  # fmt: skip
+    before = _node_entry(control_plane, namespace, "restart", node)
+
+    # 2. Traffic the agent has not reported yet when it is killed.
+    tcp_transfer(client=client, server=server, nbytes=2_000_000)
+    agent.proc.send_signal(signal.SIGKILL)
+    agent.proc.wait(timeout=10)
+    # 3. Traffic while no agent runs (the filters and the pinned map outlive it).
+    tcp_transfer(client=client, server=server, nbytes=2_000_000)
+    oracle = _pod_egress_bytes(pods) - start
+
+    start_agent(node)
+    final = wait_for(lambda: reported(int(oracle * 0.99)), timeout=60,
+                     what="a report with every byte sent")  # fmt: skip
+    assert final["bytes"] >= before["bytes"]
+    # Never double: three equal transfers, so one counted twice would be 33% over.
+    assert final["bytes"] == pytest.approx(oracle, rel=0.01), (final["bytes"], oracle)
+    assert final["packets"] > before["packets"]
+    assert final["flowCount"] >= before["flowCount"]
+    # Alerts continue from the last report: two more make four, not two.
+    make_victim(client)
+    wait_for(lambda: _node_entry(control_plane, namespace, "restart", node).get("alertCount")
+             == 4, timeout=30, what="alert count continued to 4")  # fmt: skip
+    control_plane.kubectl("delete", "nac", node)

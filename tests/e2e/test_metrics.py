@@ -194,7 +194,7 @@ def test_live_metrics_are_bounded_clean_and_cover_every_dashboard_query(
     assert _total(samples, "orb8_probes_loaded", probe="syscalls") == 1
     assert _total(samples, "orb8_pods_tracked") == 3
     assert _total(samples, "orb8_watch_connected", watch="nodeagentconfig") == 1
-    assert _total(samples, "orb8_status_writes_total", target="session", result="ok") >= 1
+    assert _total(samples, "orb8_status_writes_total", target="report", result="ok") >= 1
     assert _total(samples, "orb8_gpu_memory_used_bytes", pod="trainer") == 60000 * 2**20
     assert _total(samples, "orb8_gpu_utilization_ratio", pod="trainer") == 0.87
 

@@ -1,4 +1,4 @@
-"""Session settings from NodeAgentConfig, and durations."""
+"""Collector settings come from the GpuTelemetry spec as the models parse it (one contract)."""
 
 from __future__ import annotations
 
@@ -6,31 +6,20 @@ from datetime import timedelta
 
 import pytest
 
-from orb8_agent.gpu.config import parse_duration, settings_from_spec, targets_from_spec
+from orb8_agent.gpu.config import gpu_settings
 from orb8_common.errors import InvalidSpecError
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("15s", 15), ("10m", 600), ("1h30m", 5400), ("1.5h", 5400), ("500ms", 0.5), ("2m30s", 150)],
-)
-def test_parse_duration(text: str, seconds: float) -> None:
-    assert parse_duration(text) == timedelta(seconds=seconds)
-
-
-@pytest.mark.parametrize("text", ["", "10", "m", "10x", "1..5s", "-5s"])
-def test_parse_duration_rejects(text: str) -> None:
-    with pytest.raises(InvalidSpecError):
-        parse_duration(text)
+from orb8_common.models import parse_gpu_telemetry_spec
 
 
 def test_settings_from_a_dcgm_session() -> None:
-    s = settings_from_spec(
-        gpu={
-            "source": {"dcgmExporter": {"port": 9500, "path": "/m"}},
-            "interval": "30s",
-            "alerts": {"idleUtilizationPercent": 5, "idleFor": "15m", "memoryUsedPercent": 90},
-        }
+    s = gpu_settings(
+        spec=parse_gpu_telemetry_spec(
+            {
+                "source": {"dcgmExporter": {"port": 9500, "path": "/m"}},
+                "interval": "30s",
+                "alerts": {"idleUtilizationPercent": 5, "idleFor": "15m", "memoryUsedPercent": 90},
+            }
+        )
     )
     assert (s.source, s.exporter_port, s.exporter_path, s.interval) == (
         "dcgmExporter",
@@ -44,8 +33,8 @@ def test_settings_from_a_dcgm_session() -> None:
 
 
 def test_settings_defaults_nvml_and_auto() -> None:
-    assert settings_from_spec(gpu={"source": {"nvml": {}}}).source == "nvml"
-    auto = settings_from_spec(gpu={"source": {}})
+    assert gpu_settings(spec=parse_gpu_telemetry_spec({"source": {"nvml": {}}})).source == "nvml"
+    auto = gpu_settings(spec=parse_gpu_telemetry_spec({}))
     assert (auto.source, auto.exporter_port, auto.exporter_path, auto.interval) == (
         "auto",
         9400,
@@ -53,11 +42,11 @@ def test_settings_defaults_nvml_and_auto() -> None:
         timedelta(seconds=15),
     )
     assert auto.alerts.idle_utilization_percent is None
-    assert settings_from_spec(gpu=None).source == "auto"
+    assert auto.alerts.idle_for == timedelta(minutes=10)  # the models' default
 
 
 @pytest.mark.parametrize(
-    "gpu",
+    "spec",
     [
         {"source": {"dcgmExporter": {}, "nvml": {}}},
         {"source": {"dcgmExporter": {"port": 0}}},
@@ -65,22 +54,6 @@ def test_settings_defaults_nvml_and_auto() -> None:
         {"alerts": {"memoryUsedPercent": "lots"}},
     ],
 )
-def test_bad_settings_are_invalid_spec(gpu: dict[str, object]) -> None:
+def test_bad_settings_are_invalid_spec(spec: dict[str, object]) -> None:
     with pytest.raises(InvalidSpecError):
-        settings_from_spec(gpu=gpu)
-
-
-def test_targets_from_spec() -> None:
-    (t,) = targets_from_spec(
-        pods=[
-            {
-                "uid": "u-1",
-                "namespace": "ml",
-                "name": "trainer-0",
-                "ips": ["10.0.0.5"],
-                "containers": [{"name": "main", "id": "containerd://" + "a" * 64}],
-            }
-        ]
-    )
-    assert (t.namespace, t.name, t.uid) == ("ml", "trainer-0", "u-1")
-    assert t.containers[0].bare_id == "a" * 64
+        parse_gpu_telemetry_spec(spec)

@@ -9,13 +9,10 @@ from orb8_common.models import (
     to_wire,
 )
 from orb8_operator.nodeconfig import (
-    ALERT_ROW_BYTES,
-    FLOW_ROW_BYTES,
-    NODE_SHARE_BYTES,
     ActiveSession,
     build_node_configs,
     keep_unreconciled,
-    per_node_limits,
+    node_config_wires,
     plan_node_configs,
     refresh_targets,
 )
@@ -70,8 +67,6 @@ def test_build_node_configs_groups_sessions_per_node() -> None:
         "namespace": "shop",
         "name": "zeta",
         "generation": 1,
-        "reportInterval": "5s",
-        "probes": to_wire(TRACE.probes),
         "pods": [
             {
                 "uid": "uid-shop-a1",
@@ -93,9 +88,8 @@ def test_build_node_configs_groups_sessions_per_node() -> None:
     }
     gpu = to_wire(configs["node-c"])["sessions"][0]
     assert gpu["kind"] == "GpuTelemetry"
-    assert "probes" not in gpu
-    assert gpu["reportInterval"] == "30s"
-    assert gpu["gpu"] == {"source": {"nvml": {}}, "interval": "30s", "alerts": {}}
+    # Settings are not copied per node: agents read them from the session itself.
+    assert set(gpu) == {"uid", "kind", "namespace", "name", "generation", "pods"}
 
 
 def test_build_is_deterministic_whatever_the_input_order() -> None:
@@ -159,27 +153,14 @@ def test_keep_unreconciled_carries_over_unknown_sessions_only() -> None:
     assert list(plan.patch) == ["node-a", "node-b"] and plan.delete == ()
 
 
-def test_per_node_limits_shrink_only_when_the_nodes_would_not_fit() -> None:
-    assert per_node_limits(top_flows=50, max_alerts=100, nodes=2) == (50, 100)
-    assert per_node_limits(top_flows=50, max_alerts=100, nodes=0) == (50, 100)
-    flows, alerts = per_node_limits(top_flows=50, max_alerts=100, nodes=10)
-    assert (flows, alerts) == (18, 37)  # same factor for both
-    assert 10 * (flows * FLOW_ROW_BYTES + alerts * ALERT_ROW_BYTES) <= NODE_SHARE_BYTES
-    assert per_node_limits(top_flows=50, max_alerts=100, nodes=1000) == (5, 5)
-    assert per_node_limits(top_flows=3, max_alerts=2, nodes=1000) == (3, 2)
-
-
-def test_sessions_spanning_many_nodes_ask_each_agent_for_fewer_rows() -> None:
+def test_a_session_spanning_many_nodes_costs_each_node_only_its_pods() -> None:
     many: dict[str, tuple[PodEntry, ...]] = {
         f"node-{i:02d}": (pod(f"p{i}", node=f"node-{i:02d}"),) for i in range(10)
     }
     configs = build_node_configs(sessions=[session("wide", many)])
-    probes = to_wire(configs["node-00"])["sessions"][0]["probes"]
-    assert (probes["network"]["topFlows"], probes["syscalls"]["maxAlerts"]) == (18, 37)
-    # Everything else is the spec's.
-    assert probes["network"]["protocols"] == ["TCP", "UDP", "ICMP", "ICMPv6"]
-    narrow = build_node_configs(sessions=[session("narrow", {"node-a": (A1,)})])
-    assert to_wire(narrow["node-a"])["sessions"][0]["probes"] == to_wire(TRACE.probes)
+    entries = [to_wire(c)["sessions"][0] for c in configs.values()]
+    assert len(entries) == 10
+    assert all(len(e["pods"]) == 1 and "probes" not in e for e in entries)
 
 
 def test_refresh_targets_walks_only_sessions_in_changed_namespaces() -> None:
@@ -198,3 +179,16 @@ def test_refresh_targets_walks_only_sessions_in_changed_namespaces() -> None:
     assert walked == [frozenset({"shop"})]
     assert refreshed[shop.uid].targets == {"node-a": (A1, A2), "node-b": (B1,)}
     assert refreshed[ml.uid] is ml
+
+
+def test_cached_wires_equal_the_models_serialisation() -> None:
+    """The cached per-session entries the sync loop compares are exactly the models' wire form."""
+    sessions = [
+        session("zeta", {"node-a": (A2, A1), "node-b": (B1,)}),
+        session("train", {"node-c": (C1,)}, spec=GPU, namespace="ml"),
+    ]
+    expected = {n: to_wire(c) for n, c in build_node_configs(sessions=sessions).items()}
+    assert node_config_wires(sessions=sessions) == expected
+    assert node_config_wires(sessions=list(reversed(sessions))) == expected
+    plan = plan_node_configs(desired=node_config_wires(sessions=sessions), current=expected)
+    assert plan.empty

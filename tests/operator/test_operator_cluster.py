@@ -135,16 +135,23 @@ def _kubelet(
         )  # fmt: skip
 
 
-def _agent_report(plane: ControlPlane, ns: str, name: str, entry: dict[str, Any]) -> None:
-    doc = {
-        "apiVersion": "orb8.io/v1alpha1",
-        "kind": "TraceSession",
-        "metadata": {"name": name, "namespace": ns},
-        "status": {"nodes": [entry]},
-    }
-    _apply(
-        plane, doc, "--server-side", f"--field-manager=orb8-agent/{entry['node']}",
-        "--subresource=status",
+def _agent_report(
+    plane: ControlPlane, ns: str, name: str, entry: dict[str, Any], kind: str = "TraceSession"
+) -> None:
+    """Play the node's agent: put this session's share into NodeAgentConfig/<node>.status."""
+    plural = "tracesessions" if kind == "TraceSession" else "gputelemetries"
+    session = _get(plane, "-n", ns, plural, name)
+    assert session is not None
+    uid = session["metadata"]["uid"]
+    node = entry["node"]
+    nac = _get(plane, "nodeagentconfig", node)
+    assert nac is not None
+    reports = [r for r in (nac.get("status") or {}).get("reports") or [] if r["uid"] != uid]
+    field = "trace" if kind == "TraceSession" else "gpu"
+    reports.append({"uid": uid, "kind": kind, "namespace": ns, "name": name, field: entry})
+    plane.kubectl(
+        "patch", "nodeagentconfig", node, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"reports": reports}}),
     )  # fmt: skip
 
 
@@ -258,8 +265,9 @@ def test_trace_session_end_to_end(
     assert conditions["Ready"]["status"] == "True"
     assert conditions["Degraded"]["status"] == "True"
     assert node_b in conditions["Degraded"]["message"]
-    # The agents' entries are untouched by the operator's writes.
-    assert {n["node"] for n in status["nodes"]} == {node_a, node_b}
+    # Each node's state and totals, without its rows (those are merged above).
+    assert {n["node"]: n["bytes"] for n in status["nodes"]} == {node_a: 1500, node_b: 900}
+    assert all("flows" not in n for n in status["nodes"])
 
     # The duration ends the session: Complete=True, the node configs drop it.
     def completed() -> dict[str, Any] | None:
@@ -304,11 +312,8 @@ def test_gpu_telemetry_merge_and_delete(
     nac = _get(plane, "nodeagentconfig", node)
     assert nac is not None
     (entry,) = nac["spec"]["sessions"]
-    assert entry["gpu"] == {
-        "source": {"nvml": {}},
-        "interval": "15s",
-        "alerts": {"memoryUsedPercent": 90},
-    }
+    # Settings stay in the session; the node's config says who and which pods only.
+    assert set(entry) == {"uid", "kind", "namespace", "name", "generation", "pods"}
 
     gpu = {
         "uuid": "GPU-1",
@@ -318,27 +323,11 @@ def test_gpu_telemetry_merge_and_delete(
     }
     alert = {"namespace": ns, "pod": "trainer-0", "container": "app", "gpu": "GPU-1",
              "kind": "MemoryHigh", "value": 95.0}  # fmt: skip
-    doc = {
-        "apiVersion": "orb8.io/v1alpha1",
-        "kind": "GpuTelemetry",
-        "metadata": {"name": "train", "namespace": ns},
-        "status": {
-            "nodes": [
-                {
-                    "node": node,
-                    "state": "Running",
-                    "source": "nvml",
-                    "pods": [
-                        {"namespace": ns, "pod": "trainer-0", "container": "app", "gpus": [gpu]}
-                    ],
-                    "alerts": [alert],
-                }
-            ]
-        },
-    }
-    _apply(
-        plane, doc, "--server-side", f"--field-manager=orb8-agent/{node}", "--subresource=status"
-    )
+    _agent_report(plane, ns, "train", {
+        "node": node, "state": "Running", "source": "nvml",
+        "pods": [{"namespace": ns, "pod": "trainer-0", "container": "app", "gpus": [gpu]}],
+        "alerts": [alert],
+    }, kind="GpuTelemetry")  # fmt: skip
 
     def merged() -> dict[str, Any] | None:
         st = (_get(plane, "-n", ns, "gputelemetry", "train") or {}).get("status", {})

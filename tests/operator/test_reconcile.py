@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orb8_common.models import format_time, to_wire
+from orb8_common.models import NodeEntry, format_time, to_wire
 from orb8_operator.reconcile import changed_fields, reconcile_session
 
 from .factories import at, flow, pod
@@ -52,7 +52,7 @@ def test_first_pass_is_pending_with_targets_on_two_nodes() -> None:
         "nodes": 0,
         "pods": 2,
     }
-    assert "nodes" not in out.status
+    assert out.status["nodes"] == []  # no node has reported yet
     assert out.active is not None
     assert {n: [p.name for p in ps] for n, ps in out.active.targets.items()} == {
         "node-a": ["checkout-1"],
@@ -183,20 +183,47 @@ def test_gpu_session() -> None:
     assert out.active is not None and out.active.kind == "GpuTelemetry"
 
 
-def test_oversized_node_lists_are_cut_and_written_back() -> None:
-    flows = [to_wire(flow("10.0.1.1", "10.0.2.2", sport=i, nbytes=i)) for i in range(1, 400)]
-    status = {"nodes": [{"node": "node-a", "state": "Running", "flows": flows}]}
+def test_fresh_reports_merge_into_compact_nodes_and_bounded_lists() -> None:
+    flows = tuple(flow("10.0.1.1", "10.0.2.2", sport=i, nbytes=i, node="node-a")
+                  for i in range(1, 400))  # fmt: skip
+    report = NodeEntry(node="node-a", state="Running", last_report_time=at(0), flow_count=399,
+                       bytes=sum(f.bytes for f in flows), packets=399, flows=flows)  # fmt: skip
     out = reconcile_session(
-        kind="TraceSession",
-        body=body(SPEC, status),
-        pods=PODS,
-        node_labels={},
-        now=at(0),
-        budget=30_000,
-    )
+        kind="TraceSession", body=body(SPEC), pods=PODS, node_labels={}, now=at(0),
+        budget=30_000, reports={"node-a": report},
+    )  # fmt: skip
     assert out.size <= 30_000
-    assert "nodes" in out.status
-    assert 0 < len(out.status["nodes"][0]["flows"]) < 399
+    (node,) = out.status["nodes"]
+    # The per-node summary keeps state and totals, never the node's rows.
+    assert node["bytes"] == report.bytes and node["flowCount"] == 399
+    assert "flows" not in node and "alerts" not in node
+    assert out.status["summary"]["bytes"] == report.bytes
+    assert len(out.status["flows"]) == 1  # the spec's topFlows
+
+
+def test_a_node_that_stops_reporting_keeps_its_totals_and_rows() -> None:
+    a = NodeEntry(node="node-a", state="Running", last_report_time=at(0), flow_count=1,
+                  bytes=500, packets=5,
+                  flows=(flow("10.0.1.1", "10.0.9.9", nbytes=500, node="node-a"),))  # fmt: skip
+    b = NodeEntry(node="node-b", state="Running", last_report_time=at(0), flow_count=1,
+                  bytes=300, packets=3,
+                  flows=(flow("10.0.2.1", "10.0.9.9", nbytes=300, node="node-b"),))  # fmt: skip
+    spec = {**SPEC, "probes": {"network": {"enabled": True, "topFlows": 5}}}
+    first = reconcile_session(
+        kind="TraceSession", body=body(spec), pods=PODS, node_labels={}, now=at(0),
+        reports={"node-a": a, "node-b": b},
+    )  # fmt: skip
+    assert first.status["summary"]["bytes"] == 800
+    # node-a's pods leave: its agent no longer reports this session.
+    moved = [p for p in PODS if p.node != "node-a"]
+    later = reconcile_session(
+        kind="TraceSession", body=body(spec, first.status), pods=moved, node_labels={},
+        now=at(15), reports={"node-b": b.model_copy(update={"bytes": 400, "packets": 4})},
+    )  # fmt: skip
+    assert later.status["summary"]["bytes"] == 900  # never backwards
+    states = {n["node"]: n["state"] for n in later.status["nodes"]}
+    assert states == {"node-a": "Stopped", "node-b": "Running"}
+    assert {f["node"] for f in later.status["flows"]} == {"node-a", "node-b"}
 
 
 def test_changed_fields_skips_what_is_already_stored() -> None:
