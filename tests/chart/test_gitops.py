@@ -268,18 +268,21 @@ def test_git_managed_sessions_never_drift(
             path=tmp_path / "agent.kubeconfig",
         )  # fmt: skip
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        report = {
-            "apiVersion": "orb8.io/v1alpha1", "kind": "TraceSession",
-            "metadata": {"name": "checkout-debug", "namespace": shop},
-            "status": {"nodes": [{"node": node, "state": "Running", "lastReportTime": now,
-                                  "flowCount": 0, "bytes": 0, "packets": 0}]},
-        }  # fmt: skip
-        subprocess.run(
-            [plane.kubectl_path, "--kubeconfig", str(agent_kubeconfig), "apply",
-             "--server-side", f"--field-manager=orb8-agent/{node}", "--subresource=status",
-             "-f", "-"],
-            input=json.dumps(report), text=True, capture_output=True, check=True,
+        session_meta = json.loads(plane.kubectl("get", "ts", "checkout-debug", "-n", shop,
+                                                "-o", "json").stdout)["metadata"]  # fmt: skip
+        report = {"status": {"heartbeat": now, "reports": [{
+            "uid": session_meta["uid"], "kind": "TraceSession", "namespace": shop,
+            "name": "checkout-debug",
+            "trace": {"node": node, "state": "Running", "lastReportTime": now,
+                      "flowCount": 0, "bytes": 0, "packets": 0},
+        }]}}  # fmt: skip
+        patched = subprocess.run(
+            [plane.kubectl_path, "--kubeconfig", str(agent_kubeconfig), "patch",
+             "nodeagentconfig", node, "--subresource=status", "--type=merge",
+             "-p", json.dumps(report)],
+            text=True, capture_output=True, check=False,
         )  # fmt: skip
+        assert patched.returncode == 0, patched.stderr
 
         def running() -> dict[str, Any] | None:
             obj = json.loads(plane.kubectl("get", "ts", "checkout-debug", "-n", shop,
