@@ -1,0 +1,193 @@
+"""containerd for the local node: its own config, root, state and socket.
+
+Debian's containerd and runc run with everything under one directory, so
+several nodes (worktrees, test sessions) can run side by side and nothing of
+the package's own service is used. Settings this machine kind needs:
+
+* ``restrict_oom_score_adj = true``: the capability bounding set lacks
+  CAP_SYS_RESOURCE, so runc cannot set the negative ``oom_score_adj`` the
+  kubelet asks for, and every sandbox would fail.
+* ``SystemdCgroup = false``: PID 1 is not systemd; the kubelet uses the
+  cgroupfs driver.
+* netns bind mounts and runc's state under the state directory, so teardown
+  finds everything it has to undo in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from orb8_common.errors import Orb8Error
+
+CNI_BIN_DIR = Path("/usr/lib/cni")
+K8S_NAMESPACE = "k8s.io"
+
+
+class ContainerdError(Orb8Error):
+    """containerd could not be configured, started or driven."""
+
+
+@dataclass(frozen=True)
+class ContainerdPaths:
+    """Everything one containerd instance owns, under ``base``."""
+
+    base: Path
+
+    @property
+    def config(self) -> Path:
+        return self.base / "config.toml"
+
+    @property
+    def root(self) -> Path:
+        return self.base / "root"
+
+    @property
+    def state(self) -> Path:
+        return self.base / "state"
+
+    @property
+    def socket(self) -> Path:
+        return self.base / "containerd.sock"
+
+    @property
+    def cni_conf_dir(self) -> Path:
+        return self.base / "cni" / "net.d"
+
+    @property
+    def ipam_dir(self) -> Path:
+        return self.base / "cni" / "ipam"
+
+    @property
+    def runc_root(self) -> Path:
+        return self.state / "runc"
+
+
+def render_config(*, paths: ContainerdPaths, sandbox_image: str) -> str:
+    """containerd 1.6 config (version 2) for one local node."""
+    cri = 'plugins."io.containerd.grpc.v1.cri"'
+    runc = f"{cri}.containerd.runtimes.runc"
+    return "\n".join(
+        [
+            "version = 2",
+            f'root = "{paths.root}"',
+            f'state = "{paths.state}"',
+            # Plugins this machine cannot use; listing them keeps the log quiet.
+            'disabled_plugins = ["io.containerd.snapshotter.v1.aufs",'
+            ' "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",'
+            ' "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp",'
+            ' "io.containerd.internal.v1.tracing"]',
+            "",
+            "[grpc]",
+            f'  address = "{paths.socket}"',
+            "[ttrpc]",
+            f'  address = "{paths.socket}.ttrpc"',
+            "[debug]",
+            '  address = ""',
+            "[metrics]",
+            '  address = ""',
+            "",
+            '[plugins."io.containerd.internal.v1.opt"]',
+            f'  path = "{paths.base / "opt"}"',
+            "",
+            f"[{cri}]",
+            f'  sandbox_image = "{sandbox_image}"',
+            "  restrict_oom_score_adj = true",
+            "  netns_mounts_under_state_dir = true",
+            "  disable_apparmor = true",
+            '  stream_server_address = "127.0.0.1"',
+            '  stream_server_port = "0"',
+            f"[{cri}.containerd]",
+            '  snapshotter = "overlayfs"',
+            '  default_runtime_name = "runc"',
+            f"[{runc}]",
+            '  runtime_type = "io.containerd.runc.v2"',
+            f"[{runc}.options]",
+            "  SystemdCgroup = false",
+            f'  Root = "{paths.runc_root}"',
+            f"[{cri}.cni]",
+            f'  bin_dir = "{CNI_BIN_DIR}"',
+            f'  conf_dir = "{paths.cni_conf_dir}"',
+            "  max_conf_num = 1",
+            "",
+        ]
+    )
+
+
+def bridge_conflist(*, network: str, bridge: str, subnet: str, ipam_dir: Path) -> str:
+    """A CNI config: one Linux bridge, host-local IPAM, no masquerading.
+
+    Pods talk to each other and to the node's addresses only, so no NAT
+    (and no iptables rule) is needed.
+    """
+    conflist = {
+        "cniVersion": "1.0.0",
+        "name": network,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": True,
+                "ipMasq": False,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": subnet}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": str(ipam_dir),
+                },
+            }
+        ],
+    }
+    return json.dumps(conflist, indent=2) + "\n"
+
+
+def write_config(*, paths: ContainerdPaths, sandbox_image: str, conflist: str) -> None:
+    for directory in (paths.root, paths.state, paths.cni_conf_dir, paths.ipam_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    paths.config.write_text(render_config(paths=paths, sandbox_image=sandbox_image))
+    (paths.cni_conf_dir / "10-orb8.conflist").write_text(conflist)
+
+
+def command(*, paths: ContainerdPaths) -> list[str]:
+    return ["containerd", "--config", str(paths.config), "--log-level", "warn"]
+
+
+def ctr(*, paths: ContainerdPaths, args: list[str], timeout: float = 120.0) -> str:
+    """Run ``ctr`` against this containerd in the kubelet's namespace."""
+    cmd = ["ctr", "--address", str(paths.socket), "--namespace", K8S_NAMESPACE, *args]
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise ContainerdError(f"ctr {' '.join(args)} timed out after {timeout:.0f}s") from None
+    if result.returncode != 0:
+        raise ContainerdError(f"ctr {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def import_image(*, paths: ContainerdPaths, archive: Path) -> None:
+    """Import a docker-archive/OCI tarball so pods can use it without a pull."""
+    ctr(paths=paths, args=["images", "import", str(archive)])
+
+
+def image_names(*, paths: ContainerdPaths) -> set[str]:
+    return set(ctr(paths=paths, args=["images", "list", "--quiet"]).split())
+
+
+def kill_all_tasks(*, paths: ContainerdPaths) -> None:
+    """SIGKILL and delete every task and container (teardown after the kubelet is gone)."""
+    tasks = ctr(paths=paths, args=["tasks", "list", "--quiet"]).split()
+    for task in tasks:
+        subprocess.run(
+            ["ctr", "--address", str(paths.socket), "--namespace", K8S_NAMESPACE,
+             "tasks", "kill", "--signal", "SIGKILL", task],
+            capture_output=True, check=False, timeout=30,
+        )  # fmt: skip
+    for task in tasks:
+        subprocess.run(
+            ["ctr", "--address", str(paths.socket), "--namespace", K8S_NAMESPACE,
+             "tasks", "delete", "--force", task],
+            capture_output=True, check=False, timeout=30,
+        )  # fmt: skip
