@@ -16,7 +16,7 @@ export ORB8_STATE
 help:
 	@echo "make demo             run orb8 end to end on a local control plane (DEMO_ARGS=--keep)"
 	@echo "make test             set up everything and run the whole test suite"
-	@echo "make test-unit        only tests that need neither the apiserver nor root"
+	@echo "make test-unit        only tests that need neither the apiserver, a node nor root"
 	@echo "make test-stress      tests/dataplane 5 times with every core busy (STRESS_RUNS, STRESS_PATHS)"
 	@echo "make cluster-up       control plane + a real node (kubelet, containerd); prints the kubeconfig"
 	@echo "                      (CLUSTER_ARGS=--sim: kube-apiserver + etcd only, for simulated nodes)"
@@ -74,7 +74,7 @@ test-stress: setup
 	done
 
 test-unit: venv
-	$(VENV)/bin/pytest -ra -m "not cluster and not kernel" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -ra -m "not cluster and not kernel and not node" $(PYTEST_ARGS)
 
 cluster-up: venv control-plane node-deps
 	@$(PY) -m orb8_dev.cluster up --state-dir $(ORB8_STATE) $(CLUSTER_ARGS)

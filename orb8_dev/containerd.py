@@ -32,9 +32,12 @@ class ContainerdError(Orb8Error):
 
 @dataclass(frozen=True)
 class ContainerdPaths:
-    """Everything one containerd instance owns, under ``base``."""
+    """Everything one containerd instance owns: files under ``base``; its sockets
+    in ``run_dir``, a short path, because a unix socket path has at most 104
+    bytes here and test state directories are long."""
 
     base: Path
+    run_dir: Path
 
     @property
     def config(self) -> Path:
@@ -50,7 +53,7 @@ class ContainerdPaths:
 
     @property
     def socket(self) -> Path:
-        return self.base / "containerd.sock"
+        return self.run_dir / "containerd.sock"
 
     @property
     def cni_conf_dir(self) -> Path:
@@ -145,7 +148,7 @@ def bridge_conflist(*, network: str, bridge: str, subnet: str, ipam_dir: Path) -
 
 
 def write_config(*, paths: ContainerdPaths, sandbox_image: str, conflist: str) -> None:
-    for directory in (paths.root, paths.state, paths.cni_conf_dir, paths.ipam_dir):
+    for directory in (paths.root, paths.state, paths.cni_conf_dir, paths.ipam_dir, paths.run_dir):
         directory.mkdir(parents=True, exist_ok=True)
     paths.config.write_text(render_config(paths=paths, sandbox_image=sandbox_image))
     (paths.cni_conf_dir / "10-orb8.conflist").write_text(conflist)

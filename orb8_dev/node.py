@@ -65,7 +65,7 @@ class LocalNode:
 
     @property
     def containerd(self) -> containerd.ContainerdPaths:
-        return containerd.ContainerdPaths(base=self.base / "containerd")
+        return containerd_paths(state_dir=self.plane.state_dir, network=self.network)
 
     @property
     def kubelet_root(self) -> Path:
@@ -81,6 +81,12 @@ class LocalNode:
 
     def import_image(self, *, archive: Path) -> None:
         containerd.import_image(paths=self.containerd, archive=archive)
+
+
+def containerd_paths(*, state_dir: Path, network: NodeNetwork) -> containerd.ContainerdPaths:
+    return containerd.ContainerdPaths(
+        base=state_dir / "node" / "containerd", run_dir=nodenet.LOCK_DIR / f"n{network.index}"
+    )
 
 
 def build_node_binaries() -> Path:
@@ -196,11 +202,13 @@ def up(*, state_dir: Path, progress: bool = True) -> LocalNode:
     if (state_dir / "node.json").exists() or (state_dir / "pids.json").exists():
         down(state_dir=state_dir)
     started = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         bins = pool.submit(controlplane.build_binaries)
         node_bins = pool.submit(build_node_binaries)
         pause = pool.submit(images.pause_image)
-        bin_dir, node_bin_dir, pause_archive = bins.result(), node_bins.result(), pause.result()
+        app = pool.submit(images.app_image)
+        bin_dir, node_bin_dir = bins.result(), node_bins.result()
+        archives = [pause.result(), app.result()]
     say(f"binaries ready ({time.monotonic() - started:.1f}s)")
     network = nodenet.allocate()
     base = state_dir / "node"
@@ -214,7 +222,7 @@ def up(*, state_dir: Path, progress: bool = True) -> LocalNode:
     try:
         node = _start(
             state_dir=state_dir, network=network, bin_dir=bin_dir, node_bin_dir=node_bin_dir,
-            pause_archive=pause_archive, meta=meta, say=say, started=started,
+            archives=archives, meta=meta, say=say, started=started,
         )  # fmt: skip
     except BaseException:
         down(state_dir=state_dir)
@@ -224,7 +232,7 @@ def up(*, state_dir: Path, progress: bool = True) -> LocalNode:
 
 def _start(
     *, state_dir: Path, network: NodeNetwork, bin_dir: Path, node_bin_dir: Path,
-    pause_archive: Path, meta: dict[str, object], say: Callable[[str], None], started: float,
+    archives: list[Path], meta: dict[str, object], say: Callable[[str], None], started: float,
 ) -> LocalNode:  # fmt: skip
     plane = controlplane.start(state_dir=state_dir, bin_dir=bin_dir, network=network, wait=False)
     node = LocalNode(plane=plane, network=network, name=NODE_NAME, node_bin_dir=node_bin_dir)
@@ -260,7 +268,8 @@ def _start(
     for directory in hoststate.cgroup_dirs(parent="/"):
         (directory / network.cgroup_parent.lstrip("/")).mkdir(exist_ok=True)
     _wait_socket(path=paths.socket, pid=pids["containerd"], log=log_dir / "containerd.log")
-    containerd.import_image(paths=paths, archive=pause_archive)
+    for archive in archives:  # the sandbox image, and the app image for demo/test pods
+        containerd.import_image(paths=paths, archive=archive)
     controlplane.wait_ready(plane=plane)
     elapsed = time.monotonic() - started
     say(f"kube-apiserver {plane.version()} ready at {plane.server} ({elapsed:.1f}s)")
@@ -379,7 +388,7 @@ def down(*, state_dir: Path, progress: bool = False) -> None:
         )  # fmt: skip
     if "kubelet" in pids:
         hoststate.kill_pids([pids["kubelet"]], grace_s=10)
-    paths = containerd.ContainerdPaths(base=base / "containerd")
+    paths = containerd_paths(state_dir=state_dir, network=network)
     if pid_alive(pids.get("containerd", -1)):
         try:
             containerd.kill_all_tasks(paths=paths)
@@ -394,6 +403,7 @@ def down(*, state_dir: Path, progress: bool = False) -> None:
     left = hoststate.remove_cgroups(parent=network.cgroup_parent)
     nodenet.release(network)
     subprocess.run(["rm", "-rf", "--one-file-system", str(base)], check=False)
+    shutil.rmtree(paths.run_dir, ignore_errors=True)
     for leftover in ("etcd", "pki"):
         shutil.rmtree(state_dir / leftover, ignore_errors=True)
     for leftover in ("tokens.csv", "plane.json", "kubeconfig", "node.json"):
