@@ -21,6 +21,8 @@ class InvalidDurationError(UsageError, ValueError):
 def parse_cli_duration(text: str, *, allow_zero: bool = True) -> float:
     """Seconds in ``text``; negative values never parse, zero only when ``allow_zero``."""
     stripped = text.strip().lower()
+    if stripped.startswith("-") and len(stripped) > 1:
+        raise InvalidDurationError(f"duration {text!r} must not be negative")
     if not stripped or stripped.startswith(("-", "+")) or _DANGLING_DOT.search(stripped):
         raise InvalidDurationError(f"invalid duration {text!r}; use forms like 10s, 1m30s, 500ms")
     if _BARE_NUMBER.fullmatch(stripped):

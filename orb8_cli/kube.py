@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from kubernetes import client, config
@@ -17,11 +18,23 @@ class SessionNotFoundError(Orb8Error):
     """The named session does not exist."""
 
 
+# The kubernetes client reports a file that is YAML but not a kubeconfig with
+# whatever TypeError or KeyError its dict walk hits first.
+_KUBECONFIG_ERRORS = (ConfigException, OSError, TypeError, KeyError, AttributeError, ValueError)
+
+
+def _kubeconfig_error(kubeconfig: str | None, err: Exception) -> ClusterUnavailableError:
+    where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+    if isinstance(err, ConfigException | OSError):
+        return ClusterUnavailableError(f"cannot load kubeconfig {where}: {err}")
+    return ClusterUnavailableError(f"cannot load kubeconfig {where}: not a kubeconfig file")
+
+
 def _api(*, kubeconfig: str | None) -> client.CustomObjectsApi:
     try:
         api_client = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
-    except (ConfigException, OSError) as err:
-        raise ClusterUnavailableError(f"cannot load kubeconfig: {err}") from err
+    except _KUBECONFIG_ERRORS as err:
+        raise _kubeconfig_error(kubeconfig, err) from err
     return client.CustomObjectsApi(api_client)
 
 
@@ -29,10 +42,11 @@ def current_namespace(*, kubeconfig: str | None) -> str:
     """The namespace of the kubeconfig's current context ("default" when unset)."""
     try:
         _, active = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
-    except (ConfigException, OSError) as err:
-        raise ClusterUnavailableError(f"cannot load kubeconfig: {err}") from err
-    namespace: str = (active or {}).get("context", {}).get("namespace") or "default"
-    return namespace
+    except _KUBECONFIG_ERRORS as err:
+        raise _kubeconfig_error(kubeconfig, err) from err
+    context = (active or {}).get("context") if isinstance(active, dict) else None
+    namespace = context.get("namespace") if isinstance(context, dict) else None
+    return namespace if isinstance(namespace, str) and namespace else "default"
 
 
 def get_session(

@@ -25,6 +25,26 @@ COMMAND_MODULES: tuple[str, ...] = (
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
+# Options whose value may look like an option ("-d -5s"): argparse would say
+# "expected one argument"; bound to the option, the value reaches its own check.
+_VALUE_OPTIONS = frozenset({"--duration", "-d", "--top", "--interval"})
+
+
+def _bind_dashed_values(argv: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        nxt = args[i + 1] if i + 1 < len(args) else ""
+        if arg in _VALUE_OPTIONS and len(nxt) > 1 and nxt[0] == "-" and nxt[1].isdigit():
+            out.append(f"{arg}={nxt}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse parser whose errors are one line and exit code 2."""
@@ -44,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_bind_dashed_values(sys.argv[1:] if argv is None else argv))
         func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
         if func is None:
             parser.print_help(sys.stderr)

@@ -72,7 +72,6 @@ def warm_neighbours(pair: netns.VethPair) -> None:
                     ],
                     netns=ns,
                 )
-    time.sleep(0.05)
 
 
 def tc_filters(ns: str | None, ifname: str) -> str:

@@ -38,10 +38,10 @@ def test_pods_that_leave_drop_out_and_new_ones_are_picked_up(
     assert _config_pods(control_plane, "node-a") == {"client", "old-server"}
 
     kubelet.delete_pod(old)
-    wait_for(lambda: _config_pods(control_plane, "node-a") == {"client"}, timeout=15,
+    wait_for(lambda: _config_pods(control_plane, "node-a") == {"client"}, timeout=45,
              what="the deleted pod gone from the node's config")  # fmt: skip
     wait_for(lambda: status(control_plane, namespace, "churn").get("matchedPods") == 1,
-             timeout=15, what="matchedPods down to 1")  # fmt: skip
+             timeout=45, what="matchedPods down to 1")  # fmt: skip
 
     new = kubelet.run_pod(namespace=namespace, name="new-server", node="node-a", labels=SHOP)
     wait_for(lambda: _config_pods(control_plane, "node-a") == {"client", "new-server"},
@@ -55,7 +55,7 @@ def test_pods_that_leave_drop_out_and_new_ones_are_picked_up(
     assert flow["destination"]["pod"] == "new-server"
 
     control_plane.kubectl("label", "pod", "new-server", "-n", namespace, "app-", "--overwrite")
-    wait_for(lambda: _config_pods(control_plane, "node-a") == {"client"}, timeout=15,
+    wait_for(lambda: _config_pods(control_plane, "node-a") == {"client"}, timeout=45,
              what="a pod whose labels stop matching dropped")  # fmt: skip
 
 
@@ -90,12 +90,12 @@ def test_duration_completes_the_session_and_kubectl_wait_returns(
     st = status(control_plane, namespace, "short")
     assert st["phase"] == "Completed"
     assert st["completionTime"] >= st["startTime"]
-    wait_for(lambda: not _config_pods(control_plane, "node-a"), timeout=15,
+    wait_for(lambda: not _config_pods(control_plane, "node-a"), timeout=45,
              what="the completed session removed from the node's config")  # fmt: skip
     wait_for(
         lambda: [n["state"] for n in status(control_plane, namespace, "short").get("nodes") or []]
         == ["Stopped"],
-        timeout=15, what="the node's last report marked Stopped",
+        timeout=45, what="the node's last report marked Stopped",
     )  # fmt: skip
     events = get_json(control_plane, "events", "-n", namespace,
                       "--field-selector", "involvedObject.name=short")  # fmt: skip
