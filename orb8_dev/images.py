@@ -3,7 +3,7 @@
 * ``pause``: the pod sandbox image, one static C program (``hack/node/pause.c``).
 * ``app``: pods for demos and tests: Debian's static busybox (``sh``, ``nc``,
   ``sleep``, ``dd``…) plus ``orb8-victim`` (``hack/node/victim.c``), which
-  makes alert-listed syscalls harmlessly.
+  makes alert-listed syscalls harmlessly, and ``orb8-sink``, a TCP sink.
 
 Each image is one layer, written as a ``docker save`` archive (manifest.json,
 config, layer tar) that ``ctr images import`` reads. Builds are reproducible
@@ -31,6 +31,9 @@ SOURCES = REPO_ROOT / "hack" / "node"
 BUSYBOX = Path("/bin/busybox")
 PAUSE_IMAGE = "orb8.local/pause:1"
 APP_IMAGE = "orb8.local/app:1"
+# A TCP sink for busybox nc: `nc -ll -p PORT -e orb8-sink` reads every
+# connection to its end (a plain `nc -l` with stdin at EOF quits at once).
+SINK = b"#!/bin/sh\nexec cat > /dev/null\n"
 _EPOCH = 0
 
 
@@ -176,6 +179,7 @@ def app_image() -> Path:
         files = [
             ImageFile(path="/bin/busybox", data=busybox),
             ImageFile(path="/usr/local/bin/orb8-victim", data=compile_static(source=source)),
+            ImageFile(path="/usr/local/bin/orb8-sink", data=SINK),
             ImageFile(path="/tmp/.keep", data=b"", mode=0o644),
             ImageFile(path="/etc/passwd", data=b"root:x:0:0:root:/:/bin/sh\n", mode=0o644),
             ImageFile(path="/etc/group", data=b"root:x:0:\n", mode=0o644),
@@ -189,5 +193,5 @@ def app_image() -> Path:
         return docker_archive(tag=APP_IMAGE, layer=layer, entrypoint=[], cmd=["/bin/sh"])
 
     return _cached(
-        name="app", inputs=[source.read_bytes(), busybox, APP_IMAGE.encode()], build=build
+        name="app", inputs=[source.read_bytes(), busybox, SINK, APP_IMAGE.encode()], build=build
     )
