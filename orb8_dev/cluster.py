@@ -45,9 +45,10 @@ def _up(*, state_dir: Path, sim: bool) -> int:
             file=sys.stderr,
         )
     else:
-        plane = node.up(state_dir=state_dir).plane
+        local = node.up(state_dir=state_dir)
+        plane = local.plane
         print(
-            f"cluster: node {node.NODE_NAME} Ready in {time.monotonic() - started:.1f}s "
+            f"cluster: node {local.name} Ready in {time.monotonic() - started:.1f}s "
             f"(logs: {state_dir / 'logs'})",
             file=sys.stderr,
         )

@@ -40,7 +40,6 @@ from orb8_dev import pki as certs
 from orb8_dev.controlplane import BUILD_SCRIPT, ControlPlane
 from orb8_dev.nodenet import NodeNetwork
 
-NODE_NAME = "orb8-node"
 READY_TIMEOUT_S = 180.0
 # Stop order: nothing may recreate pods while they are being deleted.
 STOP_ORDER = ("kube-controller-manager", "kube-scheduler", "kubelet", "containerd")
@@ -215,7 +214,8 @@ def up(*, state_dir: Path, progress: bool = True) -> LocalNode:
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
     meta: dict[str, object] = {
-        "index": network.index, "name": NODE_NAME, "node_bin_dir": str(node_bin_dir), "pids": {},
+        "index": network.index, "name": network.node_name, "node_bin_dir": str(node_bin_dir),
+        "pids": {},
     }  # fmt: skip
     (state_dir / "node.json").write_text(json.dumps(meta))
     hoststate.register(net=network, state_dir=state_dir)
@@ -235,7 +235,9 @@ def _start(
     archives: list[Path], meta: dict[str, object], say: Callable[[str], None], started: float,
 ) -> LocalNode:  # fmt: skip
     plane = controlplane.start(state_dir=state_dir, bin_dir=bin_dir, network=network, wait=False)
-    node = LocalNode(plane=plane, network=network, name=NODE_NAME, node_bin_dir=node_bin_dir)
+    node = LocalNode(
+        plane=plane, network=network, name=network.node_name, node_bin_dir=node_bin_dir
+    )
     log_dir = state_dir / "logs"
     pki = state_dir / "pki"
     pids: dict[str, int] = {}
@@ -259,7 +261,7 @@ def _start(
         _spawn(name="containerd", cmd=containerd.command(paths=paths), log_dir=log_dir),
     )
     for name, user, groups in (
-        ("kubelet", f"system:node:{NODE_NAME}", ["system:nodes"]),
+        ("kubelet", f"system:node:{network.node_name}", ["system:nodes"]),
         ("controller-manager", "system:kube-controller-manager", []),
         ("scheduler", "system:kube-scheduler", []),
     ):
@@ -316,13 +318,13 @@ def _start(
             f"--kubeconfig={base_kubeconfig(node, 'kubelet')}",
             f"--root-dir={node.kubelet_root}",
             f"--cert-dir={node.base / 'kubelet-pki'}",
-            f"--hostname-override={NODE_NAME}",
+            f"--hostname-override={network.node_name}",
             f"--node-ip={network.node_ip}",
             "--v=1",
         ],
     ))  # fmt: skip
     _wait_node_ready(node=node, pids=pids, log_dir=log_dir)
-    say(f"node {NODE_NAME} Ready at {network.node_ip} ({time.monotonic() - started:.1f}s)")
+    say(f"node {network.node_name} Ready at {network.node_ip} ({time.monotonic() - started:.1f}s)")
     return node
 
 

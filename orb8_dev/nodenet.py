@@ -45,6 +45,11 @@ class NodeNetwork:
     index: int
 
     @property
+    def node_name(self) -> str:
+        """Unique per running node: agents keep host state by node name (/run/orb8/agent-<node>)."""
+        return f"orb8-node-{self.index}"
+
+    @property
     def dummy(self) -> str:
         return f"orb8-n{self.index}"
 
