@@ -1,5 +1,12 @@
 """containerd for the local node: its own config, root, state and socket.
 
+The root (content store, image snapshots, metadata) is a cache kept between
+runs in ``$ORB8_CACHE/containerd/n<i>``, so images imported once are not
+imported again (the agent image alone takes tens of seconds to import and
+unpack); every container and sandbox is deleted at teardown, so only images
+stay. The state (running tasks, mounts, netns) lives in the state directory
+and goes with the node.
+
 Debian's containerd and runc run with everything under one directory, so
 several nodes (worktrees, test sessions) can run side by side and nothing of
 the package's own service is used. Settings this machine kind needs:
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +46,7 @@ class ContainerdPaths:
 
     base: Path
     run_dir: Path
+    cache_root: Path
 
     @property
     def config(self) -> Path:
@@ -45,7 +54,7 @@ class ContainerdPaths:
 
     @property
     def root(self) -> Path:
-        return self.base / "root"
+        return self.cache_root
 
     @property
     def state(self) -> Path:
@@ -170,9 +179,38 @@ def ctr(*, paths: ContainerdPaths, args: list[str], timeout: float = 120.0) -> s
     return result.stdout
 
 
-def import_image(*, paths: ContainerdPaths, archive: Path) -> None:
-    """Import a docker-archive/OCI tarball so pods can use it without a pull."""
-    ctr(paths=paths, args=["images", "import", str(archive)])
+def import_image(*, paths: ContainerdPaths, archive: Path) -> bool:
+    """Import a docker-archive/OCI tarball so pods can use it without a pull.
+
+    Skipped (returns False) when this very file (path, size, mtime) was
+    imported into this root before and its images are still there.
+    """
+    record = paths.root / "orb8-imports.json"
+    try:
+        imported: dict[str, dict[str, object]] = json.loads(record.read_text())
+    except (OSError, json.JSONDecodeError):
+        imported = {}
+    stat = archive.stat()
+    key = f"{stat.st_size}:{stat.st_mtime_ns}"
+    entry = imported.get(str(archive.resolve()))
+    if entry and entry.get("key") == key:
+        names = entry.get("images")
+        if isinstance(names, list) and set(map(str, names)) <= image_names(paths=paths):
+            return False
+    ctr(paths=paths, args=["images", "import", str(archive)], timeout=600)
+    imported[str(archive.resolve())] = {"key": key, "images": archive_tags(archive)}
+    record.write_text(json.dumps(imported, indent=2))
+    return True
+
+
+def archive_tags(archive: Path) -> list[str]:
+    """The image names a ``docker save`` archive carries (its manifest.json)."""
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile("manifest.json")
+        if member is None:
+            return []
+        manifest = json.loads(member.read())
+    return sorted({tag for image in manifest for tag in image.get("RepoTags") or []})
 
 
 def image_names(*, paths: ContainerdPaths) -> set[str]:
@@ -180,7 +218,8 @@ def image_names(*, paths: ContainerdPaths) -> set[str]:
 
 
 def kill_all_tasks(*, paths: ContainerdPaths) -> None:
-    """SIGKILL and delete every task and container (teardown after the kubelet is gone)."""
+    """SIGKILL and delete every task, then delete every container and sandbox
+    (teardown after the kubelet is gone), so the kept root holds only images."""
     tasks = ctr(paths=paths, args=["tasks", "list", "--quiet"]).split()
     for task in tasks:
         subprocess.run(
@@ -193,4 +232,11 @@ def kill_all_tasks(*, paths: ContainerdPaths) -> None:
             ["ctr", "--address", str(paths.socket), "--namespace", K8S_NAMESPACE,
              "tasks", "delete", "--force", task],
             capture_output=True, check=False, timeout=30,
+        )  # fmt: skip
+    containers = ctr(paths=paths, args=["containers", "list", "--quiet"]).split()
+    if containers:
+        subprocess.run(
+            ["ctr", "--address", str(paths.socket), "--namespace", K8S_NAMESPACE,
+             "containers", "delete", *containers],
+            capture_output=True, check=False, timeout=120,
         )  # fmt: skip

@@ -78,13 +78,16 @@ class LocalNode:
     def cgroup_parent(self) -> str:
         return self.network.cgroup_parent
 
-    def import_image(self, *, archive: Path) -> None:
-        containerd.import_image(paths=self.containerd, archive=archive)
+    def import_image(self, *, archive: Path) -> bool:
+        """Import an image archive (False: this very archive is already imported)."""
+        return containerd.import_image(paths=self.containerd, archive=archive)
 
 
 def containerd_paths(*, state_dir: Path, network: NodeNetwork) -> containerd.ContainerdPaths:
     return containerd.ContainerdPaths(
-        base=state_dir / "node" / "containerd", run_dir=nodenet.LOCK_DIR / f"n{network.index}"
+        base=state_dir / "node" / "containerd",
+        run_dir=nodenet.LOCK_DIR / f"n{network.index}",
+        cache_root=images.cache_dir().parent / "containerd" / f"n{network.index}",
     )
 
 
@@ -402,6 +405,10 @@ def down(*, state_dir: Path, progress: bool = False) -> None:
     hoststate.kill_cgroup_processes(parent=network.cgroup_parent)
     controlplane.stop(state_dir=state_dir)
     hoststate.unmount_under(root=base)
+    hoststate.unmount_under(root=paths.root)
+    # The kept root holds images only: no per-sandbox or per-container CRI files.
+    for kind in ("sandboxes", "containers"):
+        shutil.rmtree(paths.root / "io.containerd.grpc.v1.cri" / kind, ignore_errors=True)
     left = hoststate.remove_cgroups(parent=network.cgroup_parent)
     nodenet.release(network)
     subprocess.run(["rm", "-rf", "--one-file-system", str(base)], check=False)

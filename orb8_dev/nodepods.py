@@ -164,3 +164,36 @@ def host_veth(*, node: LocalNode, pod: RunningPod) -> str:
         except OSError:
             continue
     raise PodWaitError(f"no host interface with ifindex {ifindex} for {pod.name}")
+
+
+# Handle of every tc filter orb8's flow probe attaches (docs/architecture.md).
+ORB8_TC_HANDLE = "0xb8"
+
+
+def orb8_tc_filters(*, interface: str) -> list[dict[str, Any]]:
+    """orb8's tc filters on ``interface`` (both clsact directions); [] if it is gone."""
+    found: list[dict[str, Any]] = []
+    for direction in ("ingress", "egress"):
+        out = subprocess.run(
+            ["tc", "-j", "filter", "show", "dev", interface, direction],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if out.returncode != 0:
+            continue
+        for entry in json.loads(out.stdout or "[]"):
+            options = entry.get("options") or {}
+            if options.get("handle") == ORB8_TC_HANDLE:
+                found.append({"direction": direction, **entry})
+    return found
+
+
+def bpf_programs_of(*, pid: int) -> list[dict[str, Any]]:
+    """BPF programs whose file descriptors process ``pid`` holds (bpftool's pid list)."""
+    out = subprocess.run(
+        ["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True
+    ).stdout
+    return [
+        prog
+        for prog in json.loads(out or "[]")
+        if any(holder.get("pid") == pid for holder in prog.get("pids", []))
+    ]
