@@ -9,6 +9,7 @@ the kubelet's cgroupfs layout), its processes, and the pod's host-side veth
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -187,13 +188,24 @@ def orb8_tc_filters(*, interface: str) -> list[dict[str, Any]]:
     return found
 
 
-def bpf_programs_of(*, pid: int) -> list[dict[str, Any]]:
-    """BPF programs whose file descriptors process ``pid`` holds (bpftool's pid list)."""
-    out = subprocess.run(
-        ["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True
-    ).stdout
-    return [
-        prog
-        for prog in json.loads(out or "[]")
-        if any(holder.get("pid") == pid for holder in prog.get("pids", []))
-    ]
+def bpf_prog_ids_held(*, pids: list[int]) -> set[int]:
+    """Ids of the BPF programs these processes hold open (program and link fds),
+    read from /proc/<pid>/fdinfo as bpftool does."""
+    held: set[int] = set()
+    for pid in pids:
+        fd_dir = Path(f"/proc/{pid}/fd")
+        try:
+            fds = list(fd_dir.iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if not os.readlink(fd).startswith(("anon_inode:bpf-prog", "anon_inode:bpf_link")):
+                    continue
+                info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+            except OSError:
+                continue
+            for line in info.splitlines():
+                if line.startswith("prog_id:"):
+                    held.add(int(line.split()[1]))
+    return held

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 from collections.abc import Sequence
 
 import kopf
@@ -79,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         namespaces=args.namespace,
         standalone=not args.peering,
         liveness_endpoint=args.liveness,
+        # kopf's default identity asks the passwd database for the user name,
+        # which raises in containers running as a uid with no passwd entry
+        # (the image's 65532, OpenShift's random uids).
+        identity=f"orb8-operator@{socket.gethostname()}",
     )
     return 0
 
