@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
         "--pod-resources-socket", default=DEFAULT_SOCKET,
         help=f"kubelet pod-resources socket (default: {DEFAULT_SOCKET})",
     )  # fmt: skip
+    parser.add_argument(
+        "--agent-id", default=None,
+        help="names this agent's tc filters and /run/orb8/<id> state (default: agent-<node>)",
+    )  # fmt: skip
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -84,7 +88,7 @@ async def _run(args: argparse.Namespace) -> int:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     node: str = args.node
     preflight = run_preflight(mount=True, load_probes=False)
-    probes = _load_probes(agent_id=f"agent-{node}", hook=Hook(args.syscall_hook))
+    probes = _load_probes(agent_id=args.agent_id or f"agent-{node}", hook=Hook(args.syscall_hook))
     dataplane = KernelDataPlane(probes=probes)
     cgroup_root = args.cgroup_root or cgroup2_mount()
     agent = NodeAgent(node=node, dataplane=dataplane, cgroup_root=cgroup_root)

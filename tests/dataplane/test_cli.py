@@ -85,7 +85,10 @@ def test_trace_network_json(pair: netns.VethPair) -> None:
     assert {"SYN", "FIN", "ACK"} <= set(top["tcp_flags"])
     back = [f for f in flows if f["direction"] == "ingress" and f["src_port"] == 6001]
     assert len(back) == 1
-    assert back[0]["bytes"] == pytest.approx(after["rx_bytes"] - before["rx_bytes"], rel=0.01)
+    # The ACK flow is a few KiB, where 1% is less than one packet; the veth also
+    # receives the odd control packet (IPv6 MLD, ND) the flow rightly leaves out.
+    rx = after["rx_bytes"] - before["rx_bytes"]
+    assert rx - 2 * 128 <= back[0]["bytes"] <= rx
 
 
 @pytest.mark.kernel

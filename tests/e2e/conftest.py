@@ -71,6 +71,8 @@ def start_agent(
     control_plane: ControlPlane, kubelet: SimKubelet, tmp_path: Path
 ) -> Iterator[Callable[..., AgentProcess]]:
     started: list[AgentProcess] = []
+    # Per test, so concurrent test runs on one machine never share tc or state ids.
+    run_id = secrets.token_hex(3)
 
     def start(node: str, *extra: str) -> AgentProcess:
         port = free_port()
@@ -78,7 +80,7 @@ def start_agent(
         proc = subprocess.Popen(
             [*AGENT, "--node", node, "--kubeconfig", str(control_plane.kubeconfig),
              "--cgroup-root", str(kubelet.cgroup_root), "--http-host", "127.0.0.1",
-             "--http-port", str(port), *extra],
+             "--http-port", str(port), "--agent-id", f"{node}-{run_id}", *extra],
             stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
@@ -89,6 +91,8 @@ def start_agent(
     yield start
     for agent in started:
         agent.stop()
+        print(f"--- agent {agent.node} (exit {agent.proc.returncode}) ---")
+        print(agent.logs()[-4000:])
 
 
 @dataclass(frozen=True)
