@@ -18,6 +18,11 @@
 #define ETH_HLEN 14
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
+#define ETH_P_8021Q 0x8100
+#define ETH_P_8021AD 0x88A8
+/* 802.1Q, or QinQ (802.1ad outer + 802.1Q inner); deeper stacks are not IP to us. */
+#define MAX_VLAN_TAGS 2
+#define VLAN_HLEN 4
 #define IPV6_HLEN 40
 /* Enough for hop-by-hop + routing + fragment + destination options. */
 #define MAX_IPV6_EXT 4
@@ -124,13 +129,13 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u8 proto
 	}
 }
 
-static __always_inline int parse_ipv4(struct __sk_buff *skb, struct flow_key *key,
+static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 l3, struct flow_key *key,
 				      __u64 *tcp_flags)
 {
 	struct iphdr iph;
 	__u32 ihl_bytes;
 
-	if (LOAD_HDR(skb, ETH_HLEN, &iph))
+	if (LOAD_HDR(skb, l3, &iph))
 		return -1;
 	if (iph.version != 4 || iph.ihl < 5)
 		return -1;
@@ -138,7 +143,7 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct flow_key *ke
 	/* the total length must at least cover the header it claims */
 	if (bpf_ntohs(iph.tot_len) < ihl_bytes)
 		return -1;
-	if (skb->len < ETH_HLEN + ihl_bytes)
+	if (skb->len < l3 + ihl_bytes)
 		return -1;
 
 	key->family = 4;
@@ -149,18 +154,18 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct flow_key *ke
 	/* only the first fragment carries the L4 header */
 	if (bpf_ntohs(iph.frag_off) & 0x1fff)
 		return 0;
-	return parse_l4(skb, ETH_HLEN + ihl_bytes, iph.protocol, key, tcp_flags);
+	return parse_l4(skb, l3 + ihl_bytes, iph.protocol, key, tcp_flags);
 }
 
-static __always_inline int parse_ipv6(struct __sk_buff *skb, struct flow_key *key,
+static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 l3, struct flow_key *key,
 				      __u64 *tcp_flags)
 {
 	struct ipv6hdr ip6h;
-	__u32 off = ETH_HLEN + IPV6_HLEN;
+	__u32 off = l3 + IPV6_HLEN;
 	__u8 next;
 	int i;
 
-	if (LOAD_HDR(skb, ETH_HLEN, &ip6h))
+	if (LOAD_HDR(skb, l3, &ip6h))
 		return -1;
 	if (ip6h.version != 6)
 		return -1;
@@ -209,7 +214,9 @@ static __always_inline int count_skb(struct __sk_buff *skb, __u8 direction)
 	__u64 tcp_flags = 0;
 	__u64 weight = 1;
 	__u64 now;
-	int err;
+	__u32 l3;
+	__u16 proto;
+	int err, i;
 
 	if (cfg.sample_rate > 1) {
 		if (bpf_get_prandom_u32() % cfg.sample_rate) {
@@ -219,10 +226,28 @@ static __always_inline int count_skb(struct __sk_buff *skb, __u8 direction)
 		weight = cfg.sample_rate;
 	}
 
-	if (skb->protocol == bpf_htons(ETH_P_IP)) {
-		err = parse_ipv4(skb, &key, &tcp_flags);
-	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
-		err = parse_ipv6(skb, &key, &tcp_flags);
+	/* VLAN tags still in the frame (the kernel moves one tag out of band
+	 * on receive, but a second one, and tags in test runs, stay in-band):
+	 * step over up to two to reach the ethertype of what they carry. */
+	proto = skb->protocol;
+	l3 = ETH_HLEN;
+	for (i = 0; i < MAX_VLAN_TAGS; i++) {
+		struct { __u16 tci, type; } tag;
+
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+			break;
+		if (LOAD_HDR(skb, l3, &tag)) {
+			stat_inc(FLOW_STAT_MALFORMED);
+			return TC_ACT_UNSPEC;
+		}
+		proto = tag.type;
+		l3 += VLAN_HLEN;
+	}
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		err = parse_ipv4(skb, l3, &key, &tcp_flags);
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		err = parse_ipv6(skb, l3, &key, &tcp_flags);
 	} else {
 		stat_inc(FLOW_STAT_NOT_IP);
 		return TC_ACT_UNSPEC;

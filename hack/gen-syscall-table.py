@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Generates orb8_agent/dataplane/syscall_table.py from the Linux UAPI headers.
+"""Generates orb8_common/syscall_table.py from the Linux UAPI headers.
 
 x86_64 comes from asm/unistd_64.h; arm64 uses the generic table in
 asm-generic/unistd.h as a 64-bit kernel sees it (the 32-bit-only block is
 skipped and __NR3264_* names take their 64-bit spelling).
-Run: python3 hack/gen-syscall-table.py > orb8_agent/dataplane/syscall_table.py
+Run: python3 hack/gen-syscall-table.py > orb8_common/syscall_table.py
 """
 
 import re

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -13,7 +14,7 @@ from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
 from orb8_agent.control.agent import NodeAgent
 from orb8_agent.control.gpu_sessions import GpuSessions
@@ -24,13 +25,15 @@ from orb8_agent.dataplane.syscalls import Hook
 from orb8_agent.gpu.podresources.client import DEFAULT_SOCKET
 from orb8_agent.preflight import run_preflight
 from orb8_agent.runner import AgentRunner
+from orb8_common.cli import OneLineParser, load_credentials, port
 from orb8_common.errors import Orb8Error, UsageError
 
 log = logging.getLogger("orb8.agent")
+_BIND_ERRORS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orb8-agent", description=__doc__)
+    parser = OneLineParser(prog="orb8-agent", description=__doc__)
     parser.add_argument(
         "--node", default=os.environ.get("NODE_NAME"),
         help="this node's name (default: $NODE_NAME, set from the downward API)",
@@ -44,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
         help="cgroup v2 directory holding kubepods (default: the cgroup2 mount)",
     )  # fmt: skip
     parser.add_argument("--http-host", default="0.0.0.0", help="address for /metrics and probes")
-    parser.add_argument("--http-port", type=int, default=9808)
+    parser.add_argument("--http-port", type=port, default=9808)
     parser.add_argument(
         "--syscall-hook", choices=[h.value for h in Hook], default=Hook.RAW_TP.value
     )
@@ -60,7 +63,10 @@ def _parser() -> argparse.ArgumentParser:
         "--agent-id", default=None,
         help="names this agent's tc filters and /run/orb8/<id> state (default: agent-<node>)",
     )  # fmt: skip
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-level", default="INFO", type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+    )  # fmt: skip
     return parser
 
 
@@ -82,10 +88,7 @@ def _load_probes(*, agent_id: str, hook: Hook) -> ProbeSet:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    if args.kubeconfig:
-        await config.load_kube_config(config_file=args.kubeconfig)
-    else:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    await load_credentials(kubeconfig=args.kubeconfig)
     node: str = args.node
     preflight = run_preflight(mount=True, load_probes=False)
     probes = _load_probes(agent_id=args.agent_id or f"agent-{node}", hook=Hook(args.syscall_hook))
@@ -131,6 +134,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Orb8Error as err:
         print(f"orb8-agent: {err}", file=sys.stderr)
         return 2 if isinstance(err, UsageError) else 1
+    except OSError as err:
+        if err.errno not in _BIND_ERRORS:
+            raise
+        # The metrics/probe server could not listen: a flag or a port clash.
+        print(
+            f"orb8-agent: cannot serve http on {args.http_host}:{args.http_port}: "
+            f"{err.strerror or err}",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from typing import Any
 from orb8_common.errors import Orb8Error
 
 BTF_PATH = Path("/sys/kernel/btf/vmlinux")
+# The newest kernel feature a probe uses: bpf_ktime_get_coarse_ns (flows), 5.11.
+MIN_KERNEL = (5, 11)
 BPFFS_PATH = Path("/sys/fs/bpf")
 TRACEFS_PATH = Path("/sys/kernel/tracing")
 
@@ -184,12 +186,15 @@ def _kernel_check(release: str) -> Check:
         major, minor = (int(x) for x in release.split(".")[:2])
     except ValueError:
         return Check("kernel version", False, f"cannot parse {release!r}", "")
-    ok = (major, minor) >= (5, 8)
+    ok = (major, minor) >= MIN_KERNEL
     return Check(
         "kernel version",
         ok,
         release,
-        "" if ok else "orb8 needs Linux 5.8+ (ring buffer, CAP_BPF, batch map ops)",
+        ""
+        if ok
+        else "orb8 needs Linux 5.11+ (bpf_ktime_get_coarse_ns 5.11, ring buffer and CAP_BPF 5.8,"
+        " batch map ops 5.6)",
     )
 
 

@@ -13,6 +13,8 @@ import re
 from orb8_common.errors import InvalidSpecError
 
 __all__ = [
+    "MAX_SPEC_DURATION",
+    "MAX_SPEC_DURATION_SECONDS",
     "InvalidDurationError",
     "format_duration",
     "parse_duration",
@@ -22,6 +24,9 @@ __all__ = [
 NS_PER_SECOND = 1_000_000_000
 # Go's Duration is an int64 of nanoseconds; we refuse what Go would refuse.
 MAX_NS = 2**63 - 1
+# The longest duration a spec may hold (admission and the models agree): a year.
+MAX_SPEC_DURATION = "8760h"
+MAX_SPEC_DURATION_SECONDS = 8760 * 3600
 
 _UNITS: dict[str, int] = {
     "ns": 1,

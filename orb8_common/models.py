@@ -28,8 +28,9 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from orb8_common.durations import parse_duration
+from orb8_common.durations import MAX_SPEC_DURATION, MAX_SPEC_DURATION_SECONDS, parse_duration
 from orb8_common.errors import InvalidSpecError
+from orb8_common.syscalls import is_known_syscall
 
 __all__ = [
     "DANGEROUS_SYSCALLS",
@@ -123,28 +124,45 @@ def _utc(value: datetime) -> datetime:
 Timestamp = Annotated[datetime, AfterValidator(_utc), PlainSerializer(format_time, return_type=str)]
 
 
+INT32_MAX = 2**31 - 1
+
+
 # parse_duration raises InvalidDurationError, a ValueError, so pydantic names the field.
+def _seconds(value: str) -> float:
+    seconds = parse_duration(value)
+    if seconds > MAX_SPEC_DURATION_SECONDS:
+        raise ValueError(f"duration {value!r} must be at most {MAX_SPEC_DURATION}")
+    return seconds
+
+
 def _positive_duration(value: str) -> str:
-    if parse_duration(value) <= 0:
+    if _seconds(value) <= 0:
         raise ValueError(f"duration {value!r} must be greater than zero")
     return value
 
 
 def _non_negative_duration(value: str) -> str:
-    if parse_duration(value) < 0:
+    if _seconds(value) < 0:
         raise ValueError(f"duration {value!r} must not be negative")
     return value
 
 
 def _interval(value: str) -> str:
-    if parse_duration(value) < 1:
+    if _seconds(value) < 1:
         raise ValueError(f"interval {value!r} must be at least 1s")
+    return value
+
+
+def _known_syscall(value: str) -> str:
+    if not is_known_syscall(name=value):
+        raise ValueError(f"unknown syscall {value!r}")
     return value
 
 
 Interval = Annotated[str, AfterValidator(_interval)]
 PositiveDuration = Annotated[str, AfterValidator(_positive_duration)]
 NonNegativeDuration = Annotated[str, AfterValidator(_non_negative_duration)]
+SyscallName = Annotated[str, AfterValidator(_known_syscall)]
 
 
 class _Model(BaseModel):
@@ -237,7 +255,7 @@ class NetworkProbe(_Model):
 
 class SyscallProbe(_Model):
     enabled: bool = False
-    alert_on: tuple[str, ...] = DANGEROUS_SYSCALLS
+    alert_on: tuple[SyscallName, ...] = DANGEROUS_SYSCALLS
     learning_period: NonNegativeDuration = "0s"
     max_alerts: int = Field(default=100, ge=1, le=1000)
 
@@ -246,9 +264,6 @@ class SyscallProbe(_Model):
     def _syscall_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
             raise ValueError("must list at least one syscall")
-        for name in value:
-            if not name or not all(c.isascii() and (c.isalnum() or c == "_") for c in name):
-                raise ValueError(f"{name!r} is not a syscall name")
         return tuple(dict.fromkeys(value))
 
     @property
@@ -266,7 +281,7 @@ class TraceSessionSpec(_Model):
     probes: Probes = Field(default_factory=Probes)
     duration: PositiveDuration | None = None
     report_interval: Interval = "15s"
-    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0, le=INT32_MAX)
 
     @model_validator(mode="after")
     def _some_probe(self) -> TraceSessionSpec:
@@ -336,7 +351,7 @@ class GpuTelemetrySpec(_Model):
     source: GpuSource = Field(default_factory=GpuSource)
     interval: Interval = "15s"
     duration: PositiveDuration | None = None
-    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0, le=INT32_MAX)
     alerts: GpuAlertsSpec = Field(default_factory=GpuAlertsSpec)
 
     @property
@@ -441,7 +456,7 @@ class GpuDevice(_Model):
     uuid: str
     index: int | None = None
     model: str = ""
-    sharing: Literal["exclusive", "time-sliced", "mig"] = "exclusive"
+    sharing: Literal["exclusive", "time-sliced", "mig", "unknown"] = "exclusive"
     mig_profile: str = ""
     utilization_percent: float | None = None
     memory_used_bytes: int | None = None
@@ -516,7 +531,7 @@ class GpuSummary(_Model):
     gpus: int = 0
     pods: int = 0
     avg_utilization: float | None = None
-    memory_used_bytes: int = 0
+    memory_used_bytes: int | None = None  # None (left out) when no GPU reported memory
 
 
 class Condition(_Model):

@@ -30,7 +30,9 @@ from typing import Any
 
 import yaml
 
+from orb8_common.durations import MAX_SPEC_DURATION
 from orb8_common.models import DANGEROUS_SYSCALLS as DEFAULT_ALERT_SYSCALLS
+from orb8_common.syscalls import KNOWN_SYSCALLS
 
 GROUP = "orb8.io"
 VERSION = "v1alpha1"
@@ -68,7 +70,16 @@ QUALIFIED_NAME_PATTERN = (
     r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$"
 )
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
-SYSCALL_PATTERN = r"^[a-z][a-z0-9_]*$"
+# Each part's digits are bounded per unit so that any string of at most 32
+# characters matching it is below Go's int64-nanosecond limit (~292 years):
+# at most ~32 years per part, at most five parts. CEL's duration() is only
+# called on strings that match it, so it never overflows.
+CONVERTIBLE_DURATION_PATTERN = (
+    r"^([0-9]{1,5}(\.[0-9]+)?h|[0-9]{1,7}(\.[0-9]+)?m|[0-9]{1,9}(\.[0-9]+)?s"
+    r"|[0-9]{1,12}(\.[0-9]+)?ms|[0-9]{1,15}(\.[0-9]+)?(us|µs)|[0-9]{1,18}(\.[0-9]+)?ns)+$"
+)
+INT32_MAX = 2**31 - 1
+SYSCALL_PATTERN = r"^[a-z_][a-z0-9_]*$"
 IDENTIFIER_PATTERN = r"^[a-z][a-zA-Z0-9_-]*$"
 # metav1.Condition's validation, as the Kubernetes API types declare it.
 CONDITION_TYPE_PATTERN = (
@@ -83,7 +94,7 @@ DIRECTIONS = ["ingress", "egress"]
 SESSION_PHASES = ["Pending", "Running", "Completed", "Failed"]
 NODE_STATES = ["Pending", "Running", "Degraded", "Failed", "Stopped"]
 SEVERITIES = ["Low", "Medium", "High", "Critical"]
-GPU_SHARING = ["exclusive", "time-sliced", "mig"]
+GPU_SHARING = ["exclusive", "time-sliced", "mig", "unknown"]
 GPU_ALERT_KINDS = ["Idle", "MemoryHigh"]
 SESSION_KINDS = ["TraceSession", "GpuTelemetry"]
 
@@ -127,6 +138,11 @@ def integer(
     fmt: str = "int64",
     default: int | None = None,
 ) -> Schema:
+    # An int32 field stores what fits in an int32, nothing more.
+    if fmt == "int32" and maximum is None:
+        maximum = INT32_MAX
+    if fmt == "int32" and minimum is None:
+        minimum = -INT32_MAX - 1
     return _with(
         {"description": description, "type": "integer", "format": fmt},
         default=default,
@@ -167,8 +183,11 @@ def duration(
 ) -> Schema:
     """A Go-style duration string, checked by pattern and then by CEL's duration().
 
-    The CEL rule only runs on strings the pattern accepts, so an unparsable
+    The CEL rules only run on strings the pattern accepts, so an unparsable
     value yields one clear pattern error rather than a CEL evaluation error.
+    Every duration is at most ``MAX_SPEC_DURATION``; the range rule calls
+    duration() only on strings that cannot overflow it, so a huge value gets
+    that rule's message, never a type-conversion error.
     """
     op = ">=" if inclusive else ">"
     if minimum == "0s" and inclusive:
@@ -185,13 +204,44 @@ def duration(
         pattern=DURATION_PATTERN,
     )
     guard = f"!self.matches(r'{DURATION_PATTERN}')"
+    in_range = (
+        f"self.matches(r'{CONVERTIBLE_DURATION_PATTERN}')"
+        f" && duration(self) <= duration('{MAX_SPEC_DURATION}')"
+    )
+    rules = [
+        {
+            "rule": f"{guard} || ({in_range})",
+            "messageExpression": f"'must be at most {MAX_SPEC_DURATION}, got ' + self",
+        }
+    ]
     if rule:
-        schema["x-kubernetes-validations"] = [
+        # Runs only where the range rule holds, so duration() cannot overflow.
+        rules.append(
             {
-                "rule": f"{guard} || {rule}",
+                "rule": f"{guard} || !({in_range}) || {rule}",
                 "messageExpression": f"'{message}, got ' + self",
             }
-        ]
+        )
+    schema["x-kubernetes-validations"] = rules
+    return schema
+
+
+def syscall_name(*, checked: bool) -> Schema:
+    """A syscall name some supported architecture has (orb8_common.syscalls, one source).
+
+    A CEL membership rule rather than an ``enum``: an enum's refusal lists
+    every allowed value (hundreds), the rule's names only the bad one.
+    """
+    schema = string("A syscall name (x86_64 or arm64).", max_length=64, pattern=SYSCALL_PATTERN)
+    if not checked:
+        return schema
+    names = ", ".join(f"'{name}'" for name in KNOWN_SYSCALLS)
+    schema["x-kubernetes-validations"] = [
+        {
+            "rule": f"self in [{names}]",
+            "messageExpression": "'unknown syscall ' + self",
+        }
+    ]
     return schema
 
 
@@ -546,7 +596,10 @@ def probes(*, with_defaults: bool) -> Schema:
             "alertOn": array(
                 "Syscall names that raise an alert."
                 + (" Default: a set of dangerous syscalls." if with_defaults else ""),
-                string("A syscall name.", max_length=64, pattern=SYSCALL_PATTERN),
+                # The user-facing kinds check names; NodeAgentConfig (written by
+                # the operator from checked specs) cannot afford the rule's cost
+                # across 1024 sessions.
+                syscall_name(checked=with_defaults),
                 max_items=512,
                 min_items=1,
                 list_type="set",
@@ -768,7 +821,10 @@ def gpu_telemetry_schema() -> Schema:
                     "avgUtilization": number(
                         "Mean utilization of those GPUs, 0 to 100.", minimum=0, maximum=100
                     ),
-                    "memoryUsedBytes": counter("Framebuffer memory in use, in bytes."),
+                    "memoryUsedBytes": counter(
+                        "Framebuffer memory in use, in bytes, over the GPUs that reported it;"
+                        " absent when none did."
+                    ),
                 },
             ),
             "pods": array(
@@ -1112,9 +1168,14 @@ def _rules_of(schema: Schema, required: bool) -> str:
     if "enum" in schema:
         parts.append("one of " + ", ".join(f"`{v}`" for v in schema["enum"]))
     items = schema.get("items", schema.get("additionalProperties"))
-    if isinstance(items, dict) and "enum" in items:
+    if isinstance(items, dict) and items.get("pattern") == SYSCALL_PATTERN:
+        parts.append(
+            f"each a syscall name of x86_64 or arm64 ({len(KNOWN_SYSCALLS)} names,"
+            " `orb8_common/syscall_table.py`)"
+        )
+    elif isinstance(items, dict) and "enum" in items:
         parts.append("each one of " + ", ".join(f"`{v}`" for v in items["enum"]))
-    if isinstance(items, dict) and "pattern" in items:
+    elif isinstance(items, dict) and "pattern" in items:
         parts.append(f"each of length ≤ {items['maxLength']} matching `{items['pattern']}`")
     for key, label in (("minimum", "≥"), ("maximum", "≤")):
         if key in schema:
@@ -1140,6 +1201,9 @@ def _rules_of(schema: Schema, required: bool) -> str:
     for check in schema.get("x-kubernetes-validations", []):
         if "message" in check:
             parts.append(f"CEL: {check['message']}")
+        elif check.get("messageExpression", "").startswith("'"):
+            # 'must be at least 1s, got ' + self -> must be at least 1s
+            parts.append(check["messageExpression"][1:].split("'", 1)[0].removesuffix(", got "))
         else:
             parts.append("CEL: " + check["rule"].split("|| ", 1)[-1])
     return _md("; ".join(parts))

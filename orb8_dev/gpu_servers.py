@@ -315,6 +315,10 @@ class KubeletBehavior:
     allocations: list[Allocation] = field(default_factory=list)
     allocatable: list[tuple[str, str]] = field(default_factory=list)
     mode: str = "ok"  # ok | unavailable | no-allocatable
+    # Per-RPC answers: a grpc.StatusCode name ("INTERNAL", "UNAVAILABLE", ...)
+    # makes that call fail with it; "OK" answers normally.
+    list_status: str = "OK"
+    allocatable_status: str = "OK"
     one_id_per_entry: bool = True  # current kubelets; False groups ids like old ones
     calls: int = 0
 
@@ -353,11 +357,18 @@ class _Lister(api_pb2_grpc.PodResourcesListerServicer):
         self.b.calls += 1
         if self.b.mode == "unavailable":
             context.abort(grpc.StatusCode.UNAVAILABLE, "kubelet is restarting")
+        if self.b.list_status != "OK":
+            context.abort(grpc.StatusCode[self.b.list_status], "injected List failure")
         return api_pb2.ListPodResourcesResponse(pod_resources=self._pods())
 
     def GetAllocatableResources(self, request: Any, context: Any) -> Any:
         if self.b.mode == "no-allocatable":
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "not enabled")
+        if self.b.allocatable_status != "OK":
+            context.abort(
+                grpc.StatusCode[self.b.allocatable_status],
+                "injected GetAllocatableResources failure",
+            )
         devices = [
             api_pb2.ContainerDevices(resource_name=r, device_ids=[d]) for r, d in self.b.allocatable
         ]

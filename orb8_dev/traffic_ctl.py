@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from orb8_dev import netns
@@ -90,6 +92,23 @@ def bpf_prog_ids(*, name_prefix: str) -> set[int]:
         ["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True
     ).stdout
     return {p["id"] for p in json.loads(out) if p.get("name", "").startswith(name_prefix)}
+
+
+def own_bpf_prog_ids(*, name_prefix: str) -> set[int]:
+    """Programs this process holds an fd of (other processes may load the same objects)."""
+    held: set[int] = set()
+    fd_dir = Path("/proc/self/fd")
+    for fd in fd_dir.iterdir():
+        try:
+            if os.readlink(fd) != "anon_inode:bpf-prog":
+                continue
+            info = Path(f"/proc/self/fdinfo/{fd.name}").read_text()
+        except OSError:
+            continue  # the fd of the directory listing itself, or one closed meanwhile
+        for line in info.splitlines():
+            if line.startswith("prog_id:"):
+                held.add(int(line.split()[1]))
+    return held & bpf_prog_ids(name_prefix=name_prefix)
 
 
 def bpf_link_prog_ids() -> set[int]:

@@ -98,6 +98,7 @@ def evaluate(
     spec_error: str | None,
     duration_seconds: float | None,
     now: datetime,
+    spec_error_reason: str = "InvalidSpec",
     previous_phase: str | None,
     start_time: datetime | None,
     completion_time: datetime | None,
@@ -136,11 +137,12 @@ def evaluate(
         )
 
     if spec_error is not None:
-        put("Ready", "False", "InvalidSpec", spec_error)
-        put("Degraded", "False", "InvalidSpec", "")
-        put("Complete", "False", "InvalidSpec", spec_error)
+        reason = spec_error_reason
+        put("Ready", "False", reason, spec_error)
+        put("Degraded", "False", reason, "")
+        put("Complete", "False", reason, spec_error)
         if previous_phase != "Failed":
-            events.append(KubeEvent("Warning", "InvalidSpec", spec_error))
+            events.append(KubeEvent("Warning", reason, spec_error))
         return Lifecycle(
             phase="Failed",
             start_time=start_time,

@@ -8,12 +8,18 @@ that order). A liveness endpoint answers on ``--liveness``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import socket
+import sys
 from collections.abc import Sequence
 
 import kopf
+
+from orb8_common.cli import OneLineParser, http_url, load_credentials
+from orb8_common.errors import UsageError
+from orb8_operator.selectors import CROSS_NAMESPACE_ENV, CrossNamespacePolicy
 
 __all__ = ["main"]
 
@@ -29,9 +35,10 @@ def _seconds(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orb8-operator", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="orb8-operator", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--liveness",
+        type=http_url,
         default=os.environ.get("ORB8_LIVENESS_ENDPOINT", "http://0.0.0.0:8080/healthz"),
         help="liveness endpoint URL (default: %(default)s)",
     )
@@ -54,6 +61,14 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between full NodeAgentConfig checks; changes are written at once "
         "(default: %(default)s)",
     )
+    parser.add_argument(
+        "--allow-cross-namespace",
+        action="append",
+        default=[],
+        metavar="FROM:TO",
+        help="let sessions in namespace FROM select pods in namespace TO (repeatable; '*' for"
+        " any, e.g. monitoring:*). Default: a session selects pods only in its own namespace",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument(
         "--peering",
@@ -64,13 +79,29 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        policy = CrossNamespacePolicy.parse(rules=args.allow_cross_namespace)
+    except UsageError as err:
+        parser.error(str(err))
+    try:
+        # kopf would retry a bad kubeconfig every minute with a traceback; say it once.
+        asyncio.run(load_credentials(kubeconfig=None))
+    except UsageError as err:
+        print(f"orb8-operator: {err}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     os.environ["ORB8_SESSION_RESYNC_S"] = str(args.session_resync)
     os.environ["ORB8_NODE_CONFIG_RESYNC_S"] = str(args.node_config_resync)
+    os.environ[CROSS_NAMESPACE_ENV] = policy.to_env()
+    if policy.rules:
+        logging.getLogger("orb8_operator").info(
+            "cross-namespace selection allowed: %s", policy.to_env()
+        )
     # Importing registers the handlers with kopf's default registry.
     from orb8_operator import handlers  # noqa: F401
 

@@ -29,6 +29,12 @@ from orb8_operator.lifecycle import KubeEvent, evaluate, next_check_in, should_d
 from orb8_operator.nodeconfig import ActiveSession
 from orb8_operator.pods import PodEntry
 from orb8_operator.resolve import Targets, count_pods, resolve_targets
+from orb8_operator.selectors import (
+    CrossNamespacePolicy,
+    configured_policy,
+    refusal_message,
+    resolve_namespaces,
+)
 from orb8_operator.status import (
     STATUS_BUDGET_BYTES,
     bound_status,
@@ -134,7 +140,9 @@ def _merged(
     if isinstance(spec, GpuTelemetrySpec):
         gpu = gpu_status(nodes=[n for n in nodes if isinstance(n, GpuNodeEntry)])
         return {
-            "summary": to_wire(gpu.summary),
+            # Every field, None included: a merge patch removes a reading that
+            # became unknown instead of leaving the last one in place.
+            "summary": gpu.summary.model_dump(mode="json", by_alias=True),
             "pods": [to_wire(p) for p in gpu.pods],
             "alerts": [to_wire(a) for a in gpu.alerts],
         }
@@ -166,12 +174,16 @@ def reconcile_session(
     now: datetime,
     budget: int = STATUS_BUDGET_BYTES,
     all_pods: Iterable[PodEntry] | None = None,
+    cross_namespace: CrossNamespacePolicy | None = None,
 ) -> SessionOutcome:
     """Everything the operator should do for one session at ``now``.
 
     ``pods`` must hold at least the pods of the session's namespaces;
     ``all_pods`` (default: ``pods``) is walked only to name flow ends that the
-    agents left unnamed.
+    agents left unnamed. ``cross_namespace`` (default: the operator's
+    ``--allow-cross-namespace`` rules) says which other namespaces a session
+    may select; a refused selection fails the session with reason
+    ``CrossNamespaceNotAllowed``.
     """
     pods = tuple(pods)
     meta, status = _map(body.get("metadata")), _map(body.get("status"))
@@ -182,10 +194,21 @@ def reconcile_session(
 
     spec: TraceSessionSpec | GpuTelemetrySpec | None = None
     spec_error: str | None = None
+    spec_error_reason = "InvalidSpec"
     try:
         spec = parse_spec(kind=kind, raw=body.get("spec"))
     except InvalidSpecError as err:
         spec_error = str(err)
+    if spec is not None:
+        policy = cross_namespace if cross_namespace is not None else configured_policy()
+        refused = policy.refused(
+            session_namespace=namespace,
+            selected=resolve_namespaces(selector=spec.selector, session_namespace=namespace),
+        )
+        if refused:
+            # Selecting another tenant's pods needs the operator's consent: nothing is traced.
+            spec_error = refusal_message(session_namespace=namespace, refused=refused)
+            spec_error_reason = "CrossNamespaceNotAllowed"
 
     phase = status.get("phase")
     targets: Targets = {}
@@ -193,7 +216,7 @@ def reconcile_session(
     if phase == "Completed" and type(stored) is int:
         matched = stored  # final: no need to walk the pod index again
     else:
-        if spec is not None:
+        if spec is not None and spec_error is None:
             targets = resolve_targets(
                 selector=spec.selector,
                 session_namespace=namespace,
@@ -207,6 +230,7 @@ def reconcile_session(
     life = evaluate(
         generation=generation,
         spec_error=spec_error,
+        spec_error_reason=spec_error_reason,
         duration_seconds=duration,
         now=now,
         previous_phase=phase if isinstance(phase, str) else None,
@@ -231,7 +255,7 @@ def reconcile_session(
     patch = {k: v for k, v in bounded.status.items() if k != "nodes" or bounded.nodes_trimmed}
 
     active = None
-    if spec is not None and life.active:
+    if spec is not None and spec_error is None and life.active:
         active = ActiveSession(
             uid=uid,
             kind=kind,
@@ -270,10 +294,18 @@ def reconcile_session(
 def changed_fields(*, current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a status patch that changes something, so idle ticks write nothing.
 
-    A None in ``patch`` removes a field, which only matters when it is set.
+    A None in ``patch`` removes a field, which only matters when it is set;
+    nested maps are compared the way a JSON merge patch applies them.
     """
-    return {
-        key: value
-        for key, value in patch.items()
-        if (current.get(key) is not None if value is None else current.get(key) != value)
-    }
+    return {key: value for key, value in patch.items() if not _applied(current.get(key), value)}
+
+
+def _applied(current: Any, value: Any) -> bool:
+    """Merging ``value`` into ``current`` (RFC 7386) would change nothing."""
+    if value is None:
+        return current is None
+    if isinstance(value, Mapping):
+        if not isinstance(current, Mapping):
+            return False
+        return all(_applied(current.get(k), v) for k, v in value.items())
+    return bool(current == value)

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
 
+from orb8_common.errors import UsageError
 from orb8_common.models import LabelSelector, LabelSelectorRequirement, Selector
 
-__all__ = ["matches_labels", "matches_node", "matches_requirement", "resolve_namespaces"]
+__all__ = [
+    "CROSS_NAMESPACE_ENV",
+    "CrossNamespacePolicy",
+    "configured_policy",
+    "matches_labels",
+    "matches_node",
+    "matches_requirement",
+    "refusal_message",
+    "resolve_namespaces",
+]
 
 
 def matches_requirement(
@@ -51,3 +64,71 @@ def matches_node(
 def resolve_namespaces(*, selector: Selector, session_namespace: str) -> frozenset[str]:
     """The namespaces a session selects pods from; its own when none are listed."""
     return frozenset(selector.namespaces) if selector.namespaces else frozenset({session_namespace})
+
+
+# How the operator process hands its --allow-cross-namespace rules to the reconciler.
+CROSS_NAMESPACE_ENV = "ORB8_ALLOW_CROSS_NAMESPACE"
+
+
+@dataclass(frozen=True, slots=True)
+class CrossNamespacePolicy:
+    """Which namespaces a session may select pods in besides its own.
+
+    Default: none. Each rule is ``FROM:TO``: sessions in namespace FROM may
+    select pods in namespace TO; ``*`` stands for any namespace on either
+    side (``monitoring:*`` lets sessions in monitoring select every namespace,
+    ``*:*`` turns the rule off).
+    """
+
+    rules: frozenset[tuple[str, str]] = frozenset()
+
+    @classmethod
+    def parse(cls, *, rules: Iterable[str]) -> CrossNamespacePolicy:
+        parsed: set[tuple[str, str]] = set()
+        for rule in rules:
+            source, sep, target = rule.strip().partition(":")
+            if not sep or not source or not target:
+                raise UsageError(
+                    f"--allow-cross-namespace {rule!r}: expected FROM:TO, e.g. monitoring:shop"
+                    " or monitoring:*"
+                )
+            parsed.add((source, target))
+        return cls(rules=frozenset(parsed))
+
+    def to_env(self) -> str:
+        return ",".join(f"{s}:{t}" for s, t in sorted(self.rules))
+
+    def allows(self, *, session_namespace: str, namespace: str) -> bool:
+        if namespace == session_namespace:
+            return True
+        return any(s in ("*", session_namespace) and t in ("*", namespace) for s, t in self.rules)
+
+    def refused(self, *, session_namespace: str, selected: Iterable[str]) -> tuple[str, ...]:
+        """The selected namespaces this session may not select, sorted."""
+        return tuple(
+            sorted(
+                ns
+                for ns in set(selected)
+                if not self.allows(session_namespace=session_namespace, namespace=ns)
+            )
+        )
+
+
+def refusal_message(*, session_namespace: str, refused: Iterable[str]) -> str:
+    """The one-line status message for a refused cross-namespace selection."""
+    names = sorted(refused)
+    flags = " ".join(f"--allow-cross-namespace {session_namespace}:{ns}" for ns in names)
+    return (
+        f"spec.selector.namespaces: a session in namespace {session_namespace} may not"
+        f" select pods in {', '.join(names)}; the operator must allow it ({flags})"
+    )
+
+
+@cache
+def _policy_from(text: str) -> CrossNamespacePolicy:
+    return CrossNamespacePolicy.parse(rules=[r for r in text.split(",") if r.strip()])
+
+
+def configured_policy() -> CrossNamespacePolicy:
+    """The rules the operator process was started with (``--allow-cross-namespace``)."""
+    return _policy_from(os.environ.get(CROSS_NAMESPACE_ENV, ""))

@@ -367,11 +367,12 @@ def gpu_summary(*, pods: Iterable[GpuPodRow]) -> GpuSummary:
     rows = list(pods)
     devices = _distinct_devices(rows)
     utils = [d.utilization_percent for d in devices.values() if d.utilization_percent is not None]
+    memory = [d.memory_used_bytes for d in devices.values() if d.memory_used_bytes is not None]
     return GpuSummary(
         gpus=len(devices),
         pods=len({(r.namespace, r.pod) for r in rows}),
         avg_utilization=round(sum(utils) / len(utils), 2) if utils else None,
-        memory_used_bytes=sum(d.memory_used_bytes or 0 for d in devices.values()),
+        memory_used_bytes=sum(memory) if memory else None,
     )
 
 

@@ -34,7 +34,7 @@ _REMEDIES: dict[int, str] = {
     errno.EPERM: "run as root or grant CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN",
     errno.EACCES: "the verifier or an LSM refused the program; see the log above",
     errno.ENOENT: "the kernel lacks this hook or object; check BTF and that tracefs is mounted",
-    errno.EINVAL: "the kernel rejected an argument; the kernel may be too old (need 5.8+)",
+    errno.EINVAL: "the kernel rejected an argument; the kernel may be too old (need 5.11+)",
     errno.E2BIG: "a map or program is larger than the kernel allows",
     errno.ENOMEM: "raise RLIMIT_MEMLOCK or the cgroup memory limit",
     errno.EEXIST: "another filter uses orb8's tc handle and priority; run `orb8 diagnose`",

@@ -5,9 +5,8 @@ from __future__ import annotations
 import platform
 from functools import cache
 
+from orb8_common import syscall_table
 from orb8_common.errors import UsageError
-
-from . import syscall_table
 
 _TABLES: dict[str, dict[int, str]] = {
     "x86_64": syscall_table.X86_64,

@@ -80,20 +80,31 @@ class ClaimSet:
     replicated: set[str] = field(default_factory=set)
     # Every MIG id the kubelet knows (allocated or allocatable), by profile.
     mig_ids_by_profile: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    # False without the kubelet's allocations: a GPU seen with one pod may
+    # have more sharers that nothing reported, so it is not "exclusive".
+    allocations_known: bool = True
 
     def add(self, c: Claim) -> None:
         self.claims.setdefault((c.ckey, c.kind, c.uuid or repr(c.instance)), c)
 
     def sharing(self, c: Claim) -> Sharing:
-        return sharing_of(c, self.sharers, self.replicated)
+        return sharing_of(
+            c, self.sharers, self.replicated, allocations_known=self.allocations_known
+        )
 
 
-def sharing_of(c: Claim, sharers: dict[str, set[tuple[str, str]]], replicated: set[str]) -> Sharing:
+def sharing_of(
+    c: Claim,
+    sharers: dict[str, set[tuple[str, str]]],
+    replicated: set[str],
+    *,
+    allocations_known: bool = True,
+) -> Sharing:
     if c.kind == "mig":
         return Sharing.MIG
     if c.uuid in replicated or len(sharers.get(c.uuid, ())) > 1:
         return Sharing.TIME_SLICED
-    return Sharing.EXCLUSIVE
+    return Sharing.EXCLUSIVE if allocations_known else Sharing.UNKNOWN
 
 
 def bare_use(c: Claim, *, sharing: Sharing, note: str = "") -> GpuUse:

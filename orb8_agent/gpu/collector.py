@@ -117,6 +117,9 @@ class GpuCollector:
             return None, SourceHealth(name="podResources", ok=False, message=str(exc))
         except Exception as exc:  # a fault in one source must not end the agent's loop
             return None, SourceHealth(name="podResources", ok=False, message=_unexpected(exc))
+        if view.problem:
+            # Partly answered: the allocations are used, the fault is still reported.
+            return view, SourceHealth(name="podResources", ok=False, message=view.problem)
         return view, SourceHealth(name="podResources", ok=True)
 
     def _read_readings(self, now: datetime) -> _Readings:
@@ -159,6 +162,11 @@ class GpuCollector:
                 mig_map = self._nvml.read(now=now)
             except SourceUnavailableError:
                 mig_map = None
+        if scrape.lost:
+            # Some readings could not be tied to a device: say which, and how many.
+            lost = "readings lost: " + ", ".join(scrape.lost)
+            health = SourceHealth(name="dcgmExporter", ok=False, message=lost)
+            return _Readings("dcgmExporter", scrape, mig_map, (health,), degraded=True)
         return _Readings(
             "dcgmExporter",
             scrape,

@@ -8,6 +8,7 @@ this module decides which samples matter, converts units and drops DCGM's
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -114,6 +115,7 @@ def parse_exposition(text: str, *, fetched_at: datetime) -> ExporterScrape:
     if not text.strip():
         raise ExporterFormatError("dcgm-exporter returned an empty body")
     builders: dict[tuple[str, int | None], _Builder] = {}
+    lost: Counter[tuple[str, str]] = Counter()
     found = False
     try:
         for sample in iter_samples(text, wanted=FIELDS):
@@ -121,8 +123,14 @@ def parse_exposition(text: str, *, fetched_at: datetime) -> ExporterScrape:
             labels = sample.labels
             uuid = labels.get("UUID") or labels.get("uuid") or ""
             if not uuid:
+                lost[(sample.name, "without a UUID label")] += 1
                 continue
             gi_id = _int_label(labels, "GPU_I_ID")
+            if gi_id is None and (labels.get("GPU_I_PROFILE") or labels.get("GPU_I_ID")):
+                # A MIG instance line that names no instance: counting it as the
+                # whole GPU's reading would be wrong.
+                lost[(sample.name, "of a MIG instance without a valid GPU_I_ID label")] += 1
+                continue
             key = (uuid, gi_id)
             b = builders.get(key)
             if b is None:
@@ -154,4 +162,8 @@ def parse_exposition(text: str, *, fetched_at: datetime) -> ExporterScrape:
             + "); add them to its counters file"
         )
     entities = tuple(b.freeze() for b in builders.values())
-    return ExporterScrape(fetched_at=fetched_at, entities=entities)
+    return ExporterScrape(
+        fetched_at=fetched_at,
+        entities=entities,
+        lost=tuple(f"{n} {name} sample(s) {why}" for (name, why), n in sorted(lost.items())),
+    )

@@ -87,11 +87,15 @@ def fetch_text(
             ) from None
     finally:
         conn.close()
-    body = b"".join(chunks)
+    return decode_body(b"".join(chunks), url=endpoint.url)
+
+
+def decode_body(body: bytes, *, url: str) -> str:
+    """The exporter's body as text; ExporterFormatError for anything but UTF-8."""
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError:
-        raise ExporterFormatError(f"{endpoint.url} sent a body that is not UTF-8 text") from None
+        raise ExporterFormatError(f"{url} sent a body that is not UTF-8 text") from None
 
 
 def scrape_exporter(

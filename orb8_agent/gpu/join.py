@@ -11,7 +11,13 @@ docs/gpu.md:
   time-sliced GPU.
 * A GPU is ``time-sliced`` when the kubelet hands out replica ids for it
   (``GPU-<uuid>::<n>``) or when more than one pod uses it; ``mig`` when the
-  device is a MIG instance (``MIG-<uuid>``); ``exclusive`` otherwise.
+  device is a MIG instance (``MIG-<uuid>``); ``exclusive`` otherwise, but
+  ``unknown`` when pod-resources failed (the exporter labels one pod per GPU,
+  so a GPU it shows with one pod may have other sharers); a note then says
+  that attribution is partial.
+* A MIG instance whose ``MIG-<uuid>`` is unknown (no pod-resources) is named
+  ``MIG-<parent GPU uuid>/<GPU instance id>`` (the pre-R470 MIG device name
+  without the compute instance), so each instance stays a distinct device.
 * A MIG id is tied to an exporter instance line (GPU_I_ID) by NVML when it is
   available, else by the exporter's pod labels, else by profile when exactly
   one unmatched id and one unmatched instance of that profile exist on the
@@ -61,6 +67,13 @@ def join(
     state = ClaimSet(targets=Targets(targets))
     if resources is not None:
         _claims_from_pod_resources(resources, state)
+    elif exporter is not None:
+        state.allocations_known = False
+        state.notes.add(
+            "attribution is partial: without pod-resources only the pods dcgm-exporter"
+            " labels are shown (it labels one pod per GPU, so other sharers are missing)"
+            " and GPU sharing is unknown"
+        )
     if exporter is not None:
         rows = join_exporter(scrape=exporter, nvml=nvml, state=state, node=node)
     elif nvml is not None:

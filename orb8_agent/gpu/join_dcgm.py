@@ -87,9 +87,22 @@ def join_exporter(
                 continue
             parent = parents.get(inst.uuid) or meta.get(inst.uuid) or inst
             uses[k] = _use_from_entity(
-                inst, parent, uuid=c.uuid or inst.uuid, sharing=Sharing.MIG, at=scrape, note=""
+                inst,
+                parent,
+                uuid=c.uuid or instance_name(inst),
+                sharing=Sharing.MIG,
+                at=scrape,
+                note="",
             )
     return build_rows(node, tg, uses)
+
+
+def instance_name(inst: DcgmEntity) -> str:
+    """A MIG instance's name when its MIG-<uuid> is unknown: parent uuid and GPU_I_ID.
+
+    The parent's uuid alone would make every instance on a GPU one device.
+    """
+    return f"MIG-{inst.uuid}/{inst.gpu_instance_id}"
 
 
 def _bind_mig(

@@ -16,6 +16,9 @@ class Sharing(StrEnum):
     EXCLUSIVE = "exclusive"
     TIME_SLICED = "time-sliced"
     MIG = "mig"
+    # Without the kubelet's pod-resources, a GPU the exporter shows one pod on
+    # may still be shared with pods it does not label.
+    UNKNOWN = "unknown"
 
 
 def rfc3339(ts: datetime) -> str:
@@ -94,6 +97,9 @@ class DcgmEntity:
 class ExporterScrape:
     fetched_at: datetime
     entities: tuple[DcgmEntity, ...]
+    # Samples of wanted fields that could not be tied to a device, e.g.
+    # "3 DCGM_FI_DEV_GPU_UTIL sample(s) without a UUID label".
+    lost: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- pod-resources
@@ -121,6 +127,9 @@ class PodResourcesView:
     fetched_at: datetime
     allocations: tuple[DeviceAllocation, ...]
     allocatable: tuple[AllocatableDevice, ...] = ()
+    # Set when List answered but GetAllocatableResources failed: the
+    # allocations stand, the allocatable list is missing.
+    problem: str = ""
 
 
 # ---------------------------------------------------------------- NVML
@@ -283,14 +292,12 @@ class GpuSummary:
     gpus: int
     pods: int
     avg_utilization: float | None
-    memory_used_bytes: int
+    memory_used_bytes: int | None  # None when no device reported its memory
 
     def to_status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "gpus": self.gpus,
-            "pods": self.pods,
-            "memoryUsedBytes": self.memory_used_bytes,
-        }
+        out: dict[str, Any] = {"gpus": self.gpus, "pods": self.pods}
+        if self.memory_used_bytes is not None:
+            out["memoryUsedBytes"] = self.memory_used_bytes
         if self.avg_utilization is not None:
             out["avgUtilization"] = round(self.avg_utilization, 2)
         return out
@@ -349,7 +356,7 @@ class GpuSnapshot:
         }
 
 
-EMPTY_SUMMARY = GpuSummary(gpus=0, pods=0, avg_utilization=None, memory_used_bytes=0)
+EMPTY_SUMMARY = GpuSummary(gpus=0, pods=0, avg_utilization=None, memory_used_bytes=None)
 
 __all__ = [
     "EMPTY_SUMMARY",

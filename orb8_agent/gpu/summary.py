@@ -22,24 +22,26 @@ def summarize(*, rows: Sequence[GpuPodRow]) -> GpuSummary:
         for g in row.gpus:
             per_device.setdefault(g.device_key or g.uuid, []).append(g)
     utils: list[float] = []
-    memory = 0
+    memory: list[int] = []
     for uses in per_device.values():
         process = [u for u in uses if u.scope == "process"]
         if process:
             vals = [u.utilization_percent for u in process if u.utilization_percent is not None]
             if vals:
                 utils.append(min(100.0, sum(vals)))
-            memory += sum(u.memory_used_bytes or 0 for u in process)
+            memory.extend(u.memory_used_bytes for u in process if u.memory_used_bytes is not None)
             continue
         first = uses[0]
         if first.utilization_percent is not None:
             utils.append(first.utilization_percent)
-        memory += first.memory_used_bytes or 0
+        if first.memory_used_bytes is not None:
+            memory.append(first.memory_used_bytes)
     return GpuSummary(
         gpus=len(per_device),
         pods=len(pods),
         avg_utilization=sum(utils) / len(utils) if utils else None,
-        memory_used_bytes=memory,
+        # No reading is not zero bytes: left out when no device reported memory.
+        memory_used_bytes=sum(memory) if memory else None,
     )
 
 
@@ -64,16 +66,16 @@ def summarize_nodes(*, nodes: Iterable[Mapping[str, Any]]) -> GpuSummary:
                 if per_process and g.get("sharing") == "time-sliced":
                     split.add(key)
     utils: list[float] = []
-    memory = 0
+    memory: list[int] = []
     for key, gs in devices.items():
         chosen = gs if key in split else gs[:1]
         vals = [float(g["utilizationPercent"]) for g in chosen if "utilizationPercent" in g]
         if vals:
             utils.append(min(100.0, sum(vals)))
-        memory += sum(int(g.get("memoryUsedBytes", 0)) for g in chosen)
+        memory.extend(int(g["memoryUsedBytes"]) for g in chosen if "memoryUsedBytes" in g)
     return GpuSummary(
         gpus=len(devices),
         pods=len(pods),
         avg_utilization=sum(utils) / len(utils) if utils else None,
-        memory_used_bytes=memory,
+        memory_used_bytes=sum(memory) if memory else None,
     )

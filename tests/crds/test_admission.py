@@ -57,7 +57,36 @@ CASES = [
     ts("negative-duration", ("spec.duration", "should match"), duration="-5m"),
     ts("unparsable-duration", ("spec.duration", "should match"), duration="ten minutes"),
     ts("zero-duration", ("spec.duration", "must be greater than 0, got 0s"), duration="0s"),
-    ts("overflowing-duration", ("spec.duration",), duration="99999999999999h"),
+    ts(
+        "overflowing-duration",
+        ("spec.duration", "must be at most 8760h, got 99999999999999h"),
+        duration="99999999999999h",
+    ),
+    ts(
+        "int64-overflowing-duration",
+        ("spec.duration", "must be at most 8760h, got 2562047h48m"),
+        duration="2562047h48m",
+    ),
+    ts(
+        "many-part-overflowing-duration",
+        ("spec.duration", "must be at most 8760h"),
+        duration="99999h99999h99999h99999h99999h",
+    ),
+    ts(
+        "duration-over-a-year",
+        ("spec.duration", "must be at most 8760h, got 8761h"),
+        duration="8761h",
+    ),
+    ts(
+        "report-interval-over-a-year",
+        ("spec.reportInterval", "must be at most 8760h"),
+        reportInterval="9000h",
+    ),
+    ts(
+        "ttl-over-int32",
+        ("spec.ttlSecondsAfterFinished", "less than or equal to 2147483647"),
+        ttlSecondsAfterFinished=3_000_000_000,
+    ),
     ts("zero-duration-compound", ("spec.duration", "must be greater than 0"), duration="0h0m0s"),
     ts(
         "report-interval-below-1s",
@@ -120,6 +149,11 @@ CASES = [
         "bad-syscall-name",
         ("spec.probes.syscalls.alertOn[1]", "should match"),
         probes=sys_probe(alertOn=["ptrace", "PTRACE"]),
+    ),
+    ts(
+        "unknown-syscall",
+        ("spec.probes.syscalls.alertOn[0]", "unknown syscall notasyscall"),
+        probes=sys_probe(alertOn=["notasyscall", "ptrace"]),
     ),
     ts(
         "empty-alert-list",
@@ -235,6 +269,16 @@ CASES = [
         ("spec.alerts.idleFor", "must be greater than 0"),
         alerts={"idleUtilizationPercent": 5, "idleFor": "0m"},
     ),
+    gput(
+        "gpu-ttl-over-int32",
+        ("spec.ttlSecondsAfterFinished", "less than or equal to 2147483647"),
+        ttlSecondsAfterFinished=2**31,
+    ),
+    gput(
+        "idle-for-over-a-year",
+        ("spec.alerts.idleFor", "must be at most 8760h"),
+        alerts={"idleFor": "8761h"},
+    ),
     gput("interval-below-1s", ("spec.interval", "must be at least 1s"), interval="999ms"),
     gput("gpu-bad-duration", ("spec.duration", "should match"), duration="1d"),
     Case(
@@ -297,6 +341,9 @@ def test_malformed_manifest_is_refused(cluster: Cluster, case: Case) -> None:
     assert result.returncode != 0, f"accepted: {result.stdout}"
     for fragment in case.expect:
         assert fragment in result.stderr, f"{fragment!r} not in: {result.stderr}"
+    # A refusal is the rule's own message, never a CEL evaluation error.
+    assert "type conversion error" not in result.stderr
+    assert "evaluating rule" not in result.stderr
     assert not cluster.exists(case.manifest["kind"].lower(), case.manifest["metadata"]["name"])
 
 
@@ -373,6 +420,22 @@ def test_go_durations_are_accepted(cluster: Cluster, value: str) -> None:
     name = "dur-" + "".join(ch if ch.isalnum() else "-" for ch in value.replace("µ", "micro"))
     result = cluster.apply(trace_session(name, duration=value))
     assert result.returncode == 0, result.stderr
+
+
+def test_every_known_syscall_and_longest_values_are_accepted(cluster: Cluster) -> None:
+    """The admission rule and the model share one list (orb8_common.syscalls)."""
+    from orb8_common.syscalls import KNOWN_SYSCALLS
+
+    manifest = trace_session(
+        "all-syscalls",
+        probes={"syscalls": {"enabled": True, "alertOn": list(KNOWN_SYSCALLS)}},
+        duration="8760h",
+        ttlSecondsAfterFinished=2**31 - 1,
+    )
+    result = cluster.apply(manifest)
+    assert result.returncode == 0, result.stderr[:2000]
+    stored = cluster.get_json("tracesession", "all-syscalls")["spec"]
+    assert stored["probes"]["syscalls"]["alertOn"] == list(KNOWN_SYSCALLS)
 
 
 def test_unknown_fields_are_pruned_without_strict_validation(cluster: Cluster) -> None:

@@ -22,6 +22,7 @@ from orb8_dev.traffic_ctl import (
     bpf_prog_ids,
     gone,
     has_clsact,
+    own_bpf_prog_ids,
     tc_filters,
 )
 
@@ -84,9 +85,8 @@ def test_existing_clsact_and_foreign_filters_are_kept(
 
 @pytest.mark.parametrize("hook", [Hook.RAW_TP, Hook.TRACEPOINT], ids=["raw_tp", "tracepoint"])
 def test_syscall_probe_close_removes_link_and_program(kernel_ready: None, hook: Hook) -> None:
-    before = bpf_prog_ids(name_prefix="orb8_sys_enter")
     with SyscallCollector(hook=hook):
-        during = bpf_prog_ids(name_prefix="orb8_sys_enter") - before
+        during = own_bpf_prog_ids(name_prefix="orb8_sys_enter")
         assert len(during) == 1
         if hook is Hook.RAW_TP:
             assert during <= bpf_link_prog_ids()

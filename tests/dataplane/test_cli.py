@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -30,10 +31,24 @@ FLOW_KEYS = {
 }
 
 
+def _bracket(flows: list[dict[str, Any]], direction: str) -> tuple[int, int]:
+    sel = [f for f in flows if f["direction"] == direction]
+    return sum(f["bytes"] for f in sel), sum(f["packets"] for f in sel)
+
+
 @pytest.mark.kernel
 def test_trace_network_json(pair: netns.VethPair) -> None:
-    """Ctrl-C ends the trace; the JSON flows match the veth's own counters."""
+    """Ctrl-C ends the trace; the JSON flows match the veth's own counters.
+
+    The veth's counters are read twice on each side of the trace: outside it
+    (before the process starts, after it exits) and inside it (once the filter
+    is attached, before Ctrl-C). Whatever else crosses the veth meanwhile (IPv6
+    router solicitations and MLD reports of the fresh interfaces), every packet
+    the trace counts lies in the outer window, and every packet of the inner
+    window is counted: the flows' totals lie between the two.
+    """
     warm_neighbours(pair)
+    outer_before = pair.counters(side="a")
     proc = subprocess.Popen(
         [
             "ip",
@@ -70,6 +85,7 @@ def test_trace_network_json(pair: netns.VethPair) -> None:
     after = pair.counters(side="a")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
+    outer_after = pair.counters(side="a")
     assert proc.returncode == 0, err
     assert "\r" not in err  # no progress line when stderr is not a terminal
     flows = json.loads(out)
@@ -78,17 +94,19 @@ def test_trace_network_json(pair: netns.VethPair) -> None:
     assert [f["bytes"] for f in flows] == sorted((f["bytes"] for f in flows), reverse=True)
     top = flows[0]
     assert (top["protocol"], top["direction"], top["dst_port"]) == ("TCP", "egress", 6001)
-    # The oracle counts what the probe counts: every byte the veth carried, headers included.
+    # The bulk flow is nearly all of the inner window's transmit, headers included.
     assert top["bytes"] == pytest.approx(after["tx_bytes"] - before["tx_bytes"], rel=0.01)
-    assert top["packets"] == pytest.approx(after["tx_packets"] - before["tx_packets"], abs=2)
     assert top["bytes"] >= sent["sent"]
     assert {"SYN", "FIN", "ACK"} <= set(top["tcp_flags"])
-    back = [f for f in flows if f["direction"] == "ingress" and f["src_port"] == 6001]
-    assert len(back) == 1
-    # The ACK flow is a few KiB, where 1% is less than one packet; the veth also
-    # receives the odd control packet (IPv6 MLD, ND) the flow rightly leaves out.
-    rx = after["rx_bytes"] - before["rx_bytes"]
-    assert rx - 2 * 128 <= back[0]["bytes"] <= rx
+    assert [f for f in flows if f["direction"] == "ingress" and f["src_port"] == 6001]
+    for direction, side in (("egress", "tx"), ("ingress", "rx")):
+        got_bytes, got_packets = _bracket(flows, direction)
+        inner = after[f"{side}_bytes"] - before[f"{side}_bytes"]
+        outer = outer_after[f"{side}_bytes"] - outer_before[f"{side}_bytes"]
+        assert inner <= got_bytes <= outer, (direction, inner, got_bytes, outer)
+        inner = after[f"{side}_packets"] - before[f"{side}_packets"]
+        outer = outer_after[f"{side}_packets"] - outer_before[f"{side}_packets"]
+        assert inner <= got_packets <= outer, (direction, inner, got_packets, outer)
 
 
 @pytest.mark.kernel

@@ -146,7 +146,7 @@ def test_fragments(runner: tuple[FlowCollector, dict[str, int]]) -> None:
         (ipv4(6, tcp(0x02, doff=3)), "malformed"),  # TCP data offset below 5
         (ipv6(0, bytes([6, 0]) + b"\x00" * 2), "malformed"),  # extension header cut
         (MAC + b"\x08\x06" + b"\x00" * 28, "not_ip"),  # ARP
-        (MAC + b"\x81\x00\x00\x01\x08\x00" + ipv4(17, udp())[14:], "not_ip"),  # VLAN tag
+        (MAC + b"\x81\x00\x00\x01\x08\x06" + b"\x00" * 28, "not_ip"),  # ARP in a VLAN
     ],
     ids=[
         "bad-ihl",
@@ -155,7 +155,7 @@ def test_fragments(runner: tuple[FlowCollector, dict[str, int]]) -> None:
         "tcp-bad-doff",
         "ipv6-ext-truncated",
         "arp",
-        "vlan",
+        "vlan-arp",
     ],
 )
 def test_bad_or_foreign_packets_make_no_flow(

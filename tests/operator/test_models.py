@@ -97,7 +97,24 @@ def test_trace_session_accepts_camel_case_and_round_trips() -> None:
         ),
         (
             {"probes": {"syscalls": {"enabled": True, "alertOn": ["rm -rf"]}}},
-            "spec.probes.syscalls.alertOn: 'rm -rf' is not a syscall name",
+            "spec.probes.syscalls.alertOn[0]: unknown syscall 'rm -rf'",
+        ),
+        (
+            {"probes": {"syscalls": {"enabled": True, "alertOn": ["ptrace", "notasyscall"]}}},
+            "spec.probes.syscalls.alertOn[1]: unknown syscall 'notasyscall'",
+        ),
+        (
+            {**NET, "ttlSecondsAfterFinished": 3_000_000_000},
+            "spec.ttlSecondsAfterFinished: Input should be less than or equal to 2147483647",
+        ),
+        (
+            {**NET, "duration": "2562047h48m"},
+            "spec.duration: invalid duration '2562047h48m': too large",
+        ),
+        ({**NET, "duration": "8761h"}, "spec.duration: duration '8761h' must be at most 8760h"),
+        (
+            {"probes": {"syscalls": {"enabled": True, "learningPeriod": "9000h"}}},
+            "spec.probes.syscalls.learningPeriod: duration '9000h' must be at most 8760h",
         ),
         (
             {
@@ -134,6 +151,24 @@ def test_trace_session_invalid(raw: Any, message: str) -> None:
     assert "\n" not in text
 
 
+def test_every_known_syscall_is_accepted_and_the_default_list_is_known() -> None:
+    from orb8_common.syscalls import KNOWN_SYSCALLS
+
+    spec = parse_trace_session_spec(
+        {"probes": {"syscalls": {"enabled": True, "alertOn": list(KNOWN_SYSCALLS)}}}
+    )
+    assert spec.probes.syscalls.alert_on == KNOWN_SYSCALLS
+    assert set(DANGEROUS_SYSCALLS) <= set(KNOWN_SYSCALLS)
+    assert {"ptrace", "openat", "_sysctl", "arch_prctl"} <= set(KNOWN_SYSCALLS)
+
+
+def test_a_year_is_the_longest_duration() -> None:
+    spec = parse_trace_session_spec(
+        {**NET, "duration": "8760h", "ttlSecondsAfterFinished": 2**31 - 1}
+    )
+    assert spec.duration_seconds == 8760 * 3600
+
+
 def test_gpu_telemetry_sources() -> None:
     auto = parse_gpu_telemetry_spec({})
     assert auto.source.kind == "auto"
@@ -162,6 +197,8 @@ def test_gpu_telemetry_sources() -> None:
         ({"alerts": {"memoryUsedPercent": 120}}, "spec.alerts.memoryUsedPercent:"),
         ({"alerts": {"idleUtilizationPercent": 5.5}}, "spec.alerts.idleUtilizationPercent:"),
         ({"alerts": {"idleFor": "0s"}}, "spec.alerts.idleFor: duration '0s' must be greater"),
+        ({"ttlSecondsAfterFinished": 2**31}, "spec.ttlSecondsAfterFinished: Input should be less"),
+        ({"interval": "8761h"}, "spec.interval: duration '8761h' must be at most 8760h"),
     ],
 )
 def test_gpu_telemetry_invalid(raw: dict[str, Any], message: str) -> None:

@@ -221,3 +221,41 @@ def test_completed_session_keeps_its_matched_pods_without_resolving() -> None:
     )
     assert out.status["matchedPods"] == 7
     assert out.active is None
+
+
+def test_changed_fields_removes_a_summary_reading_that_became_unknown() -> None:
+    """A merge patch of a map only touches the keys it names: a reading that is
+    no longer known must be sent as None, or the last value stays stored."""
+    stored = {"summary": {"gpus": 2, "pods": 2, "memoryUsedBytes": 1024, "avgUtilization": 5.0}}
+    patch = {"summary": {"gpus": 2, "pods": 2, "memoryUsedBytes": None, "avgUtilization": None}}
+    assert changed_fields(current=stored, patch=patch) == patch
+    after = {"summary": {"gpus": 2, "pods": 2}}
+    assert changed_fields(current=after, patch=patch) == {}
+
+
+def test_gpu_summary_patch_names_unknown_readings_as_none() -> None:
+    gpu_body = {
+        "metadata": {"uid": "u-gpu", "namespace": "ml", "name": "g", "generation": 1},
+        "spec": {"selector": {"podSelector": {}}},
+        "status": {
+            "nodes": [
+                {
+                    "node": "n1",
+                    "state": "Degraded",
+                    "pods": [
+                        {
+                            "namespace": "ml",
+                            "pod": "p",
+                            "gpus": [{"uuid": "GPU-1", "sharing": "exclusive"}],
+                        }
+                    ],
+                }
+            ]
+        },
+    }
+    out = reconcile_session(
+        kind="GpuTelemetry", body=gpu_body, pods=PODS, node_labels={}, now=at(0)
+    )
+    summary = out.status["summary"]
+    assert summary["gpus"] == 1
+    assert summary["memoryUsedBytes"] is None and summary["avgUtilization"] is None

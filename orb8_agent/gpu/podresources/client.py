@@ -83,6 +83,8 @@ def read_pod_resources(*, socket_path: str, timeout_s: float, now: datetime) -> 
 
     GetAllocatableResources is optional: kubelets before 1.23 (or with the
     feature off) answer UNIMPLEMENTED, and the view then has no allocatable list.
+    Any other failure of it leaves List's allocations standing, with
+    ``problem`` saying what failed; only a failed List raises.
     """
     _check_socket(socket_path)
     with grpc.insecure_channel(f"unix://{os.path.abspath(socket_path)}") as channel:
@@ -101,11 +103,13 @@ def read_pod_resources(*, socket_path: str, timeout_s: float, now: datetime) -> 
         except grpc.RpcError as exc:
             raise _rpc_error("List", socket_path, exc) from None
         allocatable: list[AllocatableDevice] = []
+        problem = ""
         try:
             resp = alloc_call(api_pb2.AllocatableResourcesRequest(), timeout=timeout_s)
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
-                raise _rpc_error("GetAllocatableResources", socket_path, exc) from None
+                # List answered: its allocations still say who holds which GPU.
+                problem = str(_rpc_error("GetAllocatableResources", socket_path, exc))
         else:
             allocatable = [
                 AllocatableDevice(resource_name=r, device_id=d)
@@ -115,4 +119,5 @@ def read_pod_resources(*, socket_path: str, timeout_s: float, now: datetime) -> 
         fetched_at=now,
         allocations=tuple(allocations_from_response(listed)),
         allocatable=tuple(allocatable),
+        problem=problem,
     )
