@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # kopf's default identity asks the passwd database for the user name,
         # which raises in containers running as a uid with no passwd entry
         # (the image's 65532, OpenShift's random uids).
-        identity=f"orb8-operator@{socket.gethostname()}",
+        identity=kopf.Identity(f"orb8-operator@{socket.gethostname()}"),
     )
     return 0
 
