@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 import kopf
+from kopf._core.engines.peering import Identity  # kopf.run's type; not re-exported
 
 from orb8_common.cli import OneLineParser, http_url, load_credentials
 from orb8_common.errors import UsageError
@@ -114,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # kopf's default identity asks the passwd database for the user name,
         # which raises in containers running as a uid with no passwd entry
         # (the image's 65532, OpenShift's random uids).
-        identity=kopf.Identity(f"orb8-operator@{socket.gethostname()}"),
+        identity=Identity(f"orb8-operator@{socket.gethostname()}"),
     )
     return 0
 
