@@ -9,7 +9,8 @@ With --sim (`make demo DEMO_ARGS=--sim`), the simulated-node demo below:
    namespace + veth + cgroup (no kubelet runs, so the harness plays it).
 4. docs/examples/demo-tracesession.yaml applied; checkout sends traffic to
    cart and makes a suspicious syscall.
-5. `kubectl get tracesessions` and `orb8 get flows/alerts` print what orb8 saw.
+5. `kubectl get tracesessions` and `orb8 get flows/alerts` print what orb8 saw,
+   and the agent's /metrics its per-pod counters.
 6. Everything is torn down again (pass --keep to leave the control plane up).
 """
 
@@ -23,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from orb8_agent.dataplane.cgroupfs import cgroup2_mount  # noqa: E402
 from orb8_common.errors import Orb8Error  # noqa: E402
-from orb8_dev.controlplane import ControlPlane, attach, start, stop  # noqa: E402
+from orb8_dev.controlplane import ControlPlane, attach, free_port, start, stop  # noqa: E402
 from orb8_dev.kubelet import SimKubelet, SimPod  # noqa: E402
 from orb8_dev.nodepods import orb8_tc_filters  # noqa: E402
 
@@ -39,6 +41,15 @@ SESSION_FILE = REPO / "docs" / "examples" / "demo-tracesession.yaml"
 NAMESPACE, SESSION, NODE = "shop", "checkout-debug", "demo-node"
 TRAFFIC = [sys.executable, "-m", "orb8_dev.traffic"]
 VICTIM = [sys.executable, "-m", "orb8_dev.victim"]
+
+
+METRICS_SHOWN = ("orb8_flow_bytes_total", "orb8_syscall_alerts_total")
+
+
+def agent_metrics(*, port: int, prefixes: tuple[str, ...]) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        lines = resp.read().decode().splitlines()
+    return "\n".join(line for line in lines if line.startswith(prefixes))
 
 
 def step(text: str) -> None:
@@ -120,12 +131,15 @@ def run(*, state_dir: Path, keep: bool) -> int:
         for pod in (checkout, cart):
             print(f"    {pod.name}: {pod.ip}, host veth {pod.host_if}, cgroup {pod.cgroup.path}")
 
+        metrics_port = free_port()
         with background("orb8-operator", [sys.executable, "-m", "orb8_operator.main",
-                                          "--liveness", "http://127.0.0.1:0/healthz"],
+                                          "--liveness", "http://127.0.0.1:0/healthz",
+                                          "--metrics-port", "0"],
                         env=env, log_dir=log_dir), \
                 background("orb8-agent", [sys.executable, "-m", "orb8_agent.main",
                                           "--node", NODE, "--cgroup-root", str(kubelet.cgroup_root),
-                                          "--http-host", "127.0.0.1", "--http-port", "0"],
+                                          "--http-host", "127.0.0.1",
+                                          "--http-port", str(metrics_port)],
                            env=env, log_dir=log_dir):  # fmt: skip
             step(f"kubectl apply -f {SESSION_FILE.relative_to(REPO)}")
             print(plane.kubectl("apply", "-f", str(SESSION_FILE)).stdout.strip())
@@ -145,6 +159,12 @@ def run(*, state_dir: Path, keep: bool) -> int:
                     capture_output=True, text=True, env=env, check=False,
                 )  # fmt: skip
                 print(out.stdout.rstrip() or out.stderr.rstrip())
+
+            step(
+                f"curl -s 127.0.0.1:{metrics_port}/metrics | grep -E "
+                "'^orb8_(flow_bytes|syscall_alerts)_total'"
+            )
+            print(agent_metrics(port=metrics_port, prefixes=METRICS_SHOWN))
 
             step("clean-up: delete the session (its finalizer detaches every probe)")
             plane.kubectl("delete", "-f", str(SESSION_FILE), "--timeout=60s")

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -43,20 +44,17 @@ def shell(local: LocalNode, *args: str) -> None:
     print((out.stdout + out.stderr).rstrip(), flush=True)
 
 
-def wait_status(local: LocalNode, *, what: str, done: str, timeout: float) -> dict[str, object]:
+def wait_status(local: LocalNode, *, what: str, done: str, timeout: float) -> dict[str, Any]:
     """Poll the session's status until ``done`` (``attached`` or ``results``) holds."""
     deadline = time.monotonic() + timeout
-    status: dict[str, object] = {}
+    status: dict[str, Any] = {}
     while time.monotonic() < deadline:
         out = local.plane.kubectl("get", "ts", SESSION, "-n", NAMESPACE, "-o", "json", check=False)
         if out.returncode == 0:
             status = json.loads(out.stdout).get("status") or {}
-            nodes = status.get("nodes") or []
+            nodes: list[dict[str, Any]] = status.get("nodes") or []
             attached = any(
-                isinstance(n, dict)
-                and n.get("state") == "Running"
-                and "flows" in n.get("probes", [])
-                for n in nodes
+                n.get("state") == "Running" and "flows" in n.get("probes", []) for n in nodes
             )
             if (done == "attached" and attached) or (
                 done == "results" and status.get("flows") and status.get("alerts")

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -23,6 +24,7 @@ from orb8_agent.dataplane.cgroupfs import cgroup2_mount
 from orb8_agent.dataplane.probes import ProbeSet, start_probes
 from orb8_agent.dataplane.syscalls import Hook
 from orb8_agent.gpu.podresources.client import DEFAULT_SOCKET
+from orb8_agent.podmetrics import DEFAULT_MAX_PODS, PodMetrics
 from orb8_agent.preflight import run_preflight
 from orb8_agent.runner import AgentRunner
 from orb8_common.cli import OneLineParser, load_credentials, port
@@ -30,6 +32,29 @@ from orb8_common.errors import Orb8Error, UsageError
 
 log = logging.getLogger("orb8.agent")
 _BIND_ERRORS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
+PROBES = ("flows", "syscalls")
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
+
+
+def _probe_list(text: str) -> tuple[str, ...]:
+    if text.strip() == "none":
+        return ()
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = sorted(set(names) - set(PROBES))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown probe(s) {', '.join(unknown) or text!r}: use flows, syscalls or none"
+        )
+    return names
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,7 +72,20 @@ def _parser() -> argparse.ArgumentParser:
         help="cgroup v2 directory holding kubepods (default: the cgroup2 mount)",
     )  # fmt: skip
     parser.add_argument("--http-host", default="0.0.0.0", help="address for /metrics and probes")
-    parser.add_argument("--http-port", type=port, default=9808)
+    parser.add_argument(
+        "--http-port", type=port, default=9091,
+        help="port for /metrics, /healthz and /readyz (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--metrics-max-pods", type=_non_negative, default=DEFAULT_MAX_PODS,
+        help="pods with series of their own in /metrics; the rest are summed into "
+        'pod="_other" (default: %(default)s)',
+    )  # fmt: skip
+    parser.add_argument(
+        "--probes", type=_probe_list, default=PROBES,
+        help="BPF probes to load: a comma-separated subset of flows,syscalls, or none "
+        "(GPU telemetry only); /healthz fails while none of them loads (default: flows,syscalls)",
+    )  # fmt: skip
     parser.add_argument(
         "--syscall-hook", choices=[h.value for h in Hook], default=Hook.RAW_TP.value
     )
@@ -70,10 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_probes(*, agent_id: str, hook: Hook) -> ProbeSet:
+def _load_probes(*, agent_id: str, hook: Hook, names: Sequence[str]) -> ProbeSet:
     """Load each probe on its own, so one failing never takes the other down."""
     probes = ProbeSet()
-    for name in ("flows", "syscalls"):
+    for name in names:
         try:
             loaded = start_probes(
                 agent_id=agent_id, flows=name == "flows", syscalls=name == "syscalls", hook=hook
@@ -91,20 +129,29 @@ async def _run(args: argparse.Namespace) -> int:
     await load_credentials(kubeconfig=args.kubeconfig)
     node: str = args.node
     preflight = run_preflight(mount=True, load_probes=False)
-    probes = _load_probes(agent_id=args.agent_id or f"agent-{node}", hook=Hook(args.syscall_hook))
+    probes = _load_probes(
+        agent_id=args.agent_id or f"agent-{node}", hook=Hook(args.syscall_hook), names=args.probes
+    )
     dataplane = KernelDataPlane(probes=probes)
     cgroup_root = args.cgroup_root or cgroup2_mount()
-    agent = NodeAgent(node=node, dataplane=dataplane, cgroup_root=cgroup_root)
+    agent = NodeAgent(
+        node=node, dataplane=dataplane, cgroup_root=cgroup_root,
+        pod_metrics=PodMetrics(max_pods=args.metrics_max_pods, clock=time.time),
+    )  # fmt: skip
+    gpu = GpuSessions(
+        node=node, exporter_host=args.dcgm_exporter_host,
+        podresources_socket=args.pod_resources_socket,
+    )  # fmt: skip
+    gpu.metrics.max_pods = args.metrics_max_pods
 
     def capability_report() -> dict[str, Any]:
         return {**preflight.to_status(), "probes": probes.statuses()}
 
     async with client.ApiClient() as api_client:
         runner = AgentRunner(
-            agent=agent, api=client.CustomObjectsApi(api_client),
-            gpu=GpuSessions(node=node, exporter_host=args.dcgm_exporter_host,
-                            podresources_socket=args.pod_resources_socket),
+            agent=agent, api=client.CustomObjectsApi(api_client), gpu=gpu,
             capability_report=capability_report, version=dist_version("orb8"),
+            probes=probes, wanted_probes=frozenset(args.probes),
         )  # fmt: skip
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,72 +1,188 @@
 """The agent's Prometheus metrics, read from the agent's state at scrape time.
 
-Labels are bounded by the number of sessions, never by pods or flows: a
-per-pod label on a high-rate metric is how metrics stores get blown up.
-Series of a finished session disappear with it.
+Per-pod series carry only (namespace, pod) and a small closed set of other
+labels (direction, protocol, syscall, probe, map, reason); never an IP, a
+port, a pid or a flow. The number of pods with their own series is capped
+(see ``orb8_agent.podmetrics``). Rendering runs on the data-plane worker
+thread, the same thread that feeds the counters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from orb8_agent.dataplane.probes import ProbeSet
+from orb8_agent.gpu.metrics import GpuMetrics
+from orb8_common.errors import Orb8Error
+from orb8_common.watchmetrics import watch_families
+from orb8_common.watchstate import WatchState
 
 if TYPE_CHECKING:
     from orb8_agent.control.agent import NodeAgent
 
-SESSION_LABELS = ["namespace", "session"]
+PROBES = ("flows", "syscalls")
+TRAFFIC_LABELS = ["namespace", "pod", "direction", "protocol"]
 
 
 class AgentCollector(Collector):
-    def __init__(self, *, agent: NodeAgent) -> None:
+    def __init__(
+        self, *, agent: NodeAgent, probes: ProbeSet, watches: Iterable[WatchState],
+        gpu: GpuMetrics | None = None, writes: StatusWrites | None = None,
+    ) -> None:  # fmt: skip
         self._agent = agent
+        self._writes = writes
+        self._probes = probes
+        self._watches = tuple(watches)
+        self._gpu = gpu
 
     def collect(self) -> Iterator[Metric]:
+        yield from self._traffic()
+        yield from self._node()
+        yield from self._probe_families()
+        yield from watch_families(states=self._watches)
+        if self._writes is not None:
+            yield self._writes.family()
+
+    def _traffic(self) -> Iterator[Metric]:
+        pods = self._agent.pod_metrics
         flow_bytes = CounterMetricFamily(
-            "orb8_flow_bytes", "Bytes the flow probe counted for a session on this node",
-            labels=SESSION_LABELS,
+            "orb8_flow_bytes", "Bytes the flow probe counted on the pod's host veth "
+            "(skb->len, pod-relative direction)", labels=TRAFFIC_LABELS,
         )  # fmt: skip
         flow_packets = CounterMetricFamily(
-            "orb8_flow_packets", "Packets the flow probe counted for a session on this node",
-            labels=SESSION_LABELS,
+            "orb8_flow_packets", "Packets the flow probe counted on the pod's host veth",
+            labels=TRAFFIC_LABELS,
         )  # fmt: skip
+        for (namespace, pod, direction, protocol), counts in sorted(pods.traffic.items()):
+            flow_bytes.add_metric([namespace, pod, direction, protocol], counts.bytes)
+            flow_packets.add_metric([namespace, pod, direction, protocol], counts.packets)
+        active = GaugeMetricFamily(
+            "orb8_flows_active", "Flows (5-tuple and direction) seen on the pod's host veth "
+            "in the last 30 seconds", labels=["namespace", "pod"],
+        )  # fmt: skip
+        for (namespace, pod), count in sorted(pods.active_flows().items()):
+            active.add_metric([namespace, pod], count)
         alerts = CounterMetricFamily(
-            "orb8_syscall_alerts", "Alert-list syscalls seen for a session on this node",
-            labels=SESSION_LABELS,
+            "orb8_syscall_alerts", "Alert-list syscalls made in the pod's containers",
+            labels=["namespace", "pod", "syscall"],
         )  # fmt: skip
-        for state in self._agent.sessions():
-            labels = [state.target.namespace, state.target.name]
-            if state.flows is not None:
-                flow_bytes.add_metric(labels, state.flows.bytes)
-                flow_packets.add_metric(labels, state.flows.packets)
-            if state.alerts is not None:
-                alerts.add_metric(labels, state.alerts.count)
-        yield flow_bytes
-        yield flow_packets
-        yield alerts
+        for (namespace, pod, syscall), count in sorted(pods.alerts.items()):
+            alerts.add_metric([namespace, pod, syscall], count)
+        yield from (flow_bytes, flow_packets, active, alerts)
+        capped = CounterMetricFamily(
+            "orb8_metrics_series_capped", "Pods folded into pod=\"_other\" because "
+            "--metrics-max-pods pods already had series of their own", labels=["group"],
+        )  # fmt: skip
+        capped.add_metric(["traffic"], pods.slots.capped_total)
+        if self._gpu is not None:
+            capped.add_metric(["gpu"], self._gpu.capped_total)
+        yield capped
         yield GaugeMetricFamily(
-            "orb8_active_sessions", "Sessions this node is working on",
+            "orb8_metrics_folded_pods", "Pods whose traffic and alerts are counted in "
+            "pod=\"_other\" right now", value=pods.slots.folded,
+        )  # fmt: skip
+
+    def _node(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "orb8_active_sessions", "Trace sessions this node is working on",
             value=len(self._agent.sessions()),
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "orb8_pods_tracked", "Target pods of the trace sessions on this node",
+            value=self._agent.tracked_pods,
         )  # fmt: skip
         yield GaugeMetricFamily(
             "orb8_attached_interfaces", "Host veths the flow probe is attached to",
             value=len(self._agent.attached_interfaces),
         )  # fmt: skip
-        yield CounterMetricFamily(
-            "orb8_dropped_events", "Events the kernel side dropped (rate cap or full ring buffer)",
-            value=self._agent.dropped_events(),
+
+    def _probe_families(self) -> Iterator[Metric]:
+        loaded = GaugeMetricFamily(
+            "orb8_probes_loaded", "1 when the probe is loaded and attached", labels=["probe"]
+        )
+        loaded.add_metric(["flows"], 1.0 if self._probes.flows is not None else 0.0)
+        loaded.add_metric(["syscalls"], 1.0 if self._probes.syscalls is not None else 0.0)
+        yield loaded
+        map_full = CounterMetricFamily(
+            "orb8_map_full_errors", "Kernel map inserts that failed because the map was full",
+            labels=["map"],
         )  # fmt: skip
+        evictions = CounterMetricFamily(
+            "orb8_flow_map_evictions", "Flows the LRU flow map evicted before they were read "
+            "(estimate: inserted minus read)",
+        )  # fmt: skip
+        events = CounterMetricFamily(
+            "orb8_ringbuf_events", "Alert events the syscall probe wrote into its ring buffer"
+        )
+        drops = CounterMetricFamily(
+            "orb8_ringbuf_dropped_events", "Alert events lost, by reason: the per-cgroup rate "
+            "cap, a full ring buffer, or unreadable in user space", labels=["reason"],
+        )  # fmt: skip
+        used = GaugeMetricFamily(
+            "orb8_ringbuf_used_bytes", "Bytes in the alert ring buffer not consumed yet"
+        )
+        size = GaugeMetricFamily("orb8_ringbuf_size_bytes", "Size of the alert ring buffer")
+        flows, syscalls = self._probes.flows, self._probes.syscalls
+        try:
+            if flows is not None:
+                fstats = flows.stats()
+                map_full.add_metric(["flows"], fstats.map_full)
+                evictions.add_metric([], fstats.evicted_estimate)
+            if syscalls is not None:
+                sstats = syscalls.stats()
+                map_full.add_metric(["syscall_counts"], sstats.count_map_full)
+                events.add_metric([], sstats.events)
+                drops.add_metric(["rate_limited"], sstats.rate_limited)
+                drops.add_metric(["ringbuf_full"], sstats.ringbuf_full)
+                drops.add_metric(["user_space"], sstats.lost_in_user_space)
+                used.add_metric([], syscalls.ringbuf_used_bytes())
+                size.add_metric([], syscalls.ringbuf_size)
+        except (Orb8Error, OSError, ValueError):
+            pass  # a probe closing under the scrape: its families stay empty this time
+        yield from (map_full, evictions, events, drops, used, size)
 
 
-def build_registry(*, agent: NodeAgent) -> tuple[CollectorRegistry, Counter]:
-    """A registry with the agent's collector and a counter of status writes by result."""
+class StatusWrites:
+    """Writes to the Kubernetes API by target and result (rendered without ``_created``)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {
+            (target, result): 0
+            for target in ("session", "nodeagentconfig")
+            for result in ("ok", "error")
+        }
+
+    def add(self, *, target: str, result: str) -> None:
+        self.counts[(target, result)] = self.counts.get((target, result), 0) + 1
+
+    def family(self) -> Metric:
+        family = CounterMetricFamily(
+            "orb8_status_writes", "Writes to the Kubernetes API: target session (a session's "
+            "status.nodes entry) or nodeagentconfig (the heartbeat); result ok, gone or error",
+            labels=["target", "result"],
+        )  # fmt: skip
+        for (target, result), count in sorted(self.counts.items()):
+            family.add_metric([target, result], count)
+        return family
+
+
+def build_registry(
+    *, agent: NodeAgent, probes: ProbeSet, watches: Iterable[WatchState],
+    gpu: GpuMetrics | None = None,
+) -> tuple[CollectorRegistry, StatusWrites]:  # fmt: skip
+    """The agent's registry and its counter of status writes by target and result.
+
+    The GPU collector is registered separately (it renders its own families);
+    ``gpu`` only lends its fold count to ``orb8_metrics_series_capped``.
+    """
+    writes = StatusWrites()
     registry = CollectorRegistry()
-    registry.register(AgentCollector(agent=agent))
-    status_writes = Counter(
-        "orb8_status_writes", "Status writes to the Kubernetes API by result", ["result"],
-        registry=registry,
-    )  # fmt: skip
-    return registry, status_writes
+    registry.register(
+        AgentCollector(agent=agent, probes=probes, watches=watches, gpu=gpu, writes=writes)
+    )
+    return registry, writes

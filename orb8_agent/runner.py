@@ -2,6 +2,13 @@
 
 All data-plane work happens on one worker thread (the reconciler is not
 thread-safe and BPF/netlink calls block); the event loop only waits on it.
+
+Health: ``/healthz`` answers 200 while the loops run (every task alive, a
+tick within ``TICK_STALL_S``) and the probes the agent wanted are loaded
+(at least one of them; none wanted is fine). ``/readyz`` answers 200 once
+the NodeAgentConfig watch has synced and while it stays connected and heard
+from the apiserver within ``READY_SYNC_AGE_S``; it turns 503 as soon as the
+watch loses the apiserver.
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ from orb8_agent.control.gpu_sessions import GpuSessions
 from orb8_agent.control.kube import apply_node_entry, patch_agent_status, watch_node_config
 from orb8_agent.control.report import rfc3339
 from orb8_agent.control.targets import sessions_from_spec
+from orb8_agent.dataplane.probes import ProbeSet
 from orb8_agent.metrics import build_registry
 from orb8_common.errors import Orb8Error
+from orb8_common.watchstate import WatchState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -33,12 +42,16 @@ T = TypeVar("T")
 TICK_S = 1.0
 RESYNC_S = 5.0
 HEARTBEAT_S = 30.0
+TICK_STALL_S = 60.0  # no tick for this long: the loop (or its worker thread) is stuck
+READY_SYNC_AGE_S = 150.0  # the watch relists every 60 s and gets bookmarks in between
 
 
 class AgentRunner:
     def __init__(
         self, *, agent: NodeAgent, gpu: GpuSessions, api: CustomObjectsApi,
         capability_report: Callable[[], Mapping[str, Any]], version: str,
+        probes: ProbeSet | None = None, wanted_probes: frozenset[str] = frozenset(),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:  # fmt: skip
         self._agent = agent
         self._gpu = gpu
@@ -48,7 +61,15 @@ class AgentRunner:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orb8-dataplane")
         self._configured = asyncio.Event()
         self._stop = asyncio.Event()
-        self.registry, self._status_writes = build_registry(agent=agent)
+        self._probes = probes or ProbeSet()
+        self._wanted_probes = wanted_probes
+        self._clock = clock
+        self._last_tick = clock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.watch = WatchState(name="nodeagentconfig")
+        self.registry, self._status_writes = build_registry(
+            agent=agent, probes=self._probes, watches=[self.watch], gpu=gpu.metrics
+        )
         self.registry.register(gpu.metrics)
 
     async def _on_worker(self, func: Callable[[], T]) -> T:
@@ -59,11 +80,13 @@ class AgentRunner:
 
     async def run(self, *, http_host: str, http_port: int) -> None:
         site_runner = await self._serve_http(host=http_host, port=http_port)
-        tasks = [
+        self._tasks = tasks = [
             asyncio.create_task(self._watch_config(), name="watch-config"),
             asyncio.create_task(self._tick(), name="tick"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
         ]
+        for task in tasks:
+            task.add_done_callback(_log_task_end)
         try:
             await self._stop.wait()
         finally:
@@ -78,16 +101,22 @@ class AgentRunner:
 
     async def _watch_config(self) -> None:
         node = self._agent.node
-        async for spec in watch_node_config(api=self._api, node=node):
+        async for spec in watch_node_config(api=self._api, node=node, state=self.watch):
             log.info("NodeAgentConfig/%s: %d session(s)", node, len(spec.get("sessions") or []))
-            await self._on_worker(partial(self._agent.configure, spec=spec))
-            self._gpu.configure(sessions=sessions_from_spec(spec=spec))
+            try:
+                await self._on_worker(partial(self._agent.configure, spec=spec))
+                self._gpu.configure(sessions=sessions_from_spec(spec=spec))
+            except Exception:
+                # A spec the agent cannot adopt must not end the watch; the next one may do.
+                log.exception("NodeAgentConfig/%s could not be applied", node)
+                continue
             self._configured.set()
 
     async def _tick(self) -> None:
         last_resync = time.monotonic()
         while True:
             await asyncio.sleep(TICK_S)
+            self._last_tick = self._clock()
             if not self._configured.is_set():
                 continue
             try:
@@ -99,6 +128,9 @@ class AgentRunner:
                 await self._report(await self._gpu.due())
             except Orb8Error as err:
                 log.warning("tick failed: %s", err)
+            except Exception:
+                # The loop must outlive a bug in one step; /healthz watches that it keeps ticking.
+                log.exception("tick failed")
 
     async def _report(self, reports: list[tuple[Any, dict[str, Any]]]) -> None:
         for target, entry in reports:
@@ -107,19 +139,23 @@ class AgentRunner:
                     api=self._api, kind=target.kind, namespace=target.namespace,
                     name=target.name, node=self._agent.node, entry=entry,
                 )  # fmt: skip
-                self._status_writes.labels(result="ok" if found else "gone").inc()
-            except Orb8Error as err:
-                self._status_writes.labels(result="error").inc()
-                log.warning("report for %s failed: %s", target.key, err)
+                self._status_writes.add(target="session", result="ok" if found else "gone")
+            except Exception as err:  # the apiserver gone: aiohttp errors are not Orb8Errors
+                self._status_writes.add(target="session", result="error")
+                log.warning("report for %s failed: %s", target.key, err or type(err).__name__)
 
     async def _heartbeat(self) -> None:
         while True:
             report = dict(await self._on_worker(self._capability_report))
             status = {**report, "agentVersion": self._version, "heartbeat": rfc3339(at=time.time())}
             try:
-                await patch_agent_status(api=self._api, node=self._agent.node, status=status)
-            except Orb8Error as err:
-                log.warning("heartbeat failed: %s", err)
+                found = await patch_agent_status(
+                    api=self._api, node=self._agent.node, status=status
+                )
+                self._status_writes.add(target="nodeagentconfig", result="ok" if found else "gone")
+            except Exception as err:  # the apiserver gone: aiohttp errors are not Orb8Errors
+                self._status_writes.add(target="nodeagentconfig", result="error")
+                log.warning("heartbeat failed: %s", err or type(err).__name__)
             await asyncio.sleep(HEARTBEAT_S)
 
     async def _shutdown(self) -> None:
@@ -142,10 +178,42 @@ class AgentRunner:
         body = await self._on_worker(lambda: generate_latest(self.registry))
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    def health(self) -> tuple[bool, str]:
+        """(healthy, why): the loops run and the wanted probes (any of them) are loaded."""
+        dead = [task.get_name() for task in self._tasks if task.done()]
+        if dead:
+            return False, f"task(s) ended: {', '.join(dead)}"
+        stalled = self._clock() - self._last_tick
+        if stalled > TICK_STALL_S:
+            return False, f"no tick for {stalled:.0f}s"
+        loaded = {name for name in ("flows", "syscalls") if getattr(self._probes, name)}
+        if self._wanted_probes and not loaded & self._wanted_probes:
+            failures = "; ".join(f"{k}: {v}" for k, v in sorted(self._probes.failures.items()))
+            return False, f"no probe loaded ({failures or 'none started'})"
+        return True, "ok"
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, why): configured from a NodeAgentConfig watch that is connected and fresh."""
+        if not self.watch.healthy(max_age_s=READY_SYNC_AGE_S):
+            return False, self.watch.describe(max_age_s=READY_SYNC_AGE_S)
+        if not self._configured.is_set():
+            return False, "waiting for NodeAgentConfig"
+        return True, "ok"
+
     async def _healthz(self, _: web.Request) -> web.Response:
-        return web.Response(text="ok")
+        ok, why = self.health()
+        return web.Response(status=200 if ok else 503, text=why)
 
     async def _readyz(self, _: web.Request) -> web.Response:
-        if self._configured.is_set():
-            return web.Response(text="ok")
-        return web.Response(status=503, text="waiting for NodeAgentConfig")
+        ok, why = self.readiness()
+        return web.Response(status=200 if ok else 503, text=why)
+
+
+def _log_task_end(task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    err = task.exception()
+    if err is not None:
+        log.error("task %s died: %r", task.get_name(), err)
+    else:
+        log.error("task %s ended", task.get_name())

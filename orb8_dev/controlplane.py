@@ -288,33 +288,34 @@ def start(
         ],
         log=log_dir / "etcd.log",
     )
-    pids["kube-apiserver"] = _spawn(
-        cmd=[
-            str(bin_dir / "kube-apiserver"),
-            f"--etcd-servers={etcd_url}",
-            f"--secure-port={api_port}",
-            f"--cert-dir={pki}",
-            f"--tls-cert-file={pki / 'apiserver.crt'}",
-            f"--tls-private-key-file={pki / 'apiserver.key'}",
-            f"--client-ca-file={pki / 'ca.crt'}",
-            f"--token-auth-file={state_dir / 'tokens.csv'}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={pki / 'sa.pub'}",
-            f"--service-account-signing-key-file={pki / 'sa.key'}",
-            "--allow-privileged=true",
-            "--profiling=false",
-            "--v=1",
-            *_apiserver_args(pki=pki, network=network),
-        ],
-        log=log_dir / "kube-apiserver.log",
-    )
+    apiserver_cmd = [
+        str(bin_dir / "kube-apiserver"),
+        f"--etcd-servers={etcd_url}",
+        f"--secure-port={api_port}",
+        f"--cert-dir={pki}",
+        f"--tls-cert-file={pki / 'apiserver.crt'}",
+        f"--tls-private-key-file={pki / 'apiserver.key'}",
+        f"--client-ca-file={pki / 'ca.crt'}",
+        f"--token-auth-file={state_dir / 'tokens.csv'}",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-account-key-file={pki / 'sa.pub'}",
+        f"--service-account-signing-key-file={pki / 'sa.key'}",
+        "--allow-privileged=true",
+        "--profiling=false",
+        "--v=1",
+        *_apiserver_args(pki=pki, network=network),
+    ]
+    pids["kube-apiserver"] = _spawn(cmd=apiserver_cmd, log=log_dir / "kube-apiserver.log")
     (state_dir / "pids.json").write_text(json.dumps(pids))
     server = f"https://{api_host}:{api_port}"
     plane = ControlPlane(state_dir=state_dir, server=server, token=token, bin_dir=bin_dir)
     _write_kubeconfig(path=plane.kubeconfig, server=server, ca_file=plane.ca_file, token=token)
     (state_dir / "plane.json").write_text(
-        json.dumps({"server": server, "token": token, "bin_dir": str(bin_dir)})
-    )
+        json.dumps(
+            {"server": server, "token": token, "bin_dir": str(bin_dir),
+             "apiserver_cmd": apiserver_cmd}
+        )
+    )  # fmt: skip
     if wait:
         wait_ready(plane=plane)
     return plane
@@ -345,6 +346,50 @@ def attach(*, state_dir: Path) -> ControlPlane | None:
     )  # fmt: skip
 
 
+def _kill(*, pid: int, sig: signal.Signals, grace_s: float) -> None:
+    os.kill(pid, sig)
+    deadline = time.monotonic() + grace_s
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+        while pid_alive(pid):
+            time.sleep(0.1)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def stop_apiserver(*, state_dir: Path) -> None:
+    """Kill only kube-apiserver (SIGKILL, as a crash would); etcd and its data stay.
+
+    Clients see their connections drop and then refused until
+    :func:`start_apiserver` brings it back on the same address.
+    """
+    pids: dict[str, int] = json.loads((state_dir / "pids.json").read_text())
+    pid = pids["kube-apiserver"]
+    if pid_alive(pid):
+        _kill(pid=pid, sig=signal.SIGKILL, grace_s=10.0)
+
+
+def start_apiserver(*, state_dir: Path) -> ControlPlane:
+    """Start kube-apiserver again with the command, port and certificates of the first start."""
+    pids: dict[str, int] = json.loads((state_dir / "pids.json").read_text())
+    meta = json.loads((state_dir / "plane.json").read_text())
+    if pid_alive(pids["kube-apiserver"]):
+        raise ControlPlaneError(f"kube-apiserver (pid {pids['kube-apiserver']}) still runs")
+    log_dir = state_dir / "logs"
+    pids["kube-apiserver"] = _spawn(
+        cmd=list(meta["apiserver_cmd"]), log=log_dir / "kube-apiserver.log"
+    )
+    (state_dir / "pids.json").write_text(json.dumps(pids))
+    plane = ControlPlane(
+        state_dir=state_dir, server=meta["server"], token=meta["token"],
+        bin_dir=Path(meta["bin_dir"]),
+    )  # fmt: skip
+    _wait_ready(plane=plane, pids=pids, log_dir=log_dir)
+    return plane
+
+
 def stop(*, state_dir: Path, grace_s: float = 10.0) -> None:
     """Stop the servers started from ``state_dir`` (apiserver first) and forget them."""
     try:
@@ -355,12 +400,5 @@ def stop(*, state_dir: Path, grace_s: float = 10.0) -> None:
         pid = pids.get(name)
         if pid is None or not pid_alive(pid):
             continue
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
+        _kill(pid=pid, sig=signal.SIGTERM, grace_s=grace_s)
     (state_dir / "pids.json").unlink(missing_ok=True)

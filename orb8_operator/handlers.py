@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from kubernetes_asyncio import client
 from orb8_common.errors import Orb8Error
 from orb8_common.models import SessionKind
 from orb8_operator import kube
+from orb8_operator.metrics import metrics
 from orb8_operator.nodeconfig import (
     ActiveSession,
     build_node_configs,
@@ -114,10 +116,21 @@ async def startup(*, settings: kopf.OperatorSettings, **_: Any) -> None:
     configure_settings(settings=settings)
     st = state()
     st.api = await kube.new_api_client()
+    m = metrics()
+    m.pods_watch = st.pods.watch
+    m.pods_tracked = lambda: len(st.pods)
+    m.sessions_by_kind = lambda: _count_kinds(list(st.sessions.values()))
     st.pods_task = asyncio.create_task(
         st.pods.run(api=st.api, on_change=st.dirty.set), name="orb8-pod-watch"
     )
     st.sync_task = asyncio.create_task(_sync_loop(st), name="orb8-nodeconfig-sync")
+
+
+def _count_kinds(sessions: list[ActiveSession]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for session in sessions:
+        counts[session.kind] = counts.get(session.kind, 0) + 1
+    return counts
 
 
 @kopf.on.cleanup()
@@ -155,6 +168,7 @@ async def sync_node_configs(*, st: OperatorState) -> None:
         current=current,
         keep_uids=existing - st.seen,
     )
+    metrics().node_configs = len(desired)
     plan = plan_node_configs(desired=desired, current=current)
     if not plan.empty:
         _log.info(
@@ -176,6 +190,7 @@ async def _sync_loop(st: OperatorState) -> None:
         st.dirty.clear()
         try:
             await sync_node_configs(st=st)
+            metrics().node_config_sync(ok=True)
             delay = 1.0
             continue
         except Orb8Error as err:
@@ -183,6 +198,7 @@ async def _sync_loop(st: OperatorState) -> None:
         except Exception:
             # The loop must outlive any bug or transport error, or agents stop getting updates.
             _log.exception("nodeagentconfig sync crashed, retrying in %.0fs", delay)
+        metrics().node_config_sync(ok=False)
         st.dirty.set()
         await asyncio.sleep(delay)
         delay = min(delay * 2, 30.0)
@@ -217,6 +233,7 @@ async def _reconcile(
     st.node_labels = _labels(nodes)
     selector = (body.get("spec") or {}).get("selector") or {}
     namespaces = selector.get("namespaces") or [body.get("metadata", {}).get("namespace", "")]
+    started = time.perf_counter()
     outcome = reconcile_session(
         kind=kind,
         body=body,
@@ -225,6 +242,7 @@ async def _reconcile(
         node_labels=st.node_labels,
         now=datetime.now(UTC),
     )
+    metrics().observe_reconcile(kind=kind, seconds=time.perf_counter() - started)
     current = body.get("status") or {}
     for key, value in changed_fields(current=current, patch=outcome.status).items():
         patch.status[key] = value

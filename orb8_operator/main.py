@@ -2,7 +2,8 @@
 
 Credentials come from the in-cluster service account, else $KUBECONFIG or
 ~/.kube/config (kopf's own login and the kubernetes_asyncio client both follow
-that order). A liveness endpoint answers on ``--liveness``.
+that order). A liveness endpoint answers on ``--liveness``; Prometheus metrics
+are served on ``--metrics-port``.
 """
 
 from __future__ import annotations
@@ -70,6 +71,15 @@ def _parser() -> argparse.ArgumentParser:
         help="let sessions in namespace FROM select pods in namespace TO (repeatable; '*' for"
         " any, e.g. monitoring:*). Default: a session selects pods only in its own namespace",
     )
+    parser.add_argument(
+        "--metrics-host", default="0.0.0.0", help="address for /metrics (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8081,
+        help="port for Prometheus /metrics; 0 turns it off (default: %(default)s)",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument(
         "--peering",
@@ -105,6 +115,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     # Importing registers the handlers with kopf's default registry.
     from orb8_operator import handlers  # noqa: F401
+    from orb8_operator.metrics import metrics, serve
+
+    if args.metrics_port:
+        try:
+            serve(host=args.metrics_host, port=args.metrics_port, metrics=metrics())
+        except OSError as err:
+            print(
+                f"orb8-operator: cannot serve metrics on {args.metrics_host}:{args.metrics_port}: "
+                f"{err.strerror or err} (pick another --metrics-port, or 0 to turn it off)",
+                file=sys.stderr,
+            )
+            return 1
 
     # Cluster-scoped kinds (nodes, NodeAgentConfigs) are watched cluster-wide either way.
     kopf.run(

@@ -16,8 +16,8 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
 from kubernetes_asyncio import client, watch
-from kubernetes_asyncio.client.exceptions import ApiException
 
+from orb8_common.watchstate import WatchState
 from orb8_operator.pods import PodEntry, pod_entry_from_body
 
 _log = logging.getLogger("orb8.operator.pods")
@@ -33,6 +33,7 @@ class PodCache:
         self._by_namespace: dict[str, dict[str, PodEntry]] = {}
         self._changed_namespaces: set[str] = set()
         self.ready = asyncio.Event()  # set once the first full listing is in
+        self.watch = WatchState(name="pods")  # connection and last answer, for /metrics
 
     def __len__(self) -> int:
         return len(self._by_uid)
@@ -105,6 +106,7 @@ class PodCache:
                 # Raw JSON: building 5,000 V1Pod models would cost more than the rest.
                 listing: Any = await core.list_pod_for_all_namespaces(_preload_content=False)
                 data = await listing.json()
+                self.watch.synced()
                 if self.replace(bodies=data.get("items") or []):
                     on_change()
                 self.ready.set()
@@ -114,7 +116,9 @@ class PodCache:
                     async for event in stream.stream(
                         core.list_pod_for_all_namespaces, resource_version=version,
                         timeout_seconds=WATCH_TIMEOUT_S, allow_watch_bookmarks=True,
+                        _request_timeout=WATCH_TIMEOUT_S + 30,
                     ):  # fmt: skip
+                        self.watch.synced()
                         kind = event["type"]
                         if kind == "ERROR":
                             break  # 410 Gone and friends: relist
@@ -122,7 +126,8 @@ class PodCache:
                             event_type=kind, body=event["raw_object"]
                         ):
                             on_change()
-            except (TimeoutError, ApiException, OSError, ValueError, KeyError) as err:
+            except Exception as err:  # aiohttp payload errors too: relist, never die
+                self.watch.lost(error=err)
                 delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
                 failures += 1
                 _log.warning("pod watch failed (%s); relisting in %.0fs", err, delay)

@@ -21,6 +21,7 @@ from orb8_agent.control.report import PodName, trace_node_entry
 from orb8_agent.control.targets import SessionTarget, TargetPod, all_pods, sessions_from_spec
 from orb8_agent.control.veth import HostVeth, VethNotFoundError, host_veth_of
 from orb8_agent.dataplane.models import Alert, Flow
+from orb8_agent.podmetrics import PodMetrics
 from orb8_common.errors import Orb8Error
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class NodeAgent:
     def __init__(
         self, *, node: str, dataplane: DataPlane, cgroup_root: Path,
         clock: Callable[[], float] = time.time, veth_resolver: VethResolver | None = None,
+        pod_metrics: PodMetrics | None = None,
     ) -> None:  # fmt: skip
         self.node = node
         self._dataplane = dataplane
@@ -81,6 +83,8 @@ class NodeAgent:
         self._container_refs: dict[int, ContainerRef] = {}  # cgroup id → container
         self._pods_by_ip: dict[str, PodName] = {}
         self._targets: tuple[SessionTarget, ...] = ()
+        self.pod_metrics = pod_metrics or PodMetrics(clock=clock)
+        self._pod_key_by_ifindex: dict[int, tuple[str, str]] = {}
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -151,6 +155,10 @@ class NodeAgent:
             ip: PodName(pod.namespace, pod.name)
             for pod in pods.values() if not pod.host_network for ip in pod.ips
         }  # fmt: skip
+        self._pod_key_by_ifindex = {
+            index: (pods[uid].namespace, pods[uid].name) for index, uid in pod_by_ifindex.items()
+        }
+        self.pod_metrics.retain(present={(pod.namespace, pod.name) for pod in pods.values()})
 
     def _configure_syscalls(self, *, pods: Mapping[str, TargetPod]) -> None:
         refs: dict[int, ContainerRef] = {}
@@ -216,7 +224,9 @@ class NodeAgent:
         now = self._clock()
         loaded = self._dataplane.loaded_probes()
         if FLOWS in loaded:
-            for observation in self._dataplane.read_flows():
+            observations = self._dataplane.read_flows()
+            self.pod_metrics.add_flows(flows=observations, pod_of=self._pod_key_by_ifindex)
+            for observation in observations:
                 for target in self._router.route(observation=observation):
                     state = self._sessions.get(target.uid)
                     if state is not None and state.flows is not None and not state.stopped:
@@ -226,6 +236,7 @@ class NodeAgent:
                 ref = self._container_refs.get(event.cgroup_id)
                 if ref is None:
                     continue
+                self.pod_metrics.add_alert(pod=(ref.namespace, ref.pod), syscall=event.name)
                 for state in self._sessions.values():
                     if state.alerts is None or state.stopped:
                         continue
@@ -292,6 +303,11 @@ class NodeAgent:
     @property
     def attached_interfaces(self) -> frozenset[str]:
         return frozenset(self._attached)
+
+    @property
+    def tracked_pods(self) -> int:
+        """Target pods of the trace sessions on this node."""
+        return len(all_pods(sessions=self._targets))
 
     def sessions(self) -> list[SessionState]:
         return list(self._sessions.values())

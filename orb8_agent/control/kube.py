@@ -26,6 +26,7 @@ from orb8_common.crd import (
     agent_field_manager,
 )
 from orb8_common.errors import ClusterUnavailableError
+from orb8_common.watchstate import WatchState
 
 log = logging.getLogger(__name__)
 # The client's stubs omit `_content_type`, which selects the patch type at run time.
@@ -77,12 +78,17 @@ async def patch_agent_status(
     return True
 
 
-async def watch_node_config(*, api: CustomObjectsApi, node: str) -> AsyncIterator[dict[str, Any]]:
+async def watch_node_config(
+    *, api: CustomObjectsApi, node: str, state: WatchState | None = None
+) -> AsyncIterator[dict[str, Any]]:
     """Yield NodeAgentConfig/<node>'s spec each time it changes ({} while it is absent).
 
     Lists, then watches from the listed resourceVersion with a server-side
-    timeout so a dead watch is noticed; on any error it backs off and relists.
+    timeout (and a client-side one, for a server that stops answering); on
+    any error at all it backs off and relists. ``state`` follows the
+    connection for readiness and metrics.
     """
+    state = state or WatchState(name="nodeagentconfig")
     failures = 0
     last: dict[str, Any] | None = None
     selector = f"metadata.name={node}"
@@ -91,6 +97,7 @@ async def watch_node_config(*, api: CustomObjectsApi, node: str) -> AsyncIterato
             listing = await api.list_cluster_custom_object(
                 GROUP, VERSION, NODE_AGENT_CONFIGS, field_selector=selector
             )
+            state.synced()
             items = listing.get("items") or []
             spec = dict(items[0].get("spec") or {}) if items else {}
             if spec != last:
@@ -103,7 +110,9 @@ async def watch_node_config(*, api: CustomObjectsApi, node: str) -> AsyncIterato
                     api.list_cluster_custom_object, GROUP, VERSION, NODE_AGENT_CONFIGS,
                     field_selector=selector, resource_version=version,
                     timeout_seconds=WATCH_TIMEOUT_S, allow_watch_bookmarks=True,
+                    _request_timeout=WATCH_TIMEOUT_S + 30,
                 ):  # fmt: skip
+                    state.synced()
                     kind = event["type"]
                     if kind == "BOOKMARK":
                         continue
@@ -114,10 +123,12 @@ async def watch_node_config(*, api: CustomObjectsApi, node: str) -> AsyncIterato
                     if spec != last:
                         last = spec
                         yield spec
-        except (TimeoutError, ApiException, OSError) as err:
+        except Exception as err:  # aiohttp payload errors and bugs alike: back off and relist
+            state.lost(error=err)
             delay = RETRY_BACKOFF_S[min(failures, len(RETRY_BACKOFF_S) - 1)]
             failures += 1
             log.warning(
-                "watch of NodeAgentConfig/%s failed (%s); retrying in %ss", node, err, delay
-            )
+                "watch of NodeAgentConfig/%s failed (%s); retrying in %ss",
+                node, state.last_error, delay,
+            )  # fmt: skip
             await asyncio.sleep(delay)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import mmap
 import struct
 import threading
 import time
@@ -79,6 +80,8 @@ class SyscallCollector:
         self._watched: set[int] = set()
         self._alert_nrs: set[int] = set()
         self._ncpu = 1
+        self._rb_positions: mmap.mmap | None = None
+        self.ringbuf_size = 0
         # keep the callback object alive as long as the ring buffer
         self._sample_cb = libbpf.SAMPLE_FN(self._on_sample)
 
@@ -110,6 +113,7 @@ class SyscallCollector:
                 )
             }
             self._ncpu = maps.possible_cpus()
+            self.ringbuf_size = int(libbpf.lib().bpf_map__max_entries(obj.map_ptr(name="alerts")))
             rb = libbpf.lib().ring_buffer__new(self._fds["alerts"], self._sample_cb, None, None)
             self._rb = libbpf.check_ptr(ptr=rb, what="create ring buffer reader")
             self._link = obj.attach(prog=PROGRAMS[self._hook])
@@ -129,6 +133,9 @@ class SyscallCollector:
             self._obj = None
 
     def _free_rb(self) -> None:
+        if self._rb_positions is not None:
+            self._rb_positions.close()
+            self._rb_positions = None
         if self._rb is not None:
             libbpf.lib().ring_buffer__free(self._rb)
             self._rb = None
@@ -259,6 +266,20 @@ class SyscallCollector:
             # never let an exception unwind into libbpf's C frame
             self._lost += 1
         return 0
+
+    def ringbuf_used_bytes(self) -> int:
+        """Bytes written into the alert ring buffer and not consumed yet.
+
+        Reads the kernel's consumer and producer positions (the first two
+        pages of the ring buffer map, mapped read-only).
+        """
+        fd = self._fd("alerts")
+        if self._rb_positions is None:
+            page = mmap.PAGESIZE
+            self._rb_positions = mmap.mmap(fd, 2 * page, mmap.MAP_SHARED, mmap.PROT_READ)
+        consumer: int = _U64.unpack_from(self._rb_positions, 0)[0]
+        producer: int = _U64.unpack_from(self._rb_positions, mmap.PAGESIZE)[0]
+        return max(0, producer - consumer)
 
     def stats(self) -> SyscallStats:
         v = maps.sum_percpu_array(fd=self._fd("syscall_stats"), slots=len(SyscallStat))

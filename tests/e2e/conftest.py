@@ -160,7 +160,8 @@ def start_operator(
         log = tmp_path / f"operator-{len(started)}.log"
         proc = subprocess.Popen(
             [sys.executable, "-m", "orb8_operator.main",
-             "--liveness", f"http://127.0.0.1:{free_port()}/healthz", *extra],
+             "--liveness", f"http://127.0.0.1:{free_port()}/healthz",
+             "--metrics-host", "127.0.0.1", "--metrics-port", str(free_port()), *extra],
             stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT,
             env={**control_plane.env(), "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip

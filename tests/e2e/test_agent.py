@@ -11,6 +11,7 @@ import urllib.request
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from orb8_dev.controlplane import ControlPlane
 from orb8_dev.kubelet import SimKubelet, SimPod
@@ -135,7 +136,15 @@ def test_agent_reports_flows_and_alerts_of_its_targets(
 
     with urllib.request.urlopen(f"http://127.0.0.1:{agent.http_port}/metrics", timeout=5) as resp:
         metrics = resp.read().decode()
-    assert f'orb8_flow_bytes_total{{namespace="{namespace}",session="agent-only"}}' in metrics
+    client_egress = [
+        s.value
+        for family in text_string_to_metric_families(metrics)
+        for s in family.samples
+        if s.name == "orb8_flow_bytes_total"
+        and s.labels == {"namespace": namespace, "pod": "client", "direction": "egress",
+                         "protocol": "TCP"}
+    ]  # fmt: skip
+    assert client_egress and client_egress[0] >= transfer.wire_bytes * 0.99
     assert "orb8_attached_interfaces 2.0" in metrics
 
     assert agent.stop() == 0, agent.logs()

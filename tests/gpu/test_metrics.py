@@ -110,3 +110,25 @@ def test_containers_of_one_pod_on_one_gpu_are_summed_when_measured_per_process()
     got = scrape(registry)
     assert got[key("orb8_gpu_utilization_ratio", "ml", "a", "GPU-1")] == 0.45
     assert got[key("orb8_gpu_memory_used_bytes", "ml", "a", "GPU-1")] == 150
+
+
+def test_pods_beyond_the_cap_fold_into_other_per_gpu_and_are_counted() -> None:
+    registry = CollectorRegistry()
+    m = GpuMetrics(max_pods=1)
+    registry.register(m)
+    rows = [
+        GpuPodRow("ml", "big", "main", "n", (use("GPU-1", 90.0, 3000),)),
+        GpuPodRow("ml", "web-a", "main", "n", (use("GPU-2", 20.0, 100, scope="process"),)),
+        GpuPodRow("ml", "web-b", "main", "n", (use("GPU-2", 35.0, 200, scope="process"),)),
+    ]
+    m.publish(session="s1", snapshot=snap(rows))
+    got = scrape(registry)
+    assert got[key("orb8_gpu_memory_used_bytes", "ml", "big", "GPU-1")] == 3000
+    # the two sharers of GPU-2 become one _other series: memory summed, utilisation the highest
+    assert got[key("orb8_gpu_memory_used_bytes", "_other", "_other", "GPU-2")] == 300
+    assert got[key("orb8_gpu_utilization_ratio", "_other", "_other", "GPU-2")] == 0.35
+    pods = {dict(k[1]).get("pod") for k in got if k[0] == "orb8_gpu_memory_used_bytes"}
+    assert pods == {"big", "_other"}
+    assert m.capped_total == 2
+    scrape(registry)
+    assert m.capped_total == 2  # the same pods folded again are not counted again

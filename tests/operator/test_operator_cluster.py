@@ -69,6 +69,10 @@ def operator(
             "orb8_operator.main",
             "--liveness",
             f"http://127.0.0.1:{port}/healthz",
+            "--metrics-host",
+            "127.0.0.1",
+            "--metrics-port",
+            str(free_port()),
             # Sessions other tests leave in the shared cluster are not ours to finalize.
             "--namespace",
             ns,
