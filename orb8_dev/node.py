@@ -79,8 +79,16 @@ class LocalNode:
         return self.network.cgroup_parent
 
     def import_image(self, *, archive: Path) -> bool:
-        """Import an image archive (False: this very archive is already imported)."""
-        return containerd.import_image(paths=self.containerd, archive=archive)
+        """Import an image archive into every node of the cluster (the worker's too,
+        if one runs). False: this very archive was already imported everywhere."""
+        from orb8_dev.worker import worker_of  # the optional second node
+
+        runtimes = [self.containerd]
+        worker = worker_of(node=self)
+        if worker is not None:
+            runtimes.append(worker.containerd(self))
+        imported = [containerd.import_image(paths=paths, archive=archive) for paths in runtimes]
+        return any(imported)
 
 
 def containerd_paths(*, state_dir: Path, network: NodeNetwork) -> containerd.ContainerdPaths:
@@ -128,13 +136,27 @@ def _cert_kubeconfig(*, path: Path, server: str, pki: Path, name: str) -> None:
     path.chmod(0o600)
 
 
-def kubelet_config(*, node: LocalNode, port: int) -> dict[str, object]:
+@dataclass(frozen=True)
+class KubeletSpec:
+    """One kubelet: its node name and address, its files and its runtime."""
+
+    name: str
+    address: str
+    base: Path  # kubelet root, certificates, logs and config live under it
+    runtime_socket: Path
+    cgroup_parent: str
+
+    @property
+    def root_dir(self) -> Path:
+        return self.base / "kubelet"
+
+
+def kubelet_config(*, pki: Path, spec: KubeletSpec, port: int) -> dict[str, object]:
     """KubeletConfiguration for this machine kind (see docs/development.md)."""
-    pki = node.plane.state_dir / "pki"
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
-        "address": node.network.node_ip,
+        "address": spec.address,
         "port": port,
         "readOnlyPort": 0,
         "healthzPort": 0,
@@ -144,15 +166,15 @@ def kubelet_config(*, node: LocalNode, port: int) -> dict[str, object]:
             "x509": {"clientCAFile": str(pki / "ca.crt")},
         },
         "authorization": {"mode": "Webhook"},
-        "containerRuntimeEndpoint": f"unix://{node.containerd.socket}",
+        "containerRuntimeEndpoint": f"unix://{spec.runtime_socket}",
         # Hybrid cgroups (v1 controllers, cgroup2 at /sys/fs/cgroup/unified)
         # and PID 1 is not systemd.
         "cgroupDriver": "cgroupfs",
         "failCgroupV1": False,
-        "cgroupRoot": node.cgroup_parent,
+        "cgroupRoot": spec.cgroup_parent,
         "failSwapOn": False,
-        "podLogsDir": str(node.base / "pod-logs"),
-        "volumePluginDir": str(node.base / "volume-plugins"),
+        "podLogsDir": str(spec.base / "pod-logs"),
+        "volumePluginDir": str(spec.base / "volume-plugins"),
         "makeIPTablesUtilChains": False,
         "registerNode": True,
         "rotateCertificates": False,
@@ -169,6 +191,31 @@ def kubelet_config(*, node: LocalNode, port: int) -> dict[str, object]:
         "resolvConf": "/etc/resolv.conf",
         "nodeStatusUpdateFrequency": "5s",
     }
+
+
+def start_kubelet(
+    *, spec: KubeletSpec, pki: Path, kubeconfig: Path, bin_dir: Path, log_dir: Path,
+    log_name: str = "kubelet", prefix: list[str] | None = None,
+) -> int:  # fmt: skip
+    """Write the kubelet's config and start it (``prefix``: e.g. an nsenter); return its pid."""
+    config = spec.base / "kubelet-config.json"
+    config.write_text(
+        json.dumps(kubelet_config(pki=pki, spec=spec, port=controlplane.free_port()), indent=2)
+    )
+    return _spawn(
+        name=log_name, log_dir=log_dir,
+        cmd=[
+            *(prefix or []),
+            str(bin_dir / "kubelet"),
+            f"--config={config}",
+            f"--kubeconfig={kubeconfig}",
+            f"--root-dir={spec.root_dir}",
+            f"--cert-dir={spec.base / 'kubelet-pki'}",
+            f"--hostname-override={spec.name}",
+            f"--node-ip={spec.address}",
+            "--v=1",
+        ],
+    )  # fmt: skip
 
 
 def _spawn(*, name: str, cmd: list[str], log_dir: Path) -> int:
@@ -309,24 +356,15 @@ def _start(
             "--v=1",
         ],
     ))  # fmt: skip
-    config = node.base / "kubelet-config.json"
-    config.write_text(
-        json.dumps(kubelet_config(node=node, port=controlplane.free_port()), indent=2)
-    )
-    record("kubelet", _spawn(
-        name="kubelet", log_dir=log_dir,
-        cmd=[
-            str(node_bin_dir / "kubelet"),
-            f"--config={config}",
-            f"--kubeconfig={base_kubeconfig(node, 'kubelet')}",
-            f"--root-dir={node.kubelet_root}",
-            f"--cert-dir={node.base / 'kubelet-pki'}",
-            f"--hostname-override={network.node_name}",
-            f"--node-ip={network.node_ip}",
-            "--v=1",
-        ],
+    spec = KubeletSpec(
+        name=network.node_name, address=network.node_ip, base=node.base,
+        runtime_socket=paths.socket, cgroup_parent=network.cgroup_parent,
+    )  # fmt: skip
+    record("kubelet", start_kubelet(
+        spec=spec, pki=pki, kubeconfig=base_kubeconfig(node, "kubelet"), bin_dir=node_bin_dir,
+        log_dir=log_dir,
     ))  # fmt: skip
-    _wait_node_ready(node=node, pids=pids, log_dir=log_dir)
+    wait_node_ready(plane=plane, name=network.node_name, pids=pids, log_dir=log_dir)
     say(f"node {network.node_name} Ready at {network.node_ip} ({time.monotonic() - started:.1f}s)")
     return node
 
@@ -346,17 +384,19 @@ def _wait_socket(*, path: Path, pid: int, log: Path, timeout: float = 60.0) -> N
     raise NodeError(f"containerd socket {path} missing after {timeout:.0f}s")
 
 
-def _wait_node_ready(*, node: LocalNode, pids: dict[str, int], log_dir: Path) -> None:
+def wait_node_ready(*, plane: ControlPlane, name: str, pids: dict[str, int], log_dir: Path) -> None:
+    """Wait until Node ``name`` is Ready; fail early if a process in ``pids``
+    (keyed by the name of its log file) exits."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     status = ""
     while time.monotonic() < deadline:
-        for name, pid in pids.items():
+        for proc, pid in pids.items():
             if not pid_alive(pid):
                 raise NodeError(
-                    f"{name} exited during start-up:\n{controlplane._tail(log_dir / f'{name}.log')}"
+                    f"{proc} exited during start-up:\n{controlplane._tail(log_dir / f'{proc}.log')}"
                 )
-        out = node.plane.kubectl(
-            "get", "node", node.name, "-o",
+        out = plane.kubectl(
+            "get", "node", name, "-o",
             "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}", check=False,
         )  # fmt: skip
         status = out.stdout.strip()
@@ -364,8 +404,10 @@ def _wait_node_ready(*, node: LocalNode, pids: dict[str, int], log_dir: Path) ->
             return
         time.sleep(0.5)
     raise NodeError(
-        f"node {node.name} not Ready after {READY_TIMEOUT_S:.0f}s (Ready={status or 'absent'}):\n"
-        + controlplane._tail(log_dir / "kubelet.log")
+        f"node {name} not Ready after {READY_TIMEOUT_S:.0f}s (Ready={status or 'absent'}):\n"
+        + "\n".join(
+            controlplane._tail(log_dir / f"{proc}.log") for proc in pids if "kubelet" in proc
+        )
     )
 
 
@@ -391,6 +433,9 @@ def down(*, state_dir: Path, progress: bool = False) -> None:
             "delete", "pods", "--all", "--all-namespaces", "--wait=true", "--timeout=90s",
             check=False, timeout=120,
         )  # fmt: skip
+    from orb8_dev.worker import remove_worker  # the optional second node
+
+    remove_worker(state_dir=state_dir, delete_pods=False)
     if "kubelet" in pids:
         hoststate.kill_pids([pids["kubelet"]], grace_s=10)
     paths = containerd_paths(state_dir=state_dir, network=network)

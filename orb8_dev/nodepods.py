@@ -45,6 +45,7 @@ class RunningPod:
 def app_pod(
     *, name: str, namespace: str, labels: dict[str, str] | None = None,
     command: str = IDLE, host_network: bool = False, ports: list[dict[str, Any]] | None = None,
+    node_name: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """A Pod running ``command`` with ``sh -c`` in the app image (busybox + orb8-victim)."""
     container: dict[str, Any] = {
@@ -55,6 +56,9 @@ def app_pod(
     }
     if ports:
         container["ports"] = ports
+    spec_extra: dict[str, Any] = {}
+    if node_name:
+        spec_extra["nodeSelector"] = {"kubernetes.io/hostname": node_name}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -63,6 +67,7 @@ def app_pod(
             "terminationGracePeriodSeconds": 2,
             "hostNetwork": host_network,
             "containers": [container],
+            **spec_extra,
         },
     }
 
@@ -131,16 +136,18 @@ def exec_in(
 
 
 def container_cgroup(*, node: LocalNode, pod: RunningPod, container: str = "app") -> Path:
-    """The container's cgroup v2 directory, as the kubelet's cgroupfs driver lays it out."""
-    kubepods = UNIFIED / node.cgroup_parent.lstrip("/") / "kubepods"
+    """The container's cgroup v2 directory, as the kubelet's cgroupfs driver lays it
+    out under the node's cgroup parent (or its worker's, ``<parent>w``)."""
     cid = pod.container_id(container)
-    for candidate in (
-        kubepods / "besteffort" / f"pod{pod.uid}" / cid,
-        kubepods / "burstable" / f"pod{pod.uid}" / cid,
-        kubepods / f"pod{pod.uid}" / cid,
-    ):
-        if candidate.is_dir():
-            return candidate
+    for parent in (node.cgroup_parent, node.cgroup_parent + "w"):
+        kubepods = UNIFIED / parent.lstrip("/") / "kubepods"
+        for candidate in (
+            kubepods / "besteffort" / f"pod{pod.uid}" / cid,
+            kubepods / "burstable" / f"pod{pod.uid}" / cid,
+            kubepods / f"pod{pod.uid}" / cid,
+        ):
+            if candidate.is_dir():
+                return candidate
     raise PodWaitError(f"no cgroup directory for container {cid[:12]} of {pod.name}")
 
 
@@ -149,8 +156,9 @@ def container_pids(*, node: LocalNode, pod: RunningPod, container: str = "app") 
     return [int(pid) for pid in path.read_text().split()]
 
 
-def host_veth(*, node: LocalNode, pod: RunningPod) -> str:
-    """The host-side veth of the pod's eth0: its peer's ifindex, looked up on the host."""
+def host_veth(*, node: LocalNode, pod: RunningPod, netns: str | None = None) -> str:
+    """The host-side veth of the pod's eth0: its peer's ifindex, looked up on the
+    host (or in ``netns``, the network namespace of a node that has its own)."""
     pid = container_pids(node=node, pod=pod)[0]
     # Netlink, not /sys: sysfs shows the netns of whoever mounted it.
     out = subprocess.run(
@@ -158,6 +166,15 @@ def host_veth(*, node: LocalNode, pod: RunningPod) -> str:
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     ifindex = str(json.loads(out.stdout)[0]["link_index"])
+    if netns is not None:
+        links = json.loads(
+            subprocess.run(["ip", "-n", netns, "-j", "link", "show"], capture_output=True,
+                           text=True, check=True).stdout
+        )  # fmt: skip
+        for entry in links:
+            if str(entry["ifindex"]) == ifindex:
+                return str(entry["ifname"])
+        raise PodWaitError(f"no interface with ifindex {ifindex} in {netns} for {pod.name}")
     for link in Path("/sys/class/net").iterdir():
         try:
             if (link / "ifindex").read_text().strip() == ifindex:
@@ -171,12 +188,23 @@ def host_veth(*, node: LocalNode, pod: RunningPod) -> str:
 ORB8_TC_HANDLE = "0xb8"
 
 
-def orb8_tc_filters(*, interface: str) -> list[dict[str, Any]]:
+def rx_bytes(*, interface: str, netns: str | None = None) -> int:
+    """The interface's rx byte counter (on the host, or in ``netns``)."""
+    where = ["-n", netns] if netns else []
+    out = subprocess.run(
+        ["ip", *where, "-s", "-j", "link", "show", "dev", interface],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return int(json.loads(out)[0]["stats64"]["rx"]["bytes"])
+
+
+def orb8_tc_filters(*, interface: str, netns: str | None = None) -> list[dict[str, Any]]:
     """orb8's tc filters on ``interface`` (both clsact directions); [] if it is gone."""
     found: list[dict[str, Any]] = []
+    where = ["-n", netns] if netns else []
     for direction in ("ingress", "egress"):
         out = subprocess.run(
-            ["tc", "-j", "filter", "show", "dev", interface, direction],
+            ["tc", *where, "-j", "filter", "show", "dev", interface, direction],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if out.returncode != 0:
