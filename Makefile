@@ -11,18 +11,20 @@ ORB8_STATE ?= /tmp/orb8-dev
 export ORB8_STATE
 
 .PHONY: help setup deps venv control-plane node-deps bpf lint test test-unit test-stress \
-	cluster-up cluster-down crds-install demo bench-dataplane bench-operator bench-gpu clean
+	cluster-up cluster-down crds-install demo images bench-dataplane bench-operator bench-gpu clean
 
 help:
 	@echo "make demo             run orb8 end to end on a local control plane (DEMO_ARGS=--keep)"
 	@echo "make test             set up everything and run the whole test suite"
-	@echo "make test-unit        only tests that need neither the apiserver, a node nor root"
+	@echo "make test-unit        only tests that need neither the apiserver, a node nor root (nor images)"
 	@echo "make test-stress      tests/dataplane 5 times with every core busy (STRESS_RUNS, STRESS_PATHS)"
 	@echo "make cluster-up       control plane + a real node (kubelet, containerd); prints the kubeconfig"
 	@echo "                      (CLUSTER_ARGS=--sim: kube-apiserver + etcd only, for simulated nodes)"
 	@echo "make cluster-down     stop it all and restore the host"
 	@echo "make crds-install     apply crds/ to the running control plane"
 	@echo "make lint             ruff + mypy"
+	@echo "make images           build the orb8-agent and orb8-operator images into build/images/*.tar"
+	@echo "                      (buildah, no Docker engine, no registry; content-cached)"
 	@echo "make bench-dataplane  probe overhead and collector cost, as ratios"
 	@echo "make bench-operator   500 sessions over 50 nodes and 5,000 pods"
 	@echo "make bench-gpu        GPU parse + join and collector CPU"
@@ -56,7 +58,7 @@ setup: deps venv control-plane node-deps bpf
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy orb8_common orb8_operator orb8_agent orb8_cli orb8_dev tests bench hack
+	$(VENV)/bin/mypy orb8_common orb8_operator orb8_agent orb8_cli orb8_dev tests bench hack images
 
 test: setup lint
 	$(VENV)/bin/pytest -ra $(PYTEST_ARGS)
@@ -74,7 +76,7 @@ test-stress: setup
 	done
 
 test-unit: venv
-	$(VENV)/bin/pytest -ra -m "not cluster and not kernel and not node" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -ra -m "not cluster and not kernel and not node and not images" $(PYTEST_ARGS)
 
 cluster-up: venv control-plane node-deps
 	@$(PY) -m orb8_dev.cluster up --state-dir $(ORB8_STATE) $(CLUSTER_ARGS)
@@ -91,11 +93,19 @@ crds: venv
 	@$(PY) -m orb8_dev.gen_crds
 	@$(MAKE) -s sync-crds
 
-# The chart carries byte-identical copies of crds/*.yaml (tests/crds checks this).
+# The chart carries byte-identical copies of crds/*.yaml and of the
+# cross-namespace admission policy (tests/crds and tests/chart check this).
 sync-crds:
-	@mkdir -p charts/orb8/crds
+	@mkdir -p charts/orb8/crds charts/orb8/files
 	@rm -f charts/orb8/crds/*.yaml
 	@cp crds/*.yaml charts/orb8/crds/
+	@cp deploy/cross-namespace-policy.yaml charts/orb8/files/
+
+# Both images from images/Dockerfile; the base is made from Debian packages, so
+# nothing is pulled from an image registry. See docs/install.md.
+images:
+	@hack/install-image-deps.sh
+	@hack/build-images.sh
 
 demo: setup
 	@$(PY) hack/demo.py --state-dir $(ORB8_STATE) $(DEMO_ARGS)

@@ -5,6 +5,8 @@ set -euo pipefail
 packages=(clang llvm libbpf-dev libbpf1 bpftool iproute2 openssl procps ca-certificates make git)
 # data plane: libc headers for bench/dataplane_gen.c, UAPI headers for the syscall table
 packages+=(libc6-dev linux-libc-dev)
+# docs/gitops.md: the Argo CD health check (Lua) is run against real sessions
+packages+=(lua5.1 lua-cjson)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

@@ -4,56 +4,26 @@ has them, and Helm skips CRDs that exist)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
 from orb8_dev.controlplane import ControlPlane, start, stop
+from orb8_dev.helm import CHART, Helm, find_helm
 from tests.crds.manifests import trace_session
 
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "orb8"
-HELM_BUILD = REPO / "hack" / "helm" / "build.sh"
 # Like the cluster tests these need Go-built tooling (helm): `make test-unit` leaves them out.
 pytestmark = pytest.mark.cluster
 
+REPO = Path(__file__).resolve().parents[2]
 CRD_NAMES = {"tracesessions.orb8.io", "gputelemetries.orb8.io", "nodeagentconfigs.orb8.io"}
-
-
-@dataclass(frozen=True)
-class Helm:
-    """The helm CLI (built once by hack/helm/build.sh) with its own config dirs."""
-
-    binary: Path
-    home: Path
-
-    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {
-            **os.environ,
-            "HELM_CACHE_HOME": str(self.home / "cache"),
-            "HELM_CONFIG_HOME": str(self.home / "config"),
-            "HELM_DATA_HOME": str(self.home / "data"),
-        }
-        return subprocess.run(
-            [str(self.binary), *args], capture_output=True, text=True, env=env, timeout=120,
-            check=False,
-        )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    built = subprocess.run(
-        ["bash", str(HELM_BUILD)], stdout=subprocess.PIPE, text=True, check=True
-    ).stdout
-    return Helm(
-        binary=Path(built.strip().splitlines()[-1]) / "helm",
-        home=tmp_path_factory.mktemp("helm-home"),
-    )
+    return find_helm(home=tmp_path_factory.mktemp("helm-home"))
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +46,11 @@ def test_template_includes_the_crds_verbatim(helm: Helm) -> None:
     result = helm("template", "orb8", str(CHART), "--include-crds")
     assert result.returncode == 0, result.stderr
     rendered = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-    crds = {doc["metadata"]["name"]: doc for doc in rendered}
+    crds = {
+        doc["metadata"]["name"]: doc
+        for doc in rendered
+        if doc["kind"] == "CustomResourceDefinition"
+    }
     assert set(crds) == CRD_NAMES
     for path in sorted((REPO / "crds").glob("*.yaml")):
         ours = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -87,7 +61,7 @@ def test_helm_install_creates_working_crds(helm: Helm, bare_plane: ControlPlane)
     assert not CRD_NAMES & set(bare_plane.kubectl("get", "crds", "-o", "name").stdout.split())
     result = helm(
         "install", "orb8", str(CHART), "--namespace", "orb8-system", "--create-namespace",
-        "--kubeconfig", str(bare_plane.kubeconfig), "--wait",
+        "--kubeconfig", str(bare_plane.kubeconfig),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "orb8 0.1.0 is installed in namespace orb8-system" in result.stdout

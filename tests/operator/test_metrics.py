@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from orb8_common.watchstate import WatchState
-from orb8_dev.controlplane import REPO_ROOT
+from orb8_dev.controlplane import REPO_ROOT, ControlPlane
 from orb8_operator.metrics import OperatorCollector, OperatorMetrics
 
 
@@ -60,7 +60,7 @@ def test_reconcile_durations_are_a_histogram_in_seconds_by_kind() -> None:
     assert labels <= {"kind", "le", "result", "watch"}
 
 
-def test_a_taken_metrics_port_is_a_one_line_error() -> None:
+def test_a_taken_metrics_port_is_a_one_line_error(control_plane: ControlPlane) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -69,7 +69,7 @@ def test_a_taken_metrics_port_is_a_one_line_error() -> None:
             [sys.executable, "-m", "orb8_operator.main", "--metrics-host", "127.0.0.1",
              "--metrics-port", str(port), "--liveness", "http://127.0.0.1:0/healthz"],
             capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
-            env={**os.environ, "KUBECONFIG": "/nonexistent"},
+            env={**os.environ, "KUBECONFIG": str(control_plane.kubeconfig)},
         )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
