@@ -10,16 +10,17 @@ export ORB8_CACHE
 ORB8_STATE ?= /tmp/orb8-dev
 export ORB8_STATE
 
-.PHONY: help setup deps venv control-plane bpf lint test test-unit test-stress \
+.PHONY: help setup deps venv control-plane node-deps bpf lint test test-unit test-stress \
 	cluster-up cluster-down crds-install demo images bench-dataplane bench-operator bench-gpu clean
 
 help:
 	@echo "make demo             run orb8 end to end on a local control plane (DEMO_ARGS=--keep)"
 	@echo "make test             set up everything and run the whole test suite"
-	@echo "make test-unit        only tests that need neither the apiserver nor root (nor images)"
+	@echo "make test-unit        only tests that need neither the apiserver, a node nor root (nor images)"
 	@echo "make test-stress      tests/dataplane 5 times with every core busy (STRESS_RUNS, STRESS_PATHS)"
-	@echo "make cluster-up       start kube-apiserver + etcd on loopback; prints the kubeconfig"
-	@echo "make cluster-down     stop them"
+	@echo "make cluster-up       control plane + a real node (kubelet, containerd); prints the kubeconfig"
+	@echo "                      (CLUSTER_ARGS=--sim: kube-apiserver + etcd only, for simulated nodes)"
+	@echo "make cluster-down     stop it all and restore the host"
 	@echo "make crds-install     apply crds/ to the running control plane"
 	@echo "make lint             ruff + mypy"
 	@echo "make images           build the orb8-agent and orb8-operator images into build/images/*.tar"
@@ -43,10 +44,16 @@ control-plane:
 	@hack/k8s/build.sh >/dev/null
 	@hack/helm/build.sh >/dev/null
 
+# A real local node: containerd, runc and CNI plugins from Debian; kubelet,
+# kube-scheduler and kube-controller-manager built from the same Go module.
+node-deps:
+	@hack/install-node-deps.sh
+	@hack/k8s/build.sh node >/dev/null
+
 bpf: deps
 	@$(MAKE) -s -C bpf
 
-setup: deps venv control-plane bpf
+setup: deps venv control-plane node-deps bpf
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -69,16 +76,16 @@ test-stress: setup
 	done
 
 test-unit: venv
-	$(VENV)/bin/pytest -ra -m "not cluster and not kernel and not images" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -ra -m "not cluster and not kernel and not node and not images" $(PYTEST_ARGS)
 
-cluster-up: venv control-plane
-	@$(PY) -m orb8_dev.controlplane up --state-dir $(ORB8_STATE)
+cluster-up: venv control-plane node-deps
+	@$(PY) -m orb8_dev.cluster up --state-dir $(ORB8_STATE) $(CLUSTER_ARGS)
 
 cluster-down: venv
-	@$(PY) -m orb8_dev.controlplane down --state-dir $(ORB8_STATE)
+	@$(PY) -m orb8_dev.cluster down --state-dir $(ORB8_STATE)
 
 crds-install: venv
-	@$(PY) -m orb8_dev.controlplane apply-crds --state-dir $(ORB8_STATE)
+	@$(PY) -m orb8_dev.cluster apply-crds --state-dir $(ORB8_STATE)
 
 .PHONY: crds sync-crds
 # Regenerate crds/*.yaml from orb8_dev/gen_crds.py, then copy them into the chart.

@@ -1,5 +1,8 @@
 """`make demo`: orb8's whole loop on this machine, in a couple of minutes.
 
+By default on a real local node with orb8 installed by Helm (hack/demo_node.py).
+With --sim (`make demo DEMO_ARGS=--sim`), the simulated-node demo below:
+
 1. A real kube-apiserver + etcd on loopback (`make cluster-up`), orb8's CRDs.
 2. The orb8 operator and one agent, as the Deployment and DaemonSet would run them.
 3. A simulated node with two pods, `checkout` and `cart`, each a real network
@@ -29,8 +32,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from orb8_agent.dataplane.cgroupfs import cgroup2_mount  # noqa: E402
+from orb8_common.errors import Orb8Error  # noqa: E402
 from orb8_dev.controlplane import ControlPlane, attach, free_port, start, stop  # noqa: E402
 from orb8_dev.kubelet import SimKubelet, SimPod  # noqa: E402
+from orb8_dev.nodepods import orb8_tc_filters  # noqa: E402
 
 SESSION_FILE = REPO / "docs" / "examples" / "demo-tracesession.yaml"
 NAMESPACE, SESSION, NODE = "shop", "checkout-debug", "demo-node"
@@ -80,6 +85,17 @@ def send(client: SimPod, server: SimPod, *, nbytes: int, port: int) -> None:
     sink.communicate(timeout=60)
 
 
+def wait_attached(pods: list[SimPod], *, timeout: float) -> None:
+    """Wait until the agent has put its tc filters on every pod's host veth."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(orb8_tc_filters(interface=pod.host_if) for pod in pods):
+            return
+        print("    waiting for the agent to attach…", flush=True)
+        time.sleep(1)
+    raise SystemExit(f"demo: the agent did not attach within {timeout:.0f}s; see the logs")
+
+
 def wait_for_results(plane: ControlPlane, *, timeout: float) -> dict[str, object]:
     deadline = time.monotonic() + timeout
     status: dict[str, object] = {}
@@ -127,7 +143,7 @@ def run(*, state_dir: Path, keep: bool) -> int:
                            env=env, log_dir=log_dir):  # fmt: skip
             step(f"kubectl apply -f {SESSION_FILE.relative_to(REPO)}")
             print(plane.kubectl("apply", "-f", str(SESSION_FILE)).stdout.strip())
-            time.sleep(3)
+            wait_attached([checkout, cart], timeout=60)
 
             step("traffic: checkout → cart (8 MB over TCP), and checkout calls ptrace")
             send(checkout, cart, nbytes=8_000_000, port=8080)
@@ -167,13 +183,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--state-dir", type=Path,
                         default=Path(os.environ.get("ORB8_STATE", "/tmp/orb8-dev")))  # fmt: skip
-    parser.add_argument("--keep", action="store_true", help="leave the control plane running")
+    parser.add_argument("--keep", action="store_true", help="leave the cluster running")
+    parser.add_argument(
+        "--sim", action="store_true",
+        help="a simulated node and orb8 as local processes (no kubelet, no images, no Helm)",
+    )  # fmt: skip
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("demo: run as root (it loads BPF programs and creates network namespaces)",
               file=sys.stderr)  # fmt: skip
         return 2
-    return run(state_dir=args.state_dir.resolve(), keep=args.keep)
+    if args.sim:
+        return run(state_dir=args.state_dir.resolve(), keep=args.keep)
+    from demo_node import run as run_on_node  # hack/demo_node.py, next to this script
+
+    try:
+        return run_on_node(state_dir=args.state_dir.resolve(), keep=args.keep)
+    except Orb8Error as err:
+        print(f"demo: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,19 +1,24 @@
-"""A real Kubernetes control plane on loopback: etcd and kube-apiserver.
+"""A real Kubernetes control plane: etcd and kube-apiserver.
 
 The binaries are built from their Go modules by ``hack/k8s/build.sh`` and
 cached by version. ``start`` writes certificates, a static token file and a
 kubeconfig into a state directory, starts both servers and waits until the
-apiserver is ready. The same code backs ``make cluster-up``/``cluster-down``
-(``python -m orb8_dev.controlplane``) and the session-scoped pytest
-fixture in ``tests/conftest.py``.
+apiserver is ready.
 
-No kubelet, scheduler or controller-manager runs: tests play the kubelet
-themselves, namespaces are never finalized and garbage collection never runs.
+Two shapes:
+
+* API only (``network=None``): the apiserver on loopback, nothing else. The
+  session-scoped pytest fixture ``control_plane`` and ``make cluster-up
+  CLUSTER_ARGS=--sim`` use it: tests play the kubelet themselves,
+  namespaces are never finalized and garbage collection never runs.
+* For a real node (``network`` given, see ``orb8_dev/node.py``): the
+  apiserver listens on the ``kubernetes`` Service IP of the node's network
+  with the Node authorizer, NodeRestriction and ServiceAccount admission,
+  and reaches kubelets by their InternalIP with a client certificate.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -23,14 +28,16 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from orb8_common.errors import Orb8Error
 from orb8_common.procfs import pid_alive
+from orb8_dev import pki as certs
+from orb8_dev.nodenet import NodeNetwork
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CRD_DIR = REPO_ROOT / "crds"
@@ -39,7 +46,7 @@ READY_TIMEOUT_S = 120.0
 ADMIN_USER = "orb8-admin"
 
 
-class ControlPlaneError(RuntimeError):
+class ControlPlaneError(Orb8Error):
     """The control plane could not be built, started or reached."""
 
 
@@ -137,39 +144,6 @@ def free_port() -> int:
         return port
 
 
-def _openssl(*args: str) -> None:
-    result = subprocess.run(["openssl", *args], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise ControlPlaneError(f"openssl {args[0]} failed: {result.stderr.strip()}")
-
-
-def _write_pki(pki: Path) -> None:
-    """A CA, an apiserver serving cert for 127.0.0.1/localhost, and a service-account key."""
-    pki.mkdir(parents=True, exist_ok=True)
-    _openssl("genrsa", "-out", str(pki / "ca.key"), "2048")
-    _openssl(
-        "req", "-x509", "-new", "-nodes", "-key", str(pki / "ca.key"), "-sha256",
-        "-days", "3650", "-subj", "/CN=orb8-dev-ca", "-out", str(pki / "ca.crt"),
-    )  # fmt: skip
-    _openssl("genrsa", "-out", str(pki / "apiserver.key"), "2048")
-    _openssl(
-        "req", "-new", "-key", str(pki / "apiserver.key"), "-subj", "/CN=kube-apiserver",
-        "-out", str(pki / "apiserver.csr"),
-    )  # fmt: skip
-    (pki / "san.ext").write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,"
-        "DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
-        "extendedKeyUsage=serverAuth\n"
-    )
-    _openssl(
-        "x509", "-req", "-in", str(pki / "apiserver.csr"), "-CA", str(pki / "ca.crt"),
-        "-CAkey", str(pki / "ca.key"), "-CAcreateserial", "-days", "3650", "-sha256",
-        "-extfile", str(pki / "san.ext"), "-out", str(pki / "apiserver.crt"),
-    )  # fmt: skip
-    _openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
-    _openssl("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
-
-
 def _write_kubeconfig(*, path: Path, server: str, ca_file: Path, token: str) -> None:
     config = {
         "apiVersion": "v1",
@@ -224,8 +198,61 @@ def _tail(path: Path, lines: int = 20) -> str:
         return f"(no log at {path})"
 
 
-def start(*, state_dir: Path, bin_dir: Path | None = None) -> ControlPlane:
-    """Start etcd and kube-apiserver with state in ``state_dir``; return when ready."""
+def _write_pki(*, pki: Path, network: NodeNetwork | None) -> None:
+    """CA, the apiserver's serving certificate, the service-account key and, for
+    a real node, the apiserver's client certificate for kubelets."""
+    certs.write_ca(pki=pki)
+    ips = ["127.0.0.1"] + ([network.service_ip, network.node_ip] if network else [])
+    certs.write_serving_cert(
+        pki=pki, name="apiserver", ips=ips,
+        dns=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+             "kubernetes.default.svc.cluster.local"],
+    )  # fmt: skip
+    certs.write_service_account_key(pki=pki)
+    if network:
+        # system:masters, so the kubelet's webhook authorizer allows exec/logs.
+        certs.write_client_cert(
+            pki=pki, name="apiserver-kubelet-client", user="kube-apiserver-kubelet-client",
+            groups=["system:masters"],
+        )  # fmt: skip
+
+
+def _apiserver_args(*, pki: Path, network: NodeNetwork | None) -> list[str]:
+    if network is None:
+        return [
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            "--authorization-mode=RBAC",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            # Without a controller-manager no namespace gets a "default"
+            # ServiceAccount, so the admission plugin would refuse every pod.
+            "--disable-admission-plugins=ServiceAccount",
+        ]
+    return [
+        # The apiserver listens on the `kubernetes` Service IP itself, so pods'
+        # in-cluster config reaches it without a kube-proxy (nodenet.py).
+        f"--bind-address={network.service_ip}",
+        f"--advertise-address={network.node_ip}",
+        "--authorization-mode=Node,RBAC",
+        f"--service-cluster-ip-range={network.service_cidr}",
+        "--enable-admission-plugins=NodeRestriction",
+        # The node's name does not resolve; its InternalIP is on this host.
+        "--kubelet-preferred-address-types=InternalIP",
+        f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+        f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+    ]
+
+
+def start(
+    *, state_dir: Path, bin_dir: Path | None = None, network: NodeNetwork | None = None,
+    wait: bool = True,
+) -> ControlPlane:  # fmt: skip
+    """Start etcd and kube-apiserver with state in ``state_dir``.
+
+    Returns when the apiserver is ready, or at once with ``wait=False`` (then
+    call :func:`wait_ready`). ``network`` is the real node's network (see the
+    module docstring); None means the API-only shape on loopback.
+    """
     bin_dir = bin_dir or build_binaries()
     if (state_dir / "pids.json").exists():
         stop(state_dir=state_dir)
@@ -235,12 +262,14 @@ def start(*, state_dir: Path, bin_dir: Path | None = None) -> ControlPlane:
     log_dir = state_dir / "logs"
     log_dir.mkdir(exist_ok=True)
     pki = state_dir / "pki"
-    _write_pki(pki)
+    shutil.rmtree(pki, ignore_errors=True)
+    _write_pki(pki=pki, network=network)
     token = secrets.token_hex(16)
     (state_dir / "tokens.csv").write_text(f"{token},{ADMIN_USER},{ADMIN_USER},system:masters\n")
     (state_dir / "tokens.csv").chmod(0o600)
 
-    etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
+    etcd_port, etcd_peer_port = free_port(), free_port()
+    api_host, api_port = (network.service_ip, 443) if network else ("127.0.0.1", free_port())
     etcd_url = f"http://127.0.0.1:{etcd_port}"
     peer_url = f"http://127.0.0.1:{etcd_peer_port}"
     pids: dict[str, int] = {}
@@ -262,29 +291,23 @@ def start(*, state_dir: Path, bin_dir: Path | None = None) -> ControlPlane:
     apiserver_cmd = [
         str(bin_dir / "kube-apiserver"),
         f"--etcd-servers={etcd_url}",
-        "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
         f"--secure-port={api_port}",
         f"--cert-dir={pki}",
         f"--tls-cert-file={pki / 'apiserver.crt'}",
         f"--tls-private-key-file={pki / 'apiserver.key'}",
         f"--client-ca-file={pki / 'ca.crt'}",
         f"--token-auth-file={state_dir / 'tokens.csv'}",
-        "--authorization-mode=RBAC",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         f"--service-account-key-file={pki / 'sa.pub'}",
         f"--service-account-signing-key-file={pki / 'sa.key'}",
-        "--service-cluster-ip-range=10.96.0.0/16",
         "--allow-privileged=true",
-        # Without a controller-manager no namespace gets a "default"
-        # ServiceAccount, so the admission plugin would refuse every pod.
-        "--disable-admission-plugins=ServiceAccount",
         "--profiling=false",
         "--v=1",
+        *_apiserver_args(pki=pki, network=network),
     ]
     pids["kube-apiserver"] = _spawn(cmd=apiserver_cmd, log=log_dir / "kube-apiserver.log")
     (state_dir / "pids.json").write_text(json.dumps(pids))
-    server = f"https://127.0.0.1:{api_port}"
+    server = f"https://{api_host}:{api_port}"
     plane = ControlPlane(state_dir=state_dir, server=server, token=token, bin_dir=bin_dir)
     _write_kubeconfig(path=plane.kubeconfig, server=server, ca_file=plane.ca_file, token=token)
     (state_dir / "plane.json").write_text(
@@ -293,12 +316,19 @@ def start(*, state_dir: Path, bin_dir: Path | None = None) -> ControlPlane:
              "apiserver_cmd": apiserver_cmd}
         )
     )  # fmt: skip
-    try:
-        _wait_ready(plane=plane, pids=pids, log_dir=log_dir)
-    except ControlPlaneError:
-        stop(state_dir=state_dir)
-        raise
+    if wait:
+        wait_ready(plane=plane)
     return plane
+
+
+def wait_ready(*, plane: ControlPlane) -> None:
+    """Wait until the apiserver of a started plane is ready; stop it on failure."""
+    pids: dict[str, int] = json.loads((plane.state_dir / "pids.json").read_text())
+    try:
+        _wait_ready(plane=plane, pids=pids, log_dir=plane.state_dir / "logs")
+    except ControlPlaneError:
+        stop(state_dir=plane.state_dir)
+        raise
 
 
 def attach(*, state_dir: Path) -> ControlPlane | None:
@@ -372,48 +402,3 @@ def stop(*, state_dir: Path, grace_s: float = 10.0) -> None:
             continue
         _kill(pid=pid, sig=signal.SIGTERM, grace_s=grace_s)
     (state_dir / "pids.json").unlink(missing_ok=True)
-
-
-def _cli(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="controlplane", description=__doc__)
-    parser.add_argument("action", choices=("up", "down", "status", "apply-crds"))
-    parser.add_argument("--state-dir", type=Path, default=Path("/tmp/orb8-dev"))
-    args = parser.parse_args(argv)
-    state_dir: Path = args.state_dir.resolve()
-    try:
-        if args.action == "down":
-            stop(state_dir=state_dir)
-            print(f"control plane in {state_dir} stopped", file=sys.stderr)
-            return 0
-        plane = attach(state_dir=state_dir)
-        if args.action == "status":
-            print("running" if plane else "stopped")
-            return 0 if plane else 1
-        if args.action == "apply-crds":
-            if plane is None:
-                print("controlplane: not running; run `make cluster-up` first", file=sys.stderr)
-                return 1
-            plane.apply_crds()
-            print(f"CRDs from {CRD_DIR} established", file=sys.stderr)
-            return 0
-        if plane is None:
-            started = time.monotonic()
-            plane = start(state_dir=state_dir)
-            print(
-                f"control plane: kube-apiserver {plane.version()} ready at {plane.server} "
-                f"in {time.monotonic() - started:.1f}s (logs: {state_dir / 'logs'})",
-                file=sys.stderr,
-            )
-        else:
-            print(f"control plane already running at {plane.server}", file=sys.stderr)
-        print(f"export KUBECONFIG={plane.kubeconfig}", file=sys.stderr)
-        print(f"export PATH={plane.bin_dir}:$PATH   # kubectl {plane.version()}", file=sys.stderr)
-        print(plane.kubeconfig)
-        return 0
-    except ControlPlaneError as err:
-        print(f"controlplane: {err}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(_cli())

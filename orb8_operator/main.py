@@ -12,10 +12,12 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 
 import kopf
+from kopf._core.engines.peering import Identity  # kopf.run's type; not re-exported
 
 from orb8_common.cli import OneLineParser, http_url, load_credentials
 from orb8_common.errors import UsageError
@@ -136,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         namespaces=args.namespace,
         standalone=not args.peering,
         liveness_endpoint=args.liveness,
+        # kopf's default identity asks the passwd database for the user name,
+        # which raises in containers running as a uid with no passwd entry
+        # (the image's 65532, OpenShift's random uids).
+        identity=Identity(f"orb8-operator@{socket.gethostname()}"),
     )
     return 0
 

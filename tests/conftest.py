@@ -1,4 +1,4 @@
-"""Session-wide fixtures: the real control plane on loopback."""
+"""Session-wide fixtures: the real control plane on loopback, and a real node."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from orb8_dev import node
 from orb8_dev.controlplane import CRD_DIR, ControlPlane, attach, start, stop
 from orb8_dev.load import busy_cores
+from orb8_dev.node import LocalNode
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -35,8 +37,11 @@ def busy_machine(pytestconfig: pytest.Config) -> Iterator[None]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "control_plane" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if "control_plane" in fixtures:
             item.add_marker(pytest.mark.cluster)
+        if "real_node" in fixtures:
+            item.add_marker(pytest.mark.node)
 
 
 def _announce(config: pytest.Config, line: str) -> None:
@@ -80,3 +85,26 @@ def control_plane(
     finally:
         if owned:
             stop(state_dir=plane.state_dir)
+
+
+@pytest.fixture(scope="session")
+def real_node(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[LocalNode]:
+    """A control plane with a real node: kubelet, containerd, scheduler,
+    controller-manager (``orb8_dev/node.py``). Slower to start than
+    ``control_plane`` (which never starts a kubelet); torn down at the end of
+    the session, restoring the host.
+    """
+    started = time.monotonic()
+    state_dir = tmp_path_factory.mktemp("realnode")
+    local = node.up(state_dir=state_dir, progress=False)
+    _announce(
+        pytestconfig,
+        f"real node: {local.name} Ready at {local.network.node_ip}, apiserver "
+        f"{local.plane.server}, in {time.monotonic() - started:.1f}s (state: {state_dir})",
+    )
+    try:
+        yield local
+    finally:
+        node.down(state_dir=state_dir)
