@@ -23,7 +23,7 @@ help:
 	@echo "make crds-install     apply crds/ to the running control plane"
 	@echo "make lint             ruff + mypy"
 	@echo "make bench-dataplane  probe overhead and collector cost, as ratios"
-	@echo "make bench-operator   500 sessions over 50 nodes and 5,000 pods"
+	@echo "make bench-operator   500 sessions, 50 nodes, 5,000 pods, reporting agents; both layouts"
 	@echo "make bench-gpu        GPU parse + join and collector CPU"
 
 deps:
