@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import socket
 import threading
@@ -114,6 +115,8 @@ class FlowCollector:
                 self._obj = None
             if self._pin is not None:
                 self._pin.unlink(missing_ok=True)  # a clean stop drained and reported everything
+                with contextlib.suppress(OSError):
+                    self._pin.parent.rmdir()
             if not errors:
                 self._state.release()
         if errors:
