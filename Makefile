@@ -26,7 +26,7 @@ help:
 	@echo "make images           build the orb8-agent and orb8-operator images into build/images/*.tar"
 	@echo "                      (buildah, no Docker engine, no registry; content-cached)"
 	@echo "make bench-dataplane  probe overhead and collector cost, as ratios"
-	@echo "make bench-operator   500 sessions over 50 nodes and 5,000 pods"
+	@echo "make bench-operator   500 sessions, 50 nodes, 5,000 pods, reporting agents; both layouts"
 	@echo "make bench-gpu        GPU parse + join and collector CPU"
 
 deps:

@@ -20,11 +20,3 @@ PLURAL_BY_KIND = {
     "GpuTelemetry": GPU_TELEMETRIES,
     "NodeAgentConfig": NODE_AGENT_CONFIGS,
 }
-
-AGENT_FIELD_MANAGER_PREFIX = "orb8-agent/"
-OPERATOR_FIELD_MANAGER = "orb8-operator"
-
-
-def agent_field_manager(*, node: str) -> str:
-    """The field manager an agent uses for its own entries (one per node)."""
-    return f"{AGENT_FIELD_MANAGER_PREFIX}{node}"

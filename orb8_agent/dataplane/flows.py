@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import logging
 import socket
 import threading
 from pathlib import Path
@@ -16,6 +18,7 @@ from .libbpf import BPF_TC_EGRESS, BPF_TC_INGRESS
 from .models import Flow, FlowStats
 from .objects import object_path
 
+LOG = logging.getLogger(__name__)
 INGRESS_PROG = "orb8_flows_ingress"
 EGRESS_PROG = "orb8_flows_egress"
 
@@ -68,11 +71,19 @@ class FlowCollector:
         self._state.save()
         try:
             self._load()
-        except ProbeLoadError:
-            if self._pin is None or not self._pin.exists():
+        except (ProbeLoadError, OSError) as err:
+            if self._pin is None:
                 raise
-            # A pinned map of another shape (an older version): start afresh.
-            self._pin.unlink()
+            if self._pin.exists():
+                # A pinned map of another shape (an older version): start afresh.
+                self._pin.unlink()
+                with contextlib.suppress(ProbeLoadError, OSError):
+                    self._load()
+                    return
+            # No usable bpffs there (e.g. /sys/fs/bpf not mounted into the container):
+            # run unpinned; what is not reported yet then dies with the process.
+            LOG.warning("flow map not pinned at %s (%s); running without", self._pin, err)
+            self._pin = None
             self._load()
 
     def _load(self) -> None:
@@ -114,6 +125,8 @@ class FlowCollector:
                 self._obj = None
             if self._pin is not None:
                 self._pin.unlink(missing_ok=True)  # a clean stop drained and reported everything
+                with contextlib.suppress(OSError):
+                    self._pin.parent.rmdir()
             if not errors:
                 self._state.release()
         if errors:

@@ -207,3 +207,35 @@ def test_default_cli_runs_sweep_each_others_leftovers(pair: netns.VethPair) -> N
     assert tc_filters(pair.ns_a, pair.if_a) == ""
     assert not has_clsact(pair.ns_a, pair.if_a)
     assert not (tc.DEFAULT_RUN_DIR / f"cli-{proc.pid}").exists()
+
+
+def test_the_flow_map_is_pinned_while_open_and_a_clean_close_unpins(
+    kernel_ready: None, run_dir: Path, agent_id: str
+) -> None:
+    """With a pin directory the flow map is pinned on load (so a killed agent's unreported
+    flows survive for the next one: tests/e2e/test_agent.py); close() removes the pin, since a
+    clean stop has reported everything."""
+    pins = Path("/sys/fs/bpf") / f"orb8-test-{agent_id}"
+    try:
+        c = FlowCollector(agent_id=agent_id, run_dir=run_dir, pin_dir=pins)
+        c.open()
+        pin = pins / agent_id / "flows"
+        assert pin.exists()
+        c.close()
+        assert not pin.exists() and not pin.parent.exists()
+    finally:
+        for path in sorted(pins.rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        if pins.exists():
+            pins.rmdir()
+
+
+def test_without_a_bpffs_the_flow_probe_loads_unpinned(
+    kernel_ready: None, run_dir: Path, agent_id: str, tmp_path: Path
+) -> None:
+    c = FlowCollector(agent_id=agent_id, run_dir=run_dir, pin_dir=tmp_path / "not-bpffs")
+    c.open()
+    try:
+        assert not (tmp_path / "not-bpffs" / agent_id / "flows").exists()
+    finally:
+        c.close()
