@@ -59,6 +59,7 @@ GROUP, VERSION = kube.GROUP, kube.VERSION
 # changes and pod changes are looked at sooner.
 RECONCILE_INTERVAL = float(os.environ.get("ORB8_SESSION_RESYNC_S", "60"))
 RESYNC_INTERVAL = float(os.environ.get("ORB8_NODE_CONFIG_RESYNC_S", "30"))  # NodeAgentConfigs
+DELETE_SETTLE_MAX_S = 30.0  # a deleted session waits this long at most for its node configs
 SYNC_COALESCE_S = 0.5  # changes arriving this close together are written together
 SYNC_COALESCE_MAX_S = 3.0  # ... but a long burst is written at least this often
 LOOP_TICK_S = 1.0  # the resync loop's clock granularity
@@ -509,8 +510,14 @@ def _register_kind(kind: SessionKind, plural: str) -> None:
             st.wake.set()
 
     @kopf.on.delete(GROUP, VERSION, plural, id=f"{plural}-forget")
-    def deleted(*, meta: Mapping[str, Any], **_: Any) -> None:
+    async def deleted(*, meta: Mapping[str, Any], **_: Any) -> None:
         _forget(str(meta.get("uid", "")))
+        # The finalizer goes once no node config names the session any more, so a
+        # `kubectl delete` that returned means the agents were told to stop (and an
+        # uninstall right after it leaves no NodeAgentConfig behind). Bounded: a
+        # down apiserver must not hold deletion forever.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(state().settled.wait(), timeout=DELETE_SETTLE_MAX_S)
 
 
 _register_kind("TraceSession", "tracesessions")

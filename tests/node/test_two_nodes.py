@@ -144,11 +144,23 @@ def test_a_cross_node_flow_is_one_row_with_both_ends_named(
     assert (row["source"]["namespace"], row["source"]["pod"]) == (ns, "client")
     dst = row["destination"]
     assert (dst["namespace"], dst["pod"], dst["ip"]) == (ns, "server", server.ip)
-    # Both nodes saw it: each node's own list has the same 5-tuple.
-    seen_by = {
-        n["node"]
-        for n in status()["nodes"]
-        for f in n.get("flows") or []
-        if f["destination"].get("port") == 8080 and f["source"].get("port") == row["source"]["port"]
+    # Both nodes saw it: each agent's own report (in its NodeAgentConfig) has the same 5-tuple.
+    uid = json.loads(real_node.plane.kubectl("get", "ts", "web", "-n", ns, "-o", "json").stdout)[
+        "metadata"
+    ]["uid"]
+
+    def reported_by(node: str) -> bool:
+        out = real_node.plane.kubectl("get", "nac", node, "-o", "json").stdout
+        reports = (json.loads(out).get("status") or {}).get("reports") or []
+        flows = [f for r in reports if r["uid"] == uid for f in (r.get("trace") or {}).get(
+            "flows") or []]  # fmt: skip
+        return any(
+            f["destination"].get("port") == 8080
+            and f["source"].get("port") == row["source"]["port"]
+            for f in flows
+        )
+
+    assert {n for n in (real_node.name, worker.name) if reported_by(n)} == {
+        real_node.name,
+        worker.name,
     }
-    assert seen_by == {real_node.name, worker.name}
