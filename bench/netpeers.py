@@ -12,10 +12,13 @@ import contextlib
 import shutil
 import signal
 import subprocess
+import queue
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 from orb8_agent.dataplane import libbpf, tc
 from orb8_agent.dataplane.flows import FlowCollector
@@ -165,23 +168,38 @@ table inet orb8ct {
         netns.run(["nft", "delete", "table", "inet", "orb8ct"], netns=ns, check=False)
 
 
-def _start(cmd: list[str], ready: str, *, stream: str) -> subprocess.Popen[str]:
+def _start(cmd: list[str], ready: str, *, stream: str, deadline_s: float = 60.0) -> subprocess.Popen[str]:
     """Start a tracer and wait for the line that says it is attached."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    pipe = proc.stdout if stream == "stdout" else proc.stderr
-    assert pipe is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def drain(pipe: IO[str]) -> None:
+        # keeps draining after start-up, so the tracer never blocks on a full pipe
+        for line in pipe:
+            lines.put(line)
+        lines.put(None)
+
+    for pipe in (proc.stdout, proc.stderr):
+        assert pipe is not None
+        threading.Thread(target=drain, args=(pipe,), daemon=True).start()
     seen: list[str] = []
-    for line in pipe:
+    end = time.monotonic() + deadline_s
+    eof = 0
+    while eof < 2 and time.monotonic() < end:
+        try:
+            line = lines.get(timeout=max(0.01, end - time.monotonic()))
+        except queue.Empty:
+            break
+        if line is None:
+            eof += 1
+            continue
         seen.append(line)
         if ready in line:
-            # keep draining so the tracer never blocks on a full pipe
-            threading.Thread(target=lambda: [None for _ in pipe], daemon=True).start()
             return proc
-        if len(seen) > 200:
-            break
     proc.kill()
-    _, err = proc.communicate()
-    raise Skip(f"{cmd[0]} did not start: {''.join(seen)[-300:].strip()} {err[-300:].strip()}")
+    proc.wait()
+    del stream
+    raise Skip(f"{cmd[0]} did not start within {deadline_s:.0f} s: {''.join(seen)[-300:].strip()}")
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:

@@ -66,7 +66,8 @@ def orb8(hook: Hook, watched: Cgroup, pid: int) -> Iterator[None]:
 def syscount(pid: int) -> Iterator[None]:
     # `syscount -c CG` fails in Debian's libbpf-tools 0.26 (its cgroup map is
     # never created: EBADF), so the loop's process is the filter instead.
-    proc = _start([need("syscount"), "-p", str(pid)], "Tracing", stream="stdout")
+    # stdbuf: syscount block-buffers stdout into a pipe, its start line would never come
+    proc = _start(["stdbuf", "-oL", need("syscount"), "-p", str(pid)], "Tracing", stream="stdout")
     try:
         yield
     finally:
