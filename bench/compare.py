@@ -35,14 +35,28 @@ RESULTS = HERE / "results"
 
 def build(*, out: Path) -> tuple[Path, Path]:
     gen, ref = out / "orb8-bench-gen", out / "reference.bpf.o"
-    subprocess.run(["clang", "-O2", "-Wall", "-o", str(gen), str(HERE / "dataplane_gen.c")],
-                   check=True)  # fmt: skip
+    subprocess.run(
+        ["clang", "-O2", "-Wall", "-o", str(gen), str(HERE / "dataplane_gen.c")], check=True
+    )
     arch = {"x86_64": "x86", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
     subprocess.run(
-        ["clang", "-g", "-O2", "-Wall", "-Werror", "-target", "bpf", f"-D__TARGET_ARCH_{arch}",
-         f"-I{HERE.parent / 'bpf'}", "-c", str(HERE / "reference.bpf.c"), "-o", str(ref)],
+        [
+            "clang",
+            "-g",
+            "-O2",
+            "-Wall",
+            "-Werror",
+            "-target",
+            "bpf",
+            f"-D__TARGET_ARCH_{arch}",
+            f"-I{HERE.parent / 'bpf'}",
+            "-c",
+            str(HERE / "reference.bpf.c"),
+            "-o",
+            str(ref),
+        ],
         check=True,
-    )  # fmt: skip
+    )
     return gen, ref
 
 
@@ -80,18 +94,23 @@ def probe_variants(
 def bench_network(*, gen: Path, rounds: int, seconds: float, cpu: int) -> dict[str, Any]:
     skipped: dict[str, str] = {}
     samples: dict[str, dict[str, list[float]]] = {}
-    with netns.veth_pair() as pair, netload.Load(pair=pair, gen=gen, cpu=cpu, seconds=seconds) as ld:
+    load: list[float] = []
+    with (
+        netns.veth_pair() as pair,
+        netload.Load(pair=pair, gen=gen, cpu=cpu, seconds=seconds) as ld,
+    ):
         warm_neighbours(pair)
         with netns.enter(pair.ns_a):
             variants = probe_variants(netpeers.variants(pair), skipped)
             for r in range(rounds):
                 order = list(variants) if r % 2 == 0 else list(reversed(variants))
-                progress(f"network round {r + 1}/{rounds}: {' '.join(order)}")
+                load.append(os.getloadavg()[0])
+                progress(f"network round {r + 1}/{rounds} (load {load[-1]:.1f}): {' '.join(order)}")
                 for name in order:
                     with variants[name]():
                         for metric, value in ld.all().items():
                             samples.setdefault(name, {}).setdefault(metric, []).append(value)
-    return {"samples": samples, "skipped": skipped, "cpu": cpu, "seconds": seconds}
+    return {"samples": samples, "skipped": skipped, "cpu": cpu, "seconds": seconds, "load": load}
 
 
 def network_ratios(net: dict[str, Any]) -> dict[str, Any]:
@@ -130,9 +149,18 @@ def gated(cmd: list[str], where: Cgroup) -> subprocess.Popen[str]:
     return proc
 
 
-def sys_sample(v: syspeers.SysVariant, *, gen: Path, loop: str, calls: int, cpu: int,
-               cg: Cgroup) -> float:  # fmt: skip
-    cmd = [*v.prefix, "taskset", "-c", str(cpu), str(gen), loop, str(max(1000, calls // v.calls_divisor))]
+def sys_sample(
+    v: syspeers.SysVariant, *, gen: Path, loop: str, calls: int, cpu: int, cg: Cgroup
+) -> float:
+    cmd = [
+        *v.prefix,
+        "taskset",
+        "-c",
+        str(cpu),
+        str(gen),
+        loop,
+        str(max(1000, calls // v.calls_divisor)),
+    ]
     proc = gated(cmd, cg)
     try:
         with v.attach(proc.pid):
@@ -147,9 +175,12 @@ def sys_sample(v: syspeers.SysVariant, *, gen: Path, loop: str, calls: int, cpu:
     return float(json.loads(out.strip().splitlines()[-1])["cpu_ns_per_call"])
 
 
-def bench_syscalls(*, gen: Path, ref: Path, rounds: int, calls: int, cpus: list[int]) -> dict[str, Any]:
+def bench_syscalls(
+    *, gen: Path, ref: Path, rounds: int, calls: int, cpus: list[int]
+) -> dict[str, Any]:
     skipped: dict[str, str] = {}
     samples: dict[str, dict[str, dict[str, list[float]]]] = {}
+    load: list[float] = []
     with cgroup() as watched, cgroup() as unwatched:
         variants = syspeers.variants(reference=ref, watched=watched)
         usable = []
@@ -163,14 +194,21 @@ def bench_syscalls(*, gen: Path, ref: Path, rounds: int, calls: int, cpus: list[
         for cpu in cpus:
             for r in range(rounds):
                 order = usable if r % 2 == 0 else list(reversed(usable))
-                progress(f"syscalls cpu {cpu} round {r + 1}/{rounds}")
+                load.append(os.getloadavg()[0])
+                progress(f"syscalls cpu {cpu} round {r + 1}/{rounds} (load {load[-1]:.1f})")
                 for v in order:
                     for loop in ("getpid", "read"):
-                        ns = sys_sample(v, gen=gen, loop=loop, calls=calls, cpu=cpu,
-                                        cg=watched if v.watched else unwatched)  # fmt: skip
+                        ns = sys_sample(
+                            v,
+                            gen=gen,
+                            loop=loop,
+                            calls=calls,
+                            cpu=cpu,
+                            cg=watched if v.watched else unwatched,
+                        )
                         per = samples.setdefault(f"cpu{cpu}", {}).setdefault(loop, {})
                         per.setdefault(v.name, []).append(ns)
-    return {"samples": samples, "skipped": skipped, "calls": calls}
+    return {"samples": samples, "skipped": skipped, "calls": calls, "load": load}
 
 
 def syscall_ratios(sc: dict[str, Any]) -> dict[str, Any]:
@@ -213,8 +251,10 @@ def bench_collector(*, sizes: list[int]) -> dict[str, Any]:
         progress(f"collector at {n} flows")
         done = subprocess.run(
             [sys.executable, "-m", "bench.dataplane_collector", "--flows", str(n)],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         out[str(n)] = json.loads(done.stdout)
     return out
 
@@ -229,8 +269,13 @@ def main() -> int:
     p.add_argument("--sys-rounds", type=int, help="syscall rounds per CPU (default 10, quick 2)")
     p.add_argument("--cpu", type=int, default=(os.cpu_count() or 1) - 1, help="network CPU")
     p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--only", choices=["kernel", "network", "syscalls", "collector"], action="append")
+    p.add_argument(
+        "--only", choices=["kernel", "network", "syscalls", "collector"], action="append"
+    )
+    p.add_argument("--replot", action="store_true", help="only redraw table and plots from --out")
     args = p.parse_args()
+    if args.replot:
+        return finish(json.loads((args.out / "latest.json").read_text()), out=args.out)
     if os.geteuid() != 0:
         print("bench: run as root", file=sys.stderr)
         return 2
@@ -249,32 +294,48 @@ def main() -> int:
     if "kernel" in only:
         progress("in-kernel cost per packet")
         res["kernel"] = kernelcost.bench(
-            reference=ref, gen=gen, rounds=3 if quick else 10,
-            repeat=200_000 if quick else 1_000_000, seconds=0.5 if quick else 1.0,
-        )  # fmt: skip
+            reference=ref,
+            gen=gen,
+            rounds=3 if quick else 10,
+            repeat=200_000 if quick else 1_000_000,
+            seconds=0.5 if quick else 1.0,
+        )
     if "network" in only:
         net = bench_network(gen=gen, rounds=rounds, seconds=0.5 if quick else 1.0, cpu=args.cpu)
         net["ratios"] = network_ratios(net)
         res["network"] = net
+        save(res, out=args.out)
     if "syscalls" in only:
         sc = bench_syscalls(
-            gen=gen, ref=ref, rounds=sys_rounds, calls=200_000 if quick else 1_000_000,
+            gen=gen,
+            ref=ref,
+            rounds=sys_rounds,
+            calls=200_000 if quick else 1_000_000,
             cpus=list(range(os.cpu_count() or 1)),
-        )  # fmt: skip
+        )
         sc["ratios"] = syscall_ratios(sc)
         res["syscalls"] = sc
+        save(res, out=args.out)
     if "collector" in only:
         res["collector"] = bench_collector(sizes=[1_000, 10_000, 100_000])
     res["load_after"] = os.getloadavg()
     res["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latest.json").write_text(json.dumps(res, indent=1) + "\n")
+    save(res, out=args.out)
+    return finish(res, out=args.out)
+
+
+def save(res: dict[str, Any], *, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(res, indent=1) + "\n")
+
+
+def finish(res: dict[str, Any], *, out: Path) -> int:
     from . import plots, report
 
     print(report.table(res))
-    for path in plots.draw(res, out=args.out):
+    for path in plots.draw(res, out=out):
         progress(f"wrote {path}")
-    progress(f"wrote {args.out / 'latest.json'}")
+    progress(f"wrote {out / 'latest.json'}")
     return 0
 
 

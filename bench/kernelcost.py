@@ -28,8 +28,19 @@ from .stats import ratios, summary
 
 def tcp_frame(*, size: int = 1454) -> bytes:
     payload = size - 14 - 20 - 20
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + 20 + payload, 1, 0x4000, 64, 6, 0,
-                     bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))  # fmt: skip
+    ip = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + 20 + payload,
+        1,
+        0x4000,
+        64,
+        6,
+        0,
+        bytes([10, 0, 0, 1]),
+        bytes([10, 0, 0, 2]),
+    )
     tcp = struct.pack("!HHIIBBHHH", 40000, 443, 1, 0, 5 << 4, 0x10, 65535, 0, 0)
     return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + tcp + b"x" * payload
 
@@ -106,13 +117,15 @@ def live(*, reference: Path, gen: Path, rounds: int, seconds: float) -> dict[str
 
             @contextlib.contextmanager
             def tc_only(path: Path, prog: str, disable: tuple[str, ...]) -> Iterator[list[int]]:
-                with netpeers.tc_program(interface=pair.if_a, path=path, prog=prog,
-                                         disable=disable) as fd:  # fmt: skip
+                with netpeers.tc_program(
+                    interface=pair.if_a, path=path, prog=prog, disable=disable
+                ) as fd:
                     yield [fd]
 
             progs: dict[str, Callable[[], contextlib.AbstractContextManager[list[int]]]] = {
-                "empty": lambda: tc_only(object_path(name="noop"), "orb8_noop_tc",
-                                         ("orb8_noop_raw", "orb8_noop_tp")),  # fmt: skip
+                "empty": lambda: tc_only(
+                    object_path(name="noop"), "orb8_noop_tc", ("orb8_noop_raw", "orb8_noop_tp")
+                ),
                 "reference": lambda: tc_only(reference, "ref_count", ("empty_raw_tp", "empty_btf")),
                 "orb8": flows,
             }
@@ -140,7 +153,9 @@ def summarise(samples: dict[str, list[float]]) -> dict[str, Any]:
     return out
 
 
-def bench(*, reference: Path, gen: Path, rounds: int, repeat: int, seconds: float) -> dict[str, Any]:
+def bench(
+    *, reference: Path, gen: Path, rounds: int, repeat: int, seconds: float
+) -> dict[str, Any]:
     tr = test_run(reference=reference, rounds=rounds, repeat=repeat)
     lv = live(reference=reference, gen=gen, rounds=max(2, rounds // 2), seconds=seconds)
     return {

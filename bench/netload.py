@@ -36,7 +36,9 @@ class Load:
         b = self.pair.ns_b
         self._procs.append(
             subprocess.Popen(
-                _pinned(b, self.cpu, ["iperf3", "-s", "-B", self.pair.ip4_b, "-p", str(IPERF_PORT)]),
+                _pinned(
+                    b, self.cpu, ["iperf3", "-s", "-B", self.pair.ip4_b, "-p", str(IPERF_PORT)]
+                ),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -47,8 +49,9 @@ class Load:
             "table inet orb8sink {\n chain in {\n  type filter hook input priority 0;\n"
             f"  udp dport {UDP_PORT} drop\n  udp dport {FLOW_PORT0}-65535 drop\n }}\n}}\n"
         )
-        subprocess.run(["ip", "netns", "exec", b, "nft", "-f", "-"], input=script.encode(),
-                       check=True)  # fmt: skip
+        subprocess.run(
+            ["ip", "netns", "exec", b, "nft", "-f", "-"], input=script.encode(), check=True
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -85,23 +88,36 @@ class Load:
             return {"tcp_no_offload_gbps": self._iperf() / 1e9}
         finally:
             for ns, ifname in sides:
-                netns.run(["ethtool", "-K", ifname, "gso", "on", "tso", "on", "gro", "on"],
-                          netns=ns)  # fmt: skip
+                netns.run(
+                    ["ethtool", "-K", ifname, "gso", "on", "tso", "on", "gro", "on"], netns=ns
+                )
 
     def udp(self) -> dict[str, float]:
         # 22 bytes of payload + 8 UDP + 20 IPv4 + 14 Ethernet = 64-byte frames
         out = netns.run(
-            _pinned(self.pair.ns_a, self.cpu,
-                    [str(self.gen), "udp", self.pair.ip4_b, str(UDP_PORT), str(self.seconds), "22"])
-        )  # fmt: skip
+            _pinned(
+                self.pair.ns_a,
+                self.cpu,
+                [str(self.gen), "udp", self.pair.ip4_b, str(UDP_PORT), str(self.seconds), "22"],
+            )
+        )
         return {"udp64_mpps": float(_json(out)["packets_per_second"]) / 1e6}
 
     def flows(self, n: int) -> dict[str, float]:
         out = netns.run(
-            _pinned(self.pair.ns_a, self.cpu,
-                    [str(self.gen), "flows", self.pair.ip4_b, str(FLOW_PORT0), str(self.seconds),
-                     str(n)])
-        )  # fmt: skip
+            _pinned(
+                self.pair.ns_a,
+                self.cpu,
+                [
+                    str(self.gen),
+                    "flows",
+                    self.pair.ip4_b,
+                    str(FLOW_PORT0),
+                    str(self.seconds),
+                    str(n),
+                ],
+            )
+        )
         return {f"flows{n // 1000}k_mpps": float(_json(out)["packets_per_second"]) / 1e6}
 
     def rr(self) -> dict[str, float]:
@@ -114,9 +130,12 @@ class Load:
         server.stdout.readline()  # {"listening": true}
         try:
             out = netns.run(
-                _pinned(self.pair.ns_a, self.cpu,
-                        [str(self.gen), "rr", self.pair.ip4_b, str(RR_PORT), str(self.seconds)])
-            )  # fmt: skip
+                _pinned(
+                    self.pair.ns_a,
+                    self.cpu,
+                    [str(self.gen), "rr", self.pair.ip4_b, str(RR_PORT), str(self.seconds)],
+                )
+            )
         finally:
             server.wait(timeout=60)
         res = _json(out)

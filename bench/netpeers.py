@@ -9,10 +9,10 @@ fails to start raises :class:`Skip` with the reason.
 from __future__ import annotations
 
 import contextlib
+import queue
 import shutil
 import signal
 import subprocess
-import queue
 import tempfile
 import threading
 import time
@@ -102,6 +102,9 @@ def _nft(ns: str, script: str) -> None:
         raise Skip(f"nft rejected the ruleset: {done.stderr.strip()}")
 
 
+TUPLE = "ip saddr . ip daddr . ip protocol . th sport . th dport"
+
+
 @contextlib.contextmanager
 def nft_counters(ns: str, interface: str) -> Iterator[None]:
     """netdev ingress+egress: one counter per IPv4 5-tuple in a dynamic set."""
@@ -118,8 +121,8 @@ table netdev orb8bench {{
   chain in {{ type filter hook ingress device "{interface}" priority 0; }}
   chain out {{ type filter hook egress device "{interface}" priority 0; }}
 }}
-add rule netdev orb8bench in meta protocol ip add @flows {{ ip saddr . ip daddr . ip protocol . th sport . th dport }}
-add rule netdev orb8bench out meta protocol ip add @flows {{ ip saddr . ip daddr . ip protocol . th sport . th dport }}
+add rule netdev orb8bench in meta protocol ip add @flows {{ {TUPLE} }}
+add rule netdev orb8bench out meta protocol ip add @flows {{ {TUPLE} }}
 """,
     )
     try:
@@ -168,7 +171,9 @@ table inet orb8ct {
         netns.run(["nft", "delete", "table", "inet", "orb8ct"], netns=ns, check=False)
 
 
-def _start(cmd: list[str], ready: str, *, stream: str, deadline_s: float = 60.0) -> subprocess.Popen[str]:
+def _start(
+    cmd: list[str], ready: str, *, stream: str, deadline_s: float = 60.0
+) -> subprocess.Popen[str]:
     """Start a tracer and wait for the line that says it is attached."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str | None] = queue.Queue()

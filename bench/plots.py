@@ -8,7 +8,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def _bars(ax: Any, names: list[str], stats: list[dict[str, Any]], title: str, ylabel: str) -> None:
@@ -39,16 +39,26 @@ def network(res: dict[str, Any], out: Path) -> Path:
 
 
 def syscalls(res: dict[str, Any], out: Path) -> Path:
-    cells = [(cpu, loop, e) for cpu, loops in res["syscalls"]["ratios"].items()
-             for loop, e in loops.items()]  # fmt: skip
+    cells = [
+        (cpu, loop, e)
+        for cpu, loops in res["syscalls"]["ratios"].items()
+        for loop, e in loops.items()
+    ]
     fig, axes = plt.subplots(1, len(cells), figsize=(4.5 * len(cells), 3.8), squeeze=False)
     for ax, (cpu, loop, e) in zip(axes[0], cells, strict=True):
         names = [n for n in e["added_ns"] if n not in ("none", "perf_trace")]
-        _bars(ax, names, [e["added_ns"][n] for n in names], f"{loop}() on {cpu}",
-              "added ns per call")  # fmt: skip
+        _bars(
+            ax, names, [e["added_ns"][n] for n in names], f"{loop}() on {cpu}", "added ns per call"
+        )
         if "perf_trace" in e["added_ns"]:
-            ax.text(0.02, 0.95, f"perf trace -s: +{e['added_ns']['perf_trace']['median']:.0f} ns",
-                    transform=ax.transAxes, fontsize=7, va="top")  # fmt: skip
+            ax.text(
+                0.02,
+                0.95,
+                f"perf trace -s: +{e['added_ns']['perf_trace']['median']:.0f} ns",
+                transform=ax.transAxes,
+                fontsize=7,
+                va="top",
+            )
     fig.suptitle("syscalls: ns added per call over no program (median, min-max)", fontsize=10)
     fig.tight_layout()
     path = out / "syscall_ns.png"

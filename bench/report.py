@@ -19,7 +19,8 @@ def table(res: dict[str, Any]) -> str:
     m = res["machine"]
     lines = [
         f"machine: {m['cpu']} x{m['nproc']}, kernel {m['kernel']}; mode {res['mode']}; "
-        f"load avg before {res['load_before'][0]:.1f}, after {res['load_after'][0]:.1f}"
+        f"load avg before {res['load_before'][0]:.1f}, "
+        f"after {res.get('load_after', [float('nan')])[0]:.1f}"
     ]
     k = res.get("kernel")
     if k:

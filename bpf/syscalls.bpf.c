@@ -4,7 +4,10 @@
  *
  * The same handler is attached through one of three hook flavours; the agent
  * disables autoload for the two it does not use. The common path for an
- * unwatched task is one helper call and one hash lookup. */
+ * task, watched or not, is one helper call and one array load: watch_slots,
+ * indexed by the cgroup id's low 14 bits, holds the one watched id in that
+ * slot. Only a slot that two watched ids share sends the test on to the
+ * watched_cgroups hash. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -22,6 +25,33 @@ struct {
 	__type(key, __u64);  /* cgroup v2 id (inode of the cgroup dir) */
 	__type(value, __u8);
 } watched_cgroups SEC(".maps");
+
+/* Slot (cgroup id mod WATCH_SLOTS): 0 when no watched id maps to it, the id
+ * when exactly one does, WATCH_SLOT_SHARED when several do. The verifier turns
+ * an array lookup into address arithmetic: no call, no hashing. User space
+ * adds an id to watched_cgroups before its slot names it, and empties the
+ * slot before it deletes the id. */
+#define WATCH_SLOTS 16384
+#define WATCH_SLOT_SHARED (~0ULL)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, WATCH_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} watch_slots SEC(".maps");
+
+static __always_inline bool watched(__u64 cgroup_id)
+{
+	__u32 idx = cgroup_id & (WATCH_SLOTS - 1);
+	__u64 *slot = bpf_map_lookup_elem(&watch_slots, &idx);
+
+	if (!slot || !*slot)
+		return false;
+	if (*slot == cgroup_id)
+		return true;
+	return *slot == WATCH_SLOT_SHARED && bpf_map_lookup_elem(&watched_cgroups, &cgroup_id);
+}
 
 /* Array indexed by syscall nr: a bounded index, no hashing on the hot path. */
 struct {
@@ -96,7 +126,7 @@ static __always_inline void handle_sys_enter(long id)
 	__u8 *alert;
 
 	cgroup_id = bpf_get_current_cgroup_id();
-	if (!bpf_map_lookup_elem(&watched_cgroups, &cgroup_id))
+	if (!watched(cgroup_id))
 		return;
 	/* id is -1 for a syscall that seccomp or ptrace rewrote away */
 	if (id < 0 || id >= ORB8_MAX_SYSCALL_NR)
