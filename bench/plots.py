@@ -25,8 +25,12 @@ def _bars(ax: Any, names: list[str], stats: list[dict[str, Any]], title: str, yl
 def network(res: dict[str, Any], out: Path) -> Path:
     vs = res["network"]["ratios"]["vs_none"]
     metrics = list(next(iter(vs.values())))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.0 * len(metrics), 3.6), squeeze=False)
-    for ax, metric in zip(axes[0], metrics, strict=True):
+    ncols = 5
+    nrows = (len(metrics) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(metrics) :]:
+        ax.axis("off")
+    for ax, metric in zip(axes.flat, metrics, strict=False):
         names = [n for n in vs if n != "none"]
         _bars(ax, names, [vs[n][metric] for n in names], metric, "variant / none")
         ax.axhline(1.0, color="grey", linewidth=0.8)
