@@ -285,12 +285,24 @@ def main() -> int:
     only = set(args.only or ["kernel", "network", "syscalls", "collector"])
     work = Path(tempfile.mkdtemp(prefix="orb8-bench-"))
     gen, ref = build(out=work)
-    res: dict[str, Any] = {
+    res: dict[str, Any] = {}
+    if args.only and (args.out / "latest.json").exists():
+        # re-running some sections: keep the others from the previous run
+        res = json.loads((args.out / "latest.json").read_text())
+        res.setdefault("rerun", []).append(
+            {
+                "sections": sorted(only),
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "load_before": os.getloadavg(),
+            }
+        )
+    res |= {
         "machine": machine(),
         "mode": "quick" if quick else "full",
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "load_before": os.getloadavg(),
     }
+    if not args.only or "started" not in res:
+        res["started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        res["load_before"] = os.getloadavg()
     if "kernel" in only:
         progress("in-kernel cost per packet")
         res["kernel"] = kernelcost.bench(
