@@ -33,6 +33,14 @@ class Load:
         self._procs: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> Load:
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _start(self) -> None:
         b = self.pair.ns_b
         self._procs.append(
             subprocess.Popen(
@@ -43,8 +51,6 @@ class Load:
                 stderr=subprocess.DEVNULL,
             )
         )
-        # datagrams to closed ports are dropped quietly, so no ICMP errors come back
-        netns.run(["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"], netns=b, check=False)
         script = (
             "table inet orb8sink {\n chain in {\n  type filter hook input priority 0;\n"
             f"  udp dport {UDP_PORT} drop\n  udp dport {FLOW_PORT0}-65535 drop\n }}\n}}\n"
@@ -52,7 +58,6 @@ class Load:
         subprocess.run(
             ["ip", "netns", "exec", b, "nft", "-f", "-"], input=script.encode(), check=True
         )
-        return self
 
     def __exit__(self, *exc: object) -> None:
         for p in self._procs:
