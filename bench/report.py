@@ -66,7 +66,8 @@ def table(res: dict[str, Any]) -> str:
         for n, c in col.items():
             lines.append(
                 f"collector {int(n):>6} flows: read {c['read_wall_ms']:.1f} ms wall, "
-                f"{c['read_cpu_ms']:.1f} ms CPU; RSS {c['rss_mib']:.0f} MiB "
+                f"{c['read_cpu_ms']:.1f} ms CPU (batch drain {c.get('batch_read_cpu_ms', 0):.1f} + "
+                f"decode {c.get('decode_cpu_ms', 0):.1f}); RSS {c['rss_mib']:.0f} MiB "
                 f"(peak {c['peak_rss_mib']:.0f} MiB)"
             )
     return "\n".join(lines)
