@@ -345,6 +345,7 @@ def finish(res: dict[str, Any], *, out: Path) -> int:
     from . import plots, report
 
     print(report.table(res))
+    (out / "latest.md").write_text(report.markdown(res))
     for path in plots.draw(res, out=out):
         progress(f"wrote {path}")
     progress(f"wrote {out / 'latest.json'}")
