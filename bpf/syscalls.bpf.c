@@ -117,15 +117,14 @@ static __always_inline bool alert_allowed(__u64 cgroup_id, __u64 now)
 	return __sync_fetch_and_add(&w->count, 1) < cfg.alerts_per_second;
 }
 
-static __always_inline void handle_sys_enter(long id)
+static __always_inline void handle_sys_enter_cg(long id, __u64 cgroup_id)
 {
 	struct syscall_count_key key = {};
 	struct syscall_event *ev;
-	__u64 cgroup_id, now, pid_tgid, *cnt, one = 1;
+	__u64 now, pid_tgid, *cnt, one = 1;
 	__u32 nr;
 	__u8 *alert;
 
-	cgroup_id = bpf_get_current_cgroup_id();
 	if (!watched(cgroup_id))
 		return;
 	/* id is -1 for a syscall that seccomp or ptrace rewrote away */
@@ -172,6 +171,11 @@ static __always_inline void handle_sys_enter(long id)
 	stat_inc(SYS_STAT_EVENTS);
 }
 
+static __always_inline void handle_sys_enter(long id)
+{
+	handle_sys_enter_cg(id, bpf_get_current_cgroup_id());
+}
+
 /* raw tracepoint: args[0] is struct pt_regs *, args[1] the syscall nr */
 SEC("raw_tracepoint/sys_enter")
 int orb8_sys_enter_raw(struct bpf_raw_tracepoint_args *ctx)
@@ -184,7 +188,11 @@ int orb8_sys_enter_raw(struct bpf_raw_tracepoint_args *ctx)
 SEC("tp_btf/sys_enter")
 int BPF_PROG(orb8_sys_enter_btf, struct pt_regs *regs, long id)
 {
-	handle_sys_enter(id);
+	/* the same id bpf_get_current_cgroup_id() returns (the default
+	 * hierarchy's cgroup kernfs id), read through BTF without the call */
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	handle_sys_enter_cg(id, task->cgroups->dfl_cgrp->kn->id);
 	return 0;
 }
 
