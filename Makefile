@@ -11,7 +11,8 @@ ORB8_STATE ?= /tmp/orb8-dev
 export ORB8_STATE
 
 .PHONY: help setup deps venv control-plane node-deps bpf lint test test-unit test-stress \
-	cluster-up cluster-down crds-install demo images bench-dataplane bench-operator bench-gpu clean
+	cluster-up cluster-down crds-install demo images bench bench-dataplane bench-operator \
+	bench-gpu clean
 
 help:
 	@echo "make demo             run orb8 end to end on a local control plane (DEMO_ARGS=--keep)"
@@ -25,6 +26,7 @@ help:
 	@echo "make lint             ruff + mypy"
 	@echo "make images           build the orb8-agent and orb8-operator images into build/images/*.tar"
 	@echo "                      (buildah, no Docker engine, no registry; content-cached)"
+	@echo "make bench            orb8 against nft, conntrack, bpftrace, tcpdump, syscount, perf (root; BENCH_ARGS=--quick)"
 	@echo "make bench-dataplane  probe overhead and collector cost, as ratios"
 	@echo "make bench-operator   500 sessions, 50 nodes, 5,000 pods, reporting agents; both layouts"
 	@echo "make bench-gpu        GPU parse + join and collector CPU"
@@ -126,6 +128,16 @@ clean:
 # probe hooks, collector CPU/RSS); needs root. Results go in docs/performance.md.
 bench-dataplane: venv bpf
 	$(PY) -m bench.dataplane $(BENCH_ARGS)
+
+# orb8 against the tools people use instead (installs them first); results and
+# plots in bench/results/, write-up in docs/performance.md. BENCH_ARGS=--quick.
+$(VENV)/.bench-stamp: $(VENV)/.stamp
+	@$(PY) -m pip install -q -e '.[dev,bench]'
+	@touch $@
+
+bench: venv bpf $(VENV)/.bench-stamp
+	@hack/install-bench-deps.sh
+	$(PY) -m bench.compare $(BENCH_ARGS)
 
 bench-operator: setup
 	$(PY) bench/operator_bench.py $(BENCH_ARGS)

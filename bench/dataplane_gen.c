@@ -5,6 +5,16 @@
  *       prints {"sent": N, "seconds": S, "packets_per_second": R}
  *   orb8-gen getpid <calls>
  *       makes raw getpid syscalls and prints {"calls": N, "ns_per_call": X}
+ *   orb8-gen read <calls>
+ *       1-byte read()s from /dev/zero; prints {"calls": N, "ns_per_call": X}
+ *   orb8-gen flows <dst-ipv4> <first-port> <seconds> <flows>
+ *       64-byte UDP frames round robin over <flows> distinct 5-tuples (sockets
+ *       bound to successive source ports, each sending to successive
+ *       destination ports); prints the same fields as udp plus "flows"
+ *   orb8-gen rr-server <port>
+ *       TCP echo of 1-byte requests, one client, until it closes
+ *   orb8-gen rr <dst-ipv4> <port> <seconds>
+ *       1-byte TCP request/response round trips; prints p50/p99 in us
  *
  * C rather than Python so that the generator's own per-packet and per-call
  * cost is small next to the probe cost being measured. */
@@ -30,6 +40,14 @@ static double now_s(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+static double cpu_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 static int udp(const char *dst, int port, double seconds, int size)
 {
 	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(port) };
@@ -37,7 +55,7 @@ static int udp(const char *dst, int port, double seconds, int size)
 	struct mmsghdr msgs[BATCH];
 	struct iovec iov = { .iov_base = payload, .iov_len = (size_t)size };
 	unsigned long long sent = 0;
-	double start, end;
+	double start, end, cpu0;
 	int fd, i;
 
 	if (size < 0 || size > (int)sizeof(payload) || inet_pton(AF_INET, dst, &addr.sin_addr) != 1) {
@@ -55,6 +73,7 @@ static int udp(const char *dst, int port, double seconds, int size)
 		msgs[i].msg_hdr.msg_iovlen = 1;
 	}
 	start = now_s();
+	cpu0 = cpu_s();
 	end = start + seconds;
 	/* the time check every batch bounds the loop */
 	while (now_s() < end) {
@@ -67,22 +86,198 @@ static int udp(const char *dst, int port, double seconds, int size)
 			return 1;
 		}
 	}
-	printf("{\"sent\": %llu, \"seconds\": %.6f, \"packets_per_second\": %.1f}\n", sent,
-	       now_s() - start, sent / (now_s() - start));
+	/* per CPU-second of this thread: egress tc programs run in its context,
+	 * and time spent preempted by other load does not count */
+	printf("{\"sent\": %llu, \"seconds\": %.6f, \"packets_per_second\": %.1f, "
+	       "\"packets_per_cpu_second\": %.1f}\n",
+	       sent, now_s() - start, sent / (now_s() - start), sent / (cpu_s() - cpu0));
 	close(fd);
+	return 0;
+}
+
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <sys/resource.h>
+
+/* ns_per_call is wall time; cpu_ns_per_call is this thread's CPU time (user +
+ * kernel, where tracepoint programs run), which time spent preempted by other
+ * load on a busy machine does not inflate. */
+static void print_calls(long calls, double wall, double cpu)
+{
+	printf("{\"calls\": %ld, \"ns_per_call\": %.2f, \"cpu_ns_per_call\": %.2f}\n", calls,
+	       wall * 1e9 / calls, cpu * 1e9 / calls);
+}
+
+static int read_loop(long calls)
+{
+	double start, elapsed, cpu0;
+	char c;
+	long i;
+	int fd = open("/dev/zero", O_RDONLY);
+
+	if (fd < 0) {
+		perror("open /dev/zero");
+		return 1;
+	}
+	start = now_s();
+	cpu0 = cpu_s();
+	for (i = 0; i < calls; i++)
+		if (read(fd, &c, 1) != 1)
+			return 1;
+	elapsed = now_s() - start;
+	print_calls(calls, elapsed, cpu_s() - cpu0);
+	close(fd);
+	return 0;
+}
+
+#define PORTS_PER_SOCK 40000
+
+static int flows(const char *dst, int port0, double seconds, int nflows)
+{
+	struct sockaddr_in addr = { .sin_family = AF_INET };
+	struct sockaddr_in *dsts;
+	struct mmsghdr msgs[BATCH];
+	struct iovec iov;
+	static char payload[22];
+	unsigned long long sent = 0;
+	int nsock, *fds, i, k, next = 0;
+	double start, end, cpu0;
+	struct rlimit rl = { 1 << 16, 1 << 16 };
+
+	if (nflows < 1 || inet_pton(AF_INET, dst, &addr.sin_addr) != 1) {
+		fprintf(stderr, "bad arguments\n");
+		return 2;
+	}
+	setrlimit(RLIMIT_NOFILE, &rl);
+	nsock = (nflows + PORTS_PER_SOCK - 1) / PORTS_PER_SOCK;
+	fds = calloc(nsock, sizeof(*fds));
+	dsts = calloc(PORTS_PER_SOCK, sizeof(*dsts));
+	if (!fds || !dsts)
+		return 1;
+	for (i = 0; i < PORTS_PER_SOCK; i++) {
+		dsts[i] = addr;
+		dsts[i].sin_port = htons(port0 + i);
+	}
+	for (k = 0; k < nsock; k++) {
+		fds[k] = socket(AF_INET, SOCK_DGRAM, 0);
+		if (fds[k] < 0) {
+			perror("socket");
+			return 1;
+		}
+	}
+	iov.iov_base = payload;
+	iov.iov_len = sizeof(payload);
+	memset(msgs, 0, sizeof(msgs));
+	start = now_s();
+	cpu0 = cpu_s();
+	end = start + seconds;
+	while (now_s() < end) {
+		/* one batch per socket turn; flow index runs over all nflows */
+		int sock = next / PORTS_PER_SOCK, n;
+
+		for (i = 0; i < BATCH; i++) {
+			int port = (next + i) % nflows;
+
+			if (port / PORTS_PER_SOCK != sock)
+				break;
+			msgs[i].msg_hdr.msg_iov = &iov;
+			msgs[i].msg_hdr.msg_iovlen = 1;
+			msgs[i].msg_hdr.msg_name = &dsts[port % PORTS_PER_SOCK];
+			msgs[i].msg_hdr.msg_namelen = sizeof(dsts[0]);
+		}
+		n = sendmmsg(fds[sock], msgs, i, 0);
+		if (n > 0) {
+			sent += n;
+			next = (next + n) % nflows;
+		} else if (errno != ECONNREFUSED && errno != ENOBUFS && errno != EAGAIN) {
+			perror("sendmmsg");
+			return 1;
+		}
+	}
+	printf("{\"sent\": %llu, \"seconds\": %.6f, \"packets_per_second\": %.1f, "
+	       "\"packets_per_cpu_second\": %.1f, \"flows\": %d}\n",
+	       sent, now_s() - start, sent / (now_s() - start), sent / (cpu_s() - cpu0), nflows);
+	return 0;
+}
+
+static int rr_server(int port)
+{
+	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(port) };
+	int one = 1, lfd, fd;
+	char c;
+
+	lfd = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(lfd, 1) < 0) {
+		perror("bind/listen");
+		return 1;
+	}
+	printf("{\"listening\": true}\n");
+	fflush(stdout);
+	fd = accept(lfd, NULL, NULL);
+	if (fd < 0)
+		return 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	while (read(fd, &c, 1) == 1)
+		if (write(fd, &c, 1) != 1)
+			break;
+	close(fd);
+	close(lfd);
+	return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+static int rr(const char *dst, int port, double seconds)
+{
+	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(port) };
+	size_t cap = 1 << 20, n = 0;
+	double *rtt = malloc(cap * sizeof(double)), start, end, t0;
+	int one = 1, fd;
+	char c = 'x';
+
+	if (!rtt || inet_pton(AF_INET, dst, &addr.sin_addr) != 1)
+		return 2;
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		perror("connect");
+		return 1;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	start = now_s();
+	end = start + seconds;
+	while ((t0 = now_s()) < end && n < cap) {
+		if (write(fd, &c, 1) != 1 || read(fd, &c, 1) != 1) {
+			perror("rr");
+			return 1;
+		}
+		rtt[n++] = now_s() - t0;
+	}
+	close(fd);
+	if (n == 0)
+		return 1;
+	qsort(rtt, n, sizeof(double), cmp_double);
+	printf("{\"round_trips\": %zu, \"p50_us\": %.3f, \"p99_us\": %.3f}\n", n,
+	       rtt[n / 2] * 1e6, rtt[(n * 99) / 100] * 1e6);
 	return 0;
 }
 
 static int getpid_loop(long calls)
 {
-	double start, elapsed;
+	double start, elapsed, cpu0;
 	long i;
 
 	start = now_s();
+	cpu0 = cpu_s();
 	for (i = 0; i < calls; i++)
 		syscall(SYS_getpid);
 	elapsed = now_s() - start;
-	printf("{\"calls\": %ld, \"ns_per_call\": %.2f}\n", calls, elapsed * 1e9 / calls);
+	print_calls(calls, elapsed, cpu_s() - cpu0);
 	return 0;
 }
 
@@ -92,6 +287,15 @@ int main(int argc, char **argv)
 		return udp(argv[2], atoi(argv[3]), atof(argv[4]), atoi(argv[5]));
 	if (argc == 3 && !strcmp(argv[1], "getpid"))
 		return getpid_loop(atol(argv[2]) > 0 ? atol(argv[2]) : 1);
-	fprintf(stderr, "usage: %s udp DST PORT SECONDS SIZE | getpid CALLS\n", argv[0]);
+	if (argc == 3 && !strcmp(argv[1], "read"))
+		return read_loop(atol(argv[2]) > 0 ? atol(argv[2]) : 1);
+	if (argc == 6 && !strcmp(argv[1], "flows"))
+		return flows(argv[2], atoi(argv[3]), atof(argv[4]), atoi(argv[5]));
+	if (argc == 3 && !strcmp(argv[1], "rr-server"))
+		return rr_server(atoi(argv[2]));
+	if (argc == 5 && !strcmp(argv[1], "rr"))
+		return rr(argv[2], atoi(argv[3]), atof(argv[4]));
+	fprintf(stderr, "usage: %s udp DST PORT SECONDS SIZE | getpid CALLS | read CALLS |"
+		" flows DST PORT0 SECONDS N | rr-server PORT | rr DST PORT SECONDS\n", argv[0]);
 	return 2;
 }

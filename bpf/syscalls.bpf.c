@@ -4,7 +4,11 @@
  *
  * The same handler is attached through one of three hook flavours; the agent
  * disables autoload for the two it does not use. The common path for an
- * unwatched task is one helper call and one hash lookup. */
+ * task, watched or not, is one helper call and one array load: watch_slots,
+ * indexed by the cgroup id's low 14 bits, holds the one watched id in that
+ * slot. Only a slot that two watched ids share sends the test on to the
+ * watched_cgroups hash. On tp_btf the cgroup id is read through BTF, without
+ * the helper call. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -22,6 +26,33 @@ struct {
 	__type(key, __u64);  /* cgroup v2 id (inode of the cgroup dir) */
 	__type(value, __u8);
 } watched_cgroups SEC(".maps");
+
+/* Slot (cgroup id mod WATCH_SLOTS): 0 when no watched id maps to it, the id
+ * when exactly one does, WATCH_SLOT_SHARED when several do. The verifier turns
+ * an array lookup into address arithmetic: no call, no hashing. User space
+ * adds an id to watched_cgroups before its slot names it, and empties the
+ * slot before it deletes the id. */
+#define WATCH_SLOTS 16384
+#define WATCH_SLOT_SHARED (~0ULL)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, WATCH_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} watch_slots SEC(".maps");
+
+static __always_inline bool watched(__u64 cgroup_id)
+{
+	__u32 idx = cgroup_id & (WATCH_SLOTS - 1);
+	__u64 *slot = bpf_map_lookup_elem(&watch_slots, &idx);
+
+	if (!slot || !*slot)
+		return false;
+	if (*slot == cgroup_id)
+		return true;
+	return *slot == WATCH_SLOT_SHARED && bpf_map_lookup_elem(&watched_cgroups, &cgroup_id);
+}
 
 /* Array indexed by syscall nr: a bounded index, no hashing on the hot path. */
 struct {
@@ -87,16 +118,15 @@ static __always_inline bool alert_allowed(__u64 cgroup_id, __u64 now)
 	return __sync_fetch_and_add(&w->count, 1) < cfg.alerts_per_second;
 }
 
-static __always_inline void handle_sys_enter(long id)
+static __always_inline void handle_sys_enter_cg(long id, __u64 cgroup_id)
 {
 	struct syscall_count_key key = {};
 	struct syscall_event *ev;
-	__u64 cgroup_id, now, pid_tgid, *cnt, one = 1;
+	__u64 now, pid_tgid, *cnt, one = 1;
 	__u32 nr;
 	__u8 *alert;
 
-	cgroup_id = bpf_get_current_cgroup_id();
-	if (!bpf_map_lookup_elem(&watched_cgroups, &cgroup_id))
+	if (!watched(cgroup_id))
 		return;
 	/* id is -1 for a syscall that seccomp or ptrace rewrote away */
 	if (id < 0 || id >= ORB8_MAX_SYSCALL_NR)
@@ -142,6 +172,11 @@ static __always_inline void handle_sys_enter(long id)
 	stat_inc(SYS_STAT_EVENTS);
 }
 
+static __always_inline void handle_sys_enter(long id)
+{
+	handle_sys_enter_cg(id, bpf_get_current_cgroup_id());
+}
+
 /* raw tracepoint: args[0] is struct pt_regs *, args[1] the syscall nr */
 SEC("raw_tracepoint/sys_enter")
 int orb8_sys_enter_raw(struct bpf_raw_tracepoint_args *ctx)
@@ -150,11 +185,16 @@ int orb8_sys_enter_raw(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
-/* BTF-typed raw tracepoint: same cost class, typed arguments */
+/* BTF-typed raw tracepoint: typed arguments, and the cheapest hook, because
+ * it reads the cgroup id through BTF instead of calling a helper */
 SEC("tp_btf/sys_enter")
 int BPF_PROG(orb8_sys_enter_btf, struct pt_regs *regs, long id)
 {
-	handle_sys_enter(id);
+	/* the same id bpf_get_current_cgroup_id() returns (the default
+	 * hierarchy's cgroup kernfs id), read through BTF without the call */
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	handle_sys_enter_cg(id, task->cgroups->dfl_cgrp->kn->id);
 	return 0;
 }
 

@@ -36,6 +36,11 @@ PROGRAMS: dict[Hook, str] = {
     Hook.TRACEPOINT: "orb8_sys_enter_tp",
 }
 
+# bpf/syscalls.bpf.c's watch_slots: slot (id mod WATCH_SLOTS) holds 0, the one
+# watched id that maps to it, or WATCH_SLOT_SHARED when several do
+WATCH_SLOTS = 16384
+WATCH_SLOT_SHARED = (1 << 64) - 1
+
 _U8_ONE = b"\x01"
 _U8_ZERO = b"\x00"
 _U64 = struct.Struct("=Q")
@@ -106,6 +111,7 @@ class SyscallCollector:
                 name: obj.map_fd(name=name)
                 for name in (
                     "watched_cgroups",
+                    "watch_slots",
                     "alert_syscalls",
                     "syscall_counts",
                     "alerts",
@@ -168,12 +174,22 @@ class SyscallCollector:
         return frozenset(self._watched)
 
     def watch_cgroup(self, *, cgroup_id: int) -> None:
+        # the hash entry first: a set bit must always find it
         maps.update(fd=self._fd("watched_cgroups"), key=_U64.pack(cgroup_id), value=_U8_ONE)
         self._watched.add(cgroup_id)
+        self._write_slot(cgroup_id=cgroup_id)
 
     def unwatch_cgroup(self, *, cgroup_id: int) -> None:
-        maps.delete(fd=self._fd("watched_cgroups"), key=_U64.pack(cgroup_id))
         self._watched.discard(cgroup_id)
+        self._write_slot(cgroup_id=cgroup_id)
+        maps.delete(fd=self._fd("watched_cgroups"), key=_U64.pack(cgroup_id))
+
+    def _write_slot(self, *, cgroup_id: int) -> None:
+        """Rewrite ``cgroup_id``'s watch slot from the watched set."""
+        slot = cgroup_id % WATCH_SLOTS
+        sharing = [other for other in self._watched if other % WATCH_SLOTS == slot]
+        value = 0 if not sharing else sharing[0] if len(sharing) == 1 else WATCH_SLOT_SHARED
+        maps.update(fd=self._fd("watch_slots"), key=_U32.pack(slot), value=_U64.pack(value))
 
     def set_alert_syscalls(self, *, syscalls: Iterable[int | str]) -> None:
         """Replace the alert list; names use this machine's syscall table."""

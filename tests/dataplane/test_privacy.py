@@ -45,6 +45,9 @@ ALLOWED = {
         113: "bpf_probe_read_kernel",  # CO-RE read of the classic tracepoint's syscall id
         131: "bpf_ringbuf_reserve",
         132: "bpf_ringbuf_submit",
+        # tp_btf: the current task, for task->cgroups->dfl_cgrp->kn->id through
+        # BTF (kernel memory the verifier types; no user memory)
+        158: "bpf_get_current_task_btf",
     },
     "flows": {
         1: "bpf_map_lookup_elem",

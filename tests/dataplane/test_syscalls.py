@@ -158,3 +158,37 @@ async def test_next_alerts_from_asyncio(cg_watched: Cgroup) -> None:
         proc = await asyncio.to_thread(_run_victim, cg_watched, "--calls", "mount")
         alerts = await waiter
     assert [(a.tgid, a.name) for a in alerts] == [(proc, "mount")]
+
+
+def test_cgroups_that_share_a_watch_slot(cg_watched: Cgroup, cg_other: Cgroup) -> None:
+    """The first test is one array slot per (cgroup id mod WATCH_SLOTS); ids that
+    share a slot fall back to the exact hash, in both directions."""
+    from orb8_agent.dataplane.syscalls import WATCH_SLOTS
+
+    shadow = cg_watched.id + WATCH_SLOTS  # an id no real cgroup has, in the same slot
+    with SyscallCollector() as c:
+        # watched cgroup in a shared slot: still counted, through the hash
+        c.watch_cgroup(cgroup_id=cg_watched.id)
+        c.watch_cgroup(cgroup_id=shadow)
+        _run_victim(cg_watched)
+        assert {x.cgroup_id for x in c.read_counts()} == {cg_watched.id}
+        # the shadow leaves: the slot names the watched cgroup alone again
+        c.unwatch_cgroup(cgroup_id=shadow)
+        _run_victim(cg_watched)
+        assert {x.cgroup_id for x in c.read_counts()} == {cg_watched.id}
+        c.unwatch_cgroup(cgroup_id=cg_watched.id)
+
+        # an unwatched cgroup whose slot holds another id, then a shared slot: not counted
+        c.watch_cgroup(cgroup_id=cg_other.id + WATCH_SLOTS)
+        _run_victim(cg_other)
+        assert c.read_counts() == []
+        c.watch_cgroup(cgroup_id=cg_other.id + 2 * WATCH_SLOTS)
+        _run_victim(cg_other)
+        assert c.read_counts() == []
+        # and once it is watched in that shared slot, it is counted
+        c.watch_cgroup(cgroup_id=cg_other.id)
+        _run_victim(cg_other)
+        assert {x.cgroup_id for x in c.read_counts()} == {cg_other.id}
+        c.unwatch_cgroup(cgroup_id=cg_other.id)
+        _run_victim(cg_other)
+        assert c.read_counts() == []
