@@ -43,7 +43,10 @@ class Cluster:
     operators: list[tuple[subprocess.Popen[str], Path]] = field(default_factory=list)
     run_id: str = field(default_factory=lambda: secrets.token_hex(3))
 
-    def start_agent(self, node: str, *extra: str, kubeconfig: Path | None = None) -> AgentProcess:
+    def start_agent(
+        self, node: str, *extra: str, kubeconfig: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> AgentProcess:  # fmt: skip
         port = free_port()
         log = self.tmp / f"agent-{node}-{len(self.agents)}.log"
         proc = subprocess.Popen(
@@ -51,7 +54,7 @@ class Cluster:
              "--cgroup-root", str(self.kubelet.cgroup_root), "--http-host", "127.0.0.1",
              "--http-port", str(port), "--agent-id", f"{node}-{self.run_id}", *extra],
             stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )  # fmt: skip
         agent = AgentProcess(node=node, proc=proc, http_port=port, log=log)
         self.agents.append(agent)

@@ -10,9 +10,13 @@ ends each process within its grace period.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+from orb8_agent.dataplane.objects import object_path
 from orb8_dev import controlplane, reliability
 from tests.e2e.conftest import tcp_transfer, wait_for
 from tests.e2e.faults import (
@@ -22,8 +26,10 @@ from tests.e2e.faults import (
     Cluster,
     apply_session,
     http_status,
+    node_config,
     reported_all,
     running_on,
+    session_status,
     terminate,
 )  # fmt: skip
 
@@ -111,3 +117,88 @@ def test_etcd_killed_and_restarted(cluster: Cluster) -> None:
         stop=lambda: controlplane.stop_etcd(state_dir=state),
         start=lambda: (controlplane.start_etcd(state_dir=state), None)[1], watch_dies=False,
     )  # fmt: skip
+
+
+def test_operator_sigkill_with_changes_while_it_is_down(cluster: Cluster) -> None:
+    """SIGKILL the operator; while it is down a session is deleted, another created and
+    traffic flows. After the restart the deletion completes, the new session runs and
+    the old one's status gets the bytes (veth oracle)."""
+    plane = cluster.plane
+    ns = cluster.namespace()
+    cluster.kubelet.add_node(name=NODE)
+    client = cluster.kubelet.run_pod(namespace=ns, name="client", node=NODE, labels=SHOP)
+    server = cluster.kubelet.run_pod(namespace=ns, name="server", node=NODE, labels=SHOP)
+    operator = cluster.start_operator()
+    cluster.start_agent(NODE)
+    for name in ("kept", "deleted"):
+        apply_session(plane, ns, name)
+    wait_for(lambda: all(running_on(plane, ns, n, {NODE}) for n in ("kept", "deleted")),
+             timeout=120, what="both sessions Running")  # fmt: skip
+
+    operator.kill()
+    operator.wait(timeout=30)
+    plane.kubectl("delete", "ts", "deleted", "-n", ns, "--wait=false")
+    apply_session(plane, ns, "created")
+    during = tcp_transfer(client=client, server=server, nbytes=2_000_000, port=8083)
+
+    cluster.start_operator()
+    restarted = time.monotonic()
+
+    def gone() -> bool:
+        found = plane.kubectl("get", "ts", "deleted", "-n", ns, check=False)
+        return found.returncode != 0 and "NotFound" in found.stderr
+
+    wait_for(gone, timeout=120, what="the deletion made during the downtime to complete")
+    wait_for(lambda: running_on(plane, ns, "created", {NODE}), timeout=120,
+             what="the session created during the downtime Running")  # fmt: skip
+    seen = wait_for(lambda: reported_all(plane, ns, "kept", client, server, 8083, during),
+                    timeout=120, interval=0.2, what="the kept session merging again")  # fmt: skip
+    resumed_s = time.monotonic() - restarted
+    assert seen <= during.wire_bytes * 1.01, (seen, during)
+    sessions = [s["name"] for s in node_config(plane, NODE)["spec"].get("sessions") or []]
+    assert "deleted" not in sessions and {"kept", "created"} <= set(sessions), sessions
+    reliability.record(
+        fault="operator SIGKILL; a session deleted, one created and traffic sent while down",
+        asserted="deletion completes, new session Running, kept session's flow within 1% of "
+        "the veth counters, node config without the deleted session",
+        recovery_s=resumed_s,
+    )
+
+
+def test_a_probe_that_cannot_load_degrades_the_session_with_the_remedy(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A node where the syscall probe cannot load (its object is missing, as on a node
+    whose image lacks it): sessions report Degraded with why, flows still work."""
+    plane = cluster.plane
+    ns = cluster.namespace()
+    cluster.kubelet.add_node(name=NODE)
+    client = cluster.kubelet.run_pod(namespace=ns, name="client", node=NODE, labels=SHOP)
+    server = cluster.kubelet.run_pod(namespace=ns, name="server", node=NODE, labels=SHOP)
+    partial_objects = tmp_path / "bpf"
+    partial_objects.mkdir()
+    shutil.copy(object_path(name="flows"), partial_objects / "flows.bpf.o")
+    cluster.start_operator()
+    agent = cluster.start_agent(NODE, env={"ORB8_BPF_DIR": str(partial_objects)})
+    apply_session(plane, ns, "half")
+
+    def degraded() -> dict[str, Any] | None:
+        for entry in session_status(plane, ns, "half").get("nodes") or []:
+            if entry.get("node") == NODE and entry.get("state") == "Degraded":
+                return dict(entry)
+        return None
+
+    entry = wait_for(degraded, timeout=120, what="the node Degraded for the missing probe")
+    assert "syscalls probe unavailable" in entry["message"], entry
+    assert "syscalls.bpf.o" in entry["message"], entry
+    assert entry.get("probes") == ["flows"], entry
+    transfer = tcp_transfer(client=client, server=server, nbytes=1_000_000, port=8084)
+    wait_for(lambda: reported_all(plane, ns, "half", client, server, 8084, transfer),
+             timeout=60, what="flows reported although the syscall probe is missing")  # fmt: skip
+    assert http_status(agent.http_port, "/healthz") == 200  # one probe still loads
+    reliability.record(
+        fault="node lacking a probe (syscall BPF object missing)",
+        asserted="session node entry Degraded naming the probe and the missing object; "
+        "flows still reported; /healthz 200",
+        recovery_s=None,
+    )
