@@ -10,6 +10,7 @@ ends each process within its grace period.
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any
 
 from orb8_agent.dataplane.objects import object_path
 from orb8_dev import controlplane, reliability
+from orb8_dev.faultproxy import FaultProxy
 from tests.e2e.conftest import tcp_transfer, wait_for
 from tests.e2e.faults import (
     AGENT_GRACE_S,
@@ -201,4 +203,67 @@ def test_a_probe_that_cannot_load_degrades_the_session_with_the_remedy(
         asserted="session node entry Degraded naming the probe and the missing object; "
         "flows still reported; /healthz 200",
         recovery_s=None,
+    )
+
+
+def _retry_delays(log: str) -> list[float]:
+    return [float(d) for d in re.findall(r"retrying in ([0-9.]+)s", log)]
+
+
+def test_cut_watches_and_injected_409_429_5xx_through_a_fault_proxy(cluster: Cluster) -> None:
+    """The agent talks to the apiserver through orb8_dev.faultproxy: its watch streams are
+    cut mid-response, writes get 409, other requests 429/500/503; then every request
+    fails for a while. It backs off, turns unready, and once the faults stop it is ready
+    again and the bytes sent meanwhile reach the session status (veth oracle)."""
+    plane = cluster.plane
+    ns = cluster.namespace()
+    cluster.kubelet.add_node(name=NODE)
+    client = cluster.kubelet.run_pod(namespace=ns, name="client", node=NODE, labels=SHOP)
+    server = cluster.kubelet.run_pod(namespace=ns, name="server", node=NODE, labels=SHOP)
+    cluster.start_operator()
+    proxy = FaultProxy(plane=plane, state_dir=cluster.tmp).start()
+    try:
+        agent = cluster.start_agent(NODE, kubeconfig=proxy.kubeconfig)
+        apply_session(plane, ns, "proxied")
+        wait_for(lambda: running_on(plane, ns, "proxied", {NODE}), timeout=120,
+                 what="the session Running through the proxy")  # fmt: skip
+
+        proxy.set(cut_watches_after_s=1.0, status_rate=0.3, conflict_writes=True)
+        during = tcp_transfer(client=client, server=server, nbytes=2_000_000, port=8085)
+        faults = proxy.faults
+        wait_for(
+            lambda: faults.cut >= 3 and faults.injected[409] >= 1
+            and faults.injected[429] + faults.injected[500] + faults.injected[503] >= 3,
+            timeout=120, what="cut watches, 409s and 429/5xx injected",
+        )  # fmt: skip
+        proxy.set(status_rate=1.0)
+        wait_for(lambda: http_status(agent.http_port, "/readyz") == 503, timeout=90,
+                 what="/readyz false while every request fails")  # fmt: skip
+        wait_for(lambda: max(_retry_delays(agent.logs()), default=0) >= 2, timeout=90,
+                 what="the watch's retries to back off to 2 s")  # fmt: skip
+        assert http_status(agent.http_port, "/readyz") == 503
+        assert agent.proc.poll() is None, agent.logs()
+
+        proxy.set(cut_watches_after_s=None, status_rate=0.0, conflict_writes=False)
+        cleared = time.monotonic()
+        wait_for(lambda: http_status(agent.http_port, "/readyz") == 200, timeout=120,
+                 what="/readyz true once the faults stop")  # fmt: skip
+        seen = wait_for(lambda: reported_all(plane, ns, "proxied", client, server, 8085, during),
+                        timeout=120, interval=0.2,
+                        what="bytes sent under faults in the status")  # fmt: skip
+        resumed_s = time.monotonic() - cleared
+        assert seen <= during.wire_bytes * 1.01, (seen, during)
+        delays = _retry_delays(agent.logs())
+        assert min(delays) < max(delays), delays
+        exited = terminate(agent.proc, grace_s=AGENT_GRACE_S)
+        assert exited is not None and agent.proc.returncode == 0, agent.logs()[-3000:]
+    finally:
+        proxy.close()
+    reliability.record(
+        fault="watch streams cut mid-response, 409 on writes, 429/500/503 on 30% then all "
+        "requests (fault proxy)",
+        asserted=f"agent alive, retries back off ({min(delays):g}..{max(delays):g} s), /readyz 503 "
+        "while all fail and 200 after, bytes sent under faults within 1% of the veth counters, "
+        f"SIGTERM exit in {exited:.1f} s",
+        recovery_s=resumed_s,
     )
