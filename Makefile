@@ -11,12 +11,14 @@ ORB8_STATE ?= /tmp/orb8-dev
 export ORB8_STATE
 
 .PHONY: help setup deps venv control-plane bpf lint test test-unit test-stress \
-	cluster-up cluster-down crds-install demo images bench-dataplane bench-operator bench-gpu clean
+	cluster-up cluster-down crds-install demo images bench-dataplane bench-operator bench-gpu clean \
+	reliability-doc
 
 help:
 	@echo "make demo             run orb8 end to end on a local control plane (DEMO_ARGS=--keep)"
 	@echo "make test             set up everything and run the whole test suite"
 	@echo "make test-unit        only tests that need neither the apiserver nor root (nor images)"
+	@echo "make reliability-doc  render build/reliability.jsonl (written by the fault tests) into docs/reliability.md"
 	@echo "make test-stress      tests/dataplane 5 times with every core busy (STRESS_RUNS, STRESS_PATHS)"
 	@echo "make cluster-up       start kube-apiserver + etcd on loopback; prints the kubeconfig"
 	@echo "make cluster-down     stop them"
@@ -122,3 +124,6 @@ bench-dataplane: venv bpf
 
 bench-operator: setup
 	$(PY) bench/operator_bench.py $(BENCH_ARGS)
+
+reliability-doc: venv
+	$(PY) -m orb8_dev.reliability
