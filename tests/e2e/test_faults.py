@@ -10,6 +10,7 @@ ends each process within its grace period.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
@@ -266,4 +267,64 @@ def test_cut_watches_and_injected_409_429_5xx_through_a_fault_proxy(cluster: Clu
         "while all fail and 200 after, bytes sent under faults within 1% of the veth counters, "
         f"SIGTERM exit in {exited:.1f} s",
         recovery_s=resumed_s,
+    )
+
+
+def _config_pods(cluster: Cluster, node: str) -> set[str]:
+    found = cluster.plane.kubectl("get", "nac", node, "-o", "json", check=False)
+    if found.returncode != 0:
+        return set()
+    sessions = json.loads(found.stdout).get("spec", {}).get("sessions") or []
+    return {pod["name"] for s in sessions for pod in s.get("pods") or []}
+
+
+def test_two_hundred_pods_churned_over_a_running_session(cluster: Cluster) -> None:
+    """200 pods created and half of them deleted again, in waves, across two nodes while
+    a session runs: node configs and matchedPods converge on what is left, every node
+    Running (no stale problem about a pod that is gone)."""
+    plane = cluster.plane
+    ns = cluster.namespace()
+    nodes = ("node-c1", "node-c2")
+    for node in nodes:
+        cluster.kubelet.add_node(name=node)
+        cluster.start_agent(node)
+    cluster.start_operator()
+    apply_session(plane, ns, "churned")
+    first = cluster.kubelet.run_pod(namespace=ns, name="p-000", node=nodes[0], labels=SHOP)
+    wait_for(lambda: running_on(plane, ns, "churned", {nodes[0]}), timeout=120,
+             what="the session Running before the churn")  # fmt: skip
+    live = {first.name: first}
+    for wave in range(4):
+        created = []
+        for i in range(50):
+            index = wave * 50 + i + 1
+            node = nodes[index % 2]
+            name = f"p-{index:03d}"
+            created.append(cluster.kubelet.run_pod(namespace=ns, name=name, node=node,
+                                                   labels=SHOP))  # fmt: skip
+        live.update((pod.name, pod) for pod in created)
+        for pod in created[::2]:  # every other one goes again
+            cluster.kubelet.delete_pod(pod)
+            live.pop(pod.name)
+    churned = time.monotonic()
+    expected = {node: {n for n, p in live.items() if p.node == node} for node in nodes}
+
+    def converged() -> bool:
+        st = session_status(plane, ns, "churned")
+        return (all(_config_pods(cluster, node) == expected[node] for node in nodes)
+                and st.get("matchedPods") == len(live)
+                and running_on(plane, ns, "churned", set(nodes)))  # fmt: skip
+
+    wait_for(converged, timeout=300, interval=1.0,
+             what=f"node configs and matchedPods={len(live)} after the churn")  # fmt: skip
+    settled_s = time.monotonic() - churned
+    st = session_status(plane, ns, "churned")
+    assert st["matchedPods"] == 101
+    for entry in st.get("nodes") or []:
+        assert not entry.get("message"), entry
+    reliability.record(
+        fault="200 pods created and 100 deleted in 4 waves over a running session, 2 nodes",
+        asserted="both NodeAgentConfigs hold exactly the live pods, matchedPods = 101, every "
+        "node Running with no message",
+        recovery_s=settled_s,
     )
