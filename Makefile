@@ -12,12 +12,13 @@ export ORB8_STATE
 
 .PHONY: help setup deps venv control-plane node-deps bpf lint test test-unit test-stress \
 	cluster-up cluster-down crds-install demo images bench bench-dataplane bench-operator \
-	bench-gpu clean
+	bench-gpu clean reliability-doc
 
 help:
 	@echo "make demo             run orb8 end to end on a local control plane (DEMO_ARGS=--keep)"
 	@echo "make test             set up everything and run the whole test suite"
 	@echo "make test-unit        only tests that need neither the apiserver, a node nor root (nor images)"
+	@echo "make reliability-doc  render build/reliability.jsonl (written by the fault tests) into docs/reliability.md"
 	@echo "make test-stress      tests/dataplane 5 times with every core busy (STRESS_RUNS, STRESS_PATHS)"
 	@echo "make cluster-up       control plane + a real node (kubelet, containerd); prints the kubeconfig"
 	@echo "                      (CLUSTER_ARGS=--sim: kube-apiserver + etcd only, for simulated nodes)"
@@ -141,3 +142,6 @@ bench: venv bpf $(VENV)/.bench-stamp
 
 bench-operator: setup
 	$(PY) bench/operator_bench.py $(BENCH_ARGS)
+
+reliability-doc: venv
+	$(PY) -m orb8_dev.reliability

@@ -273,8 +273,7 @@ def start(
     etcd_url = f"http://127.0.0.1:{etcd_port}"
     peer_url = f"http://127.0.0.1:{etcd_peer_port}"
     pids: dict[str, int] = {}
-    pids["etcd"] = _spawn(
-        cmd=[
+    etcd_cmd = [
             str(bin_dir / "etcd"),
             "--name=orb8-dev",
             f"--data-dir={state_dir / 'etcd'}",
@@ -285,9 +284,8 @@ def start(
             f"--initial-cluster=orb8-dev={peer_url}",
             "--unsafe-no-fsync=true",  # throwaway data: durability is not needed
             "--log-level=warn",
-        ],
-        log=log_dir / "etcd.log",
-    )
+    ]  # fmt: skip
+    pids["etcd"] = _spawn(cmd=etcd_cmd, log=log_dir / "etcd.log")
     apiserver_cmd = [
         str(bin_dir / "kube-apiserver"),
         f"--etcd-servers={etcd_url}",
@@ -313,7 +311,7 @@ def start(
     (state_dir / "plane.json").write_text(
         json.dumps(
             {"server": server, "token": token, "bin_dir": str(bin_dir),
-             "apiserver_cmd": apiserver_cmd}
+             "apiserver_cmd": apiserver_cmd, "etcd_cmd": etcd_cmd}
         )
     )  # fmt: skip
     if wait:
@@ -381,6 +379,30 @@ def start_apiserver(*, state_dir: Path) -> ControlPlane:
     pids["kube-apiserver"] = _spawn(
         cmd=list(meta["apiserver_cmd"]), log=log_dir / "kube-apiserver.log"
     )
+    (state_dir / "pids.json").write_text(json.dumps(pids))
+    plane = ControlPlane(
+        state_dir=state_dir, server=meta["server"], token=meta["token"],
+        bin_dir=Path(meta["bin_dir"]),
+    )  # fmt: skip
+    _wait_ready(plane=plane, pids=pids, log_dir=log_dir)
+    return plane
+
+
+def stop_etcd(*, state_dir: Path) -> None:
+    """Kill only etcd (SIGKILL); its data directory stays for :func:`start_etcd`."""
+    pids: dict[str, int] = json.loads((state_dir / "pids.json").read_text())
+    if pid_alive(pids["etcd"]):
+        _kill(pid=pids["etcd"], sig=signal.SIGKILL, grace_s=10.0)
+
+
+def start_etcd(*, state_dir: Path) -> ControlPlane:
+    """Start etcd again on its data, ports and flags; return once the apiserver is ready."""
+    pids: dict[str, int] = json.loads((state_dir / "pids.json").read_text())
+    meta = json.loads((state_dir / "plane.json").read_text())
+    if pid_alive(pids["etcd"]):
+        raise ControlPlaneError(f"etcd (pid {pids['etcd']}) still runs")
+    log_dir = state_dir / "logs"
+    pids["etcd"] = _spawn(cmd=list(meta["etcd_cmd"]), log=log_dir / "etcd.log")
     (state_dir / "pids.json").write_text(json.dumps(pids))
     plane = ControlPlane(
         state_dir=state_dir, server=meta["server"], token=meta["token"],

@@ -181,8 +181,12 @@ async def cleanup(**_: Any) -> None:
     for task in (st.resync_task, st.sync_task, st.nodes_task, st.pods_task):
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # a loop that died must not keep the operator from exiting
+                _log.exception("%s had failed", task.get_name())
     if st.api is not None:
         await st.api.close()
 

@@ -15,7 +15,6 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from kubernetes_asyncio import client, watch
-from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from orb8_common.crd import GROUP, NODE_AGENT_CONFIGS, VERSION
@@ -144,7 +143,7 @@ class NodeConfigCache:
                             event_type=kind, body=event["raw_object"]
                         ):
                             on_change()
-            except (TimeoutError, ApiException, OSError, ValueError, KeyError) as err:
+            except Exception as err:  # aiohttp payload errors too (a cut stream): relist
                 delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
                 failures += 1
                 _log.warning("nodeagentconfig watch failed (%s); relisting in %.0fs", err, delay)

@@ -20,6 +20,7 @@ from orb8_agent.control.flows import FlowRouter, SessionFlows
 from orb8_agent.control.report import PodName, trace_node_entry
 from orb8_agent.control.served import TRACE_SESSION, Served, all_pods, container_ids
 from orb8_agent.control.veth import HostVeth, VethNotFoundError, host_veth_of
+from orb8_agent.dataplane import syscall_names
 from orb8_agent.dataplane.models import Alert, Flow
 from orb8_agent.podmetrics import PodMetrics
 from orb8_common.errors import Orb8Error
@@ -60,6 +61,7 @@ class _Resolved:
     cgroups: dict[str, ContainerCgroup] = field(default_factory=dict)  # by container id
     veths: dict[str, HostVeth] = field(default_factory=dict)  # by pod uid
     problems: dict[str, str] = field(default_factory=dict)  # pod uid → why unresolved
+    node_problems: dict[str, tuple[str, str]] = field(default_factory=dict)  # what → (probe, why)
 
 
 class NodeAgent:
@@ -148,13 +150,13 @@ class NodeAgent:
         if FLOWS in self._dataplane.loaded_probes():
             for name in sorted(set(self._attached) - set(wanted_ifaces)):
                 self._safely(
-                    f"detach {name}", partial(self._dataplane.detach_interface, ifname=name)
+                    f"detach {name}",
+                    partial(self._dataplane.detach_interface, ifname=name),
+                    probe=FLOWS,
                 )
                 self._attached.pop(name, None)
             for name, index in sorted(wanted_ifaces.items()):
-                if name not in self._attached and self._safely(
-                    f"attach {name}", partial(self._dataplane.attach_interface, ifname=name)
-                ):
+                if name not in self._attached and self._attach(name=name):
                     self._attached[name] = index
         self._configure_syscalls(pods=pods)
         pod_by_ifindex = {
@@ -185,9 +187,21 @@ class NodeAgent:
         watched = [cid for cid, ref in refs.items() if ref.pod_uid in syscall_pods]
         names = sorted({n for t in self._targets if t.syscalls for n in t.syscalls.alert_on})
         self._safely(
-            "watch cgroups", lambda: self._dataplane.set_watched_cgroups(cgroup_ids=watched)
+            "watch cgroups",
+            lambda: self._dataplane.set_watched_cgroups(cgroup_ids=watched),
+            probe=SYSCALLS,
         )
-        self._safely("set alert list", lambda: self._dataplane.set_alert_syscalls(names=names))
+        known = [n for n in names if syscall_names.is_known(name=n)]
+        self._safely(
+            "set alert list",
+            lambda: self._dataplane.set_alert_syscalls(names=known),
+            probe=SYSCALLS,
+        )
+
+    @staticmethod
+    def _unknown_syscalls(*, names: Collection[str]) -> list[str]:
+        """Names on an alert list that this node's architecture has no syscall for."""
+        return sorted(n for n in names if not syscall_names.is_known(name=n))
 
     def _resolve(self, *, pods: Mapping[str, AgentPod]) -> _Resolved:
         resolved = _Resolved()
@@ -215,12 +229,25 @@ class NodeAgent:
                 resolved.problems[pod.uid] = str(err)
         return resolved
 
-    def _safely(self, what: str, action: Callable[[], None]) -> bool:
+    def _attach(self, *, name: str) -> bool:
+        """Attach the flow probe to ``name``; a failure is filed under the pod it serves."""
+        try:
+            self._dataplane.attach_interface(ifname=name)
+        except Orb8Error as err:
+            log.warning("attach %s failed: %s", name, err)
+            for uid, veth in self._resolved.veths.items():
+                if veth.name == name:
+                    self._resolved.problems[uid] = f"flow probe not attached to {name}: {err}"
+            return False
+        return True
+
+    def _safely(self, what: str, action: Callable[[], None], *, probe: str) -> bool:
+        """Run a node-wide data-plane change; a failure shows in every session using ``probe``."""
         try:
             action()
         except Orb8Error as err:
             log.warning("%s failed: %s", what, err)
-            self._resolved.problems[what] = str(err)
+            self._resolved.node_problems[what] = (probe, f"{what} failed: {err}")
             return False
         return True
 
@@ -312,6 +339,14 @@ class NodeAgent:
             f"{pod.namespace}/{pod.name}: {self._resolved.problems[pod.uid]}"
             for pod in target.pods if pod.uid in self._resolved.problems
         ]  # fmt: skip
+        problems += [why for probe, why in self._resolved.node_problems.values() if probe in wanted]
+        if target.syscalls is not None and SYSCALLS in loaded:
+            unknown = self._unknown_syscalls(names=target.syscalls.alert_on)
+            if unknown:
+                problems.append(
+                    f"alertOn {', '.join(unknown)}: no such syscall on this node's architecture "
+                    f"({syscall_names.machine()}), not watched"
+                )
         phase: NodeState
         if state.stopped:
             phase = "Stopped"
@@ -334,7 +369,11 @@ class NodeAgent:
     def shutdown(self) -> None:
         """Detach from every interface (the data plane unloads itself)."""
         for name in sorted(self._attached):
-            self._safely(f"detach {name}", partial(self._dataplane.detach_interface, ifname=name))
+            self._safely(
+                f"detach {name}",
+                partial(self._dataplane.detach_interface, ifname=name),
+                probe=FLOWS,
+            )
         self._attached.clear()
 
     @property

@@ -42,3 +42,17 @@ def nr_of(*, name: str, arch: str | None = None) -> int:
         return _by_name(arch)[name]
     except KeyError:
         raise UsageError(f"unknown syscall {name!r}") from None
+
+
+def machine() -> str:
+    """This machine's architecture as the syscall tables name it."""
+    return platform.machine()
+
+
+def is_known(*, name: str, arch: str | None = None) -> bool:
+    """Whether ``name`` (or a decimal number) is a syscall of ``arch`` (default: this machine)."""
+    try:
+        nr_of(name=name, arch=arch)
+    except UsageError:
+        return False
+    return True

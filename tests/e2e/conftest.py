@@ -184,3 +184,7 @@ def start_operator(
 def operator(start_operator: Callable[..., subprocess.Popen[str]]) -> subprocess.Popen[str]:
     """The orb8 operator with its default settings."""
     return start_operator()
+
+
+# The private cluster of the fault tests (defined there; it uses the helpers above).
+from tests.e2e.faults import cluster  # noqa: E402,F401
