@@ -1,0 +1,306 @@
+"""The TCP health probe: retransmits, resets and connect latency per socket 4-tuple.
+
+tcphealth.bpf.o hangs off five tracepoints (tcp_retransmit_skb,
+tcp_retransmit_synack, tcp_send_reset, tcp_receive_reset,
+inet_sock_set_state), never kprobes or fentry. It counts only sockets in
+watched network namespaces (the target pods'), or in every namespace for
+``orb8 trace --local``. :meth:`TcpHealthCollector.read` drains the kernel
+map: each call returns the deltas since the previous one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import os
+import socket
+import struct
+from enum import IntEnum, StrEnum
+from pathlib import Path
+from types import TracebackType
+
+from orb8_common.errors import ProbeLoadError
+
+from . import libbpf, maps
+from .models import TcpHealth
+from .objects import object_path
+
+# struct tcp_health_key: saddr[16] daddr[16] netns sport dport family pad[3]
+TCP_HEALTH_KEY = struct.Struct("=16s16sIHHB3x")
+# struct tcp_health_value: retrans resets_sent resets_received connects ns_total ns_max
+TCP_HEALTH_VALUE = struct.Struct("=QQQQQQ")
+_U32 = struct.Struct("=I")
+
+
+class TcpHealthStat(IntEnum):
+    EVENTS = 0
+    MAP_FULL = 1
+    START_MAP_FULL = 2
+    START_MISSING = 3
+    NO_TUPLE = 4
+
+
+class TcpHealthConfig(ctypes.Structure):
+    _fields_ = [("all_netns", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+
+
+class TcpHook(StrEnum):
+    """How the handlers are attached to the tracepoints."""
+
+    TP_BTF = "tp_btf"  # BTF-typed raw tracepoint (default)
+    RAW_TP = "raw_tp"  # raw tracepoint: the same handlers, untyped arguments
+
+
+TRACEPOINTS = (
+    "tcp_retransmit_skb",
+    "tcp_retransmit_synack",
+    "tcp_send_reset",
+    "tcp_receive_reset",
+    "inet_sock_set_state",
+)
+_PROGRAM_STEMS = {
+    "tcp_retransmit_skb": "orb8_tcp_retransmit",
+    "tcp_retransmit_synack": "orb8_tcp_retransmit_synack",
+    "tcp_send_reset": "orb8_tcp_send_reset",
+    "tcp_receive_reset": "orb8_tcp_receive_reset",
+    "inet_sock_set_state": "orb8_tcp_state",
+}
+
+
+def program_name(*, tracepoint: str, hook: TcpHook) -> str:
+    suffix = "btf" if hook is TcpHook.TP_BTF else "raw"
+    return f"{_PROGRAM_STEMS[tracepoint]}_{suffix}"
+
+
+def netns_of_pid(*, pid: int) -> int:
+    """The network namespace inode of a process (what the probe keys sockets by)."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError as err:
+        raise ProbeLoadError(f"cannot read the network namespace of pid {pid}: {err}") from err
+
+
+def _address(raw: bytes, family: int) -> str:
+    if family == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
+    addr = ipaddress.IPv6Address(raw)
+    # a dual-stack socket talking IPv4 holds ::ffff:a.b.c.d; the wire (and
+    # the flow probe) sees plain IPv4
+    mapped = addr.ipv4_mapped
+    return str(mapped) if mapped is not None else str(addr)
+
+
+class TcpHealthCollector:
+    """Owns one loaded tcphealth.bpf.o. Blocking but short calls."""
+
+    def __init__(
+        self,
+        *,
+        hook: TcpHook = TcpHook.TP_BTF,
+        all_netns: bool = False,
+        max_entries: int | None = None,
+        path: Path | None = None,
+    ) -> None:
+        self._hook = hook
+        self._path = path or object_path(name="tcphealth")
+        self._config = TcpHealthConfig(all_netns=1 if all_netns else 0)
+        self._max_entries = max_entries
+        self._obj: libbpf.BpfObject | None = None
+        self._links: list[libbpf.Link] = []
+        self._watched: set[int] = set()
+        self._fds: dict[str, int] = {}
+
+    # lifecycle -----------------------------------------------------------
+
+    def open(self) -> None:
+        """Load and attach every tracepoint. Nothing is counted until a netns is watched."""
+        obj = libbpf.BpfObject(path=self._path)
+        try:
+            obj.set_rodata(data=self._config)
+            for tp in TRACEPOINTS:
+                for hook in TcpHook:
+                    obj.set_autoload(
+                        prog=program_name(tracepoint=tp, hook=hook), enabled=hook is self._hook
+                    )
+            if self._max_entries:
+                libbpf.check(
+                    rc=libbpf.lib().bpf_map__set_max_entries(
+                        obj.map_ptr(name="tcp_health"), self._max_entries
+                    ),
+                    what="size the tcp_health map",
+                )
+            obj.load()
+            self._fds = {
+                name: obj.map_fd(name=name)
+                for name in ("watched_netns", "tcp_health", "connect_start", "tcp_health_stats")
+            }
+            for tp in TRACEPOINTS:
+                self._links.append(obj.attach(prog=program_name(tracepoint=tp, hook=self._hook)))
+        except BaseException:
+            for link in self._links:
+                link.destroy()
+            self._links.clear()
+            obj.close()
+            raise
+        self._obj = obj
+
+    def close(self) -> None:
+        for link in self._links:
+            link.destroy()
+        self._links.clear()
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+        self._watched.clear()
+
+    def __enter__(self) -> TcpHealthCollector:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _fd(self, name: str) -> int:
+        if self._obj is None:
+            raise ProbeLoadError("TCP health probe is not loaded; call open() first")
+        return self._fds[name]
+
+    # configuration -------------------------------------------------------
+
+    @property
+    def hook(self) -> TcpHook:
+        return self._hook
+
+    @property
+    def watched_netns(self) -> frozenset[int]:
+        return frozenset(self._watched)
+
+    def set_watched_netns(self, *, inodes: set[int] | frozenset[int]) -> None:
+        """Count the sockets of exactly these network namespaces (by inode)."""
+        fd = self._fd("watched_netns")
+        for inode in set(inodes) - self._watched:
+            maps.update(fd=fd, key=_U32.pack(inode), value=b"\x01")
+        for inode in self._watched - set(inodes):
+            maps.delete(fd=fd, key=_U32.pack(inode))
+        self._watched = set(inodes)
+
+    # reading -------------------------------------------------------------
+
+    def read(self) -> list[TcpHealth]:
+        """Per-socket-tuple deltas since the previous call (the kernel map is drained)."""
+        keys, values, count = maps.read_batch(
+            fd=self._fd("tcp_health"),
+            key_size=TCP_HEALTH_KEY.size,
+            value_size=TCP_HEALTH_VALUE.size,
+            delete=True,
+        )
+        if not count:
+            return []
+        out: list[TcpHealth] = []
+        for (saddr, daddr, netns, sport, dport, family), (
+            retrans,
+            rst_sent,
+            rst_recv,
+            connects,
+            ns_total,
+            ns_max,
+        ) in zip(
+            TCP_HEALTH_KEY.iter_unpack(keys), TCP_HEALTH_VALUE.iter_unpack(values), strict=True
+        ):
+            out.append(
+                TcpHealth(
+                    netns=netns,
+                    local_ip=_address(saddr, family),
+                    local_port=sport,
+                    remote_ip=_address(daddr, family),
+                    remote_port=dport,
+                    retransmits=retrans,
+                    resets_sent=rst_sent,
+                    resets_received=rst_recv,
+                    connects=connects,
+                    connect_ns_total=ns_total,
+                    connect_ns_max=ns_max,
+                )
+            )
+        return out
+
+    def stats(self) -> dict[str, int]:
+        """Cumulative probe counters: events, map_full, start_map_full, start_missing, no_tuple."""
+        values = maps.sum_percpu_array(fd=self._fd("tcp_health_stats"), slots=len(TcpHealthStat))
+        return {stat.name.lower(): values[stat] for stat in TcpHealthStat}
+
+    def prog_ids(self) -> list[int]:
+        """IDs of the attached programs (the bench reads their run_time_ns/run_cnt)."""
+        if self._obj is None:
+            return []
+        ids: list[int] = []
+        for tp in TRACEPOINTS:
+            fd = self._obj.prog_fd(name=program_name(tracepoint=tp, hook=self._hook))
+            ids.append(_prog_id(fd))
+        return ids
+
+
+class _BpfProgInfo(ctypes.Structure):
+    # the head of struct bpf_prog_info: enough for id, run_time_ns, run_cnt
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("tag", ctypes.c_uint8 * 8),
+        ("jited_prog_len", ctypes.c_uint32),
+        ("xlated_prog_len", ctypes.c_uint32),
+        ("jited_prog_insns", ctypes.c_uint64),
+        ("xlated_prog_insns", ctypes.c_uint64),
+        ("load_time", ctypes.c_uint64),
+        ("created_by_uid", ctypes.c_uint32),
+        ("nr_map_ids", ctypes.c_uint32),
+        ("map_ids", ctypes.c_uint64),
+        ("name", ctypes.c_char * 16),
+        ("ifindex", ctypes.c_uint32),
+        ("gpl_compatible_etc", ctypes.c_uint32),
+        ("netns_dev", ctypes.c_uint64),
+        ("netns_ino", ctypes.c_uint64),
+        ("nr_jited_ksyms", ctypes.c_uint32),
+        ("nr_jited_func_lens", ctypes.c_uint32),
+        ("jited_ksyms", ctypes.c_uint64),
+        ("jited_func_lens", ctypes.c_uint64),
+        ("btf_id", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32),
+        ("func_info", ctypes.c_uint64),
+        ("nr_func_info", ctypes.c_uint32),
+        ("nr_line_info", ctypes.c_uint32),
+        ("line_info", ctypes.c_uint64),
+        ("jited_line_info", ctypes.c_uint64),
+        ("nr_jited_line_info", ctypes.c_uint32),
+        ("line_info_rec_size", ctypes.c_uint32),
+        ("jited_line_info_rec_size", ctypes.c_uint32),
+        ("nr_prog_tags", ctypes.c_uint32),
+        ("prog_tags", ctypes.c_uint64),
+        ("run_time_ns", ctypes.c_uint64),
+        ("run_cnt", ctypes.c_uint64),
+    ]
+
+
+def prog_run_stats(*, prog_fd: int) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) of a program; both stay 0 unless kernel.bpf_stats_enabled=1."""
+    info = _BpfProgInfo()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    libbpf.check(
+        rc=libbpf.lib().bpf_prog_get_info_by_fd(prog_fd, ctypes.byref(info), ctypes.byref(size)),
+        what="read program info",
+    )
+    return int(info.run_time_ns), int(info.run_cnt)
+
+
+def _prog_id(fd: int) -> int:
+    info = _BpfProgInfo()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    libbpf.check(
+        rc=libbpf.lib().bpf_prog_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)),
+        what="read program info",
+    )
+    return int(info.id)
