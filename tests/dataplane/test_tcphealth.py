@@ -9,10 +9,13 @@ sch_netem module).
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -274,3 +277,51 @@ table inet o8syn {{
     # the 1 s retransmission timeout of the lost SYN
     assert 1e9 <= row.connect_ns_total == row.connect_ns_max <= app_ns
     assert row.retransmits == _snmp(pair.ns_a)["RetransSegs"] - before["RetransSegs"] == 1
+
+
+def test_trace_network_local_shows_resets_on_the_flows(pair: netns.VethPair) -> None:
+    """``orb8 trace network --local``: each refused connect's flow carries its RST."""
+    closed = _socket_in(pair.ns_b)
+    closed.bind((pair.ip4_b, 0))
+    closed_port = closed.getsockname()[1]
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", pair.ns_a, sys.executable, "-m", "orb8_cli.main", "trace",
+         "network", "--local", "-i", pair.if_a, "--duration", "5m", "--output", "json",
+         "--agent-id", f"cli-{pair.ns_a}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        # the TCP probe is loaded before the tc filter is attached
+        show = ["tc", "filter", "show", "dev", pair.if_a, "ingress"]
+        _wait_for(
+            "the trace attached",
+            lambda: proc.poll() is None and "orb8_flows" in netns.run(show, netns=pair.ns_a),
+        )
+        refused_ports = []
+        for _ in range(3):
+            cl = _socket_in(pair.ns_a)
+            try:
+                cl.connect((pair.ip4_b, closed_port))
+            except ConnectionRefusedError:
+                refused_ports.append(cl.getsockname()[1])
+            finally:
+                cl.close()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=DEADLINE_S)
+    finally:
+        closed.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    flows = json.loads(out)
+    assert len(refused_ports) == 3
+    syns = {
+        f["src_port"]: f for f in flows if f["dst_port"] == closed_port and f["protocol"] == "TCP"
+    }
+    assert set(syns) == set(refused_ports)
+    for f in syns.values():
+        assert (f["resets_received"], f["resets_sent"], f["retransmits"]) == (1, 0, 0), f
+        assert f["connect_latency_ms"] is None  # refused: never established
+    rsts = [f for f in flows if f["src_port"] == closed_port and f["protocol"] == "TCP"]
+    assert sorted(f["dst_port"] for f in rsts) == sorted(refused_ports)
+    assert all(f["resets_sent"] == 1 for f in rsts)
