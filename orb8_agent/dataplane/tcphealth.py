@@ -234,73 +234,11 @@ class TcpHealthCollector:
         values = maps.sum_percpu_array(fd=self._fd("tcp_health_stats"), slots=len(TcpHealthStat))
         return {stat.name.lower(): values[stat] for stat in TcpHealthStat}
 
-    def prog_ids(self) -> list[int]:
-        """IDs of the attached programs (the bench reads their run_time_ns/run_cnt)."""
+    def prog_fds(self) -> dict[str, int]:
+        """tracepoint → the attached program's fd (the bench reads run_time_ns/run_cnt)."""
         if self._obj is None:
-            return []
-        ids: list[int] = []
-        for tp in TRACEPOINTS:
-            fd = self._obj.prog_fd(name=program_name(tracepoint=tp, hook=self._hook))
-            ids.append(_prog_id(fd))
-        return ids
-
-
-class _BpfProgInfo(ctypes.Structure):
-    # the head of struct bpf_prog_info: enough for id, run_time_ns, run_cnt
-    _fields_ = [
-        ("type", ctypes.c_uint32),
-        ("id", ctypes.c_uint32),
-        ("tag", ctypes.c_uint8 * 8),
-        ("jited_prog_len", ctypes.c_uint32),
-        ("xlated_prog_len", ctypes.c_uint32),
-        ("jited_prog_insns", ctypes.c_uint64),
-        ("xlated_prog_insns", ctypes.c_uint64),
-        ("load_time", ctypes.c_uint64),
-        ("created_by_uid", ctypes.c_uint32),
-        ("nr_map_ids", ctypes.c_uint32),
-        ("map_ids", ctypes.c_uint64),
-        ("name", ctypes.c_char * 16),
-        ("ifindex", ctypes.c_uint32),
-        ("gpl_compatible_etc", ctypes.c_uint32),
-        ("netns_dev", ctypes.c_uint64),
-        ("netns_ino", ctypes.c_uint64),
-        ("nr_jited_ksyms", ctypes.c_uint32),
-        ("nr_jited_func_lens", ctypes.c_uint32),
-        ("jited_ksyms", ctypes.c_uint64),
-        ("jited_func_lens", ctypes.c_uint64),
-        ("btf_id", ctypes.c_uint32),
-        ("func_info_rec_size", ctypes.c_uint32),
-        ("func_info", ctypes.c_uint64),
-        ("nr_func_info", ctypes.c_uint32),
-        ("nr_line_info", ctypes.c_uint32),
-        ("line_info", ctypes.c_uint64),
-        ("jited_line_info", ctypes.c_uint64),
-        ("nr_jited_line_info", ctypes.c_uint32),
-        ("line_info_rec_size", ctypes.c_uint32),
-        ("jited_line_info_rec_size", ctypes.c_uint32),
-        ("nr_prog_tags", ctypes.c_uint32),
-        ("prog_tags", ctypes.c_uint64),
-        ("run_time_ns", ctypes.c_uint64),
-        ("run_cnt", ctypes.c_uint64),
-    ]
-
-
-def prog_run_stats(*, prog_fd: int) -> tuple[int, int]:
-    """(run_time_ns, run_cnt) of a program; both stay 0 unless kernel.bpf_stats_enabled=1."""
-    info = _BpfProgInfo()
-    size = ctypes.c_uint32(ctypes.sizeof(info))
-    libbpf.check(
-        rc=libbpf.lib().bpf_prog_get_info_by_fd(prog_fd, ctypes.byref(info), ctypes.byref(size)),
-        what="read program info",
-    )
-    return int(info.run_time_ns), int(info.run_cnt)
-
-
-def _prog_id(fd: int) -> int:
-    info = _BpfProgInfo()
-    size = ctypes.c_uint32(ctypes.sizeof(info))
-    libbpf.check(
-        rc=libbpf.lib().bpf_prog_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)),
-        what="read program info",
-    )
-    return int(info.id)
+            return {}
+        obj = self._obj
+        return {
+            tp: obj.prog_fd(name=program_name(tracepoint=tp, hook=self._hook)) for tp in TRACEPOINTS
+        }
