@@ -11,8 +11,9 @@
  *   tcp:tcp_receive_reset       an RST that reset a socket
  *   sock:inet_sock_set_state    SYN_SENT and ESTABLISHED timestamps
  * Each has a tp_btf (BTF-typed raw tracepoint, default) and a raw_tp
- * program; the agent autoloads one flavour. Both read the kernel structs
- * with BPF_CORE_READ, so one handler body serves both.
+ * program; the agent autoloads one flavour. One handler body serves both:
+ * the hot test (the socket's namespace) is a plain BTF load on tp_btf, the
+ * rest reads the kernel structs with BPF_CORE_READ.
  *
  * These fire in softirq or timer context as often as in the task's, so the
  * current task or cgroup says nothing about whose connection it is. The
@@ -86,8 +87,15 @@ static __always_inline bool netns_watched(__u32 netns)
 	return bpf_map_lookup_elem(&watched_netns, &netns) != NULL;
 }
 
-static __always_inline __u32 sk_netns(const struct sock *sk)
+/* On tp_btf the socket is a BTF pointer: a plain load (checked by the
+ * verifier, no helper call) is the cheapest test, and every TCP socket on
+ * the node pays it on each state change. raw_tp must go through
+ * bpf_probe_read_kernel. ``btf`` is a constant in each caller, so only one
+ * branch is compiled into each program. */
+static __always_inline __u32 sk_netns(const struct sock *sk, bool btf)
 {
+	if (btf)
+		return sk->__sk_common.skc_net.net->ns.inum;
 	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 }
 
@@ -201,13 +209,14 @@ static __always_inline void count(struct tcp_health_key *key, enum what what, __
 	stat_inc(TCPH_STAT_EVENTS);
 }
 
-static __always_inline void on_sock_event(const struct sock *sk, enum what what, __u64 n)
+static __always_inline void on_sock_event(const struct sock *sk, enum what what, __u64 n,
+					  bool btf)
 {
 	struct tcp_health_key key = {};
 
 	if (!sk)
 		return;
-	key.netns = sk_netns(sk);
+	key.netns = sk_netns(sk, btf);
 	if (!netns_watched(key.netns))
 		return;
 	if (!key_from_sock(&sk->__sk_common, &key))
@@ -215,7 +224,8 @@ static __always_inline void on_sock_event(const struct sock *sk, enum what what,
 	count(&key, what, n);
 }
 
-static __always_inline void on_retransmit(const struct sock *sk, const struct sk_buff *skb)
+static __always_inline void on_retransmit(const struct sock *sk, const struct sk_buff *skb,
+					  bool btf)
 {
 	__u16 segs = 0;
 
@@ -226,18 +236,18 @@ static __always_inline void on_retransmit(const struct sock *sk, const struct sk
 		bpf_probe_read_kernel(&segs, sizeof(segs),
 				      (void *)skb + bpf_core_field_offset(struct sk_buff, cb) +
 					      bpf_core_field_offset(struct tcp_skb_cb, tcp_gso_segs));
-	on_sock_event(sk, RETRANS, segs ? segs : 1);
+	on_sock_event(sk, RETRANS, segs ? segs : 1, btf);
 }
 
 static __always_inline void on_retransmit_synack(const struct sock *sk,
-						 const struct request_sock *req)
+						 const struct request_sock *req, bool btf)
 {
 	struct tcp_health_key key = {};
 
 	if (!req)
 		return;
 	/* the listener's namespace; the tuple is the request socket's */
-	key.netns = sk ? sk_netns(sk) : BPF_CORE_READ(req, __req_common.skc_net.net, ns.inum);
+	key.netns = sk ? sk_netns(sk, btf) : BPF_CORE_READ(req, __req_common.skc_net.net, ns.inum);
 	if (!netns_watched(key.netns))
 		return;
 	if (!key_from_sock(&req->__req_common, &key))
@@ -245,13 +255,14 @@ static __always_inline void on_retransmit_synack(const struct sock *sk,
 	count(&key, RETRANS, 1);
 }
 
-static __always_inline void on_send_reset(const struct sock *sk, const struct sk_buff *skb)
+static __always_inline void on_send_reset(const struct sock *sk, const struct sk_buff *skb,
+					  bool btf)
 {
 	struct tcp_health_key key = {};
 	bool named = false;
 
 	if (sk)
-		key.netns = sk_netns(sk);
+		key.netns = sk_netns(sk, btf);
 	else if (skb)
 		key.netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
 	if (!netns_watched(key.netns))
@@ -268,7 +279,8 @@ static __always_inline void on_send_reset(const struct sock *sk, const struct sk
 	count(&key, RST_SENT, 1);
 }
 
-static __always_inline void on_state(const struct sock *sk, int oldstate, int newstate)
+static __always_inline void on_state(const struct sock *sk, int oldstate, int newstate,
+				     bool btf)
 {
 	struct tcp_health_key key = {};
 	struct tcp_health_value *val;
@@ -277,9 +289,9 @@ static __always_inline void on_state(const struct sock *sk, int oldstate, int ne
 
 	if (oldstate != TCP_SYN_SENT && newstate != TCP_SYN_SENT)
 		return;
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP_NR)
+	if ((btf ? sk->sk_protocol : BPF_CORE_READ(sk, sk_protocol)) != IPPROTO_TCP_NR)
 		return;
-	key.netns = sk_netns(sk);
+	key.netns = sk_netns(sk, btf);
 	if (!netns_watched(key.netns))
 		return;
 	now = bpf_ktime_get_ns();
@@ -318,7 +330,7 @@ static __always_inline void on_state(const struct sock *sk, int oldstate, int ne
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(orb8_tcp_retransmit_btf, const struct sock *sk, const struct sk_buff *skb)
 {
-	on_retransmit(sk, skb);
+	on_retransmit(sk, skb, true);
 	return 0;
 }
 
@@ -326,28 +338,28 @@ SEC("tp_btf/tcp_retransmit_synack")
 int BPF_PROG(orb8_tcp_retransmit_synack_btf, const struct sock *sk,
 	     const struct request_sock *req)
 {
-	on_retransmit_synack(sk, req);
+	on_retransmit_synack(sk, req, true);
 	return 0;
 }
 
 SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(orb8_tcp_send_reset_btf, const struct sock *sk, const struct sk_buff *skb)
 {
-	on_send_reset(sk, skb);
+	on_send_reset(sk, skb, true);
 	return 0;
 }
 
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(orb8_tcp_receive_reset_btf, const struct sock *sk)
 {
-	on_sock_event(sk, RST_RECEIVED, 1);
+	on_sock_event(sk, RST_RECEIVED, 1, true);
 	return 0;
 }
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(orb8_tcp_state_btf, const struct sock *sk, int oldstate, int newstate)
 {
-	on_state(sk, oldstate, newstate);
+	on_state(sk, oldstate, newstate, true);
 	return 0;
 }
 
@@ -356,7 +368,8 @@ int BPF_PROG(orb8_tcp_state_btf, const struct sock *sk, int oldstate, int newsta
 SEC("raw_tp/tcp_retransmit_skb")
 int orb8_tcp_retransmit_raw(struct bpf_raw_tracepoint_args *ctx)
 {
-	on_retransmit((const struct sock *)ctx->args[0], (const struct sk_buff *)ctx->args[1]);
+	on_retransmit((const struct sock *)ctx->args[0], (const struct sk_buff *)ctx->args[1],
+		      false);
 	return 0;
 }
 
@@ -364,28 +377,29 @@ SEC("raw_tp/tcp_retransmit_synack")
 int orb8_tcp_retransmit_synack_raw(struct bpf_raw_tracepoint_args *ctx)
 {
 	on_retransmit_synack((const struct sock *)ctx->args[0],
-			     (const struct request_sock *)ctx->args[1]);
+			     (const struct request_sock *)ctx->args[1], false);
 	return 0;
 }
 
 SEC("raw_tp/tcp_send_reset")
 int orb8_tcp_send_reset_raw(struct bpf_raw_tracepoint_args *ctx)
 {
-	on_send_reset((const struct sock *)ctx->args[0], (const struct sk_buff *)ctx->args[1]);
+	on_send_reset((const struct sock *)ctx->args[0], (const struct sk_buff *)ctx->args[1],
+		      false);
 	return 0;
 }
 
 SEC("raw_tp/tcp_receive_reset")
 int orb8_tcp_receive_reset_raw(struct bpf_raw_tracepoint_args *ctx)
 {
-	on_sock_event((const struct sock *)ctx->args[0], RST_RECEIVED, 1);
+	on_sock_event((const struct sock *)ctx->args[0], RST_RECEIVED, 1, false);
 	return 0;
 }
 
 SEC("raw_tp/inet_sock_set_state")
 int orb8_tcp_state_raw(struct bpf_raw_tracepoint_args *ctx)
 {
-	on_state((const struct sock *)ctx->args[0], (int)ctx->args[1], (int)ctx->args[2]);
+	on_state((const struct sock *)ctx->args[0], (int)ctx->args[1], (int)ctx->args[2], false);
 	return 0;
 }
 
