@@ -8,7 +8,10 @@ data packet in eight on arrival (nft), so the kernel retransmits.
 
 Two passes per hook flavour (tp_btf, raw_tp): with both namespaces watched
 (every event is counted into the map) and with none watched (the cost every
-other socket on the node pays: the namespace test, then return).
+other socket on the node pays: the namespace test, then return). Empty
+tp_btf programs on the same five tracepoints (bench/tcp_floor.bpf.c) run
+side by side in every pass: the floor each figure is also given against,
+as a ratio, so a busy machine moves both alike.
 
     python -m bench.tcphealth [--rounds 3] [--connects 300]
 """
@@ -19,19 +22,41 @@ import argparse
 import contextlib
 import json
 import os
+import platform
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from orb8_agent.dataplane.tcphealth import TcpHealthCollector, TcpHook
+from orb8_agent.dataplane import libbpf
+from orb8_agent.dataplane.tcphealth import TRACEPOINTS, TcpHealthCollector, TcpHook
 from orb8_dev import netns
 
 from .kernelcost import run_stats, stats_enabled
 
-RESULTS = Path(__file__).parent / "results" / "tcphealth.json"
+HERE = Path(__file__).parent
+RESULTS = HERE / "results" / "tcphealth.json"
+FLOOR_PROGS = {
+    "tcp_retransmit_skb": "floor_retransmit",
+    "tcp_retransmit_synack": "floor_retransmit_synack",
+    "tcp_send_reset": "floor_send_reset",
+    "tcp_receive_reset": "floor_receive_reset",
+    "inet_sock_set_state": "floor_state",
+}
+
+
+def build_floor(*, out: Path) -> Path:
+    obj = out / "tcp_floor.bpf.o"
+    arch = {"x86_64": "x86", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    subprocess.run(
+        ["clang", "-g", "-O2", "-Wall", "-Werror", "-target", "bpf", f"-D__TARGET_ARCH_{arch}",
+         f"-I{HERE.parent / 'bpf'}", "-c", str(HERE / "tcp_floor.bpf.c"), "-o", str(obj)],
+        check=True,
+    )  # fmt: skip
+    return obj
 
 
 def _in(ns: str) -> socket.socket:
@@ -88,7 +113,7 @@ def workload(*, pair: netns.VethPair, port: int, closed: int, connects: int) -> 
     return 2 * connects + 4
 
 
-def measure(*, hook: TcpHook, watched: bool, connects: int) -> dict[str, Any]:
+def measure(*, hook: TcpHook, watched: bool, connects: int, floor: Path) -> dict[str, Any]:
     with netns.veth_pair() as pair:
         rules = (
             "table inet o8b {\n chain in { type filter hook input priority 0; policy accept;\n"
@@ -100,20 +125,30 @@ def measure(*, hook: TcpHook, watched: bool, connects: int) -> dict[str, Any]:
         closed_sock = _in(pair.ns_b)
         closed_sock.bind((pair.ip4_b, 0))
         closed = closed_sock.getsockname()[1]
+        empty = libbpf.BpfObject(path=floor)
+        links: list[libbpf.Link] = []
         try:
+            empty.load()
+            links = [empty.attach(prog=prog) for prog in FLOOR_PROGS.values()]
+            floor_fds = {tp: empty.prog_fd(name=prog) for tp, prog in FLOOR_PROGS.items()}
             with TcpHealthCollector(hook=hook) as c, stats_enabled():
                 if watched:
                     inodes = {os.stat(netns.NETNS_DIR / n).st_ino for n in (pair.ns_a, pair.ns_b)}
                     c.set_watched_netns(inodes=inodes)
                 fds = c.prog_fds()
                 start = {tp: run_stats(fd) for tp, fd in fds.items()}
+                fstart = {tp: run_stats(fd) for tp, fd in floor_fds.items()}
                 t0 = time.monotonic()
                 made = workload(pair=pair, port=port, closed=closed, connects=connects)
                 time.sleep(1.0)  # let the last retransmit timers fire before reading
                 wall = time.monotonic() - t0
                 end = {tp: run_stats(fd) for tp, fd in fds.items()}
+                fend = {tp: run_stats(fd) for tp, fd in floor_fds.items()}
                 rows = c.read()
         finally:
+            for link in links:
+                link.destroy()
+            empty.close()
             listener.close()
             closed_sock.close()
     per_tp: dict[str, dict[str, float]] = {}
@@ -121,8 +156,13 @@ def measure(*, hook: TcpHook, watched: bool, connects: int) -> dict[str, Any]:
     for tp in fds:
         ns = end[tp][0] - start[tp][0]
         runs = end[tp][1] - start[tp][1]
+        fns, fruns = fend[tp][0] - fstart[tp][0], fend[tp][1] - fstart[tp][1]
         total_ns += ns
-        per_tp[tp] = {"runs": runs, "ns_per_run": round(ns / runs, 1) if runs else 0.0}
+        per_tp[tp] = {
+            "runs": runs,
+            "ns_per_run": round(ns / runs, 1) if runs else 0.0,
+            "floor_ns_per_run": round(fns / fruns, 1) if fruns else 0.0,
+        }
     return {
         "hook": hook.value,
         "watched": watched,
@@ -141,27 +181,43 @@ def main() -> int:
     parser.add_argument("--connects", type=int, default=300)
     args = parser.parse_args()
     results: list[dict[str, Any]] = []
+    floor = build_floor(out=Path(tempfile.mkdtemp(prefix="orb8-tcp-bench-")))
     for rnd in range(args.rounds):
-        for hook in TcpHook:
-            for watched in (True, False):
-                r = measure(hook=hook, watched=watched, connects=args.connects)
-                r["round"] = rnd
-                results.append(r)
+        # alternate the order each round, so drift in the machine's load is shared
+        order = [(h, w) for h in TcpHook for w in (True, False)]
+        for hook, watched in order if rnd % 2 == 0 else order[::-1]:
+            r = measure(hook=hook, watched=watched, connects=args.connects, floor=floor)
+            r["round"] = rnd
+            results.append(r)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"machine": os.uname().release, "runs": results}, indent=2))
-    print("| hook | watched | tracepoint | runs/round | ns per run (median of rounds) |")
-    print("|---|---|---|---|---|")
+    print("| hook | watched | tracepoint | runs/round | ns per run | empty program | ratio |")
+    print("|---|---|---|---|---|---|---|")
+
+    def med(values: list[float]) -> str:
+        v = sorted(values)
+        return f"{v[len(v) // 2]:.0f} ({v[0]:.0f} to {v[-1]:.0f})"
+
+    def ratio_med(values: list[float]) -> str:
+        v = sorted(values)
+        return f"{v[len(v) // 2]:.2f} ({v[0]:.2f} to {v[-1]:.2f})"
+
     for hook in TcpHook:
         for watched in (True, False):
             sel = [r for r in results if r["hook"] == hook.value and r["watched"] == watched]
-            for tp in sel[0]["tracepoints"]:
-                vals = sorted(r["tracepoints"][tp]["ns_per_run"] for r in sel)
-                runs = sorted(r["tracepoints"][tp]["runs"] for r in sel)
-                print(f"| {hook.value} | {watched} | {tp} | {runs[len(runs) // 2]} | "
-                      f"{vals[len(vals) // 2]} ({vals[0]} to {vals[-1]}) |")  # fmt: skip
-            conn = sorted(r["probe_ns_per_connection"] for r in sel)
-            print(f"| {hook.value} | {watched} | all, per connection | | "
-                  f"{conn[len(conn) // 2]} ({conn[0]} to {conn[-1]}) |")  # fmt: skip
+            for tp in TRACEPOINTS:
+                per = [r["tracepoints"][tp] for r in sel]
+                if not any(p["runs"] for p in per):
+                    continue
+                ratios = [p["ns_per_run"] / p["floor_ns_per_run"] for p in per
+                          if p["floor_ns_per_run"]]  # fmt: skip
+                runs = sorted(p["runs"] for p in per)[len(per) // 2]
+                cells = [
+                    hook.value, "yes" if watched else "no", tp, str(runs),
+                    med([p["ns_per_run"] for p in per]),
+                    med([p["floor_ns_per_run"] for p in per]), ratio_med(ratios),
+                ]  # fmt: skip
+                print("| " + " | ".join(cells) + " |")
     return 0
 
 

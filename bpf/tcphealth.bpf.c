@@ -227,8 +227,14 @@ static __always_inline void on_sock_event(const struct sock *sk, enum what what,
 static __always_inline void on_retransmit(const struct sock *sk, const struct sk_buff *skb,
 					  bool btf)
 {
+	struct tcp_health_key key = {};
 	__u16 segs = 0;
 
+	if (!sk)
+		return;
+	key.netns = sk_netns(sk, btf);
+	if (!netns_watched(key.netns))
+		return;
 	/* tcp_skb_pcount(): the segments this skb stands for, which is what
 	 * the kernel adds to TcpRetransSegs; the cb is tcp_skb_cb on the
 	 * retransmit queue */
@@ -236,7 +242,9 @@ static __always_inline void on_retransmit(const struct sock *sk, const struct sk
 		bpf_probe_read_kernel(&segs, sizeof(segs),
 				      (void *)skb + bpf_core_field_offset(struct sk_buff, cb) +
 					      bpf_core_field_offset(struct tcp_skb_cb, tcp_gso_segs));
-	on_sock_event(sk, RETRANS, segs ? segs : 1, btf);
+	if (!key_from_sock(&sk->__sk_common, &key))
+		return;
+	count(&key, RETRANS, segs ? segs : 1);
 }
 
 static __always_inline void on_retransmit_synack(const struct sock *sk,
@@ -263,6 +271,8 @@ static __always_inline void on_send_reset(const struct sock *sk, const struct sk
 
 	if (sk)
 		key.netns = sk_netns(sk, btf);
+	else if (skb && btf)
+		key.netns = skb->dev->nd_net.net->ns.inum;
 	else if (skb)
 		key.netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
 	if (!netns_watched(key.netns))
