@@ -238,6 +238,10 @@ def test_resets_sent_and_received_equal_the_kernels_and_the_apps(
     # the server's aborted connections (its EstabResets)
     assert client.resets_received == refused
     assert server.resets_received == delta(pair.ns_b, "EstabResets") == aborted
+    # connects that got established: the kernel's attempts minus its failed ones
+    established = delta(pair.ns_a, "ActiveOpens") - delta(pair.ns_a, "AttemptFails")
+    assert client.connects == established == aborted
+    assert server.connects == 0  # it only accepted
     # a reset sent without a socket is named from the packet it answers
     server_refusals = [
         r for r in rows if r.netns == _inode(pair.ns_b) and r.local_port == closed_port
