@@ -51,7 +51,10 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("trace", help="trace this machine with eBPF (no cluster)")
     kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
 
-    net = kinds.add_parser("network", help="per-flow bytes and packets on interfaces")
+    net = kinds.add_parser(
+        "network",
+        help="per-flow bytes and packets on interfaces, TCP retransmits, resets, connect latency",
+    )
     _common(net)
     net.add_argument(
         "--interface",
