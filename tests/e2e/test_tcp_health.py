@@ -156,3 +156,64 @@ table inet o8t {{
     print("\n".join(table), cli.stdout, summary, sep="\n")  # docs/tcp-health.md shows these
     node = get_json(control_plane, "ts", "tcp-debug", "-n", namespace)["status"]["nodes"][0]
     assert node["retransmits"] == expected["retransmits"]
+
+
+def test_a_cross_node_flow_keeps_each_sockets_health(
+    control_plane: ControlPlane, kubelet: SimKubelet, namespace: str, operator: Any,
+    start_agent: Any,
+) -> None:  # fmt: skip
+    """Client on node-a, server on node-b: both agents see every flow; each socket's
+    figures come from the node that holds it, and the merged rows keep them."""
+    for node in ("node-a", "node-b"):
+        kubelet.add_node(name=node)
+    client = kubelet.run_pod(namespace=namespace, name="client", node="node-a", labels=SHOP)
+    server = kubelet.run_pod(namespace=namespace, name="server", node="node-b", labels=SHOP)
+    start_agent("node-a")
+    start_agent("node-b")
+    apply_session(control_plane, namespace, "tcp-2n", probes={"network": {"enabled": True}})
+    wait_for(lambda: running_on(control_plane, namespace, "tcp-2n", {"node-a", "node-b"}),
+             timeout=90, what="the session Running on both nodes")  # fmt: skip
+    before = {pod.name: _snmp(pod) for pod in (client, server)}
+    _nft(server, f"""
+table inet o8t {{
+  chain in {{ type filter hook input priority 0; policy accept;
+    ip saddr {client.ip} tcp dport 8085 tcp flags & (syn | ack) == syn numgen inc mod 2 == 0 drop
+  }}
+}}
+""")  # fmt: skip
+    slow = tcp_transfer(client=client, server=server, nbytes=10_000, port=8085)
+    assert slow.received == 10_000
+    refused = [int(p) for p in client.run(
+        [sys.executable, "-c", REFUSE, server.ip, str(CLOSED_PORT), "2"]).split()]  # fmt: skip
+    assert len(refused) == 2
+    wait_for(lambda: _quiet(client, server), timeout=60, what="no socket left that could send")
+    after = {pod.name: _snmp(pod) for pod in (client, server)}
+
+    def delta(name: str, pod: SimPod) -> int:
+        return after[pod.name][name] - before[pod.name][name]
+
+    expected = {
+        "retransmits": delta("RetransSegs", client) + delta("RetransSegs", server),
+        "resetsSent": delta("OutRsts", client) + delta("OutRsts", server),
+        "resetsReceived": len(refused) + delta("EstabResets", server),
+    }
+    assert expected["resetsSent"] == 2 and expected["retransmits"] >= 1
+
+    def merged() -> list[dict[str, Any]] | None:
+        st = status(control_plane, namespace, "tcp-2n")
+        summary = st.get("summary") or {}
+        if {k: summary.get(k) for k in expected} != expected:
+            return None
+        rows = [f for f in st.get("flows") or [] if f["destination"].get("port") == CLOSED_PORT]
+        return rows if len(rows) == 2 else None
+
+    rows = wait_for(merged, timeout=60, what=f"summary {expected} and the refusals' rows")
+    # each refused connect's row: seen by both nodes, the RST received is node-a's socket's
+    assert sorted(r["source"]["port"] for r in rows) == sorted(refused)
+    assert all(r["resetsReceived"] == 1 for r in rows), rows
+    flows = status(control_plane, namespace, "tcp-2n")["flows"]
+    (slow_row,) = [f for f in flows if f["destination"].get("port") == 8085]
+    assert slow_row["connectLatencyMs"] >= 990 and slow_row["retransmits"] >= 1
+    rsts = [f for f in flows if f["source"].get("port") == CLOSED_PORT]
+    assert sorted(r["destination"]["port"] for r in rsts) == sorted(refused)
+    assert all(r["resetsSent"] == 1 for r in rsts), rsts
