@@ -71,7 +71,7 @@ def start_probes(
 ) -> ProbeSet:
     """Open the requested probes. Raises ProbeLoadError only if none loads.
 
-    ``pin_dir``: keep the flow map pinned there (see FlowCollector).
+    ``pin_dir``: keep the flow and TCP health maps pinned there (see FlowCollector).
     """
     probes = ProbeSet()
     if flows:
@@ -89,7 +89,7 @@ def start_probes(
         except Orb8Error as err:
             probes.failures["syscalls"] = str(err)
     if tcp:
-        th = TcpHealthCollector()
+        th = TcpHealthCollector(agent_id=agent_id, pin_dir=pin_dir)
         try:
             th.open()
             probes.tcp = th

@@ -10,8 +10,10 @@ map: each call returns the deltas since the previous one.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ipaddress
+import logging
 import os
 import socket
 import struct
@@ -30,6 +32,7 @@ TCP_HEALTH_KEY = struct.Struct("=16s16sIHHB3x")
 # struct tcp_health_value: retrans resets_sent resets_received connects ns_total ns_max
 TCP_HEALTH_VALUE = struct.Struct("=QQQQQQ")
 _U32 = struct.Struct("=I")
+LOG = logging.getLogger(__name__)
 
 
 class TcpHealthStat(IntEnum):
@@ -100,7 +103,12 @@ class TcpHealthCollector:
         all_netns: bool = False,
         max_entries: int | None = None,
         path: Path | None = None,
+        agent_id: str = "agent",
+        pin_dir: Path | None = None,
     ) -> None:
+        # With a pin directory the health map outlives the process: what a
+        # killed agent had not drained yet is still there for the next one.
+        self._pin = pin_dir / agent_id / "tcp_health" if pin_dir is not None else None
         self._hook = hook
         self._path = path or object_path(name="tcphealth")
         self._config = TcpHealthConfig(all_netns=1 if all_netns else 0)
@@ -114,9 +122,32 @@ class TcpHealthCollector:
 
     def open(self) -> None:
         """Load and attach every tracepoint. Nothing is counted until a netns is watched."""
+        try:
+            self._load()
+        except (ProbeLoadError, OSError) as err:
+            if self._pin is None:
+                raise
+            if self._pin.exists():
+                # a pinned map of another shape (an older version): start afresh
+                self._pin.unlink()
+                with contextlib.suppress(ProbeLoadError, OSError):
+                    self._load()
+                    return
+            LOG.warning("TCP health map not pinned at %s (%s); running without", self._pin, err)
+            self._pin = None
+            self._load()
+
+    @property
+    def pin_path(self) -> Path | None:
+        return self._pin
+
+    def _load(self) -> None:
         obj = libbpf.BpfObject(path=self._path)
         try:
             obj.set_rodata(data=self._config)
+            if self._pin is not None:
+                self._pin.parent.mkdir(parents=True, exist_ok=True)
+                obj.set_pin_path(map_name="tcp_health", path=self._pin)
             for tp in TRACEPOINTS:
                 for hook in TcpHook:
                     obj.set_autoload(
@@ -151,6 +182,10 @@ class TcpHealthCollector:
         if self._obj is not None:
             self._obj.close()
             self._obj = None
+        if self._pin is not None:
+            self._pin.unlink(missing_ok=True)  # a clean stop drained and reported everything
+            with contextlib.suppress(OSError):
+                self._pin.parent.rmdir()
         self._watched.clear()
 
     def __enter__(self) -> TcpHealthCollector:

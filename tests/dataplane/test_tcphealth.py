@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -332,3 +333,66 @@ def test_trace_network_local_shows_resets_on_the_flows(pair: netns.VethPair) -> 
     rsts = [f for f in flows if f["src_port"] == closed_port and f["protocol"] == "TCP"]
     assert sorted(f["dst_port"] for f in rsts) == sorted(refused_ports)
     assert all(f["resets_sent"] == 1 for f in rsts)
+
+
+HOLDER = """
+import os, sys, time
+from pathlib import Path
+from orb8_agent.dataplane.tcphealth import TcpHealthCollector
+c = TcpHealthCollector(agent_id=sys.argv[1], pin_dir=Path(sys.argv[2]))
+c.open()
+c.set_watched_netns(inodes={int(sys.argv[3])})
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_owners_undrained_counts_survive_in_the_pinned_map(
+    pair: netns.VethPair, agent_id: str
+) -> None:
+    """The agent pins the health map: what a SIGKILLed agent had not drained yet
+    is read by the next one with the same id; a clean close unpins."""
+    pins = Path("/sys/fs/bpf") / f"orb8-test-{agent_id}"
+    closed = _socket_in(pair.ns_b)
+    closed.bind((pair.ip4_b, 0))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, agent_id, str(pins), str(_inode(pair.ns_a))],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        refused = 0
+        for _ in range(2):
+            cl = _socket_in(pair.ns_a)
+            try:
+                cl.connect((pair.ip4_b, closed.getsockname()[1]))
+            except ConnectionRefusedError:
+                refused += 1
+            finally:
+                cl.close()
+        holder.kill()
+        holder.wait(timeout=DEADLINE_S)
+        pin = pins / agent_id / "tcp_health"
+        assert pin.exists()
+        with TcpHealthCollector(agent_id=agent_id, pin_dir=pins) as c:
+            assert c.pin_path == pin
+            rows = c.read()
+        assert refused == 2
+        assert _totals(rows, inode=_inode(pair.ns_a)).resets_received == refused
+        assert not pin.exists()
+    finally:
+        closed.close()
+        if holder.poll() is None:
+            holder.kill()
+        for path in sorted(pins.rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        if pins.exists():
+            pins.rmdir()
+
+
+def test_without_a_bpffs_the_tcp_probe_loads_unpinned(
+    kernel_ready: None, agent_id: str, tmp_path: Path
+) -> None:
+    with TcpHealthCollector(agent_id=agent_id, pin_dir=tmp_path / "not-bpffs") as c:
+        assert c.pin_path is None
+        assert not (tmp_path / "not-bpffs" / agent_id / "tcp_health").exists()
