@@ -247,7 +247,7 @@ def test_every_agent_family_is_exposed_with_orb8_names_and_units(tmp_path: Path)
     assert "# TYPE orb8_flow_bytes_total counter" in text
     samples = _samples(registry)
     loaded = {s.labels["probe"]: s.value for s in _by_name(samples, "orb8_probes_loaded")}
-    assert loaded == {"flows": 0.0, "syscalls": 0.0}
+    assert loaded == {"flows": 0.0, "syscalls": 0.0, "tcp": 0.0}
     writes = {
         (s.labels["target"], s.labels["result"])
         for s in _by_name(samples, "orb8_status_writes_total")
