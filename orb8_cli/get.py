@@ -67,16 +67,28 @@ def _endpoint(end: Row) -> str:
     return f"{who}:{end['port']}" if end.get("port") is not None else who
 
 
+def _tcp_health(r: Row) -> tuple[str, ...]:
+    """RETRANS, RST S/R, CONNECT cells (docs/tcp-health.md); '-' where a row has none."""
+    if "retransmits" not in r:
+        return ("-", "-", "-")
+    latency = r.get("connectLatencyMs")
+    return (str(r["retransmits"]), f"{r.get('resetsSent', 0)}/{r.get('resetsReceived', 0)}",
+            "-" if latency is None else f"{latency:.1f}ms")  # fmt: skip
+
+
 def run_flows(args: argparse.Namespace) -> int:
     flows = _status(args, plural=TRACE_SESSIONS).get("flows") or []
 
     def render(rows: Sequence[Row]) -> str:
+        # TCP health columns only when some row carries them (TCP rows, tcpHealth on)
+        health = any("retransmits" in r for r in rows)
         return table(
-            headers=("SOURCE", "DESTINATION", "PROTO", "BYTES", "PACKETS", "NODE", "LAST SEEN"),
+            headers=("SOURCE", "DESTINATION", "PROTO", "BYTES", "PACKETS", "NODE", "LAST SEEN")
+            + (("RETRANS", "RST S/R", "CONNECT") if health else ()),
             rows=[
                 (_endpoint(r["source"]), _endpoint(r["destination"]), r["protocol"],
                  human_bytes(r["bytes"]), human_count(r["packets"]), r.get("node", ""),
-                 r.get("lastSeen", ""))
+                 r.get("lastSeen", "")) + (_tcp_health(r) if health else ())
                 for r in rows
             ],
         )  # fmt: skip

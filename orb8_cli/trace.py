@@ -22,11 +22,12 @@ from typing import Any
 from orb8_agent.dataplane import cgroupfs, interfaces, syscall_names, tc
 from orb8_agent.dataplane.aggregate import FlowTable, SyscallTable
 from orb8_agent.dataplane.flows import FlowCollector
-from orb8_agent.dataplane.models import Alert, Flow, tcp_flag_names, tcp_state
+from orb8_agent.dataplane.models import Alert, Flow, TcpHealth, tcp_flag_names, tcp_state
 from orb8_agent.dataplane.syscalls import Hook, SyscallCollector
+from orb8_agent.dataplane.tcphealth import TcpHealthCollector
 from orb8_cli.durations import parse_cli_duration
 from orb8_cli.humanize import human_bytes, human_count, table
-from orb8_common.errors import UsageError
+from orb8_common.errors import Orb8Error, UsageError
 
 DEFAULT_ALERTS = (
     "ptrace",
@@ -50,7 +51,10 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("trace", help="trace this machine with eBPF (no cluster)")
     kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
 
-    net = kinds.add_parser("network", help="per-flow bytes and packets on interfaces")
+    net = kinds.add_parser(
+        "network",
+        help="per-flow bytes and packets on interfaces, TCP retransmits, resets, connect latency",
+    )
     _common(net)
     net.add_argument(
         "--interface",
@@ -156,9 +160,11 @@ def run_network(args: argparse.Namespace) -> int:
         tc.ifindex_of(interface=name)  # raises UsageError for unknown names
     _require_root()
     flows = FlowTable()
+    health = HealthTable()
     stopper = _Stopper()
     tc.sweep_dead(prefix=CLI_AGENT_PREFIX)
     collector = FlowCollector(agent_id=args.agent_id or f"{CLI_AGENT_PREFIX}{os.getpid()}")
+    tcp = _open_tcp_health()
     with stopper.installed():
         collector.open()
         try:
@@ -167,6 +173,8 @@ def run_network(args: argparse.Namespace) -> int:
 
             def tick(remaining: float) -> str:
                 flows.add(collector.read_flows())
+                if tcp is not None:
+                    health.add(tcp.read())
                 return (
                     f"tracing {','.join(names)}: {len(flows)} flows, "
                     f"{human_bytes(flows.total_bytes)}, {remaining:.0f}s left"
@@ -176,14 +184,19 @@ def run_network(args: argparse.Namespace) -> int:
             for name in names:
                 collector.detach(interface=name)
             flows.add(collector.read_flows())
+            if tcp is not None:
+                health.add(tcp.read())
             stats = collector.stats()
         finally:
             collector.close()
+            if tcp is not None:
+                tcp.close()
     top = flows.top(limit=args.top or None)
+    joined = health.join(top)
     if args.output == "json":
-        print(json.dumps([flow_json(f) for f in top], indent=2))
+        print(json.dumps([flow_json(f, joined.get(id(f))) for f in top], indent=2))
     else:
-        print(flow_table(top))
+        print(flow_table(top, health=joined))
         print(
             f"\n{len(flows)} flows on {','.join(names)}; skipped: "
             f"{stats.not_ip} non-IP, {stats.malformed} malformed; map full: {stats.map_full}, "
@@ -193,7 +206,57 @@ def run_network(args: argparse.Namespace) -> int:
     return 0
 
 
-def flow_json(f: Flow) -> dict[str, Any]:
+def _open_tcp_health() -> TcpHealthCollector | None:
+    """TCP health of every socket on this machine (all namespaces), joined to flows by 4-tuple."""
+    tcp = TcpHealthCollector(all_netns=True)
+    try:
+        tcp.open()
+    except Orb8Error as err:
+        print(f"orb8: no TCP health columns: {err}", file=sys.stderr)
+        return None
+    return tcp
+
+
+class HealthTable:
+    """TCP health summed per socket 4-tuple (local end first) across reads."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, int, str, int], list[int]] = {}
+
+    def add(self, rows: list[TcpHealth]) -> None:
+        for r in rows:
+            key = (r.local_ip, r.local_port, r.remote_ip, r.remote_port)
+            cur = self._rows.setdefault(key, [0, 0, 0, 0, 0])
+            for i, v in enumerate(
+                (r.retransmits, r.resets_sent, r.resets_received, r.connects, r.connect_ns_total)
+            ):
+                cur[i] += v
+
+    def join(self, flows: list[Flow]) -> dict[int, list[int]]:
+        """id(flow) → health, for the TCP flow whose source is the socket (the largest
+        such row when an interface saw it twice, so nothing is counted twice)."""
+        out: dict[int, list[int]] = {}
+        taken: set[tuple[str, int, str, int]] = set()
+        for f in flows:  # largest first
+            key = (f.src_ip, f.src_port, f.dst_ip, f.dst_port)
+            if f.protocol == 6 and key in self._rows and key not in taken:
+                taken.add(key)
+                out[id(f)] = self._rows[key]
+        return out
+
+
+def _health_json(h: list[int] | None) -> dict[str, Any]:
+    if h is None:
+        return {}
+    return {
+        "retransmits": h[0],
+        "resets_sent": h[1],
+        "resets_received": h[2],
+        "connect_latency_ms": round(h[4] / h[3] / 1e6, 3) if h[3] else None,
+    }
+
+
+def flow_json(f: Flow, health: list[int] | None = None) -> dict[str, Any]:
     return {
         "src_ip": f.src_ip,
         "dst_ip": f.dst_ip,
@@ -205,6 +268,7 @@ def flow_json(f: Flow) -> dict[str, Any]:
         "bytes": f.bytes,
         "packets": f.packets,
         "tcp_flags": tcp_flag_names(f.tcp_flags),
+        **_health_json(health),
     }
 
 
@@ -214,7 +278,20 @@ def _ports(f: Flow) -> str:
     return f"{f.src_port}→{f.dst_port}" if f.src_port or f.dst_port else "-"
 
 
-def flow_table(flows: list[Flow]) -> str:
+def flow_table(flows: list[Flow], *, health: dict[int, list[int]] | None = None) -> str:
+    joined = health or {}
+
+    def tcp_cells(f: Flow) -> list[str]:
+        h = _health_json(joined.get(id(f)))
+        if not h:
+            return ["-", "-", "-"]
+        latency = h["connect_latency_ms"]
+        return [
+            str(h["retransmits"]),
+            f"{h['resets_sent']}/{h['resets_received']}",
+            "-" if latency is None else f"{latency:.1f}ms",
+        ]
+
     rows = [
         [
             f.src_ip,
@@ -225,10 +302,12 @@ def flow_table(flows: list[Flow]) -> str:
             human_bytes(f.bytes),
             human_count(f.packets),
             tcp_state(f.tcp_flags) or "-",
+            *tcp_cells(f),
         ]
         for f in flows
     ]
     headers = ["SRC", "DST", "PORTS", "PROTO", "DIR", "BYTES", "PACKETS", "TCP"]
+    headers += ["RETRANS", "RST S/R", "CONNECT"]
     return table(headers=headers, rows=rows)
 
 

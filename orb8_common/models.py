@@ -255,6 +255,8 @@ class NetworkProbe(_Model):
     directions: tuple[Direction, ...] = ("ingress", "egress")
     protocols: tuple[Protocol, ...] = ("TCP", "UDP", "ICMP", "ICMPv6")
     top_flows: int = Field(default=50, ge=1, le=1000)
+    # retransmits, resets and connect latency on TCP flow rows (docs/tcp-health.md)
+    tcp_health: bool = True
 
     @field_validator("directions", "protocols")
     @classmethod
@@ -442,6 +444,11 @@ class Flow(_Model):
     first_seen: Timestamp | None = None
     last_seen: Timestamp | None = None
     node: str = ""
+    # TCP health of the source's socket (TCP rows, TCP health on; docs/tcp-health.md)
+    retransmits: int | None = Field(default=None, ge=0)
+    resets_sent: int | None = Field(default=None, ge=0)
+    resets_received: int | None = Field(default=None, ge=0)
+    connect_latency_ms: float | None = Field(default=None, ge=0)
 
 
 class AlertProcess(_Model):
@@ -513,6 +520,12 @@ class NodeEntry(_Model):
     packets: int = Field(default=0, ge=0)
     alert_count: int = Field(default=0, ge=0)
     dropped_events: int = Field(default=0, ge=0)
+    # TCP health totals of this node's target pods' sockets (all flows, not only the top)
+    retransmits: int = Field(default=0, ge=0)
+    resets_sent: int = Field(default=0, ge=0)
+    resets_received: int = Field(default=0, ge=0)
+    connects: int = Field(default=0, ge=0)
+    connect_latency_sum_ms: float = Field(default=0, ge=0)
     flows: tuple[Flow, ...] = ()
     alerts: tuple[Alert, ...] = ()
 
@@ -536,6 +549,11 @@ class TraceSummary(_Model):
     alerts: int = 0
     nodes: int = 0
     pods: int = 0
+    retransmits: int = 0
+    resets_sent: int = 0
+    resets_received: int = 0
+    connects: int = 0
+    connect_latency_ms: float | None = None  # mean over ``connects``; None when there were none
 
 
 class GpuSummary(_Model):

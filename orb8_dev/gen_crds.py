@@ -465,9 +465,23 @@ def flow_row() -> Schema:
             "firstSeen": timestamp("When the flow was first seen."),
             "lastSeen": timestamp("When the flow was last seen."),
             "node": string("Node that observed the flow.", max_length=MAX_NAME),
+            **tcp_health_fields(),
         },
         required=["source", "destination", "protocol"],
     )
+
+
+def tcp_health_fields() -> dict[str, Schema]:
+    """A TCP flow row's health: what the source's socket did (docs/tcp-health.md)."""
+    return {
+        "retransmits": counter("Segments the source's socket sent again."),
+        "resetsSent": counter("RSTs the source's socket (or its port) sent to the destination."),
+        "resetsReceived": counter("RSTs from the destination that reset the source's socket."),
+        "connectLatencyMs": number(
+            "SYN sent to ESTABLISHED, in milliseconds, when the source opened the connection.",
+            minimum=0,
+        ),
+    }
 
 
 def alert_row() -> Schema:
@@ -594,6 +608,11 @@ def probes(*, with_defaults: bool) -> Schema:
                 fmt="int32",
                 default=d(50),
             ),
+            "tcpHealth": boolean(
+                "Retransmits, resets and connect latency on TCP flow rows, from TCP"
+                " tracepoints (see docs/tcp-health.md).",
+                default=d(True),
+            ),
         },
     )
     syscalls = obj(
@@ -718,6 +737,13 @@ def trace_node_entry() -> Schema:
             "packets": counter("Packets seen on this node."),
             "alertCount": counter("Alerts raised on this node (all, not only those listed)."),
             "droppedEvents": counter("Events the node could not record (full maps or buffers)."),
+            "retransmits": counter("TCP segments the node's target pods sent again."),
+            "resetsSent": counter("TCP RSTs the node's target pods sent."),
+            "resetsReceived": counter("TCP RSTs that reset a socket of the node's target pods."),
+            "connects": counter("TCP connects of the node's target pods that got established."),
+            "connectLatencySumMs": number(
+                "Connect latency summed over connects, in milliseconds.", minimum=0
+            ),
             "flows": array("This node's top flows by bytes.", flow_row(), max_items=MAX_FLOWS),
             "alerts": array("This node's alerts.", alert_row(), max_items=MAX_ALERTS),
         },
@@ -790,6 +816,14 @@ def trace_session_schema() -> Schema:
                     "alerts": counter("Alerts raised."),
                     "nodes": counter("Nodes reporting."),
                     "pods": counter("Pods observed."),
+                    "retransmits": counter("TCP segments the pods sent again."),
+                    "resetsSent": counter("TCP RSTs the pods sent."),
+                    "resetsReceived": counter("TCP RSTs that reset a socket of the pods."),
+                    "connects": counter("TCP connects of the pods that got established."),
+                    "connectLatencyMs": number(
+                        "Mean connect latency (SYN sent to ESTABLISHED), in milliseconds.",
+                        minimum=0,
+                    ),
                 },
             ),
             "flows": array("Top flows by bytes, over all nodes.", flow_row(), max_items=MAX_FLOWS),
@@ -1099,6 +1133,9 @@ def all_crds() -> dict[str, Schema]:
                 column("Flows", ".status.summary.flows", "integer", "Flows seen."),
                 column("Bytes", ".status.summary.bytes", "integer", "Bytes seen."),
                 column("Alerts", ".status.summary.alerts", "integer", "Syscall alerts raised."),
+                column(
+                    "Retrans", ".status.summary.retransmits", "integer", "TCP segments sent again."
+                ),
                 AGE,
             ],
         ),

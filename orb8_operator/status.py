@@ -14,6 +14,12 @@ Summary totals start from each node's own totals (which cover flows outside
 its top-N list) and subtract the duplicates visible in the lists, so they are
 exact whenever the nodes list all their flows.
 
+TCP health on a flow row (retransmits, resets, connect latency) is what the
+source's socket did, seen only on the node that hosts that socket; the other
+node's observation of the same 5-tuple carries none (or zeros). The merged
+row takes the largest of each figure, and the summary sums the nodes' TCP
+totals, which never count one socket twice.
+
 Alerts merge by (namespace, pod, container, syscall): counts add up,
 firstSeen is the earliest, lastSeen the latest, severity the highest; the
 list is sorted by severity, then count, and capped at maxAlerts.
@@ -155,6 +161,19 @@ def _fill(endpoint: FlowEndpoint, others: Iterable[FlowEndpoint]) -> FlowEndpoin
     return endpoint
 
 
+_TCP_FIELDS = ("retransmits", "resets_sent", "resets_received", "connect_latency_ms")
+
+
+def _tcp_health(group: Sequence[Flow]) -> dict[str, Any]:
+    """Each TCP health figure from the observation that has it (the socket's node)."""
+    out: dict[str, Any] = {}
+    for name in _TCP_FIELDS:
+        values = [getattr(f, name) for f in group if getattr(f, name) is not None]
+        if values:
+            out[name] = max(values)
+    return out
+
+
 @dataclass(frozen=True)
 class FlowMerge:
     flows: tuple[Flow, ...]  # top-N unique flows, by bytes descending
@@ -187,6 +206,7 @@ def merge_flows(*, nodes: Iterable[NodeEntry], top_n: int) -> FlowMerge:
                     "last_seen": _max_time(f.last_seen for f in group),
                     "source": _fill(best.source, (f.source for f in rest)),
                     "destination": _fill(best.destination, (f.destination for f in rest)),
+                    **_tcp_health(group),
                 }
             )
         merged.append(best)
@@ -301,6 +321,8 @@ def trace_status(
     node_bytes = sum(max(n.bytes, sum(f.bytes for f in n.flows)) for n in nodes)
     node_packets = sum(max(n.packets, sum(f.packets for f in n.flows)) for n in nodes)
     node_alerts = sum(max(n.alert_count, len(n.alerts)) for n in nodes)
+    connects = sum(n.connects for n in nodes)
+    connect_ms = sum(n.connect_latency_sum_ms for n in nodes)
     summary = TraceSummary(
         flows=node_flows - flows.duplicates,
         bytes=node_bytes - flows.duplicate_bytes,
@@ -308,6 +330,11 @@ def trace_status(
         alerts=node_alerts - alerts.duplicates,
         nodes=len(nodes),
         pods=matched_pods,
+        retransmits=sum(n.retransmits for n in nodes),
+        resets_sent=sum(n.resets_sent for n in nodes),
+        resets_received=sum(n.resets_received for n in nodes),
+        connects=connects,
+        connect_latency_ms=round(connect_ms / connects, 3) if connects else None,
     )
     named = name_endpoints(flows=flows.flows, pods=pods)
     return TraceMerge(summary=summary, flows=named, alerts=alerts.alerts)

@@ -16,19 +16,21 @@ from typing import Protocol
 
 from orb8_agent.control.alerts import ContainerRef, SessionAlerts
 from orb8_agent.control.containers import ContainerCgroup, find_container_cgroups, pids_in
-from orb8_agent.control.flows import FlowRouter, SessionFlows
+from orb8_agent.control.flows import FlowRouter, SessionFlows, TcpTotals
 from orb8_agent.control.report import PodName, trace_node_entry
 from orb8_agent.control.served import TRACE_SESSION, Served, all_pods, container_ids
+from orb8_agent.control.tcphealth import TcpHealthRouter, wants_tcp_health
 from orb8_agent.control.veth import HostVeth, VethNotFoundError, host_veth_of
 from orb8_agent.dataplane import syscall_names
-from orb8_agent.dataplane.models import Alert, Flow
+from orb8_agent.dataplane.models import Alert, Flow, TcpHealth
+from orb8_agent.dataplane.tcphealth import netns_of_pid
 from orb8_agent.podmetrics import PodMetrics
 from orb8_common.errors import Orb8Error
 from orb8_common.models import AgentPod, NodeEntry, NodeState, SessionReport
 
 log = logging.getLogger(__name__)
 
-FLOWS, SYSCALLS = "flows", "syscalls"
+FLOWS, SYSCALLS, TCP = "flows", "syscalls", "tcp"
 
 
 class DataPlane(Protocol):
@@ -43,9 +45,12 @@ class DataPlane(Protocol):
     def read_flows(self) -> Sequence[Flow]: ...
     def poll_alerts(self) -> Sequence[Alert]: ...
     def dropped_events(self) -> int: ...
+    def set_watched_netns(self, *, inodes: Collection[int]) -> None: ...
+    def read_tcp_health(self) -> Sequence[TcpHealth]: ...
 
 
 VethResolver = Callable[[int], HostVeth]
+NetnsResolver = Callable[[int], int]  # pid → network namespace inode
 
 
 @dataclass
@@ -60,6 +65,7 @@ class SessionState:
 class _Resolved:
     cgroups: dict[str, ContainerCgroup] = field(default_factory=dict)  # by container id
     veths: dict[str, HostVeth] = field(default_factory=dict)  # by pod uid
+    netns: dict[str, int] = field(default_factory=dict)  # pod uid → network namespace inode
     problems: dict[str, str] = field(default_factory=dict)  # pod uid → why unresolved
     node_problems: dict[str, tuple[str, str]] = field(default_factory=dict)  # what → (probe, why)
 
@@ -70,13 +76,15 @@ class NodeAgent:
     def __init__(
         self, *, node: str, dataplane: DataPlane, cgroup_root: Path,
         clock: Callable[[], float] = time.time, veth_resolver: VethResolver | None = None,
-        pod_metrics: PodMetrics | None = None,
+        pod_metrics: PodMetrics | None = None, netns_resolver: NetnsResolver | None = None,
     ) -> None:  # fmt: skip
         self.node = node
         self._dataplane = dataplane
         self._cgroup_root = cgroup_root
         self._clock = clock
         self._veth_of: VethResolver = veth_resolver or (lambda pid: host_veth_of(pid=pid))
+        self._netns_of: NetnsResolver = netns_resolver or (lambda pid: netns_of_pid(pid=pid))
+        self._tcp_router = TcpHealthRouter(sessions=(), pod_by_netns={})
         self._sessions: dict[str, SessionState] = {}
         self._resolved = _Resolved()
         self._attached: dict[str, int] = {}  # host veth name → ifindex
@@ -87,6 +95,7 @@ class NodeAgent:
         self._restored: dict[str, NodeEntry] = {}  # uid → this node's last report before a restart
         self.pod_metrics = pod_metrics or PodMetrics(clock=clock)
         self._pod_key_by_ifindex: dict[int, tuple[str, str]] = {}
+        self._pod_key_by_netns: dict[int, tuple[str, str]] = {}
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -131,6 +140,10 @@ class NodeAgent:
                     bytes_=earlier.bytes, packets=earlier.packets,
                     flow_count=earlier.flow_count, rows=earlier.flows,
                 )  # fmt: skip
+                flows.tcp = TcpTotals(
+                    earlier.retransmits, earlier.resets_sent, earlier.resets_received,
+                    earlier.connects, earlier.connect_latency_sum_ms,
+                )  # fmt: skip
             if alerts is not None:
                 alerts.restore(alert_count=earlier.alert_count, rows=earlier.alerts)
         return SessionState(target=target, flows=flows, alerts=alerts)
@@ -171,7 +184,24 @@ class NodeAgent:
         self._pod_key_by_ifindex = {
             index: (pods[uid].namespace, pods[uid].name) for index, uid in pod_by_ifindex.items()
         }
+        self._configure_tcp(pods=pods)
         self.pod_metrics.retain(present={(pod.namespace, pod.name) for pod in pods.values()})
+
+    def _configure_tcp(self, *, pods: Mapping[str, AgentPod]) -> None:
+        """Watch the network namespaces of pods whose sessions want TCP health."""
+        pod_by_netns = {inode: uid for uid, inode in self._resolved.netns.items() if uid in pods}
+        self._tcp_router = TcpHealthRouter(sessions=self._targets, pod_by_netns=pod_by_netns)
+        self._pod_key_by_netns = {
+            inode: (pods[uid].namespace, pods[uid].name) for inode, uid in pod_by_netns.items()
+        }
+        if TCP not in self._dataplane.loaded_probes():
+            return
+        inodes = self._tcp_router.watched_netns
+        self._safely(
+            "watch network namespaces",
+            lambda: self._dataplane.set_watched_netns(inodes=inodes),
+            probe=TCP,
+        )
 
     def _configure_syscalls(self, *, pods: Mapping[str, AgentPod]) -> None:
         refs: dict[int, ContainerRef] = {}
@@ -215,6 +245,7 @@ class NodeAgent:
                 continue
             if pod.host_network:
                 continue  # shares the host's interfaces; attributed by cgroup only
+            self._resolve_netns(pod=pod, cgroups=cgroups, into=resolved)
             known = self._resolved.veths.get(pod.uid)
             if known is not None:
                 resolved.veths[pod.uid] = known
@@ -228,6 +259,22 @@ class NodeAgent:
             except VethNotFoundError as err:
                 resolved.problems[pod.uid] = str(err)
         return resolved
+
+    def _resolve_netns(
+        self, *, pod: AgentPod, cgroups: Sequence[ContainerCgroup], into: _Resolved
+    ) -> None:
+        """The pod's network namespace inode (TCP health is keyed by it); kept once known."""
+        known = self._resolved.netns.get(pod.uid)
+        if known is not None:
+            into.netns[pod.uid] = known
+            return
+        for cgroup in cgroups:
+            for pid in pids_in(path=cgroup.path):
+                try:
+                    into.netns[pod.uid] = self._netns_of(pid)
+                    return
+                except Orb8Error as err:
+                    log.debug("netns of pid %d in %s: %s", pid, pod.name, err)
 
     def _attach(self, *, name: str) -> bool:
         """Attach the flow probe to ``name``; a failure is filed under the pod it serves."""
@@ -268,7 +315,19 @@ class NodeAgent:
                     state = self._sessions.get(target.uid)
                     if state is not None and state.flows is not None and not state.stopped:
                         state.flows.add(observation=observation, now=now)
+        if TCP in self._dataplane.loaded_probes():
+            self._collect_tcp(now=now)
         self.poll_alerts()
+
+    def _collect_tcp(self, *, now: float) -> None:
+        """Join the sockets' TCP health to the flows (after them, so the rows exist)."""
+        rows = self._dataplane.read_tcp_health()
+        self.pod_metrics.add_tcp(rows=rows, pod_of=self._pod_key_by_netns)
+        for health in rows:
+            for target in self._tcp_router.route(health=health):
+                state = self._sessions.get(target.uid)
+                if state is not None and state.flows is not None and not state.stopped:
+                    state.flows.add_tcp(health=health, now=now)
 
     def poll_alerts(self) -> None:
         """Read the syscall ring buffer into the sessions' alerts (every tick: it is bounded)."""
@@ -333,6 +392,7 @@ class NodeAgent:
         errors = self._dataplane.probe_errors()
         wanted = {FLOWS} if target.network else set()
         wanted |= {SYSCALLS} if target.syscalls else set()
+        wanted |= {TCP} if wants_tcp_health(session=target) else set()
         missing = sorted(wanted - loaded)
         problems = [f"{p} probe unavailable: {errors.get(p, 'not loaded')}" for p in missing]
         problems += [
@@ -364,6 +424,7 @@ class NodeAgent:
             alerts=state.alerts,
             max_alerts=int(syscalls.max_alerts * scale) if syscalls else 0,
             pods_by_ip=self._pods_by_ip, dropped_events=self._dataplane.dropped_events(),
+            tcp_health=TCP in wanted & loaded,
         )  # fmt: skip
 
     def shutdown(self) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from orb8_agent.control.served import Served
-from orb8_agent.dataplane.models import Flow
+from orb8_agent.dataplane.models import Flow, TcpHealth
 from orb8_common.models import Flow as FlowRow
 
 FlowKey = tuple[str, int, str, int, str]  # src ip, src port, dst ip, dst port, protocol
@@ -29,11 +29,39 @@ class FlowStats:
     first_seen: float
     last_seen: float
     tcp_flags: int
+    # TCP health of the source's socket (see orb8_agent.control.tcphealth)
+    retransmits: int = 0
+    resets_sent: int = 0
+    resets_received: int = 0
+    connects: int = 0
+    connect_ms_total: float = 0.0
+
+    @property
+    def connect_latency_ms(self) -> float | None:
+        return self.connect_ms_total / self.connects if self.connects else None
 
 
 def pod_direction(*, hook_direction: str) -> str:
     """Direction relative to the pod for a packet seen on its host-side veth."""
     return "egress" if hook_direction == "ingress" else "ingress"
+
+
+@dataclass
+class TcpTotals:
+    """A session's TCP health on this node, over every socket (not only listed flows)."""
+
+    retransmits: int = 0
+    resets_sent: int = 0
+    resets_received: int = 0
+    connects: int = 0
+    connect_ms_total: float = 0.0
+
+    def add(self, *, health: TcpHealth) -> None:
+        self.retransmits += health.retransmits
+        self.resets_sent += health.resets_sent
+        self.resets_received += health.resets_received
+        self.connects += health.connects
+        self.connect_ms_total += health.connect_ns_total / 1e6
 
 
 class SessionFlows:
@@ -45,6 +73,7 @@ class SessionFlows:
         self.bytes = 0
         self.packets = 0
         self.untracked_flows = 0
+        self.tcp = TcpTotals()
 
     def restore(
         self, *, bytes_: int, packets: int, flow_count: int, rows: Iterable[FlowRow]
@@ -61,7 +90,13 @@ class SessionFlows:
             )  # fmt: skip
             first = row.first_seen.timestamp() if row.first_seen else 0.0
             last = row.last_seen.timestamp() if row.last_seen else first
-            self._flows[key] = FlowStats(row.bytes, row.packets, first, last, 0)
+            latency = row.connect_latency_ms
+            self._flows[key] = FlowStats(
+                row.bytes, row.packets, first, last, 0,
+                retransmits=row.retransmits or 0, resets_sent=row.resets_sent or 0,
+                resets_received=row.resets_received or 0, connects=1 if latency is not None else 0,
+                connect_ms_total=latency or 0.0,
+            )  # fmt: skip
         self.bytes, self.packets = bytes_, packets
         self.untracked_flows = max(0, flow_count - len(self._flows))
 
@@ -82,6 +117,34 @@ class SessionFlows:
         stats.packets += observation.packets
         stats.last_seen = now
         stats.tcp_flags |= observation.tcp_flags
+
+    def add_tcp(self, *, health: TcpHealth, now: float) -> None:
+        """Join one socket's TCP health to the flow its socket sends (source = the socket).
+
+        The flow usually exists already (the probe drains flows first); when
+        it does not (filtered out, or not seen on the veth) it is created
+        with no bytes, so a reset or a failed connect is never lost.
+        """
+        connect_ms = health.connect_ns_total / 1e6
+        self.tcp.add(health=health)
+        key: FlowKey = (
+            health.local_ip,
+            health.local_port,
+            health.remote_ip,
+            health.remote_port,
+            "TCP",
+        )
+        stats = self._flows.get(key)
+        if stats is None:
+            if len(self._flows) >= self._max_tracked:
+                self.untracked_flows += 1
+                return
+            stats = self._flows[key] = FlowStats(0, 0, now, now, 0)
+        stats.retransmits += health.retransmits
+        stats.resets_sent += health.resets_sent
+        stats.resets_received += health.resets_received
+        stats.connects += health.connects
+        stats.connect_ms_total += connect_ms
 
     @property
     def flow_count(self) -> int:

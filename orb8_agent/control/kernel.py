@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 
 from orb8_agent.dataplane.flows import FlowCollector
-from orb8_agent.dataplane.models import Alert, Flow
+from orb8_agent.dataplane.models import Alert, Flow, TcpHealth
 from orb8_agent.dataplane.probes import ProbeSet
 from orb8_agent.dataplane.syscalls import SyscallCollector
+from orb8_agent.dataplane.tcphealth import TcpHealthCollector
 from orb8_common.errors import ProbeLoadError
 
-FLOWS, SYSCALLS = "flows", "syscalls"
+FLOWS, SYSCALLS, TCP = "flows", "syscalls", "tcp"
 
 
 class KernelDataPlane:
@@ -21,7 +22,8 @@ class KernelDataPlane:
 
     def loaded_probes(self) -> frozenset[str]:
         loaded = {FLOWS} if self._probes.flows is not None else set()
-        return frozenset(loaded | ({SYSCALLS} if self._probes.syscalls is not None else set()))
+        loaded |= {SYSCALLS} if self._probes.syscalls is not None else set()
+        return frozenset(loaded | ({TCP} if self._probes.tcp is not None else set()))
 
     def probe_errors(self) -> Mapping[str, str]:
         return dict(self._probes.failures)
@@ -56,6 +58,12 @@ class KernelDataPlane:
         stats = self._probes.syscalls.stats()
         return stats.rate_limited + stats.ringbuf_full + stats.lost_in_user_space
 
+    def set_watched_netns(self, *, inodes: Collection[int]) -> None:
+        self._tcp().set_watched_netns(inodes=frozenset(inodes))
+
+    def read_tcp_health(self) -> list[TcpHealth]:
+        return self._tcp().read()
+
     def close(self) -> None:
         self._probes.close()
 
@@ -63,6 +71,13 @@ class KernelDataPlane:
         if self._probes.flows is None:
             raise ProbeLoadError(f"flow probe is not loaded: {self._probes.failures.get(FLOWS)}")
         return self._probes.flows
+
+    def _tcp(self) -> TcpHealthCollector:
+        if self._probes.tcp is None:
+            raise ProbeLoadError(
+                f"TCP health probe is not loaded: {self._probes.failures.get(TCP)}"
+            )
+        return self._probes.tcp
 
     def _syscalls(self) -> SyscallCollector:
         if self._probes.syscalls is None:

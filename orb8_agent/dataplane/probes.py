@@ -15,6 +15,7 @@ from orb8_common.errors import Orb8Error, ProbeLoadError
 from . import tc
 from .flows import FlowCollector
 from .syscalls import Hook, SyscallCollector
+from .tcphealth import TcpHealthCollector
 
 
 @dataclass
@@ -23,12 +24,16 @@ class ProbeSet:
 
     flows: FlowCollector | None = None
     syscalls: SyscallCollector | None = None
+    tcp: TcpHealthCollector | None = None
     failures: dict[str, str] = field(default_factory=dict)
 
     def statuses(self) -> list[dict[str, object]]:
         """``[{name, loadable, message}]`` as NodeAgentConfig status wants it."""
         out: list[dict[str, object]] = []
-        for name, loaded in (("flows", self.flows), ("syscalls", self.syscalls)):
+        named: tuple[tuple[str, object], ...] = (
+            ("flows", self.flows), ("syscalls", self.syscalls), ("tcp", self.tcp),
+        )  # fmt: skip
+        for name, loaded in named:
             if loaded is not None or name in self.failures:
                 out.append(
                     {
@@ -41,14 +46,14 @@ class ProbeSet:
 
     def close(self) -> None:
         errors: list[str] = []
-        for c in (self.flows, self.syscalls):
+        for c in (self.flows, self.syscalls, self.tcp):
             if c is None:
                 continue
             try:
                 c.close()
             except Orb8Error as err:
                 errors.append(str(err))
-        self.flows = self.syscalls = None
+        self.flows = self.syscalls = self.tcp = None
         if errors:
             raise ProbeLoadError("; ".join(errors))
 
@@ -58,6 +63,7 @@ def start_probes(
     agent_id: str,
     flows: bool = True,
     syscalls: bool = True,
+    tcp: bool = False,
     hook: Hook = Hook.RAW_TP,
     alerts_per_second: int = 100,
     run_dir: Path = tc.DEFAULT_RUN_DIR,
@@ -65,7 +71,7 @@ def start_probes(
 ) -> ProbeSet:
     """Open the requested probes. Raises ProbeLoadError only if none loads.
 
-    ``pin_dir``: keep the flow map pinned there (see FlowCollector).
+    ``pin_dir``: keep the flow and TCP health maps pinned there (see FlowCollector).
     """
     probes = ProbeSet()
     if flows:
@@ -82,7 +88,15 @@ def start_probes(
             probes.syscalls = sc
         except Orb8Error as err:
             probes.failures["syscalls"] = str(err)
-    if (flows or syscalls) and probes.flows is None and probes.syscalls is None:
+    if tcp:
+        th = TcpHealthCollector(agent_id=agent_id, pin_dir=pin_dir)
+        try:
+            th.open()
+            probes.tcp = th
+        except Orb8Error as err:
+            probes.failures["tcp"] = str(err)
+    wanted = flows or syscalls or tcp
+    if wanted and probes.flows is None and probes.syscalls is None and probes.tcp is None:
         detail = "; ".join(f"{name}: {msg}" for name, msg in probes.failures.items())
         raise ProbeLoadError(f"no probe could be loaded: {detail}")
     return probes

@@ -19,7 +19,7 @@ from prometheus_client.samples import Sample
 
 from orb8_agent.control.agent import NodeAgent
 from orb8_agent.control.gpu_sessions import GpuSessions
-from orb8_agent.dataplane.models import Alert, Flow
+from orb8_agent.dataplane.models import Alert, Flow, TcpHealth
 from orb8_agent.dataplane.probes import ProbeSet
 from orb8_agent.metrics import build_registry
 from orb8_agent.podmetrics import ACTIVE_WINDOW_S, OTHER, PodMetrics
@@ -30,6 +30,7 @@ from orb8_common.watchstate import WatchState
 ALLOWED_LABELS = {
     "namespace", "pod", "direction", "protocol", "syscall", "probe", "map", "reason",
     "watch", "target", "result", "group", "gpu", "source",
+    "le",  # the connect latency histogram's fixed buckets
 }  # fmt: skip
 FORBIDDEN_LABELS = {"ip", "src", "dst", "src_ip", "dst_ip", "port", "sport", "dport", "pid",
                     "tgid", "comm", "flow", "container_id", "cgroup", "ifindex"}  # fmt: skip
@@ -65,6 +66,11 @@ class IdleDataPlane:
 
     def dropped_events(self) -> int:
         return 0
+
+    def set_watched_netns(self, *, inodes: Collection[int]) -> None: ...
+
+    def read_tcp_health(self) -> Sequence[TcpHealth]:
+        return []
 
 
 def _agent(tmp_path: Path, *, max_pods: int, clock: Clock) -> tuple[NodeAgent, CollectorRegistry]:
@@ -234,12 +240,14 @@ def test_every_agent_family_is_exposed_with_orb8_names_and_units(tmp_path: Path)
         "orb8_ringbuf_used_bytes": "gauge", "orb8_ringbuf_size_bytes": "gauge",
         "orb8_watch_connected": "gauge", "orb8_watch_reconnects": "counter",
         "orb8_watch_last_sync_timestamp_seconds": "gauge", "orb8_status_writes": "counter",
+        "orb8_tcp_retransmits": "counter", "orb8_tcp_resets": "counter",
+        "orb8_tcp_connects": "counter", "orb8_tcp_connect_latency_seconds": "histogram",
     }  # fmt: skip
     assert families == expected
     assert "# TYPE orb8_flow_bytes_total counter" in text
     samples = _samples(registry)
     loaded = {s.labels["probe"]: s.value for s in _by_name(samples, "orb8_probes_loaded")}
-    assert loaded == {"flows": 0.0, "syscalls": 0.0}
+    assert loaded == {"flows": 0.0, "syscalls": 0.0, "tcp": 0.0}
     writes = {
         (s.labels["target"], s.labels["result"])
         for s in _by_name(samples, "orb8_status_writes_total")
