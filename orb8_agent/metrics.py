@@ -73,7 +73,14 @@ class AgentCollector(Collector):
         )  # fmt: skip
         for (namespace, pod, syscall), count in sorted(pods.alerts.items()):
             alerts.add_metric([namespace, pod, syscall], count)
-        yield from (flow_bytes, flow_packets, active, alerts)
+        baseline = CounterMetricFamily(
+            "orb8_syscall_baseline_alerts", "Learned-baseline alerts raised for the pod's "
+            "containers, by reason (one per container, syscall and window)",
+            labels=["namespace", "pod", "reason"],
+        )  # fmt: skip
+        for (namespace, pod, reason), count in sorted(pods.baseline_alerts.items()):
+            baseline.add_metric([namespace, pod, reason], count)
+        yield from (flow_bytes, flow_packets, active, alerts, baseline)
         capped = CounterMetricFamily(
             "orb8_metrics_series_capped", "Pods folded into pod=\"_other\" because "
             "--metrics-max-pods pods already had series of their own", labels=["group"],
@@ -96,6 +103,20 @@ class AgentCollector(Collector):
             "orb8_pods_tracked", "Target pods of the trace sessions on this node",
             value=self._agent.tracked_pods,
         )  # fmt: skip
+        containers = GaugeMetricFamily(
+            "orb8_syscall_baseline_containers", "Containers with a learned syscall baseline, "
+            "by state (learning or learned), over the sessions served", labels=["state"],
+        )  # fmt: skip
+        for state, count in sorted(self._agent.baseline_containers().items()):
+            containers.add_metric([state], count)
+        yield containers
+        windows = CounterMetricFamily(
+            "orb8_syscall_baseline_windows", "Container windows the learned baselines learned "
+            "from or judged", labels=["result"],
+        )  # fmt: skip
+        for result, count in sorted(self._agent.baseline_windows().items()):
+            windows.add_metric([result], count)
+        yield windows
         yield GaugeMetricFamily(
             "orb8_attached_interfaces", "Host veths the flow probe is attached to",
             value=len(self._agent.attached_interfaces),

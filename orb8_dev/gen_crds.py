@@ -489,6 +489,12 @@ def alert_row() -> Schema:
                 },
                 required=["pid"],
             ),
+            "ratePerSecond": number(
+                "Rate spikes: the highest rate of one window, calls per second.", minimum=0
+            ),
+            "learnedRatePerSecond": number(
+                "Rate spikes: the learned peak rate, calls per second.", minimum=0
+            ),
         },
         required=["namespace", "pod", "syscall"],
     )
@@ -613,9 +619,32 @@ def probes(*, with_defaults: bool) -> Schema:
                 default=d(list(DANGEROUS_SYSCALLS)),
             ),
             "learningPeriod": duration(
-                "Observe without alerting for this long after the probe starts.",
+                "Learn each container's syscalls and their rates for this long after it"
+                " first appears (0s: no baseline); afterwards syscalls outside the baseline"
+                " and rate spikes raise alerts, and alert-list syscalls it made are not"
+                " alerted.",
                 inclusive=True,
                 default=d("0s"),
+            ),
+            "baseline": obj(
+                "Rate-spike thresholds of the learned baseline: a window (one report"
+                " interval) is a spike when a known syscall's count is above"
+                " max(spikeFactor x learned peak, spikeMinCount).",
+                {
+                    "spikeFactor": integer(
+                        "How many times the learned peak rate a window must exceed.",
+                        minimum=2,
+                        maximum=1000,
+                        fmt="int32",
+                        default=d(10),
+                    ),
+                    "spikeMinCount": integer(
+                        "The fewest calls in one window that can be a spike.",
+                        minimum=1,
+                        fmt="int32",
+                        default=d(1000),
+                    ),
+                },
             ),
             "maxAlerts": integer(
                 "The most alerts each node and the session keep.",

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Protocol
 
 from orb8_agent.control.alerts import ContainerRef, SessionAlerts
+from orb8_agent.control.baseline import Baselines, ContainerKey, SpikeRule
 from orb8_agent.control.containers import ContainerCgroup, find_container_cgroups, pids_in
 from orb8_agent.control.flows import FlowRouter, SessionFlows
 from orb8_agent.control.report import PodName, trace_node_entry
 from orb8_agent.control.served import TRACE_SESSION, Served, all_pods, container_ids
 from orb8_agent.control.veth import HostVeth, VethNotFoundError, host_veth_of
 from orb8_agent.dataplane import syscall_names
-from orb8_agent.dataplane.models import Alert, Flow
+from orb8_agent.dataplane.models import Alert, Flow, SyscallCount
 from orb8_agent.podmetrics import PodMetrics
 from orb8_common.errors import Orb8Error
 from orb8_common.models import AgentPod, NodeEntry, NodeState, SessionReport
@@ -42,6 +43,7 @@ class DataPlane(Protocol):
     def set_alert_syscalls(self, *, names: Collection[str]) -> None: ...
     def read_flows(self) -> Sequence[Flow]: ...
     def poll_alerts(self) -> Sequence[Alert]: ...
+    def read_counts(self) -> Sequence[SyscallCount]: ...
     def dropped_events(self) -> int: ...
 
 
@@ -117,10 +119,22 @@ class NodeAgent:
         flows = (old.flows if old and old.flows else SessionFlows()) if network else None
         alerts = None
         if syscalls is not None:
+            baselines = None
+            if syscalls.learning_period_seconds > 0:
+                baselines = Baselines(
+                    learning_period=syscalls.learning_period_seconds,
+                    window=target.report_interval_s,
+                    rule=SpikeRule(
+                        factor=syscalls.baseline.spike_factor,
+                        min_count=syscalls.baseline.spike_min_count,
+                    ),
+                    now=now,
+                )
             alerts = SessionAlerts(
                 alert_on=syscalls.alert_on,
                 learning_until=now + syscalls.learning_period_seconds,
                 max_alerts=syscalls.max_alerts,
+                baselines=baselines,
             )
             if old is not None and old.alerts is not None:
                 alerts.carry_over(old.alerts)
@@ -181,6 +195,7 @@ class NodeAgent:
                 if cgroup is not None:
                     refs[cgroup.cgroup_id] = ContainerRef(pod.namespace, pod.name, pod.uid, name)
         self._container_refs = refs
+        self._track_baselines()
         if SYSCALLS not in self._dataplane.loaded_probes():
             return
         syscall_pods = {pod.uid for t in self._targets if t.syscalls for pod in t.pods}
@@ -197,6 +212,22 @@ class NodeAgent:
             lambda: self._dataplane.set_alert_syscalls(names=known),
             probe=SYSCALLS,
         )
+
+    def _track_baselines(self) -> None:
+        """Tell each session's baselines which of its containers run here now (and their ids)."""
+        now = self._clock()
+        for state in self._sessions.values():
+            baselines = state.alerts.baselines if state.alerts is not None else None
+            if baselines is None or state.stopped:
+                continue
+            uids = {pod.uid for pod in state.target.pods}
+            baselines.track(
+                containers={
+                    (ref.namespace, ref.pod, ref.container): cgroup_id
+                    for cgroup_id, ref in self._container_refs.items() if ref.pod_uid in uids
+                },
+                now=now,
+            )  # fmt: skip
 
     @staticmethod
     def _unknown_syscalls(*, names: Collection[str]) -> list[str]:
@@ -271,10 +302,15 @@ class NodeAgent:
         self.poll_alerts()
 
     def poll_alerts(self) -> None:
-        """Read the syscall ring buffer into the sessions' alerts (every tick: it is bounded)."""
+        """Read the syscall ring buffer into the sessions' alerts (every tick: it is bounded),
+        and the per-syscall counts into the sessions' baselines."""
         if SYSCALLS not in self._dataplane.loaded_probes():
             return
         now = self._clock()
+        self._poll_events(now=now)
+        self._poll_counts(now=now)
+
+    def _poll_events(self, *, now: float) -> None:
         for event in self._dataplane.poll_alerts():
             ref = self._container_refs.get(event.cgroup_id)
             if ref is None:
@@ -285,6 +321,58 @@ class NodeAgent:
                     continue
                 if any(pod.uid == ref.pod_uid for pod in state.target.pods):
                     state.alerts.add(ref=ref, event=event, now=now)
+
+    def _poll_counts(self, *, now: float) -> None:
+        """Drain the kernel's per-(cgroup, syscall) counts; close the baselines' windows.
+
+        The count map is drained on every tick while any session learns or
+        judges a baseline, so each drain holds about one tick of calls.
+        """
+        learning = [
+            s for s in self._sessions.values()
+            if s.alerts is not None and s.alerts.baselines is not None and not s.stopped
+        ]  # fmt: skip
+        if not learning:
+            return
+        by_container: dict[int, list[tuple[str, int]]] = {}
+        for count in self._dataplane.read_counts():
+            by_container.setdefault(count.cgroup_id, []).append((count.name, count.count))
+        refs: dict[ContainerKey, ContainerRef] = {
+            (ref.namespace, ref.pod, ref.container): ref for ref in self._container_refs.values()
+        }
+        for state in learning:
+            alerts = state.alerts
+            assert alerts is not None
+            uids = {pod.uid for pod in state.target.pods}
+            for cgroup_id, counts in by_container.items():
+                owner = self._container_refs.get(cgroup_id)
+                if owner is not None and owner.pod_uid in uids:
+                    alerts.add_counts(ref=owner, counts=counts)
+            alerts.close_window(refs=refs, now=now)
+            for ref, reason in alerts.baseline_alerts:
+                self.pod_metrics.add_baseline_alert(pod=(ref.namespace, ref.pod), reason=reason)
+            alerts.baseline_alerts.clear()
+
+    def baseline_windows(self) -> dict[str, int]:
+        """Container windows learned and judged so far, over the sessions served."""
+        out = {"learned": 0, "judged": 0}
+        for state in self._sessions.values():
+            if state.alerts is not None:
+                out["learned"] += state.alerts.windows_learned
+                out["judged"] += state.alerts.windows_judged
+        return out
+
+    def baseline_containers(self) -> dict[str, int]:
+        """Containers whose baseline is learning, or learned, now."""
+        now = self._clock()
+        out = {"learning": 0, "learned": 0}
+        for state in self._sessions.values():
+            baselines = state.alerts.baselines if state.alerts is not None else None
+            if baselines is None or state.stopped:
+                continue
+            for container in baselines.containers().values():
+                out["learning" if container.learning(now=now) else "learned"] += 1
+        return out
 
     # -- reporting ---------------------------------------------------------------------------
 
