@@ -12,7 +12,7 @@ export ORB8_STATE
 
 .PHONY: help setup deps venv control-plane node-deps bpf lint test test-unit test-stress \
 	cluster-up cluster-down crds-install demo images bench bench-dataplane bench-operator \
-	bench-gpu clean reliability-doc
+	bench-gpu bench-baseline clean reliability-doc
 
 help:
 	@echo "make demo             run orb8 end to end on a local control plane (DEMO_ARGS=--keep)"
@@ -31,6 +31,7 @@ help:
 	@echo "make bench-dataplane  probe overhead and collector cost, as ratios"
 	@echo "make bench-operator   500 sessions, 50 nodes, 5,000 pods, reporting agents; both layouts"
 	@echo "make bench-gpu        GPU parse + join and collector CPU"
+	@echo "make bench-baseline   false-positive rate of the learned syscall baseline (root, ~15 min)"
 
 deps:
 	@hack/install-deps.sh
@@ -115,6 +116,12 @@ demo: setup
 
 bench-gpu: venv
 	$(PY) -m bench.gpu_bench
+
+# The learned syscall baseline's false-positive rate on benign workloads (web server
+# under load, package installs, a test run) with the real probe; needs root.
+# Results go in docs/syscall-baseline.md. BENCH_ARGS="--replay bench/results/baseline_fp.json".
+bench-baseline: venv bpf
+	$(PY) -m bench.baseline_fp $(BENCH_ARGS)
 
 # Regenerates the kubelet pod-resources v1 Python stubs from their .proto.
 .PHONY: proto

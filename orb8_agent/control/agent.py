@@ -12,8 +12,9 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from orb8_agent.control import baseline_store
 from orb8_agent.control.alerts import ContainerRef, SessionAlerts
 from orb8_agent.control.baseline import Baselines, ContainerKey, SpikeRule
 from orb8_agent.control.containers import ContainerCgroup, find_container_cgroups, pids_in
@@ -72,7 +73,7 @@ class NodeAgent:
     def __init__(
         self, *, node: str, dataplane: DataPlane, cgroup_root: Path,
         clock: Callable[[], float] = time.time, veth_resolver: VethResolver | None = None,
-        pod_metrics: PodMetrics | None = None,
+        pod_metrics: PodMetrics | None = None, baseline_path: Path | None = None,
     ) -> None:  # fmt: skip
         self.node = node
         self._dataplane = dataplane
@@ -89,6 +90,12 @@ class NodeAgent:
         self._restored: dict[str, NodeEntry] = {}  # uid → this node's last report before a restart
         self.pod_metrics = pod_metrics or PodMetrics(clock=clock)
         self._pod_key_by_ifindex: dict[int, tuple[str, str]] = {}
+        # Learned baselines survive agent restarts in this file (None: relearn after one).
+        self._baseline_path = baseline_path
+        self._saved_baselines: dict[str, dict[str, Any]] = (
+            baseline_store.load(path=baseline_path) if baseline_path is not None else {}
+        )
+        self._saved_uids: set[str] = set(self._saved_baselines)
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -130,6 +137,9 @@ class NodeAgent:
                     ),
                     now=now,
                 )
+                saved = self._saved_baselines.pop(target.uid, None)
+                if saved is not None and old is None:
+                    baselines.restore(snapshot=saved)
             alerts = SessionAlerts(
                 alert_on=syscalls.alert_on,
                 learning_until=now + syscalls.learning_period_seconds,
@@ -309,6 +319,7 @@ class NodeAgent:
         now = self._clock()
         self._poll_events(now=now)
         self._poll_counts(now=now)
+        self._save_baselines()
 
     def _poll_events(self, *, now: float) -> None:
         for event in self._dataplane.poll_alerts():
@@ -352,6 +363,26 @@ class NodeAgent:
             for ref, reason in alerts.baseline_alerts:
                 self.pod_metrics.add_baseline_alert(pod=(ref.namespace, ref.pod), reason=reason)
             alerts.baseline_alerts.clear()
+
+    def _save_baselines(self) -> None:
+        """Write every served session's baselines when one of them changed."""
+        if self._baseline_path is None:
+            return
+        served = {
+            uid: s.alerts.baselines for uid, s in self._sessions.items()
+            if s.alerts is not None and s.alerts.baselines is not None and not s.stopped
+        }  # fmt: skip
+        if set(served) == self._saved_uids and not any(b.dirty for b in served.values()):
+            return
+        if not served:
+            baseline_store.remove(path=self._baseline_path)
+            self._saved_uids = set()
+            return
+        snapshots = {uid: b.snapshot() for uid, b in served.items()}
+        if baseline_store.save(path=self._baseline_path, sessions=snapshots):
+            self._saved_uids = set(served)
+            for b in served.values():
+                b.dirty = False
 
     def baseline_windows(self) -> dict[str, int]:
         """Container windows learned and judged so far, over the sessions served."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from orb8_common.models import Severity
 
@@ -161,6 +162,7 @@ class Baselines:
         self.rule = rule
         self._window_start = now
         self._containers: dict[ContainerKey, ContainerBaseline] = {}
+        self.dirty = False  # learned something, or containers came or went, since the last save
 
     def carry_over(self, old: Baselines) -> None:
         """Keep what ``old`` learned (a new spec generation of the same session)."""
@@ -171,13 +173,16 @@ class Baselines:
         """The session's containers on this node now, with their cgroup ids."""
         for key in [k for k in self._containers if k not in containers]:
             del self._containers[key]
+            self.dirty = True
         for key, cgroup_id in containers.items():
             state = self._containers.get(key)
             if state is None:
                 self._containers[key] = ContainerBaseline(cgroup_id, now + self.learning_period)
+                self.dirty = True
             elif state.cgroup_id != cgroup_id:
                 state.cgroup_id = cgroup_id
                 state.learning_until = max(state.learning_until, now + self.learning_period)
+                self.dirty = True
 
     def add(self, *, key: ContainerKey, counts: Iterable[tuple[str, int]]) -> None:
         state = self._containers.get(key)
@@ -214,6 +219,7 @@ class Baselines:
                 state.learned = learn(learned=state.learned, counts=counts, seconds=seconds)
                 state.learned_windows += 1
                 learned += 1
+                self.dirty = True
             else:
                 found = judge(learned=state.learned, counts=counts, seconds=seconds, rule=self.rule)
                 findings += [(key, f) for f in found]
@@ -223,3 +229,36 @@ class Baselines:
 
     def containers(self) -> dict[ContainerKey, ContainerBaseline]:
         return dict(self._containers)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What was learned, as JSON-ready data (see :meth:`restore`)."""
+        return {
+            "containers": [
+                {
+                    "namespace": key[0], "pod": key[1], "container": key[2],
+                    "cgroupId": state.cgroup_id, "learningUntil": state.learning_until,
+                    "learned": dict(sorted(state.learned.items())),
+                    "learnedWindows": state.learned_windows,
+                }
+                for key, state in sorted(self._containers.items())
+            ]
+        }  # fmt: skip
+
+    def restore(self, *, snapshot: Mapping[str, Any]) -> None:
+        """Continue from a :meth:`snapshot` (after an agent restart); bad entries are skipped.
+
+        A container keeps its baseline, and its learning deadline, while its
+        cgroup id is the same; :meth:`track` starts learning again when the
+        container was replaced meanwhile.
+        """
+        for item in snapshot.get("containers") or []:
+            try:
+                key = (str(item["namespace"]), str(item["pod"]), str(item["container"]))
+                self._containers[key] = ContainerBaseline(
+                    cgroup_id=int(item["cgroupId"]),
+                    learning_until=float(item["learningUntil"]),
+                    learned={str(k): float(v) for k, v in dict(item["learned"]).items()},
+                    learned_windows=int(item.get("learnedWindows", 0)),
+                )
+            except (KeyError, TypeError, ValueError):
+                continue

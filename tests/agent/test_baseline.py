@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
+from orb8_agent.control import baseline_store
 from orb8_agent.control.alerts import ContainerRef, SessionAlerts
 from orb8_agent.control.baseline import (
     NOT_SEEN,
@@ -245,3 +249,51 @@ def test_spec_carries_the_thresholds_and_the_learning_period() -> None:
     default = parse_trace_session_spec({"probes": {"syscalls": {"enabled": True}}})
     assert default.probes.syscalls.baseline.spike_factor == 10
     assert default.probes.syscalls.learning_period_seconds == 0.0  # no baseline by default
+
+
+def test_snapshot_restores_what_was_learned_and_the_learning_deadline(tmp_path: Path) -> None:
+    b = _baselines(learning=20.0)
+    b.track(containers={APP: 7}, now=0.0)
+    b.add(key=APP, counts=[("read", 100)])
+    b.close_due(now=10.0)
+    assert b.dirty
+    path = tmp_path / "agent-x" / "baseline.json"
+    assert baseline_store.save(path=path, sessions={"uid-1": b.snapshot()})
+    [saved] = baseline_store.load(path=path).values()
+
+    again = _baselines(now=100.0, learning=20.0)
+    again.restore(snapshot=saved)
+    again.track(containers={APP: 7}, now=100.0)  # same container: keeps its baseline
+    assert not again.learning(key=APP, now=100.0)
+    assert again.containers()[APP].learned == {"read": 10.0}
+    again.add(key=APP, counts=[("read", 50), ("getpriority", 1)])
+    result = again.close_due(now=110.0)
+    assert result is not None and result.learned == 0
+    assert [f.syscall for _, f in result.findings] == ["getpriority"]
+
+    mid = _baselines(now=15.0, learning=20.0)
+    mid.restore(snapshot=saved)  # restarted while still learning: learns until the old deadline
+    mid.track(containers={APP: 7}, now=15.0)
+    assert mid.learning(key=APP, now=19.0) and not mid.learning(key=APP, now=20.0)
+
+    replaced = _baselines(now=100.0, learning=20.0)
+    replaced.restore(snapshot=saved)
+    replaced.track(containers={APP: 8}, now=100.0)  # the container restarted meanwhile
+    assert replaced.learning(key=APP, now=119.0)
+    assert replaced.containers()[APP].learned == {"read": 10.0}  # on top of what it knew
+
+
+def test_store_treats_missing_or_bad_files_as_nothing_learned(tmp_path: Path) -> None:
+    path = tmp_path / "agent-y" / "baseline.json"
+    assert baseline_store.load(path=path) == {}
+    path.parent.mkdir()
+    path.write_text("{not json")
+    assert baseline_store.load(path=path) == {}
+    path.write_text(json.dumps({"version": 99, "sessions": {"u": {}}}))
+    assert baseline_store.load(path=path) == {}
+    b = _baselines()
+    b.restore(snapshot={"containers": [{"namespace": "shop"}, "junk"]})  # skipped, no crash
+    assert b.containers() == {}
+    baseline_store.save(path=path, sessions={"u": {"containers": []}})
+    baseline_store.remove(path=path)
+    assert not path.exists() and not path.parent.exists()  # the empty agent directory goes too

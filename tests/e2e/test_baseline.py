@@ -3,9 +3,10 @@ the real syscall probe, the agent and the operator, the session's status and
 ``orb8 get alerts``.
 
 The workload (orb8_dev/syscall_workload.py) makes a fixed syscall mix. The
-session learns it, stays quiet through steady windows, then alerts with
-``not seen during learning`` on a syscall the workload never made, and with
-``rate spike`` when it bursts a known one.
+session learns it, stays quiet through steady windows and an agent restart
+(the baseline is kept, not relearned), then alerts with ``not seen during
+learning`` on a syscall the workload never made, and with ``rate spike``
+when it bursts a known one.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -105,6 +107,18 @@ def test_learns_a_workload_then_alerts_on_a_new_syscall_and_a_burst(
     assert _alerts(control_plane, namespace) == []
     assert _metric(agent, "orb8_syscall_baseline_alerts_total") == 0
 
+    # An agent restart continues from the baseline it saved under /run/orb8: the new
+    # process judges from its first window and learns nothing again.
+    assert agent.stop() == 0, agent.logs()
+    agent = start_agent("node-a")
+    wait_for(
+        lambda: _metric(agent, "orb8_syscall_baseline_windows_total", result="judged") >= 3,
+        timeout=90, what="the restarted agent judging windows",
+    )  # fmt: skip
+    assert _metric(agent, "orb8_syscall_baseline_windows_total", result="learned") == 0
+    assert _metric(agent, "orb8_syscall_baseline_containers", state="learning") == 0
+    assert _alerts(control_plane, namespace) == []
+
     # A syscall the workload never made while learning.
     proc.stdin.write(b"new\n")
     proc.stdin.flush()
@@ -154,3 +168,14 @@ def test_learns_a_workload_then_alerts_on_a_new_syscall_and_a_burst(
     rows = {line.split()[3]: line for line in lines[1:]}
     assert rows["getpriority"].rstrip().endswith("not seen during learning")
     assert rows["getppid"].rstrip().endswith("rate spike")
+
+    # The baseline file lives while the session does, and goes with it.
+    args = [str(arg) for arg in agent.proc.args]  # type: ignore[union-attr]
+    saved = Path("/run/orb8") / args[args.index("--agent-id") + 1] / "baseline.json"
+    snapshot = json.loads(saved.read_text())["sessions"]
+    [containers] = [snap["containers"] for snap in snapshot.values()]
+    assert [(c["pod"], c["container"]) for c in containers] == [("web", "app")]
+    assert {"getppid", "read", "clock_nanosleep"} <= set(containers[0]["learned"])
+    assert "getpriority" not in containers[0]["learned"]
+    control_plane.kubectl("delete", "ts", "learn", "-n", namespace, "--timeout=60s")
+    wait_for(lambda: not saved.exists(), timeout=60, what=f"{saved} removed with the session")
