@@ -119,7 +119,7 @@ bench-gpu: venv
 
 # The learned syscall baseline's false-positive rate on benign workloads (web server
 # under load, package installs, a test run) with the real probe; needs root.
-# Results go in docs/syscall-baseline.md. BENCH_ARGS="--replay bench/results/baseline_fp.json".
+# Results go in docs/syscall-baseline.md. BENCH_ARGS="--replay build/baseline_fp_samples.json".
 bench-baseline: venv bpf
 	$(PY) -m bench.baseline_fp $(BENCH_ARGS)
 

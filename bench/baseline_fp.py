@@ -19,7 +19,7 @@ alert (``not seen during learning`` or ``rate spike``). Nothing here is a
 test: the figures go into docs/syscall-baseline.md with the machine they ran on.
 
     make bench-baseline                      # records 15 min, then replays
-    make bench-baseline BENCH_ARGS="--replay bench/results/baseline_fp.json"
+    make bench-baseline BENCH_ARGS="--replay build/baseline_fp_samples.json"
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,7 +49,8 @@ from orb8_dev.cgroups import Cgroup, cgroup
 
 REPO = Path(__file__).resolve().parent.parent
 WHEELHOUSE = Path(os.environ.get("ORB8_CACHE", Path.home() / ".cache/orb8")) / "wheelhouse"
-RESULTS = REPO / "bench/results/baseline_fp.json"
+RESULTS = REPO / "bench/results/baseline_fp.json"  # the summary, kept in git
+RECORDING = REPO / "build/baseline_fp_samples.json"  # the raw counts, for --replay
 WORKLOADS = ("web", "pip", "pytest")
 PYTEST_TARGETS = ("tests/agent/test_baseline.py", "tests/operator/test_models.py")
 
@@ -87,6 +89,16 @@ def _web_client(port: int, stop: threading.Event, seed: int) -> None:
         stop.wait(rng.uniform(0.0, 0.02))
 
 
+def _frozen_copy(tmp: Path) -> Path:
+    """The code the pytest workload runs, copied once: edits made meanwhile do not change it."""
+    dest = tmp / "repo"
+    ignore = shutil.ignore_patterns("__pycache__", "*.bpf.o")
+    for name in ("orb8_common", "orb8_agent", "orb8_operator", "orb8_cli", "orb8_dev", "tests"):
+        shutil.copytree(REPO / name, dest / name, ignore=ignore)
+    shutil.copy(REPO / "pyproject.toml", dest / "pyproject.toml")
+    return dest
+
+
 @contextlib.contextmanager
 def _workloads(cgroups: Mapping[str, Cgroup], tmp: Path) -> Iterator[None]:
     site = tmp / "site"
@@ -107,9 +119,9 @@ def _workloads(cgroups: Mapping[str, Cgroup], tmp: Path) -> Iterator[None]:
              f"{_wheelhouse()} requests; done"], stdout=devnull, stderr=devnull,
         ),
         cgroups["pytest"].spawn(
-            ["bash", "-c", f"cd {REPO} && while true; do {sys.executable} -m pytest -q "
-             f"-p no:cacheprovider {' '.join(PYTEST_TARGETS)}; done"],
-            stdout=devnull, stderr=devnull,
+            ["bash", "-c", f"cd {_frozen_copy(tmp)} && while true; do {sys.executable} -m pytest "
+             f"-q -p no:cacheprovider {' '.join(PYTEST_TARGETS)}; done"],
+            stdout=devnull, stderr=devnull, env={**os.environ, "PYTHONPATH": str(tmp / "repo")},
         ),
     ]  # fmt: skip
     stop = threading.Event()
@@ -249,7 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=900.0, help="recording length")
     parser.add_argument("--replay", type=Path, help="replay a saved recording instead")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="summary (JSON)")
+    parser.add_argument("--recording", type=Path, default=RECORDING, help="raw counts (JSON)")
     args = parser.parse_args(argv)
     if args.replay:
         saved = json.loads(args.replay.read_text())
@@ -263,9 +276,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "seconds": args.seconds,
         }
+        args.recording.parent.mkdir(parents=True, exist_ok=True)
+        args.recording.write_text(json.dumps({"meta": meta, "samples": samples}) + "\n")
+        print(f"wrote {args.recording}")
     summary = report(samples=samples, meta=meta)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({**summary, "samples": samples}) + "\n")
+    args.out.write_text(json.dumps(summary, indent=1) + "\n")
     print(f"wrote {args.out}")
     return 0
 

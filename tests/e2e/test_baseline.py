@@ -163,7 +163,7 @@ def test_learns_a_workload_then_alerts_on_a_new_syscall_and_a_burst(
         capture_output=True, text=True, env=control_plane.env(), timeout=60, check=False,
     )  # fmt: skip
     assert cli.returncode == 0, cli.stderr
-    print(cli.stdout)  # shown with -s; docs/syscall-baseline.md quotes it
+    print(cli.stdout, json.dumps(alerts, indent=1))  # with -s; docs/syscall-baseline.md quotes it
     lines = cli.stdout.splitlines()
     assert lines[0].split()[-1] == "REASON"
     rows = {line.split()[3]: line for line in lines[1:]}
