@@ -476,7 +476,7 @@ def alert_row() -> Schema:
         {
             **pod_ref_fields(),
             "syscall": string("The syscall's name.", max_length=64),
-            "count": counter("How often the syscall was made."),
+            "count": counter("How often the syscall was made (rate spikes: in how many windows)."),
             "severity": enum("How serious the alert is.", SEVERITIES),
             "reason": string("Why this is an alert.", max_length=MAX_REASON),
             "firstSeen": timestamp("First call."),

@@ -176,7 +176,9 @@ class SessionAlerts:
             return
         if row.reason != finding.reason:
             row.rate = row.learned_rate = None
-        row.count += finding.count
+        # Calls for a syscall outside the baseline (like the alert list); windows for a spike,
+        # whose size is in its rates: a burst of a million calls is one alert, not a million.
+        row.count += finding.count if finding.reason == NOT_SEEN else 1
         row.last_seen = now
         row.reason = finding.reason
         if row.severity is None or SEVERITY_RANK[finding.severity] < SEVERITY_RANK[row.severity]:
