@@ -1,7 +1,7 @@
 """The agent's Prometheus metrics, read from the agent's state at scrape time.
 
 Per-pod series carry only (namespace, pod) and a small closed set of other
-labels (direction, protocol, syscall, probe, map, reason); never an IP, a
+labels (direction, protocol, syscall, probe, map, reason, state, result); never an IP, a
 port, a pid or a flow. The number of pods with their own series is capped
 (see ``orb8_agent.podmetrics``). Rendering runs on the data-plane worker
 thread, the same thread that feeds the counters.
