@@ -12,7 +12,7 @@ export ORB8_STATE
 
 .PHONY: help setup deps venv control-plane node-deps bpf lint test test-unit test-stress \
 	cluster-up cluster-down crds-install demo images bench bench-dataplane bench-operator \
-	bench-gpu clean reliability-doc gpu-deps
+	bench-gpu bench-baseline clean reliability-doc gpu-deps
 
 help:
 	@echo "make demo             run orb8 end to end on a local control plane (DEMO_ARGS=--keep)"
@@ -32,6 +32,7 @@ help:
 	@echo "make bench-operator   500 sessions, 50 nodes, 5,000 pods, reporting agents; both layouts"
 	@echo "make bench-gpu        GPU parse + join and collector CPU"
 	@echo "make gpu-deps         pack Python deps for hack/gpu-device-check.sh (real-GPU check, no network)"
+	@echo "make bench-baseline   false-positive rate of the learned syscall baseline (root, ~15 min)"
 
 deps:
 	@hack/install-deps.sh
@@ -116,6 +117,12 @@ demo: setup
 
 bench-gpu: venv
 	$(PY) -m bench.gpu_bench
+
+# The learned syscall baseline's false-positive rate on benign workloads (web server
+# under load, package installs, a test run) with the real probe; needs root.
+# Results go in docs/syscall-baseline.md. BENCH_ARGS="--replay build/baseline_fp_samples.json".
+bench-baseline: venv bpf
+	$(PY) -m bench.baseline_fp $(BENCH_ARGS)
 
 # Regenerates the kubelet pod-resources v1 Python stubs from their .proto.
 .PHONY: proto

@@ -23,6 +23,7 @@ from orb8_agent.control.kernel import KernelDataPlane
 from orb8_agent.dataplane.cgroupfs import cgroup2_mount
 from orb8_agent.dataplane.probes import ProbeSet, start_probes
 from orb8_agent.dataplane.syscalls import Hook
+from orb8_agent.dataplane.tc import DEFAULT_RUN_DIR
 from orb8_agent.gpu.podresources.client import DEFAULT_SOCKET
 from orb8_agent.podmetrics import DEFAULT_MAX_PODS, PodMetrics
 from orb8_agent.preflight import run_preflight
@@ -147,9 +148,11 @@ async def _run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     dataplane = KernelDataPlane(probes=probes)
     cgroup_root = args.cgroup_root or cgroup2_mount()
+    agent_id = args.agent_id or f"agent-{node}"
     agent = NodeAgent(
         node=node, dataplane=dataplane, cgroup_root=cgroup_root,
         pod_metrics=PodMetrics(max_pods=args.metrics_max_pods, clock=time.time),
+        baseline_path=DEFAULT_RUN_DIR / agent_id / "baseline.json",
     )  # fmt: skip
     gpu = GpuSessions(
         node=node, exporter_host=args.dcgm_exporter_host,

@@ -1,7 +1,7 @@
 """The agent's Prometheus metrics, read from the agent's state at scrape time.
 
 Per-pod series carry only (namespace, pod) and a small closed set of other
-labels (direction, protocol, syscall, probe, map, reason); never an IP, a
+labels (direction, protocol, syscall, probe, map, reason, state, result); never an IP, a
 port, a pid or a flow. The number of pods with their own series is capped
 (see ``orb8_agent.podmetrics``). Rendering runs on the data-plane worker
 thread, the same thread that feeds the counters.
@@ -79,7 +79,14 @@ class AgentCollector(Collector):
         )  # fmt: skip
         for (namespace, pod, syscall), count in sorted(pods.alerts.items()):
             alerts.add_metric([namespace, pod, syscall], count)
-        yield from (flow_bytes, flow_packets, active, alerts)
+        baseline = CounterMetricFamily(
+            "orb8_syscall_baseline_alerts", "Learned-baseline alerts raised for the pod's "
+            "containers, by reason (one per container, syscall and window)",
+            labels=["namespace", "pod", "reason"],
+        )  # fmt: skip
+        for (namespace, pod, reason), count in sorted(pods.baseline_alerts.items()):
+            baseline.add_metric([namespace, pod, reason], count)
+        yield from (flow_bytes, flow_packets, active, alerts, baseline)
         yield from self._tcp()
         capped = CounterMetricFamily(
             "orb8_metrics_series_capped", "Pods folded into pod=\"_other\" because "
@@ -138,6 +145,20 @@ class AgentCollector(Collector):
             "orb8_pods_tracked", "Target pods of the trace sessions on this node",
             value=self._agent.tracked_pods,
         )  # fmt: skip
+        containers = GaugeMetricFamily(
+            "orb8_syscall_baseline_containers", "Containers with a learned syscall baseline, "
+            "by state (learning or learned), over the sessions served", labels=["state"],
+        )  # fmt: skip
+        for state, count in sorted(self._agent.baseline_containers().items()):
+            containers.add_metric([state], count)
+        yield containers
+        windows = CounterMetricFamily(
+            "orb8_syscall_baseline_windows", "Container windows the learned baselines learned "
+            "from or judged", labels=["result"],
+        )  # fmt: skip
+        for result, count in sorted(self._agent.baseline_windows().items()):
+            windows.add_metric([result], count)
+        yield windows
         yield GaugeMetricFamily(
             "orb8_attached_interfaces", "Host veths the flow probe is attached to",
             value=len(self._agent.attached_interfaces),

@@ -105,6 +105,8 @@ class PodMetrics:
         self.connect_buckets = [0] * (len(CONNECT_BUCKETS) + 1)  # the last one is +Inf
         self.connect_count = 0
         self.connect_seconds = 0.0
+        # (namespace, pod, reason) → learned-baseline alerts (container windows that raised one)
+        self.baseline_alerts: dict[tuple[str, str, str], int] = {}
         self._active: dict[ActiveKey, tuple[PodKey, float]] = {}
         self._last_prune = 0.0
 
@@ -174,6 +176,11 @@ class PodMetrics:
         namespace, name = self.slots.label(pod)
         self.alerts[(namespace, name, syscall)] = self.alerts.get((namespace, name, syscall), 0) + 1
 
+    def add_baseline_alert(self, *, pod: PodKey, reason: str) -> None:
+        self.slots.admit(weights={pod: 0})
+        key = (*self.slots.label(pod), reason)
+        self.baseline_alerts[key] = self.baseline_alerts.get(key, 0) + 1
+
     def retain(self, *, present: Collection[PodKey]) -> None:
         """Drop the series of pods that are no longer targets on this node."""
         gone = self.slots.retain(present=present)
@@ -182,6 +189,9 @@ class PodMetrics:
         self.traffic = {k: v for k, v in self.traffic.items() if (k[0], k[1]) not in gone}
         self.alerts = {k: v for k, v in self.alerts.items() if (k[0], k[1]) not in gone}
         self.tcp = {k: v for k, v in self.tcp.items() if (k[0], k[1]) not in gone}
+        self.baseline_alerts = {
+            k: v for k, v in self.baseline_alerts.items() if (k[0], k[1]) not in gone
+        }
         self._active = {k: v for k, v in self._active.items() if v[0] not in gone}
 
     def _prune(self, *, now: float) -> None:

@@ -102,12 +102,12 @@ def run_alerts(args: argparse.Namespace) -> int:
     def render(rows: Sequence[Row]) -> str:
         return table(
             headers=("SEVERITY", "POD", "CONTAINER", "SYSCALL", "COUNT", "PROCESS", "NODE",
-                     "LAST SEEN"),
+                     "LAST SEEN", "REASON"),
             rows=[
                 (r["severity"], f"{r['namespace']}/{r['pod']}", r.get("container", ""),
                  r["syscall"], str(r["count"]),
                  f"{r['process']['comm']}[{r['process']['pid']}]" if r.get("process") else "",
-                 r.get("node", ""), r.get("lastSeen", ""))
+                 r.get("node", ""), r.get("lastSeen", ""), r.get("reason", ""))
                 for r in rows
             ],
         )  # fmt: skip

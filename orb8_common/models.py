@@ -71,6 +71,7 @@ __all__ = [
     "SessionKind",
     "SessionReport",
     "Severity",
+    "SyscallBaseline",
     "SyscallProbe",
     "Timestamp",
     "TraceSessionSpec",
@@ -268,11 +269,22 @@ class NetworkProbe(_Model):
         return value
 
 
+class SyscallBaseline(_Model):
+    """Rate-spike thresholds of the learned baseline (docs/syscall-baseline.md)."""
+
+    # A window is a rate spike above max(spikeFactor x learned peak, spikeMinCount) calls.
+    spike_factor: int = Field(default=10, ge=2, le=1000)
+    spike_min_count: int = Field(default=1000, ge=1, le=INT32_MAX)
+
+
 class SyscallProbe(_Model):
     enabled: bool = False
     alert_on: tuple[SyscallName, ...] = DANGEROUS_SYSCALLS
+    # Above 0s: learn each container's syscalls and rates for this long, then alert on
+    # syscalls outside that baseline and on rate spikes.
     learning_period: NonNegativeDuration = "0s"
     max_alerts: int = Field(default=100, ge=1, le=1000)
+    baseline: SyscallBaseline = Field(default_factory=SyscallBaseline)
 
     @field_validator("alert_on")
     @classmethod
@@ -468,6 +480,9 @@ class Alert(_Model):
     first_seen: Timestamp | None = None
     last_seen: Timestamp | None = None
     process: AlertProcess | None = None
+    # Rate spikes only: the highest window rate seen, and the learned peak (calls/s).
+    rate_per_second: float | None = Field(default=None, ge=0)
+    learned_rate_per_second: float | None = Field(default=None, ge=0)
 
 
 class GpuDevice(_Model):

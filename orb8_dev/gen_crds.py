@@ -490,7 +490,7 @@ def alert_row() -> Schema:
         {
             **pod_ref_fields(),
             "syscall": string("The syscall's name.", max_length=64),
-            "count": counter("How often the syscall was made."),
+            "count": counter("How often the syscall was made (rate spikes: in how many windows)."),
             "severity": enum("How serious the alert is.", SEVERITIES),
             "reason": string("Why this is an alert.", max_length=MAX_REASON),
             "firstSeen": timestamp("First call."),
@@ -502,6 +502,12 @@ def alert_row() -> Schema:
                     "comm": string("The process's command name.", max_length=64),
                 },
                 required=["pid"],
+            ),
+            "ratePerSecond": number(
+                "Rate spikes: the highest rate of one window, calls per second.", minimum=0
+            ),
+            "learnedRatePerSecond": number(
+                "Rate spikes: the learned peak rate, calls per second.", minimum=0
             ),
         },
         required=["namespace", "pod", "syscall"],
@@ -632,9 +638,32 @@ def probes(*, with_defaults: bool) -> Schema:
                 default=d(list(DANGEROUS_SYSCALLS)),
             ),
             "learningPeriod": duration(
-                "Observe without alerting for this long after the probe starts.",
+                "Learn each container's syscalls and their rates for this long after it"
+                " first appears (0s: no baseline); afterwards syscalls outside the baseline"
+                " and rate spikes raise alerts, and alert-list syscalls it made are not"
+                " alerted.",
                 inclusive=True,
                 default=d("0s"),
+            ),
+            "baseline": obj(
+                "Rate-spike thresholds of the learned baseline: a window (one report"
+                " interval) is a spike when a known syscall's count is above"
+                " max(spikeFactor x learned peak, spikeMinCount).",
+                {
+                    "spikeFactor": integer(
+                        "How many times the learned peak rate a window must exceed.",
+                        minimum=2,
+                        maximum=1000,
+                        fmt="int32",
+                        default=d(10),
+                    ),
+                    "spikeMinCount": integer(
+                        "The fewest calls in one window that can be a spike.",
+                        minimum=1,
+                        fmt="int32",
+                        default=d(1000),
+                    ),
+                },
             ),
             "maxAlerts": integer(
                 "The most alerts each node and the session keep.",

@@ -12,9 +12,11 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from orb8_agent.control import baseline_store
 from orb8_agent.control.alerts import ContainerRef, SessionAlerts
+from orb8_agent.control.baseline import Baselines, ContainerKey, SpikeRule
 from orb8_agent.control.containers import ContainerCgroup, find_container_cgroups, pids_in
 from orb8_agent.control.flows import FlowRouter, SessionFlows, TcpTotals
 from orb8_agent.control.report import PodName, trace_node_entry
@@ -22,7 +24,7 @@ from orb8_agent.control.served import TRACE_SESSION, Served, all_pods, container
 from orb8_agent.control.tcphealth import TcpHealthRouter, wants_tcp_health
 from orb8_agent.control.veth import HostVeth, VethNotFoundError, host_veth_of
 from orb8_agent.dataplane import syscall_names
-from orb8_agent.dataplane.models import Alert, Flow, TcpHealth
+from orb8_agent.dataplane.models import Alert, Flow, SyscallCount, TcpHealth
 from orb8_agent.dataplane.tcphealth import netns_of_pid
 from orb8_agent.podmetrics import PodMetrics
 from orb8_common.errors import Orb8Error
@@ -44,6 +46,7 @@ class DataPlane(Protocol):
     def set_alert_syscalls(self, *, names: Collection[str]) -> None: ...
     def read_flows(self) -> Sequence[Flow]: ...
     def poll_alerts(self) -> Sequence[Alert]: ...
+    def read_counts(self) -> Sequence[SyscallCount]: ...
     def dropped_events(self) -> int: ...
     def set_watched_netns(self, *, inodes: Collection[int]) -> None: ...
     def read_tcp_health(self) -> Sequence[TcpHealth]: ...
@@ -77,6 +80,7 @@ class NodeAgent:
         self, *, node: str, dataplane: DataPlane, cgroup_root: Path,
         clock: Callable[[], float] = time.time, veth_resolver: VethResolver | None = None,
         pod_metrics: PodMetrics | None = None, netns_resolver: NetnsResolver | None = None,
+        baseline_path: Path | None = None,
     ) -> None:  # fmt: skip
         self.node = node
         self._dataplane = dataplane
@@ -96,6 +100,12 @@ class NodeAgent:
         self.pod_metrics = pod_metrics or PodMetrics(clock=clock)
         self._pod_key_by_ifindex: dict[int, tuple[str, str]] = {}
         self._pod_key_by_netns: dict[int, tuple[str, str]] = {}
+        # Learned baselines survive agent restarts in this file (None: relearn after one).
+        self._baseline_path = baseline_path
+        self._saved_baselines: dict[str, dict[str, Any]] = (
+            baseline_store.load(path=baseline_path) if baseline_path is not None else {}
+        )
+        self._saved_uids: set[str] = set(self._saved_baselines)
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -126,10 +136,25 @@ class NodeAgent:
         flows = (old.flows if old and old.flows else SessionFlows()) if network else None
         alerts = None
         if syscalls is not None:
+            baselines = None
+            if syscalls.learning_period_seconds > 0:
+                baselines = Baselines(
+                    learning_period=syscalls.learning_period_seconds,
+                    window=target.report_interval_s,
+                    rule=SpikeRule(
+                        factor=syscalls.baseline.spike_factor,
+                        min_count=syscalls.baseline.spike_min_count,
+                    ),
+                    now=now,
+                )
+                saved = self._saved_baselines.pop(target.uid, None)
+                if saved is not None and old is None:
+                    baselines.restore(snapshot=saved)
             alerts = SessionAlerts(
                 alert_on=syscalls.alert_on,
                 learning_until=now + syscalls.learning_period_seconds,
                 max_alerts=syscalls.max_alerts,
+                baselines=baselines,
             )
             if old is not None and old.alerts is not None:
                 alerts.carry_over(old.alerts)
@@ -211,6 +236,7 @@ class NodeAgent:
                 if cgroup is not None:
                     refs[cgroup.cgroup_id] = ContainerRef(pod.namespace, pod.name, pod.uid, name)
         self._container_refs = refs
+        self._track_baselines()
         if SYSCALLS not in self._dataplane.loaded_probes():
             return
         syscall_pods = {pod.uid for t in self._targets if t.syscalls for pod in t.pods}
@@ -227,6 +253,22 @@ class NodeAgent:
             lambda: self._dataplane.set_alert_syscalls(names=known),
             probe=SYSCALLS,
         )
+
+    def _track_baselines(self) -> None:
+        """Tell each session's baselines which of its containers run here now (and their ids)."""
+        now = self._clock()
+        for state in self._sessions.values():
+            baselines = state.alerts.baselines if state.alerts is not None else None
+            if baselines is None or state.stopped:
+                continue
+            uids = {pod.uid for pod in state.target.pods}
+            baselines.track(
+                containers={
+                    (ref.namespace, ref.pod, ref.container): cgroup_id
+                    for cgroup_id, ref in self._container_refs.items() if ref.pod_uid in uids
+                },
+                now=now,
+            )  # fmt: skip
 
     @staticmethod
     def _unknown_syscalls(*, names: Collection[str]) -> list[str]:
@@ -330,10 +372,16 @@ class NodeAgent:
                     state.flows.add_tcp(health=health, now=now)
 
     def poll_alerts(self) -> None:
-        """Read the syscall ring buffer into the sessions' alerts (every tick: it is bounded)."""
+        """Read the syscall ring buffer into the sessions' alerts (every tick: it is bounded),
+        and the per-syscall counts into the sessions' baselines."""
         if SYSCALLS not in self._dataplane.loaded_probes():
             return
         now = self._clock()
+        self._poll_events(now=now)
+        self._poll_counts(now=now)
+        self._save_baselines()
+
+    def _poll_events(self, *, now: float) -> None:
         for event in self._dataplane.poll_alerts():
             ref = self._container_refs.get(event.cgroup_id)
             if ref is None:
@@ -344,6 +392,78 @@ class NodeAgent:
                     continue
                 if any(pod.uid == ref.pod_uid for pod in state.target.pods):
                     state.alerts.add(ref=ref, event=event, now=now)
+
+    def _poll_counts(self, *, now: float) -> None:
+        """Drain the kernel's per-(cgroup, syscall) counts; close the baselines' windows.
+
+        The count map is drained on every tick while any session learns or
+        judges a baseline, so each drain holds about one tick of calls.
+        """
+        learning = [
+            s for s in self._sessions.values()
+            if s.alerts is not None and s.alerts.baselines is not None and not s.stopped
+        ]  # fmt: skip
+        if not learning:
+            return
+        by_container: dict[int, list[tuple[str, int]]] = {}
+        for count in self._dataplane.read_counts():
+            by_container.setdefault(count.cgroup_id, []).append((count.name, count.count))
+        refs: dict[ContainerKey, ContainerRef] = {
+            (ref.namespace, ref.pod, ref.container): ref for ref in self._container_refs.values()
+        }
+        for state in learning:
+            alerts = state.alerts
+            assert alerts is not None
+            uids = {pod.uid for pod in state.target.pods}
+            for cgroup_id, counts in by_container.items():
+                owner = self._container_refs.get(cgroup_id)
+                if owner is not None and owner.pod_uid in uids:
+                    alerts.add_counts(ref=owner, counts=counts)
+            alerts.close_window(refs=refs, now=now)
+            for ref, reason in alerts.baseline_alerts:
+                self.pod_metrics.add_baseline_alert(pod=(ref.namespace, ref.pod), reason=reason)
+            alerts.baseline_alerts.clear()
+
+    def _save_baselines(self) -> None:
+        """Write every served session's baselines when one of them changed."""
+        if self._baseline_path is None:
+            return
+        served = {
+            uid: s.alerts.baselines for uid, s in self._sessions.items()
+            if s.alerts is not None and s.alerts.baselines is not None and not s.stopped
+        }  # fmt: skip
+        if set(served) == self._saved_uids and not any(b.dirty for b in served.values()):
+            return
+        if not served:
+            baseline_store.remove(path=self._baseline_path)
+            self._saved_uids = set()
+            return
+        snapshots = {uid: b.snapshot() for uid, b in served.items()}
+        if baseline_store.save(path=self._baseline_path, sessions=snapshots):
+            self._saved_uids = set(served)
+            for b in served.values():
+                b.dirty = False
+
+    def baseline_windows(self) -> dict[str, int]:
+        """Container windows learned and judged so far, over the sessions served."""
+        out = {"learned": 0, "judged": 0}
+        for state in self._sessions.values():
+            if state.alerts is not None:
+                out["learned"] += state.alerts.windows_learned
+                out["judged"] += state.alerts.windows_judged
+        return out
+
+    def baseline_containers(self) -> dict[str, int]:
+        """Containers whose baseline is learning, or learned, now."""
+        now = self._clock()
+        out = {"learning": 0, "learned": 0}
+        for state in self._sessions.values():
+            baselines = state.alerts.baselines if state.alerts is not None else None
+            if baselines is None or state.stopped:
+                continue
+            for container in baselines.containers().values():
+                out["learning" if container.learning(now=now) else "learned"] += 1
+        return out
 
     # -- reporting ---------------------------------------------------------------------------
 

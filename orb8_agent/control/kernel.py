@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 
 from orb8_agent.dataplane.flows import FlowCollector
-from orb8_agent.dataplane.models import Alert, Flow, TcpHealth
+from orb8_agent.dataplane.models import Alert, Flow, SyscallCount, TcpHealth
 from orb8_agent.dataplane.probes import ProbeSet
 from orb8_agent.dataplane.syscalls import SyscallCollector
 from orb8_agent.dataplane.tcphealth import TcpHealthCollector
@@ -45,6 +45,9 @@ class KernelDataPlane:
 
     def set_alert_syscalls(self, *, names: Collection[str]) -> None:
         self._syscalls().set_alert_syscalls(syscalls=names)
+
+    def read_counts(self) -> list[SyscallCount]:
+        return self._syscalls().read_counts()
 
     def read_flows(self) -> list[Flow]:
         return self._flows().read_flows()

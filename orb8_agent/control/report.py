@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from orb8_agent.control.alerts import SessionAlerts, severity_of
+from orb8_agent.control.alerts import SessionAlerts
 from orb8_agent.control.flows import FlowKey, FlowStats, SessionFlows, TcpTotals
 from orb8_common.models import (
     Alert,
@@ -110,11 +110,13 @@ def trace_node_entry(
                     node=node,
                     syscall=row.syscall,
                     count=row.count,
-                    severity=severity_of(syscall=row.syscall),
-                    reason=f"{row.syscall} is on the session's alert list",
+                    severity=row.row_severity,
+                    reason=row.row_reason,
                     first_seen=_at(row.first_seen),
                     last_seen=_at(row.last_seen),
                     process=AlertProcess(pid=row.pid, comm=row.comm) if row.pid else None,
+                    rate_per_second=row.rate,
+                    learned_rate_per_second=row.learned_rate,
                 )
                 for row in alert_rows[:max_alerts]
             ],

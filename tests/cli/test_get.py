@@ -76,6 +76,8 @@ def test_get_alerts_table(control_plane: ControlPlane, session: tuple[str, str])
     namespace, name = session
     out = orb8(control_plane, "get", "alerts", name, "-n", namespace).stdout.splitlines()
     assert out[1].split()[:6] == ["High", "shop/checkout", "app", "ptrace", "3", "gdb[4242]"]
+    assert out[0].split()[-1] == "REASON"
+    assert out[1].rstrip().endswith("on the alert list")
 
 
 def test_missing_session_is_one_line_and_exit_1(control_plane: ControlPlane) -> None:

@@ -98,6 +98,21 @@ CASES = [
         ("spec.probes.syscalls.learningPeriod", "should match"),
         probes=sys_probe(learningPeriod="-1m"),
     ),
+    ts(
+        "learning-period-too-long",
+        ("spec.probes.syscalls.learningPeriod", "8760h"),
+        probes=sys_probe(learningPeriod="9000h"),
+    ),
+    ts(
+        "spike-factor-below-two",
+        ("spec.probes.syscalls.baseline.spikeFactor", "should be greater than or equal to 2"),
+        probes=sys_probe(learningPeriod="5m", baseline={"spikeFactor": 1}),
+    ),
+    ts(
+        "spike-min-count-zero",
+        ("spec.probes.syscalls.baseline.spikeMinCount", "should be greater than or equal to 1"),
+        probes=sys_probe(learningPeriod="5m", baseline={"spikeMinCount": 0}),
+    ),
     # probes
     ts(
         "unknown-probe",
@@ -379,6 +394,7 @@ def test_examples_exist() -> None:
     assert {
         "tracesession-network.yaml",
         "tracesession-syscalls.yaml",
+        "tracesession-baseline.yaml",
         "tracesession-full.yaml",
         "gputelemetry-dcgm.yaml",
         "gputelemetry-nvml.yaml",
@@ -405,6 +421,14 @@ def test_defaults_are_applied(cluster: Cluster) -> None:
     assert {"ptrace", "mount", "bpf", "setns", "userfaultfd", "keyctl"} <= set(syscalls["alertOn"])
     assert len(syscalls["alertOn"]) == 20
     assert "duration" not in spec and "ttlSecondsAfterFinished" not in spec
+
+    learning = trace_session(
+        "baseline-defaults", probes={"syscalls": {"enabled": True, "learningPeriod": "5m",
+                                                  "baseline": {}}},
+    )  # fmt: skip
+    assert cluster.apply(learning).returncode == 0
+    stored = cluster.get_json("tracesession", "baseline-defaults")["spec"]["probes"]["syscalls"]
+    assert stored["baseline"] == {"spikeFactor": 10, "spikeMinCount": 1000}
 
     gpu = gpu_telemetry("defaults", source={"dcgmExporter": {}})
     assert cluster.apply(gpu).returncode == 0
