@@ -9,8 +9,10 @@ malformed counters, never in a row.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,3 +176,37 @@ def test_close_removes_the_filters(server: netns.VethPair, run_dir: Path) -> Non
         c.close()
     assert "orb8_dns" not in tc_filters(pair.ns_a, pair.if_a)
     assert not (run_dir / "dns-close.dns").exists()
+
+
+def test_trace_dns_local_json(server: netns.VethPair) -> None:
+    """``orb8 trace dns --local`` until SIGINT: its JSON rows are the client's log."""
+    from orb8_dev.traffic_ctl import tc_filters
+
+    pair = server
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", pair.ns_a, sys.executable, "-m", "orb8_cli.main", "trace", "dns",
+         "--local", "-i", pair.if_a, "--duration", "5m", "--output", "json",
+         "--agent-id", f"cli-{pair.ns_a}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while "orb8_dns" not in tc_filters(pair.ns_a, pair.if_a):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    plan = PLAN[:12] + PLAN[-4:]  # web.shop A/AAAA, missing.nx, tcp
+    log = ask(pair, server=pair.ip4_b, plan=plan)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    rows = json.loads(out)
+    assert "orb8_dns" not in tc_filters(pair.ns_a, pair.if_a)
+
+    for row in rows:
+        assert {"query", "qtype", "rcode", "count", "latency_ms", "src_ip", "dst_ip"} <= set(row)
+        assert (row["src_ip"], row["dst_ip"]) == (pair.ip4_a, pair.ip4_b)
+        assert row["latency_ms"] > 0 and row["interface"] == pair.if_a
+    got = Counter[tuple[str, str, str]]()
+    for row in rows:
+        got[(row["query"], row["qtype"], row["rcode"])] += row["count"]
+    want = Counter((e["name"].lower(), e["qtype"], RCODES[e["rcode"]]) for e in log)
+    assert got == want
