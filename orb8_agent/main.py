@@ -33,7 +33,7 @@ from orb8_common.errors import Orb8Error, UsageError
 log = logging.getLogger("orb8.agent")
 DEFAULT_PIN = "/sys/fs/bpf/orb8"
 _BIND_ERRORS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
-PROBES = ("flows", "syscalls")
+PROBES = ("flows", "syscalls", "dns")
 
 
 def _non_negative(text: str) -> int:
@@ -53,7 +53,7 @@ def _probe_list(text: str) -> tuple[str, ...]:
     unknown = sorted(set(names) - set(PROBES))
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown probe(s) {', '.join(unknown) or text!r}: use flows, syscalls or none"
+            f"unknown probe(s) {', '.join(unknown) or text!r}: use flows, syscalls, dns or none"
         )
     return names
 
@@ -84,8 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--probes", type=_probe_list, default=PROBES,
-        help="BPF probes to load: a comma-separated subset of flows,syscalls, or none "
-        "(GPU telemetry only); /healthz fails while none of them loads (default: flows,syscalls)",
+        help="BPF probes to load: a comma-separated subset of flows,syscalls,dns, or none "
+        "(GPU telemetry only); /healthz fails while none of them loads "
+        "(default: flows,syscalls,dns)",
     )  # fmt: skip
     parser.add_argument(
         "--syscall-hook", choices=[h.value for h in Hook], default=Hook.RAW_TP.value
@@ -122,8 +123,8 @@ def _load_probes(
     for name in names:
         try:
             loaded = start_probes(
-                agent_id=agent_id, flows=name == "flows", syscalls=name == "syscalls", hook=hook,
-                pin_dir=pin_dir,
+                agent_id=agent_id, flows=name == "flows", syscalls=name == "syscalls",
+                dns=name == "dns", hook=hook, pin_dir=pin_dir,
             )  # fmt: skip
         except Orb8Error as err:
             probes.failures[name] = str(err)
@@ -131,6 +132,7 @@ def _load_probes(
             continue
         probes.flows = probes.flows or loaded.flows
         probes.syscalls = probes.syscalls or loaded.syscalls
+        probes.dns = probes.dns or loaded.dns
     return probes
 
 

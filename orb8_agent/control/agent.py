@@ -12,15 +12,17 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 from orb8_agent.control.alerts import ContainerRef, SessionAlerts
 from orb8_agent.control.containers import ContainerCgroup, find_container_cgroups, pids_in
+from orb8_agent.control.dns import DnsPodCounts, SessionDns
 from orb8_agent.control.flows import FlowRouter, SessionFlows
 from orb8_agent.control.report import PodName, trace_node_entry
 from orb8_agent.control.served import TRACE_SESSION, Served, all_pods, container_ids
 from orb8_agent.control.veth import HostVeth, VethNotFoundError, host_veth_of
 from orb8_agent.dataplane import syscall_names
+from orb8_agent.dataplane.dns import DnsRow
 from orb8_agent.dataplane.models import Alert, Flow
 from orb8_agent.podmetrics import PodMetrics
 from orb8_common.errors import Orb8Error
@@ -28,7 +30,7 @@ from orb8_common.models import AgentPod, NodeEntry, NodeState, SessionReport
 
 log = logging.getLogger(__name__)
 
-FLOWS, SYSCALLS = "flows", "syscalls"
+FLOWS, SYSCALLS, DNS = "flows", "syscalls", "dns"
 
 
 class DataPlane(Protocol):
@@ -45,6 +47,15 @@ class DataPlane(Protocol):
     def dropped_events(self) -> int: ...
 
 
+class DnsDataPlane(Protocol):
+    """What the reconciler needs from the DNS probe (asked only when ``dns`` is loaded)."""
+
+    def attach_dns_interface(self, *, ifname: str) -> None: ...
+    def detach_dns_interface(self, *, ifname: str) -> None: ...
+    def repair_dns(self) -> list[str]: ...
+    def read_dns(self) -> Sequence[DnsRow]: ...
+
+
 VethResolver = Callable[[int], HostVeth]
 
 
@@ -54,6 +65,7 @@ class SessionState:
     flows: SessionFlows | None
     alerts: SessionAlerts | None
     stopped: bool = False
+    dns: SessionDns | None = None
 
 
 @dataclass
@@ -87,6 +99,9 @@ class NodeAgent:
         self._restored: dict[str, NodeEntry] = {}  # uid → this node's last report before a restart
         self.pod_metrics = pod_metrics or PodMetrics(clock=clock)
         self._pod_key_by_ifindex: dict[int, tuple[str, str]] = {}
+        self._dns_attached: dict[str, int] = {}  # host veth name → ifindex (DNS probe)
+        self._dns_pod_by_ifindex: dict[int, AgentPod] = {}
+        self.dns_counts = DnsPodCounts()
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -124,7 +139,12 @@ class NodeAgent:
             )
             if old is not None and old.alerts is not None:
                 alerts.carry_over(old.alerts)
+        dns = None
+        if target.dns is not None:
+            dns = old.dns if old is not None and old.dns is not None else SessionDns()
         earlier = self._restored.pop(target.uid, None)
+        if earlier is not None and old is None and dns is not None and earlier.dns is not None:
+            dns.restore(earlier=earlier.dns)
         if earlier is not None and old is None:
             if flows is not None:
                 flows.restore(
@@ -133,7 +153,7 @@ class NodeAgent:
                 )  # fmt: skip
             if alerts is not None:
                 alerts.restore(alert_count=earlier.alert_count, rows=earlier.alerts)
-        return SessionState(target=target, flows=flows, alerts=alerts)
+        return SessionState(target=target, flows=flows, alerts=alerts, dns=dns)
 
     def resync(self) -> None:
         """Resolve pods to cgroups and veths, then attach/detach to match. Safe to repeat."""
@@ -159,6 +179,7 @@ class NodeAgent:
                 if name not in self._attached and self._attach(name=name):
                     self._attached[name] = index
         self._configure_syscalls(pods=pods)
+        self._configure_dns(pods=pods)
         pod_by_ifindex = {
             veth.ifindex: uid for uid, veth in self._resolved.veths.items()
             if veth.name in self._attached
@@ -171,7 +192,53 @@ class NodeAgent:
         self._pod_key_by_ifindex = {
             index: (pods[uid].namespace, pods[uid].name) for index, uid in pod_by_ifindex.items()
         }
-        self.pod_metrics.retain(present={(pod.namespace, pod.name) for pod in pods.values()})
+        present = {(pod.namespace, pod.name) for pod in pods.values()}
+        self.pod_metrics.retain(present=present)
+        self.dns_counts.forget(gone={k for k in self.dns_counts.queries if k not in present})
+
+    def _configure_dns(self, *, pods: Mapping[str, AgentPod]) -> None:
+        """Attach the DNS probe to the veths of the DNS sessions' pods (alongside flows)."""
+        dns_pods = {
+            pod.uid for t in self._targets if t.dns for pod in t.pods if not pod.host_network
+        }
+        wanted = {
+            veth.name: veth.ifindex for uid, veth in self._resolved.veths.items() if uid in dns_pods
+        }
+        if DNS in self._dataplane.loaded_probes():
+            plane = cast(DnsDataPlane, self._dataplane)
+            for name in sorted(set(self._dns_attached) - set(wanted)):
+                self._safely(
+                    f"detach DNS from {name}",
+                    partial(plane.detach_dns_interface, ifname=name),
+                    probe=DNS,
+                )
+                self._dns_attached.pop(name, None)
+            self._safely("re-attach DNS", partial(self._repair_dns, plane), probe=DNS)
+            for name, index in sorted(wanted.items()):
+                if name in self._dns_attached:
+                    continue
+                try:
+                    plane.attach_dns_interface(ifname=name)
+                except Orb8Error as err:
+                    log.warning("attach DNS to %s failed: %s", name, err)
+                    for uid, veth in self._resolved.veths.items():
+                        if veth.name == name:
+                            self._resolved.problems[uid] = (
+                                f"DNS probe not attached to {name}: {err}"
+                            )
+                    continue
+                self._dns_attached[name] = index
+        self._dns_pod_by_ifindex = {
+            veth.ifindex: pods[uid] for uid, veth in self._resolved.veths.items()
+            if veth.name in self._dns_attached and uid in pods
+        }  # fmt: skip
+
+    @staticmethod
+    def _repair_dns(plane: DnsDataPlane) -> None:
+        # the flow probe removes a clsact qdisc it created when it detaches,
+        # taking our filter with it if we still used that interface
+        for name in plane.repair_dns():
+            log.info("DNS probe re-attached to %s (its qdisc had been removed)", name)
 
     def _configure_syscalls(self, *, pods: Mapping[str, AgentPod]) -> None:
         refs: dict[int, ContainerRef] = {}
@@ -268,7 +335,32 @@ class NodeAgent:
                     state = self._sessions.get(target.uid)
                     if state is not None and state.flows is not None and not state.stopped:
                         state.flows.add(observation=observation, now=now)
+        if DNS in self._dataplane.loaded_probes():
+            self._collect_dns(rows=cast(DnsDataPlane, self._dataplane).read_dns())
         self.poll_alerts()
+
+    def _collect_dns(self, *, rows: Sequence[DnsRow]) -> None:
+        """Route the DNS probe's rows to the sessions of the pod whose veth saw them."""
+        sessions = [s for s in self._sessions.values() if s.dns is not None and not s.stopped]
+        for row in rows:
+            pod = self._dns_pod_by_ifindex.get(row.key.ifindex)
+            if pod is None:
+                continue
+            name = PodName(pod.namespace, pod.name)
+            self.dns_counts.add(
+                pod=self.pod_metrics.slots.label((pod.namespace, pod.name)), row=row
+            )
+            client_is_pod = row.key.client_ip in pod.ips
+            for state in sessions:
+                targets = state.target.pods
+                if not any(p.uid == pod.uid for p in targets):
+                    continue
+                if not client_is_pod and any(
+                    row.key.client_ip in p.ips for p in targets if not p.host_network
+                ):
+                    continue  # the client is another target here: counted at its own veth
+                assert state.dns is not None
+                state.dns.add(pod=name, row=row)
 
     def poll_alerts(self) -> None:
         """Read the syscall ring buffer into the sessions' alerts (every tick: it is bounded)."""
@@ -333,6 +425,7 @@ class NodeAgent:
         errors = self._dataplane.probe_errors()
         wanted = {FLOWS} if target.network else set()
         wanted |= {SYSCALLS} if target.syscalls else set()
+        wanted |= {DNS} if target.dns else set()
         missing = sorted(wanted - loaded)
         problems = [f"{p} probe unavailable: {errors.get(p, 'not loaded')}" for p in missing]
         problems += [
@@ -357,7 +450,7 @@ class NodeAgent:
         else:
             phase = "Running"
         network, syscalls = target.network, target.syscalls
-        return trace_node_entry(
+        entry = trace_node_entry(
             node=self.node, state=phase, probes=sorted(wanted & loaded),
             message="; ".join(problems)[:1024], now=now, flows=state.flows,
             top_flows=int(network.top_flows * scale) if network else 0,
@@ -365,6 +458,10 @@ class NodeAgent:
             max_alerts=int(syscalls.max_alerts * scale) if syscalls else 0,
             pods_by_ip=self._pods_by_ip, dropped_events=self._dataplane.dropped_events(),
         )  # fmt: skip
+        if state.dns is None or target.dns is None:
+            return entry
+        top = int(target.dns.top_names * scale)
+        return entry.model_copy(update={"dns": state.dns.summary(node=self.node, top=top)})
 
     def shutdown(self) -> None:
         """Detach from every interface (the data plane unloads itself)."""
@@ -375,10 +472,23 @@ class NodeAgent:
                 probe=FLOWS,
             )
         self._attached.clear()
+        if DNS in self._dataplane.loaded_probes():
+            plane = cast(DnsDataPlane, self._dataplane)
+            for name in sorted(self._dns_attached):
+                self._safely(
+                    f"detach DNS from {name}",
+                    partial(plane.detach_dns_interface, ifname=name),
+                    probe=DNS,
+                )
+        self._dns_attached.clear()
 
     @property
     def attached_interfaces(self) -> frozenset[str]:
         return frozenset(self._attached)
+
+    @property
+    def dns_interfaces(self) -> frozenset[str]:
+        return frozenset(self._dns_attached)
 
     @property
     def tracked_pods(self) -> int:

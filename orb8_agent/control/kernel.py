@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
+from orb8_agent.dataplane.dns import DnsCollector, DnsRow
 from orb8_agent.dataplane.flows import FlowCollector
 from orb8_agent.dataplane.models import Alert, Flow
 from orb8_agent.dataplane.probes import ProbeSet
 from orb8_agent.dataplane.syscalls import SyscallCollector
 from orb8_common.errors import ProbeLoadError
 
-FLOWS, SYSCALLS = "flows", "syscalls"
+FLOWS, SYSCALLS, DNS = "flows", "syscalls", "dns"
 
 
 class KernelDataPlane:
@@ -20,8 +21,9 @@ class KernelDataPlane:
         self._probes = probes
 
     def loaded_probes(self) -> frozenset[str]:
-        loaded = {FLOWS} if self._probes.flows is not None else set()
-        return frozenset(loaded | ({SYSCALLS} if self._probes.syscalls is not None else set()))
+        probes = self._probes
+        pairs = ((FLOWS, probes.flows), (SYSCALLS, probes.syscalls), (DNS, probes.dns))
+        return frozenset(name for name, loaded in pairs if loaded is not None)
 
     def probe_errors(self) -> Mapping[str, str]:
         return dict(self._probes.failures)
@@ -31,6 +33,18 @@ class KernelDataPlane:
 
     def detach_interface(self, *, ifname: str) -> None:
         self._flows().detach(interface=ifname)
+
+    def attach_dns_interface(self, *, ifname: str) -> None:
+        self._dns().attach(interface=ifname)
+
+    def detach_dns_interface(self, *, ifname: str) -> None:
+        self._dns().detach(interface=ifname)
+
+    def repair_dns(self) -> list[str]:
+        return self._dns().repair()
+
+    def read_dns(self) -> list[DnsRow]:
+        return self._dns().read_rows()
 
     def set_watched_cgroups(self, *, cgroup_ids: Collection[int]) -> None:
         syscalls = self._syscalls()
@@ -63,6 +77,11 @@ class KernelDataPlane:
         if self._probes.flows is None:
             raise ProbeLoadError(f"flow probe is not loaded: {self._probes.failures.get(FLOWS)}")
         return self._probes.flows
+
+    def _dns(self) -> DnsCollector:
+        if self._probes.dns is None:
+            raise ProbeLoadError(f"DNS probe is not loaded: {self._probes.failures.get(DNS)}")
+        return self._probes.dns
 
     def _syscalls(self) -> SyscallCollector:
         if self._probes.syscalls is None:

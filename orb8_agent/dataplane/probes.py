@@ -13,6 +13,7 @@ from pathlib import Path
 from orb8_common.errors import Orb8Error, ProbeLoadError
 
 from . import tc
+from .dns import DnsCollector
 from .flows import FlowCollector
 from .syscalls import Hook, SyscallCollector
 
@@ -23,12 +24,14 @@ class ProbeSet:
 
     flows: FlowCollector | None = None
     syscalls: SyscallCollector | None = None
+    dns: DnsCollector | None = None
     failures: dict[str, str] = field(default_factory=dict)
 
     def statuses(self) -> list[dict[str, object]]:
         """``[{name, loadable, message}]`` as NodeAgentConfig status wants it."""
         out: list[dict[str, object]] = []
-        for name, loaded in (("flows", self.flows), ("syscalls", self.syscalls)):
+        probes = (("flows", self.flows), ("syscalls", self.syscalls), ("dns", self.dns))
+        for name, loaded in probes:
             if loaded is not None or name in self.failures:
                 out.append(
                     {
@@ -41,14 +44,14 @@ class ProbeSet:
 
     def close(self) -> None:
         errors: list[str] = []
-        for c in (self.flows, self.syscalls):
+        for c in (self.dns, self.flows, self.syscalls):
             if c is None:
                 continue
             try:
                 c.close()
             except Orb8Error as err:
                 errors.append(str(err))
-        self.flows = self.syscalls = None
+        self.flows = self.syscalls = self.dns = None
         if errors:
             raise ProbeLoadError("; ".join(errors))
 
@@ -58,6 +61,7 @@ def start_probes(
     agent_id: str,
     flows: bool = True,
     syscalls: bool = True,
+    dns: bool = False,
     hook: Hook = Hook.RAW_TP,
     alerts_per_second: int = 100,
     run_dir: Path = tc.DEFAULT_RUN_DIR,
@@ -82,7 +86,14 @@ def start_probes(
             probes.syscalls = sc
         except Orb8Error as err:
             probes.failures["syscalls"] = str(err)
-    if (flows or syscalls) and probes.flows is None and probes.syscalls is None:
+    if dns:
+        dc = DnsCollector(agent_id=agent_id, run_dir=run_dir)
+        try:
+            dc.open()
+            probes.dns = dc
+        except Orb8Error as err:
+            probes.failures["dns"] = str(err)
+    if (flows or syscalls or dns) and not (probes.flows or probes.syscalls or probes.dns):
         detail = "; ".join(f"{name}: {msg}" for name, msg in probes.failures.items())
         raise ProbeLoadError(f"no probe could be loaded: {detail}")
     return probes

@@ -162,12 +162,12 @@ CASES = [
     ),
     ts(
         "no-probe-enabled",
-        ("spec.probes", "at least one of network or syscalls must be enabled"),
+        ("spec.probes", "at least one of network, syscalls or dns must be enabled"),
         probes={"network": {"enabled": False}, "syscalls": {"enabled": False}},
     ),
     ts(
         "no-probes-at-all",
-        ("spec.probes", "at least one of network or syscalls must be enabled"),
+        ("spec.probes", "at least one of network, syscalls or dns must be enabled"),
         probes={},
     ),
     # selector
