@@ -98,10 +98,10 @@ def node_summaries(*, entries: Sequence[NodeEntry | GpuNodeEntry]) -> list[dict[
     for entry in entries:
         update: dict[str, Any] = {"alerts": (), "message": entry.message[:SUMMARY_MESSAGE_CHARS]}
         update["flows" if isinstance(entry, NodeEntry) else "pods"] = ()
-        if isinstance(entry, NodeEntry) and entry.dns is not None:
-            update["dns"] = entry.dns.model_copy(update={"names": ()})  # totals only
         wire = to_wire(entry.model_copy(update=update))
         for key in ("flows", "alerts", "pods"):
             wire.pop(key, None)
+        if isinstance(wire.get("dns"), dict):
+            wire["dns"].pop("names", None)  # totals only; the rows are merged into status.dns
         out.append(wire)
     return out

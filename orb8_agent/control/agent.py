@@ -347,9 +347,9 @@ class NodeAgent:
             if pod is None:
                 continue
             name = PodName(pod.namespace, pod.name)
-            self.dns_counts.add(
-                pod=self.pod_metrics.slots.label((pod.namespace, pod.name)), row=row
-            )
+            key = (pod.namespace, pod.name)
+            self.pod_metrics.slots.admit(weights={key: 0})  # the same cap as traffic
+            self.dns_counts.add(pod=self.pod_metrics.slots.label(key), row=row)
             client_is_pod = row.key.client_ip in pod.ips
             for state in sessions:
                 targets = state.target.pods
