@@ -92,6 +92,7 @@ def test_dns_reaches_status_printer_column_cli_and_metrics(
         assert node["dns"]["queries"] == len(PLAN) and "names" not in node["dns"]
 
         table = control_plane.kubectl("get", "ts", "-n", namespace).stdout.splitlines()
+        print("\n".join(table))  # the example in docs/dns.md
         headers = table[0].split()
         assert "DNS-ERRORS" in headers
         assert table[1].split()[headers.index("DNS-ERRORS")] == "7"
@@ -108,6 +109,7 @@ def test_dns_reaches_status_printer_column_cli_and_metrics(
             capture_output=True, text=True, env=control_plane.env(), timeout=60, check=False,
         )  # fmt: skip
         assert cli.returncode == 0, cli.stderr
+        print(cli.stdout, cli.stderr)
         assert f"{namespace}/client" in cli.stdout and "typo.nx" in cli.stdout
 
         text = urllib.request.urlopen(f"http://127.0.0.1:{agent.http_port}/metrics").read()
