@@ -210,3 +210,37 @@ def test_trace_dns_local_json(server: netns.VethPair) -> None:
         got[(row["query"], row["qtype"], row["rcode"])] += row["count"]
     want = Counter((e["name"].lower(), e["qtype"], RCODES[e["rcode"]]) for e in log)
     assert got == want
+
+
+def test_shares_clsact_with_the_flow_probe(pair: netns.VethPair, run_dir: Path) -> None:
+    """Either probe may create the clsact qdisc; neither takes the other's filter with it."""
+    from orb8_agent.dataplane.flows import FlowCollector
+    from orb8_dev.traffic_ctl import has_clsact, tc_filters
+
+    with netns.enter(pair.ns_a):
+        # DNS first: it creates clsact, and must leave it while the flow probe uses it
+        dns = DnsCollector(agent_id="share", run_dir=run_dir)
+        flows = FlowCollector(agent_id="share", run_dir=run_dir)
+        dns.open()
+        flows.open()
+        try:
+            dns.attach(interface=pair.if_a)
+            flows.attach(interface=pair.if_a)
+            dns.detach(interface=pair.if_a)
+            filters = tc_filters(pair.ns_a, pair.if_a)
+            assert "orb8_flows" in filters and "orb8_dns" not in filters
+            # flows first (after the qdisc went): the flow probe's detach removes the
+            # clsact it created, and the DNS probe's repair puts its filter back
+            flows.detach(interface=pair.if_a)
+            netns.run(["tc", "qdisc", "del", "dev", pair.if_a, "clsact"], netns=pair.ns_a)
+            flows.attach(interface=pair.if_a)
+            dns.attach(interface=pair.if_a)
+            assert dns.repair() == []
+            flows.detach(interface=pair.if_a)
+            assert not has_clsact(pair.ns_a, pair.if_a)
+            assert dns.repair() == [pair.if_a]
+            assert "orb8_dns" in tc_filters(pair.ns_a, pair.if_a)
+        finally:
+            flows.close()
+            dns.close()
+    assert "orb8" not in tc_filters(pair.ns_a, pair.if_a)
