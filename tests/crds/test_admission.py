@@ -101,8 +101,8 @@ CASES = [
     # probes
     ts(
         "unknown-probe",
-        ('unknown field "spec.probes.dns"',),
-        probes={"network": NET, "dns": {"enabled": True}},
+        ('unknown field "spec.probes.http"',),
+        probes={"network": NET, "http": {"enabled": True}},
     ),
     ts(
         "unknown-probe-field",
@@ -134,6 +134,11 @@ CASES = [
         "top-flows-5000",
         ("spec.probes.network.topFlows", "less than or equal to 1000"),
         probes={"network": {"enabled": True, "topFlows": 5000}},
+    ),
+    ts(
+        "dns-top-names-over-200",
+        ("spec.probes.dns.topNames", "less than or equal to 200"),
+        probes={"dns": {"enabled": True, "topNames": 201}},
     ),
     ts(
         "max-alerts-zero",
@@ -406,6 +411,11 @@ def test_defaults_are_applied(cluster: Cluster) -> None:
     assert len(syscalls["alertOn"]) == 20
     assert "duration" not in spec and "ttlSecondsAfterFinished" not in spec
 
+    dns_only = trace_session("dns-only", probes={"dns": {"enabled": True}})
+    assert cluster.apply(dns_only).returncode == 0
+    dspec = cluster.get_json("tracesession", "dns-only")["spec"]
+    assert dspec["probes"]["dns"] == {"enabled": True, "topNames": 20}
+
     gpu = gpu_telemetry("defaults", source={"dcgmExporter": {}})
     assert cluster.apply(gpu).returncode == 0
     gspec = cluster.get_json("gputelemetry", "defaults")["spec"]
@@ -442,10 +452,10 @@ def test_unknown_fields_are_pruned_without_strict_validation(cluster: Cluster) -
     """Only strict field validation refuses unknown fields; a client that turns it
     off (``--validate=false``) gets them silently dropped by structural pruning.
     kubectl's default (--validate=strict) refuses them."""
-    manifest = trace_session("lenient", probes={"network": NET, "dns": {"enabled": True}})
+    manifest = trace_session("lenient", probes={"network": NET, "http": {"enabled": True}})
     result = cluster.apply(manifest, "--validate=false")
     assert result.returncode == 0, result.stderr
-    assert "dns" not in cluster.get_json("tracesession", "lenient")["spec"]["probes"]
+    assert "http" not in cluster.get_json("tracesession", "lenient")["spec"]["probes"]
 
 
 def _contains(actual: Any, expected: Any) -> bool:

@@ -27,7 +27,7 @@ from tests.crds.manifests import (
 
 pytestmark = pytest.mark.cluster
 
-TS_HEADER = ["NAME", "PHASE", "PODS", "NODES", "FLOWS", "BYTES", "ALERTS", "AGE"]
+TS_HEADER = ["NAME", "PHASE", "PODS", "NODES", "FLOWS", "BYTES", "ALERTS", "DNS-ERRORS", "AGE"]
 GPUT_HEADER = ["NAME", "PHASE", "PODS", "GPUS", "UTIL", "MEMORY", "AGE"]
 
 
@@ -91,11 +91,12 @@ def test_trace_session_columns(cluster: Cluster, resource: str) -> None:
                 "alerts": 1,
                 "pods": 6,
             },
+            "dns": {"queries": 40, "answers": 40, "nxdomain": 3, "servfail": 2, "errors": 5},
         },
     )
     header, row = table(cluster, resource, name)
     assert header == TS_HEADER
-    assert row[:7] == [name, "Running", "6", "3", "41", "18734112", "1"]
+    assert row[:8] == [name, "Running", "6", "3", "41", "18734112", "1", "5"]
 
 
 @pytest.mark.parametrize("resource", ["gputelemetries", "gputelemetry", "gput"])
