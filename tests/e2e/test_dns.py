@@ -130,3 +130,58 @@ def test_dns_reaches_status_printer_column_cli_and_metrics(
     finally:
         dns.kill()
         dns.wait(timeout=30)
+
+
+def test_server_pod_in_the_same_session_counts_each_query_once(
+    control_plane: ControlPlane, kubelet: SimKubelet, namespace: str, operator: Any,
+    start_agent: Any,
+) -> None:  # fmt: skip
+    """Client and DNS server are both targets (and flows are on too): the query crosses
+    two target veths but is filed once, under the client; lost queries show UNANSWERED."""
+    kubelet.add_node(name="node-a")
+    client = kubelet.run_pod(namespace=namespace, name="client", node="node-a", labels=SHOP)
+    server = kubelet.run_pod(namespace=namespace, name="dns", node="node-a", labels=SHOP)
+    dns = server.spawn([*DNSLOAD, "server", "--bind", server.ip], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, cwd=REPO_ROOT)  # fmt: skip
+    try:
+        assert dns.stdout is not None and b"listening" in dns.stdout.readline()
+        start_agent("node-a")
+        body = {
+            "apiVersion": "orb8.io/v1alpha1", "kind": "TraceSession",
+            "metadata": {"name": "dns-debug", "namespace": namespace},
+            "spec": {"selector": {"podSelector": {"matchLabels": SHOP}},
+                     "probes": {"dns": {"enabled": True}, "network": {"enabled": True}},
+                     "reportInterval": "1s"},
+        }  # fmt: skip
+        control_plane.kubectl("apply", "-f", "-", input=json.dumps(body))
+
+        def attached() -> bool:
+            return all(
+                "orb8_dns" in (f := tc_filters(None, pod.host_if)) and "orb8_flows" in f
+                for pod in (client, server)
+            )
+
+        wait_for(attached, timeout=90, what="DNS and flow probes on both target veths")
+        plan = PLAN[:10] + [{"name": "lost.drop", "qtype": "A"}] * 2
+        out = client.run([*DNSLOAD, "client", "--server", server.ip, "--timeout", "2",
+                          "--plan", json.dumps(plan)])  # fmt: skip
+        log = json.loads(out.strip().splitlines()[-1])["log"]
+        answered = [e for e in log if e["rcode"] is not None]
+        assert len(answered) == 10
+
+        def complete() -> dict[str, Any] | None:
+            st = dns_status(control_plane, namespace)
+            return st if st.get("queries", 0) >= len(plan) and st.get("answers", 0) >= 10 else None
+
+        st = wait_for(complete, timeout=60, what="the queries in status.dns")
+        assert (st["queries"], st["answers"], st["unanswered"]) == (len(plan), 10, 2)
+        assert st["nxdomain"] == 4 and st["errors"] == 4
+        assert {r["pod"] for r in st["names"]} == {"client"}
+        unanswered = [r for r in st["names"] if r["rcode"] == "UNANSWERED"]
+        assert [(r["query"], r["count"]) for r in unanswered] == [("lost.drop", 2)]
+        assert "latencyMs" not in unanswered[0]
+        flows = get_json(control_plane, "ts", "dns-debug", "-n", namespace)["status"]["flows"]
+        assert any(f["destination"].get("port") == 53 for f in flows)
+    finally:
+        dns.kill()
+        dns.wait(timeout=30)
