@@ -64,8 +64,39 @@ struct {
 
 /* The question is copied here in one helper call; 264 bytes would crowd the
  * 512-byte stack next to the row key. */
+struct pkt {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u32 dns_off;  /* where the DNS message starts */
+	__u32 dns_len;  /* its length as the transport says */
+	__u8 family;
+	__u8 proto;
+};
+
+#define WALK_MORE 0
+#define WALK_FOUND 1
+#define WALK_BAD 2
+#define WALK_COMPRESSED 3
+
+struct walk {
+	__u64 pos; /* offset of the next length byte in the scratch copy */
+	__u64 n;   /* bytes copied */
+	__u64 result;
+};
+
 struct scratch {
 	__u8 buf[SCRATCH_SIZE];
+	struct pkt p; /* the addresses and ports, handed to orb8_dns_message() */
+	/* the row key: 176 bytes would not fit the stack next to the rest */
+	struct dns_key key __attribute__((aligned(8)));
+	/* the label walk's state, kept here rather than on the stack: the
+	 * verifier does not track values in a map, so every step of the
+	 * bpf_loop looks the same to it and the check converges at once
+	 * (on the stack, each step's narrower range made a new state: 128 of
+	 * them, seconds of verification) */
+	struct walk walk;
 };
 
 struct {
@@ -92,16 +123,6 @@ struct {
 		__err;                                                         \
 	})
 
-struct pkt {
-	__u8 saddr[16];
-	__u8 daddr[16];
-	__u16 sport;
-	__u16 dport;
-	__u32 dns_off;  /* where the DNS message starts */
-	__u32 dns_len;  /* its length as the transport says */
-	__u8 family;
-	__u8 proto;
-};
 
 static __always_inline void stat_inc(__u32 idx)
 {
@@ -232,74 +253,59 @@ static __always_inline int parse_ip(struct __sk_buff *skb, struct pkt *p)
 	return 0;
 }
 
-#define WALK_MORE 0
-#define WALK_FOUND 1
-#define WALK_BAD 2
-#define WALK_COMPRESSED 3
 
-struct walk {
-	__u64 pos; /* offset of the next length byte in the scratch copy */
-	__u64 n;   /* bytes copied */
-	__u64 result;
-};
 
 /* One label per call. In a question every label is a plain one: a
  * compression pointer (0b11) has nothing before it to point to, and the
  * 0b01/0b10 types are obsolete or reserved, so a length byte above 63 is
  * never valid here. */
-static long walk_label(__u64 index, struct walk *w)
+static long walk_label(__u64 index, void *unused)
 {
 	__u32 zero = 0;
 	struct scratch *s = bpf_map_lookup_elem(&dns_scratch, &zero);
-	__u64 pos = w->pos;
+	__u64 pos;
 	__u8 len;
 
-	if (!s || pos >= w->n || pos >= SCRATCH_SIZE) {
-		w->result = WALK_BAD; /* ran off the message (or off 255 bytes) */
+	if (!s)
+		return 1;
+	pos = s->walk.pos;
+	if (pos >= s->walk.n || pos >= SCRATCH_SIZE) {
+		s->walk.result = WALK_BAD; /* ran off the message (or off 255 bytes) */
 		return 1;
 	}
 	len = s->buf[pos];
 	if (len == 0) {
-		w->result = WALK_FOUND;
+		s->walk.result = WALK_FOUND;
 		return 1;
 	}
 	if ((len & 0xc0) == 0xc0) {
-		w->result = WALK_COMPRESSED;
+		s->walk.result = WALK_COMPRESSED;
 		return 1;
 	}
 	if (len > 63) {
-		w->result = WALK_BAD;
+		s->walk.result = WALK_BAD;
 		return 1;
 	}
-	w->pos = pos + len + 1;
+	s->walk.pos = pos + len + 1;
 	return 0;
 }
 
-/* Copy the first qlen bytes of the wire name, lower-cased (names are
- * case-insensitive and resolvers randomise case: one name is one row), and
- * zero the rest, a word at a time. Length bytes (<= 63) are never letters. */
-static __always_inline void copy_name(__u8 *dst, const __u8 *src, __u64 qlen)
+/* Lower-case the name in place, a word at a time, without a branch (names
+ * are case-insensitive and resolvers randomise case: one name is one row).
+ * Length bytes (<= 63) and the zeroes after the name are never letters. */
+static __always_inline void lower_name(__u8 *name)
 {
 	int k;
 
 #pragma clang loop unroll(full)
 	for (k = 0; k < DNS_NAME_MAX / 8; k++) {
-		__u64 x = *(const __u64 *)(src + 8 * k);
+		__u64 x = *(__u64 *)(name + 8 * k);
 		__u64 low7 = x & 0x7f7f7f7f7f7f7f7fULL;
 		/* per byte: bit 7 set where 'A' <= b <= 'Z' (ASCII only) */
 		__u64 upper = (low7 + 0x3f3f3f3f3f3f3f3fULL) & ~(low7 + 0x2525252525252525ULL) &
 			      ~x & 0x8080808080808080ULL;
-		__s64 keep = (__s64)qlen - 8 * k;
-		__u64 mask;
 
-		x |= upper >> 2;
-		if (keep <= 0)
-			mask = 0;
-		else if (keep >= 8)
-			mask = ~0ULL;
-		else
-			mask = (1ULL << (8 * keep)) - 1; /* little-endian: low bytes first */
-		*(__u64 *)(dst + 8 * k) = x & mask;
+		*(__u64 *)(name + 8 * k) = x | (upper >> 2);
 	}
 }
 
@@ -341,10 +347,13 @@ static __always_inline void add_row(struct dns_key *key, __u64 latency, int matc
 		stat_inc(DNS_STAT_NAME_TRUNCATED);
 }
 
-static __always_inline int count_dns(struct __sk_buff *skb)
+/* Everything after the transport header, as a global function: the
+ * verifier checks it once, not once per way the headers before it were
+ * read (direct access or helper, VLAN tags or not). It finds the addresses
+ * and ports in the per-CPU scratch, where orb8_dns() left them. */
+__noinline int orb8_dns_message(struct __sk_buff *skb)
 {
-	struct pkt p = {};
-	struct dns_key key = {};
+	struct dns_key *key;
 	struct dns_inflight_key fk = {};
 	struct { __u16 id, flags, qd, an, ns, ar; } hdr;
 	struct scratch *s;
@@ -353,13 +362,20 @@ static __always_inline int count_dns(struct __sk_buff *skb)
 	__u64 n, pos = 0, qlen;
 	__u16 flags;
 	__u64 now, latency = 0;
-	struct walk walk = {};
 	int qr, matched = 0;
 
-	if (parse_ip(skb, &p) <= 0)
-		return TC_ACT_UNSPEC;
+	struct pkt *pp;
 
-	if (p.dns_len < DNS_HLEN || LOAD_HDR(skb, p.dns_off, &hdr)) {
+	if (!skb)
+		return TC_ACT_UNSPEC;
+	s = bpf_map_lookup_elem(&dns_scratch, &zero);
+	if (!s)
+		return TC_ACT_UNSPEC;
+	pp = &s->p;
+	key = &s->key;
+	__builtin_memset(key, 0, sizeof(*key));
+
+	if (pp->dns_len < DNS_HLEN || bpf_skb_load_bytes(skb, pp->dns_off, &hdr, sizeof(hdr))) {
 		stat_inc(DNS_STAT_MALFORMED);
 		return TC_ACT_UNSPEC;
 	}
@@ -367,8 +383,8 @@ static __always_inline int count_dns(struct __sk_buff *skb)
 	qr = flags >> 15;
 	/* standard queries only; a query goes to the DNS port, an answer
 	 * comes from it */
-	if (((flags >> 11) & 0xf) != 0 || (!qr && p.dport != cfg.port) ||
-	    (qr && p.sport != cfg.port)) {
+	if (((flags >> 11) & 0xf) != 0 || (!qr && pp->dport != cfg.port) ||
+	    (qr && pp->sport != cfg.port)) {
 		stat_inc(DNS_STAT_NOT_QUERY);
 		return TC_ACT_UNSPEC;
 	}
@@ -377,11 +393,8 @@ static __always_inline int count_dns(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	}
 
-	s = bpf_map_lookup_elem(&dns_scratch, &zero);
-	if (!s)
-		return TC_ACT_UNSPEC;
 	/* the root name and qtype/qclass need 5 bytes at least */
-	n = p.dns_len;
+	n = pp->dns_len;
 	if (n < DNS_HLEN + 5) {
 		stat_inc(DNS_STAT_MALFORMED);
 		return TC_ACT_UNSPEC;
@@ -392,65 +405,73 @@ static __always_inline int count_dns(struct __sk_buff *skb)
 	barrier_var(n);
 	/* restated after the barrier for the verifier's sake */
 	if (n < 5 || n > QUESTION_MAX ||
-	    bpf_skb_load_bytes(skb, p.dns_off + DNS_HLEN, s->buf, n)) {
+	    bpf_skb_load_bytes(skb, pp->dns_off + DNS_HLEN, s->buf, n)) {
 		stat_inc(DNS_STAT_MALFORMED);
 		return TC_ACT_UNSPEC;
 	}
 
 	/* Walk the labels to the root (bpf_loop: the verifier checks the
 	 * step once instead of once per possible label). */
-	walk.n = n;
-	bpf_loop(MAX_LABELS, walk_label, &walk, 0);
-	pos = walk.pos;
-	if (walk.result == WALK_COMPRESSED)
+	s->walk.pos = 0;
+	s->walk.n = n;
+	s->walk.result = WALK_BAD; /* 128 labels without the root */
+	bpf_loop(MAX_LABELS, walk_label, NULL, 0);
+	pos = s->walk.pos;
+	if (s->walk.result == WALK_COMPRESSED)
 		stat_inc(DNS_STAT_COMPRESSED);
 	/* found: pos is the root byte; the name must fit 255 bytes with it,
 	 * and qtype + qclass must follow inside the message */
-	if (walk.result != WALK_FOUND || pos + 1 > QNAME_WIRE_MAX || pos + 5 > n) {
+	if (s->walk.result != WALK_FOUND || pos + 1 > QNAME_WIRE_MAX || pos + 5 > n) {
 		stat_inc(DNS_STAT_MALFORMED);
 		return TC_ACT_UNSPEC;
 	}
 	barrier_var(pos);
 	if (pos > QNAME_WIRE_MAX)
 		return TC_ACT_UNSPEC; /* restated for the verifier */
-	key.qtype = (s->buf[pos + 1] << 8) | s->buf[pos + 2];
+	key->qtype = (s->buf[pos + 1] << 8) | s->buf[pos + 2];
 
 	qlen = pos;
 	if (qlen > DNS_NAME_MAX) {
 		qlen = DNS_NAME_MAX;
-		key.flags |= DNS_FLAG_NAME_TRUNCATED;
+		key->flags |= DNS_FLAG_NAME_TRUNCATED;
 	}
-	key.name_len = qlen;
-	copy_name(key.name, s->buf, qlen);
+	key->name_len = qlen;
+	barrier_var(qlen);
+	if (qlen > DNS_NAME_MAX)
+		return TC_ACT_UNSPEC; /* restated for the verifier */
+	/* the root name has no bytes to copy; the rest of key->name stays zero */
+	if (qlen && bpf_skb_load_bytes(skb, pp->dns_off + DNS_HLEN, key->name, qlen))
+		return TC_ACT_UNSPEC;
+	lower_name(key->name);
 
-	key.ifindex = skb->ifindex;
-	key.family = p.family;
-	if (p.proto == IPPROTO_TCP)
-		key.flags |= DNS_FLAG_TCP;
+	key->ifindex = skb->ifindex;
+	key->family = pp->family;
+	if (pp->proto == IPPROTO_TCP)
+		key->flags |= DNS_FLAG_TCP;
 
 	fk.ifindex = skb->ifindex;
-	fk.family = p.family;
-	fk.proto = p.proto;
+	fk.family = pp->family;
+	fk.proto = pp->proto;
 	fk.id = hdr.id;
 	now = bpf_ktime_get_ns();
 
 	if (!qr) {
-		__builtin_memcpy(key.client, p.saddr, 16);
-		__builtin_memcpy(key.server, p.daddr, 16);
-		key.rcode = DNS_RCODE_QUERY;
-		__builtin_memcpy(fk.client, p.saddr, 16);
-		fk.client_port = p.sport;
+		__builtin_memcpy(key->client, pp->saddr, 16);
+		__builtin_memcpy(key->server, pp->daddr, 16);
+		key->rcode = DNS_RCODE_QUERY;
+		__builtin_memcpy(fk.client, pp->saddr, 16);
+		fk.client_port = pp->sport;
 		/* a retry with the same id restarts the clock: the latency is
 		 * that of the attempt that was answered */
 		bpf_map_update_elem(&dns_inflight, &fk, &now, BPF_ANY);
 	} else {
 		__u64 *sent;
 
-		__builtin_memcpy(key.client, p.daddr, 16);
-		__builtin_memcpy(key.server, p.saddr, 16);
-		key.rcode = flags & 0xf;
-		__builtin_memcpy(fk.client, p.daddr, 16);
-		fk.client_port = p.dport;
+		__builtin_memcpy(key->client, pp->daddr, 16);
+		__builtin_memcpy(key->server, pp->saddr, 16);
+		key->rcode = flags & 0xf;
+		__builtin_memcpy(fk.client, pp->daddr, 16);
+		fk.client_port = pp->dport;
 		sent = bpf_map_lookup_elem(&dns_inflight, &fk);
 		if (sent) {
 			if (now > *sent)
@@ -461,7 +482,22 @@ static __always_inline int count_dns(struct __sk_buff *skb)
 			stat_inc(DNS_STAT_UNMATCHED);
 		}
 	}
-	add_row(&key, latency, matched, now);
+	add_row(key, latency, matched, now);
+	return TC_ACT_UNSPEC;
+}
+
+static __always_inline int count_dns(struct __sk_buff *skb)
+{
+	struct scratch *s;
+	__u32 zero = 0;
+
+	s = bpf_map_lookup_elem(&dns_scratch, &zero);
+	if (!s)
+		return TC_ACT_UNSPEC;
+	__builtin_memset(&s->p, 0, sizeof(s->p));
+	if (parse_ip(skb, &s->p) <= 0)
+		return TC_ACT_UNSPEC; /* not DNS: the common case ends here */
+	orb8_dns_message(skb);
 	return TC_ACT_UNSPEC;
 }
 
