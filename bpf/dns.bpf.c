@@ -62,8 +62,7 @@ struct {
 	__type(value, __u64);
 } dns_stats SEC(".maps");
 
-/* The question is copied here in one helper call; 264 bytes would crowd the
- * 512-byte stack next to the row key. */
+/* What the header walk found, for orb8_dns_message(). */
 struct pkt {
 	__u8 saddr[16];
 	__u8 daddr[16];
@@ -75,7 +74,6 @@ struct pkt {
 	__u8 proto;
 };
 
-#define WALK_MORE 0
 #define WALK_FOUND 1
 #define WALK_BAD 2
 #define WALK_COMPRESSED 3
@@ -86,8 +84,9 @@ struct walk {
 	__u64 result;
 };
 
+/* Per-CPU working memory (a tc program runs to completion on one CPU). */
 struct scratch {
-	__u8 buf[SCRATCH_SIZE];
+	__u8 buf[SCRATCH_SIZE]; /* the question, copied in one helper call */
 	struct pkt p; /* the addresses and ports, handed to orb8_dns_message() */
 	/* the row key: 176 bytes would not fit the stack next to the rest */
 	struct dns_key key __attribute__((aligned(8)));
