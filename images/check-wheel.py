@@ -9,6 +9,7 @@ REQUIRED = (
     "orb8_agent/bpf/flows.bpf.o",
     "orb8_agent/bpf/syscalls.bpf.o",
     "orb8_agent/bpf/tcphealth.bpf.o",
+    "orb8_agent/bpf/dns.bpf.o",
 )
 
 

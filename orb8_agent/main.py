@@ -34,7 +34,7 @@ from orb8_common.errors import Orb8Error, UsageError
 log = logging.getLogger("orb8.agent")
 DEFAULT_PIN = "/sys/fs/bpf/orb8"
 _BIND_ERRORS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
-PROBES = ("flows", "syscalls", "tcp")
+PROBES = ("flows", "syscalls", "tcp", "dns")
 
 
 def _non_negative(text: str) -> int:
@@ -54,7 +54,8 @@ def _probe_list(text: str) -> tuple[str, ...]:
     unknown = sorted(set(names) - set(PROBES))
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown probe(s) {', '.join(unknown) or text!r}: use flows, syscalls, tcp or none"
+            f"unknown probe(s) {', '.join(unknown) or text!r}: "
+            "use flows, syscalls, tcp, dns or none"
         )
     return names
 
@@ -85,9 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--probes", type=_probe_list, default=PROBES,
-        help="BPF probes to load: a comma-separated subset of flows,syscalls,tcp, or none "
+        help="BPF probes to load: a comma-separated subset of flows,syscalls,tcp,dns, or none "
         "(GPU telemetry only); /healthz fails while none of them loads "
-        "(default: flows,syscalls,tcp)",
+        "(default: flows,syscalls,tcp,dns)",
     )  # fmt: skip
     parser.add_argument(
         "--syscall-hook", choices=[h.value for h in Hook], default=Hook.RAW_TP.value
@@ -125,7 +126,7 @@ def _load_probes(
         try:
             loaded = start_probes(
                 agent_id=agent_id, flows=name == "flows", syscalls=name == "syscalls",
-                tcp=name == "tcp", hook=hook, pin_dir=pin_dir,
+                tcp=name == "tcp", dns=name == "dns", hook=hook, pin_dir=pin_dir,
             )  # fmt: skip
         except Orb8Error as err:
             probes.failures[name] = str(err)
@@ -134,6 +135,7 @@ def _load_probes(
         probes.flows = probes.flows or loaded.flows
         probes.syscalls = probes.syscalls or loaded.syscalls
         probes.tcp = probes.tcp or loaded.tcp
+        probes.dns = probes.dns or loaded.dns
     return probes
 
 

@@ -22,6 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from orb8_agent.dataplane.probes import ProbeSet
+from orb8_agent.dns_metrics import dns_families
 from orb8_agent.gpu.metrics import GpuMetrics
 from orb8_agent.podmetrics import CONNECT_BUCKETS
 from orb8_common.errors import Orb8Error
@@ -51,6 +52,10 @@ class AgentCollector(Collector):
         yield from self._node()
         yield from self._probe_families()
         yield from watch_families(states=self._watches)
+        yield from dns_families(
+            counts=self._agent.dns_counts, probe=self._probes.dns,
+            attached=len(self._agent.dns_interfaces),
+        )  # fmt: skip
         if self._writes is not None:
             yield self._writes.family()
 
@@ -171,6 +176,7 @@ class AgentCollector(Collector):
         loaded.add_metric(["flows"], 1.0 if self._probes.flows is not None else 0.0)
         loaded.add_metric(["syscalls"], 1.0 if self._probes.syscalls is not None else 0.0)
         loaded.add_metric(["tcp"], 1.0 if self._probes.tcp is not None else 0.0)
+        loaded.add_metric(["dns"], 1.0 if self._probes.dns is not None else 0.0)
         yield loaded
         map_full = CounterMetricFamily(
             "orb8_map_full_errors", "Kernel map inserts that failed because the map was full",

@@ -265,7 +265,9 @@ class AgentRunner:
         stalled = self._clock() - self._last_tick
         if stalled > TICK_STALL_S:
             return False, f"no tick for {stalled:.0f}s"
-        loaded = {name for name in ("flows", "syscalls", "tcp") if getattr(self._probes, name)}
+        loaded = {
+            name for name in ("flows", "syscalls", "tcp", "dns") if getattr(self._probes, name)
+        }
         if self._wanted_probes and not loaded & self._wanted_probes:
             failures = "; ".join(f"{k}: {v}" for k, v in sorted(self._probes.failures.items()))
             return False, f"no probe loaded ({failures or 'none started'})"

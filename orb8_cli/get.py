@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from orb8_cli import dns
 from orb8_cli.humanize import human_bytes, human_count, table
 from orb8_cli.kube import current_namespace, get_session
 from orb8_common.crd import GPU_TELEMETRIES, TRACE_SESSIONS
@@ -39,6 +40,7 @@ def register(subparsers: Any) -> None:
                 help="the session's kind: ts (TraceSession) or gput (GpuTelemetry)",
             )  # fmt: skip
         sub.set_defaults(func=func)
+    dns.register_get(kinds)
 
 
 def _status(args: argparse.Namespace, *, plural: str) -> dict[str, Any]:

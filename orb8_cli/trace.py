@@ -1,4 +1,4 @@
-"""``orb8 trace network|syscalls --local``: run a probe on this machine, no cluster.
+"""``orb8 trace network|syscalls|dns --local``: run a probe on this machine, no cluster.
 
 Flows are read from the kernel once a second and summed here; the table is
 printed when the duration ends or on Ctrl-C / SIGTERM. Probes are always
@@ -83,6 +83,10 @@ def register(subparsers: Any) -> None:
         "--hook", choices=[h.value for h in Hook], default=Hook.RAW_TP.value, help=argparse.SUPPRESS
     )
     sys_.set_defaults(func=run_syscalls)
+
+    from orb8_cli import dns  # its own module: it imports helpers from this one
+
+    dns.register_trace(kinds, common=_common)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

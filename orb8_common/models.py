@@ -44,6 +44,9 @@ __all__ = [
     "ConditionStatus",
     "DcgmExporterSource",
     "Direction",
+    "DnsName",
+    "DnsProbe",
+    "DnsSummary",
     "Flow",
     "FlowEndpoint",
     "GpuAlert",
@@ -139,6 +142,10 @@ Timestamp = Annotated[datetime, AfterValidator(_utc), PlainSerializer(format_tim
 
 
 INT32_MAX = 2**31 - 1
+MAX_DNS_NAMES = 200  # the largest spec.probes.dns.topNames
+# A question name as people read it: 128 wire bytes kept, each byte at most
+# four characters once escaped (\DDD).
+MAX_DNS_QUERY_CHARS = 4 * 128
 
 
 # parse_duration raises InvalidDurationError, a ValueError, so pydantic names the field.
@@ -298,9 +305,17 @@ class SyscallProbe(_Model):
         return parse_duration(self.learning_period)
 
 
+class DnsProbe(_Model):
+    """DNS over UDP/53 (and TCP/53, one message per segment) parsed in the kernel."""
+
+    enabled: bool = False
+    top_names: int = Field(default=20, ge=1, le=MAX_DNS_NAMES)
+
+
 class Probes(_Model):
     network: NetworkProbe = Field(default_factory=NetworkProbe)
     syscalls: SyscallProbe = Field(default_factory=SyscallProbe)
+    dns: DnsProbe = Field(default_factory=DnsProbe)
 
 
 class TraceSessionSpec(_Model):
@@ -312,8 +327,9 @@ class TraceSessionSpec(_Model):
 
     @model_validator(mode="after")
     def _some_probe(self) -> TraceSessionSpec:
-        if not (self.probes.network.enabled or self.probes.syscalls.enabled):
-            raise ValueError("probes: enable at least one of network, syscalls")
+        probes = self.probes
+        if not (probes.network.enabled or probes.syscalls.enabled or probes.dns.enabled):
+            raise ValueError("probes: enable at least one of network, syscalls, dns")
         return self
 
     @property
@@ -522,6 +538,33 @@ class GpuAlert(_Model):
     last_seen: Timestamp | None = None
 
 
+class DnsName(_Model):
+    """Answers (or unanswered queries) of one name, one type, one rcode, from one pod."""
+
+    namespace: str = ""
+    pod: str = ""
+    node: str = ""
+    query: str = Field(max_length=MAX_DNS_QUERY_CHARS)
+    qtype: str = Field(max_length=16)  # A, AAAA, ... or TYPE<n>
+    rcode: str = Field(max_length=16)  # NOERROR, NXDOMAIN, SERVFAIL, ... or UNANSWERED
+    count: int = Field(default=0, ge=0)
+    latency_ms: float | None = Field(default=None, ge=0)  # mean, over answers matched to a query
+    latency_max_ms: float | None = Field(default=None, ge=0)
+    truncated: bool = False  # the name was longer than the probe keeps
+
+
+class DnsSummary(_Model):
+    """DNS totals (over every name, not only those listed) and the top names."""
+
+    queries: int = Field(default=0, ge=0)
+    answers: int = Field(default=0, ge=0)
+    nxdomain: int = Field(default=0, ge=0)
+    servfail: int = Field(default=0, ge=0)
+    unanswered: int = Field(default=0, ge=0)
+    errors: int = Field(default=0, ge=0)  # nxdomain + servfail: the DNS-ERRORS column
+    names: tuple[DnsName, ...] = ()
+
+
 class NodeEntry(_Model):
     """One node's share of a TraceSession's status (written by that node's agent)."""
 
@@ -543,6 +586,7 @@ class NodeEntry(_Model):
     connect_latency_sum_ms: float = Field(default=0, ge=0)
     flows: tuple[Flow, ...] = ()
     alerts: tuple[Alert, ...] = ()
+    dns: DnsSummary | None = None
 
 
 class GpuNodeEntry(_Model):

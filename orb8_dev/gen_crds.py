@@ -60,6 +60,8 @@ MAX_GPU_PODS_PER_NODE = 256
 MAX_SESSIONS_PER_NODE = 1024
 MAX_GPU_ALERTS = 1000
 MAX_CONDITIONS = 16
+MAX_DNS_NAMES = 200  # = the largest spec.probes.dns.topNames
+MAX_DNS_QUERY_CHARS = 512  # 128 wire bytes kept, each at most 4 characters escaped
 
 # Go's time.ParseDuration syntax without a sign: 90s, 10m, 1h30m, 1.5h, 250ms.
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
@@ -558,6 +560,46 @@ def gpu_alert_row() -> Schema:
     )
 
 
+def dns_summary(*, where: str) -> Schema:
+    name = obj(
+        "Answers (or unanswered queries) of one name, type and rcode, from one pod.",
+        {
+            "namespace": string("Namespace of the pod that asked.", max_length=MAX_LABEL),
+            "pod": string("Name of the pod that asked.", max_length=MAX_NAME),
+            "node": string("Node that observed it.", max_length=MAX_NAME),
+            "query": string(
+                "The question's name, lower-cased; bytes outside printable ASCII as \\DDD.",
+                max_length=MAX_DNS_QUERY_CHARS,
+            ),
+            "qtype": string("Query type: A, AAAA, ... or TYPE<n>.", max_length=16),
+            "rcode": string(
+                "NOERROR, NXDOMAIN, SERVFAIL, ... or UNANSWERED (queries without an answer).",
+                max_length=16,
+            ),
+            "count": counter("Answers with this rcode (or queries left unanswered)."),
+            "latencyMs": number(
+                "Mean query-to-answer time in milliseconds, over answers matched to their query.",
+                minimum=0,
+            ),
+            "latencyMaxMs": number("Longest query-to-answer time in milliseconds.", minimum=0),
+            "truncated": boolean("The name was longer than the probe keeps (128 bytes)."),
+        },
+        required=["query", "qtype", "rcode"],
+    )
+    return obj(
+        f"DNS {where}: totals over every name, and the top names by count.",
+        {
+            "queries": counter("Queries seen."),
+            "answers": counter("Answers seen."),
+            "nxdomain": counter("NXDOMAIN answers."),
+            "servfail": counter("SERVFAIL answers."),
+            "unanswered": counter("Queries without an answer (so far)."),
+            "errors": counter("NXDOMAIN + SERVFAIL answers."),
+            "names": array("Top rows by count.", name, max_items=MAX_DNS_NAMES),
+        },
+    )
+
+
 def ttl_seconds() -> Schema:
     return integer(
         "Delete the resource this many seconds after it finished. Absent: keep it.",
@@ -674,18 +716,34 @@ def probes(*, with_defaults: bool) -> Schema:
             ),
         },
     )
+    dns = obj(
+        "DNS: queries and answers over UDP/53 (and TCP/53, one message per segment) parsed"
+        " in the kernel by a tc classifier on each pod's host veth; per name, type and rcode,"
+        " with counts and latency.",
+        {
+            "enabled": boolean("Load the DNS probe.", default=d(False)),
+            "topNames": integer(
+                "How many (pod, name, type, rcode) rows each node and the session report.",
+                minimum=1,
+                maximum=MAX_DNS_NAMES,
+                fmt="int32",
+                default=d(20),
+            ),
+        },
+    )
     rules = None
     if with_defaults:
         rules = [
             rule(
                 "(has(self.network) && self.network.enabled)"
-                " || (has(self.syscalls) && self.syscalls.enabled)",
-                "at least one of network or syscalls must be enabled",
+                " || (has(self.syscalls) && self.syscalls.enabled)"
+                " || (has(self.dns) && self.dns.enabled)",
+                "at least one of network, syscalls or dns must be enabled",
             )
         ]
     return obj(
         "Which probes to load. Unknown probe names are refused.",
-        {"network": network, "syscalls": syscalls},
+        {"network": network, "syscalls": syscalls, "dns": dns},
         rules=rules,
     )
 
@@ -775,6 +833,7 @@ def trace_node_entry() -> Schema:
             ),
             "flows": array("This node's top flows by bytes.", flow_row(), max_items=MAX_FLOWS),
             "alerts": array("This node's alerts.", alert_row(), max_items=MAX_ALERTS),
+            "dns": dns_summary(where="on this node"),
         },
         required=["node"],
     )
@@ -857,10 +916,11 @@ def trace_session_schema() -> Schema:
             ),
             "flows": array("Top flows by bytes, over all nodes.", flow_row(), max_items=MAX_FLOWS),
             "alerts": array("Alerts, over all nodes.", alert_row(), max_items=MAX_ALERTS),
+            "dns": dns_summary(where="over all nodes"),
         },
     )
     return root_schema(
-        "TraceSession: observe network flows and syscalls of selected pods.", spec, status
+        "TraceSession: observe network flows, DNS and syscalls of selected pods.", spec, status
     )
 
 
@@ -1164,6 +1224,9 @@ def all_crds() -> dict[str, Schema]:
                 column("Alerts", ".status.summary.alerts", "integer", "Syscall alerts raised."),
                 column(
                     "Retrans", ".status.summary.retransmits", "integer", "TCP segments sent again."
+                ),
+                column(
+                    "DNS-Errors", ".status.dns.errors", "integer", "NXDOMAIN + SERVFAIL answers."
                 ),
                 AGE,
             ],

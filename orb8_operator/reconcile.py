@@ -25,6 +25,7 @@ from orb8_common.models import (
     parse_trace_session_spec,
     to_wire,
 )
+from orb8_operator.dns import merge_dns
 from orb8_operator.lifecycle import (
     ACTIVE_PHASES,
     KubeEvent,
@@ -120,10 +121,15 @@ def _merged(
             matched_pods=matched,
             pods=pods,
         )
+        dns = merge_dns(
+            nodes=[n for n in nodes if isinstance(n, NodeEntry)],
+            top_names=spec.probes.dns.top_names,
+        )
         return {
             "summary": to_wire(trace.summary),
             "flows": [to_wire(f) for f in trace.flows],
             "alerts": [to_wire(a) for a in trace.alerts],
+            **({"dns": to_wire(dns)} if dns is not None else {}),
         }
     if isinstance(spec, GpuTelemetrySpec):
         gpu = gpu_status(nodes=[n for n in nodes if isinstance(n, GpuNodeEntry)])

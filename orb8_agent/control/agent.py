@@ -12,18 +12,20 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from orb8_agent.control import baseline_store
 from orb8_agent.control.alerts import ContainerRef, SessionAlerts
 from orb8_agent.control.baseline import Baselines, ContainerKey, SpikeRule
 from orb8_agent.control.containers import ContainerCgroup, find_container_cgroups, pids_in
+from orb8_agent.control.dns import DnsPodCounts, SessionDns
 from orb8_agent.control.flows import FlowRouter, SessionFlows, TcpTotals
 from orb8_agent.control.report import PodName, trace_node_entry
 from orb8_agent.control.served import TRACE_SESSION, Served, all_pods, container_ids
 from orb8_agent.control.tcphealth import TcpHealthRouter, wants_tcp_health
 from orb8_agent.control.veth import HostVeth, VethNotFoundError, host_veth_of
 from orb8_agent.dataplane import syscall_names
+from orb8_agent.dataplane.dns import DnsRow
 from orb8_agent.dataplane.models import Alert, Flow, SyscallCount, TcpHealth
 from orb8_agent.dataplane.tcphealth import netns_of_pid
 from orb8_agent.podmetrics import PodMetrics
@@ -32,7 +34,7 @@ from orb8_common.models import AgentPod, NodeEntry, NodeState, SessionReport
 
 log = logging.getLogger(__name__)
 
-FLOWS, SYSCALLS, TCP = "flows", "syscalls", "tcp"
+FLOWS, SYSCALLS, TCP, DNS = "flows", "syscalls", "tcp", "dns"
 
 
 class DataPlane(Protocol):
@@ -52,6 +54,15 @@ class DataPlane(Protocol):
     def read_tcp_health(self) -> Sequence[TcpHealth]: ...
 
 
+class DnsDataPlane(Protocol):
+    """What the reconciler needs from the DNS probe (asked only when ``dns`` is loaded)."""
+
+    def attach_dns_interface(self, *, ifname: str) -> None: ...
+    def detach_dns_interface(self, *, ifname: str) -> None: ...
+    def repair_dns(self) -> list[str]: ...
+    def read_dns(self) -> Sequence[DnsRow]: ...
+
+
 VethResolver = Callable[[int], HostVeth]
 NetnsResolver = Callable[[int], int]  # pid → network namespace inode
 
@@ -62,6 +73,7 @@ class SessionState:
     flows: SessionFlows | None
     alerts: SessionAlerts | None
     stopped: bool = False
+    dns: SessionDns | None = None
 
 
 @dataclass
@@ -106,6 +118,9 @@ class NodeAgent:
             baseline_store.load(path=baseline_path) if baseline_path is not None else {}
         )
         self._saved_uids: set[str] = set(self._saved_baselines)
+        self._dns_attached: dict[str, int] = {}  # host veth name → ifindex (DNS probe)
+        self._dns_pod_by_ifindex: dict[int, AgentPod] = {}
+        self.dns_counts = DnsPodCounts()
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -158,7 +173,12 @@ class NodeAgent:
             )
             if old is not None and old.alerts is not None:
                 alerts.carry_over(old.alerts)
+        dns = None
+        if target.dns is not None:
+            dns = old.dns if old is not None and old.dns is not None else SessionDns()
         earlier = self._restored.pop(target.uid, None)
+        if earlier is not None and old is None and dns is not None and earlier.dns is not None:
+            dns.restore(earlier=earlier.dns)
         if earlier is not None and old is None:
             if flows is not None:
                 flows.restore(
@@ -171,7 +191,7 @@ class NodeAgent:
                 )  # fmt: skip
             if alerts is not None:
                 alerts.restore(alert_count=earlier.alert_count, rows=earlier.alerts)
-        return SessionState(target=target, flows=flows, alerts=alerts)
+        return SessionState(target=target, flows=flows, alerts=alerts, dns=dns)
 
     def resync(self) -> None:
         """Resolve pods to cgroups and veths, then attach/detach to match. Safe to repeat."""
@@ -197,6 +217,7 @@ class NodeAgent:
                 if name not in self._attached and self._attach(name=name):
                     self._attached[name] = index
         self._configure_syscalls(pods=pods)
+        self._configure_dns(pods=pods)
         pod_by_ifindex = {
             veth.ifindex: uid for uid, veth in self._resolved.veths.items()
             if veth.name in self._attached
@@ -210,7 +231,53 @@ class NodeAgent:
             index: (pods[uid].namespace, pods[uid].name) for index, uid in pod_by_ifindex.items()
         }
         self._configure_tcp(pods=pods)
-        self.pod_metrics.retain(present={(pod.namespace, pod.name) for pod in pods.values()})
+        present = {(pod.namespace, pod.name) for pod in pods.values()}
+        self.pod_metrics.retain(present=present)
+        self.dns_counts.forget(gone={k for k in self.dns_counts.queries if k not in present})
+
+    def _configure_dns(self, *, pods: Mapping[str, AgentPod]) -> None:
+        """Attach the DNS probe to the veths of the DNS sessions' pods (alongside flows)."""
+        dns_pods = {
+            pod.uid for t in self._targets if t.dns for pod in t.pods if not pod.host_network
+        }
+        wanted = {
+            veth.name: veth.ifindex for uid, veth in self._resolved.veths.items() if uid in dns_pods
+        }
+        if DNS in self._dataplane.loaded_probes():
+            plane = cast(DnsDataPlane, self._dataplane)
+            for name in sorted(set(self._dns_attached) - set(wanted)):
+                self._safely(
+                    f"detach DNS from {name}",
+                    partial(plane.detach_dns_interface, ifname=name),
+                    probe=DNS,
+                )
+                self._dns_attached.pop(name, None)
+            self._safely("re-attach DNS", partial(self._repair_dns, plane), probe=DNS)
+            for name, index in sorted(wanted.items()):
+                if name in self._dns_attached:
+                    continue
+                try:
+                    plane.attach_dns_interface(ifname=name)
+                except Orb8Error as err:
+                    log.warning("attach DNS to %s failed: %s", name, err)
+                    for uid, veth in self._resolved.veths.items():
+                        if veth.name == name:
+                            self._resolved.problems[uid] = (
+                                f"DNS probe not attached to {name}: {err}"
+                            )
+                    continue
+                self._dns_attached[name] = index
+        self._dns_pod_by_ifindex = {
+            veth.ifindex: pods[uid] for uid, veth in self._resolved.veths.items()
+            if veth.name in self._dns_attached and uid in pods
+        }  # fmt: skip
+
+    @staticmethod
+    def _repair_dns(plane: DnsDataPlane) -> None:
+        # the flow probe removes a clsact qdisc it created when it detaches,
+        # taking our filter with it if we still used that interface
+        for name in plane.repair_dns():
+            log.info("DNS probe re-attached to %s (its qdisc had been removed)", name)
 
     def _configure_tcp(self, *, pods: Mapping[str, AgentPod]) -> None:
         """Watch the network namespaces of pods whose sessions want TCP health."""
@@ -359,6 +426,8 @@ class NodeAgent:
                         state.flows.add(observation=observation, now=now)
         if TCP in self._dataplane.loaded_probes():
             self._collect_tcp(now=now)
+        if DNS in self._dataplane.loaded_probes():
+            self._collect_dns(rows=cast(DnsDataPlane, self._dataplane).read_dns())
         self.poll_alerts()
 
     def _collect_tcp(self, *, now: float) -> None:
@@ -370,6 +439,29 @@ class NodeAgent:
                 state = self._sessions.get(target.uid)
                 if state is not None and state.flows is not None and not state.stopped:
                     state.flows.add_tcp(health=health, now=now)
+
+    def _collect_dns(self, *, rows: Sequence[DnsRow]) -> None:
+        """Route the DNS probe's rows to the sessions of the pod whose veth saw them."""
+        sessions = [s for s in self._sessions.values() if s.dns is not None and not s.stopped]
+        for row in rows:
+            pod = self._dns_pod_by_ifindex.get(row.key.ifindex)
+            if pod is None:
+                continue
+            name = PodName(pod.namespace, pod.name)
+            key = (pod.namespace, pod.name)
+            self.pod_metrics.slots.admit(weights={key: 0})  # the same cap as traffic
+            self.dns_counts.add(pod=self.pod_metrics.slots.label(key), row=row)
+            client_is_pod = row.key.client_ip in pod.ips
+            for state in sessions:
+                targets = state.target.pods
+                if not any(p.uid == pod.uid for p in targets):
+                    continue
+                if not client_is_pod and any(
+                    row.key.client_ip in p.ips for p in targets if not p.host_network
+                ):
+                    continue  # the client is another target here: counted at its own veth
+                assert state.dns is not None
+                state.dns.add(pod=name, row=row)
 
     def poll_alerts(self) -> None:
         """Read the syscall ring buffer into the sessions' alerts (every tick: it is bounded),
@@ -513,6 +605,7 @@ class NodeAgent:
         wanted = {FLOWS} if target.network else set()
         wanted |= {SYSCALLS} if target.syscalls else set()
         wanted |= {TCP} if wants_tcp_health(session=target) else set()
+        wanted |= {DNS} if target.dns else set()
         missing = sorted(wanted - loaded)
         problems = [f"{p} probe unavailable: {errors.get(p, 'not loaded')}" for p in missing]
         problems += [
@@ -537,7 +630,7 @@ class NodeAgent:
         else:
             phase = "Running"
         network, syscalls = target.network, target.syscalls
-        return trace_node_entry(
+        entry = trace_node_entry(
             node=self.node, state=phase, probes=sorted(wanted & loaded),
             message="; ".join(problems)[:1024], now=now, flows=state.flows,
             top_flows=int(network.top_flows * scale) if network else 0,
@@ -546,6 +639,10 @@ class NodeAgent:
             pods_by_ip=self._pods_by_ip, dropped_events=self._dataplane.dropped_events(),
             tcp_health=TCP in wanted & loaded,
         )  # fmt: skip
+        if state.dns is None or target.dns is None:
+            return entry
+        top = int(target.dns.top_names * scale)
+        return entry.model_copy(update={"dns": state.dns.summary(node=self.node, top=top)})
 
     def shutdown(self) -> None:
         """Detach from every interface (the data plane unloads itself)."""
@@ -556,10 +653,23 @@ class NodeAgent:
                 probe=FLOWS,
             )
         self._attached.clear()
+        if DNS in self._dataplane.loaded_probes():
+            plane = cast(DnsDataPlane, self._dataplane)
+            for name in sorted(self._dns_attached):
+                self._safely(
+                    f"detach DNS from {name}",
+                    partial(plane.detach_dns_interface, ifname=name),
+                    probe=DNS,
+                )
+        self._dns_attached.clear()
 
     @property
     def attached_interfaces(self) -> frozenset[str]:
         return frozenset(self._attached)
+
+    @property
+    def dns_interfaces(self) -> frozenset[str]:
+        return frozenset(self._dns_attached)
 
     @property
     def tracked_pods(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
+from orb8_agent.dataplane.dns import DnsCollector, DnsRow
 from orb8_agent.dataplane.flows import FlowCollector
 from orb8_agent.dataplane.models import Alert, Flow, SyscallCount, TcpHealth
 from orb8_agent.dataplane.probes import ProbeSet
@@ -11,7 +12,7 @@ from orb8_agent.dataplane.syscalls import SyscallCollector
 from orb8_agent.dataplane.tcphealth import TcpHealthCollector
 from orb8_common.errors import ProbeLoadError
 
-FLOWS, SYSCALLS, TCP = "flows", "syscalls", "tcp"
+FLOWS, SYSCALLS, TCP, DNS = "flows", "syscalls", "tcp", "dns"
 
 
 class KernelDataPlane:
@@ -21,9 +22,12 @@ class KernelDataPlane:
         self._probes = probes
 
     def loaded_probes(self) -> frozenset[str]:
-        loaded = {FLOWS} if self._probes.flows is not None else set()
-        loaded |= {SYSCALLS} if self._probes.syscalls is not None else set()
-        return frozenset(loaded | ({TCP} if self._probes.tcp is not None else set()))
+        probes = self._probes
+        pairs = (
+            (FLOWS, probes.flows), (SYSCALLS, probes.syscalls), (TCP, probes.tcp),
+            (DNS, probes.dns),
+        )  # fmt: skip
+        return frozenset(name for name, loaded in pairs if loaded is not None)
 
     def probe_errors(self) -> Mapping[str, str]:
         return dict(self._probes.failures)
@@ -33,6 +37,18 @@ class KernelDataPlane:
 
     def detach_interface(self, *, ifname: str) -> None:
         self._flows().detach(interface=ifname)
+
+    def attach_dns_interface(self, *, ifname: str) -> None:
+        self._dns().attach(interface=ifname)
+
+    def detach_dns_interface(self, *, ifname: str) -> None:
+        self._dns().detach(interface=ifname)
+
+    def repair_dns(self) -> list[str]:
+        return self._dns().repair()
+
+    def read_dns(self) -> list[DnsRow]:
+        return self._dns().read_rows()
 
     def set_watched_cgroups(self, *, cgroup_ids: Collection[int]) -> None:
         syscalls = self._syscalls()
@@ -81,6 +97,11 @@ class KernelDataPlane:
                 f"TCP health probe is not loaded: {self._probes.failures.get(TCP)}"
             )
         return self._probes.tcp
+
+    def _dns(self) -> DnsCollector:
+        if self._probes.dns is None:
+            raise ProbeLoadError(f"DNS probe is not loaded: {self._probes.failures.get(DNS)}")
+        return self._probes.dns
 
     def _syscalls(self) -> SyscallCollector:
         if self._probes.syscalls is None:

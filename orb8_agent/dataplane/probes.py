@@ -13,6 +13,7 @@ from pathlib import Path
 from orb8_common.errors import Orb8Error, ProbeLoadError
 
 from . import tc
+from .dns import DnsCollector
 from .flows import FlowCollector
 from .syscalls import Hook, SyscallCollector
 from .tcphealth import TcpHealthCollector
@@ -25,6 +26,7 @@ class ProbeSet:
     flows: FlowCollector | None = None
     syscalls: SyscallCollector | None = None
     tcp: TcpHealthCollector | None = None
+    dns: DnsCollector | None = None
     failures: dict[str, str] = field(default_factory=dict)
 
     def statuses(self) -> list[dict[str, object]]:
@@ -32,6 +34,7 @@ class ProbeSet:
         out: list[dict[str, object]] = []
         named: tuple[tuple[str, object], ...] = (
             ("flows", self.flows), ("syscalls", self.syscalls), ("tcp", self.tcp),
+            ("dns", self.dns),
         )  # fmt: skip
         for name, loaded in named:
             if loaded is not None or name in self.failures:
@@ -46,14 +49,14 @@ class ProbeSet:
 
     def close(self) -> None:
         errors: list[str] = []
-        for c in (self.flows, self.syscalls, self.tcp):
+        for c in (self.dns, self.flows, self.syscalls, self.tcp):
             if c is None:
                 continue
             try:
                 c.close()
             except Orb8Error as err:
                 errors.append(str(err))
-        self.flows = self.syscalls = self.tcp = None
+        self.flows = self.syscalls = self.tcp = self.dns = None
         if errors:
             raise ProbeLoadError("; ".join(errors))
 
@@ -64,6 +67,7 @@ def start_probes(
     flows: bool = True,
     syscalls: bool = True,
     tcp: bool = False,
+    dns: bool = False,
     hook: Hook = Hook.RAW_TP,
     alerts_per_second: int = 100,
     run_dir: Path = tc.DEFAULT_RUN_DIR,
@@ -95,8 +99,15 @@ def start_probes(
             probes.tcp = th
         except Orb8Error as err:
             probes.failures["tcp"] = str(err)
-    wanted = flows or syscalls or tcp
-    if wanted and probes.flows is None and probes.syscalls is None and probes.tcp is None:
+    if dns:
+        dc = DnsCollector(agent_id=agent_id, run_dir=run_dir)
+        try:
+            dc.open()
+            probes.dns = dc
+        except Orb8Error as err:
+            probes.failures["dns"] = str(err)
+    loaded = (probes.flows, probes.syscalls, probes.tcp, probes.dns)
+    if (flows or syscalls or tcp or dns) and all(p is None for p in loaded):
         detail = "; ".join(f"{name}: {msg}" for name, msg in probes.failures.items())
         raise ProbeLoadError(f"no probe could be loaded: {detail}")
     return probes

@@ -254,12 +254,15 @@ def test_every_agent_family_is_exposed_with_orb8_names_and_units(tmp_path: Path)
         "orb8_tcp_connects": "counter", "orb8_tcp_connect_latency_seconds": "histogram",
         "orb8_syscall_baseline_alerts": "counter", "orb8_syscall_baseline_containers": "gauge",
         "orb8_syscall_baseline_windows": "counter",
+        "orb8_dns_queries": "counter", "orb8_dns_answers": "counter",
+        "orb8_dns_latency_seconds": "summary", "orb8_dns_attached_interfaces": "gauge",
+        "orb8_dns_skipped_packets": "counter", "orb8_dns_names_truncated": "counter",
     }  # fmt: skip
     assert families == expected
     assert "# TYPE orb8_flow_bytes_total counter" in text
     samples = _samples(registry)
     loaded = {s.labels["probe"]: s.value for s in _by_name(samples, "orb8_probes_loaded")}
-    assert loaded == {"flows": 0.0, "syscalls": 0.0, "tcp": 0.0}
+    assert loaded == {"flows": 0.0, "syscalls": 0.0, "tcp": 0.0, "dns": 0.0}
     writes = {
         (s.labels["target"], s.labels["result"])
         for s in _by_name(samples, "orb8_status_writes_total")

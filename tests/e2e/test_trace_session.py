@@ -112,7 +112,8 @@ def test_flows_and_alerts_reach_the_session_status(
 
     table = control_plane.kubectl("get", "ts", "-n", namespace).stdout.splitlines()
     assert table[0].split() == [
-        "NAME", "PHASE", "PODS", "NODES", "FLOWS", "BYTES", "ALERTS", "RETRANS", "AGE",
+        "NAME", "PHASE", "PODS", "NODES", "FLOWS", "BYTES", "ALERTS", "RETRANS", "DNS-ERRORS",
+        "AGE",
     ]  # fmt: skip
     row = table[1].split()
     assert row[:4] == ["shop-debug", "Running", "3", "2"]
