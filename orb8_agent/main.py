@@ -123,7 +123,7 @@ def _load_probes(
         try:
             loaded = start_probes(
                 agent_id=agent_id, flows=name == "flows", syscalls=name == "syscalls", hook=hook,
-                pin_dir=pin_dir,
+                pin_dir=pin_dir, hostflows=name == "flows",  # hostNetwork pods' flows
             )  # fmt: skip
         except Orb8Error as err:
             probes.failures[name] = str(err)
@@ -131,6 +131,10 @@ def _load_probes(
             continue
         probes.flows = probes.flows or loaded.flows
         probes.syscalls = probes.syscalls or loaded.syscalls
+        probes.hostflows = probes.hostflows or loaded.hostflows
+        if "hostflows" in loaded.failures:
+            probes.failures["hostflows"] = loaded.failures["hostflows"]
+            log.error("hostflows probe unavailable: %s", loaded.failures["hostflows"])
     return probes
 
 

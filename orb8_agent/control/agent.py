@@ -28,7 +28,7 @@ from orb8_common.models import AgentPod, NodeEntry, NodeState, SessionReport
 
 log = logging.getLogger(__name__)
 
-FLOWS, SYSCALLS = "flows", "syscalls"
+FLOWS, SYSCALLS, HOSTFLOWS = "flows", "syscalls", "hostflows"
 
 
 class DataPlane(Protocol):
@@ -38,6 +38,8 @@ class DataPlane(Protocol):
     def probe_errors(self) -> Mapping[str, str]: ...
     def attach_interface(self, *, ifname: str) -> None: ...
     def detach_interface(self, *, ifname: str) -> None: ...
+    def attach_cgroup(self, *, path: Path) -> int: ...
+    def detach_cgroup(self, *, path: Path) -> None: ...
     def set_watched_cgroups(self, *, cgroup_ids: Collection[int]) -> None: ...
     def set_alert_syscalls(self, *, names: Collection[str]) -> None: ...
     def read_flows(self) -> Sequence[Flow]: ...
@@ -80,6 +82,8 @@ class NodeAgent:
         self._sessions: dict[str, SessionState] = {}
         self._resolved = _Resolved()
         self._attached: dict[str, int] = {}  # host veth name → ifindex
+        # hostNetwork pods: pod cgroup directory → (pod uid, cgroup id)
+        self._host_cgroups: dict[Path, tuple[str, int]] = {}
         self._router = FlowRouter(sessions=(), pod_by_ifindex={})
         self._container_refs: dict[int, ContainerRef] = {}  # cgroup id → container
         self._pods_by_ip: dict[str, PodName] = {}
@@ -87,6 +91,7 @@ class NodeAgent:
         self._restored: dict[str, NodeEntry] = {}  # uid → this node's last report before a restart
         self.pod_metrics = pod_metrics or PodMetrics(clock=clock)
         self._pod_key_by_ifindex: dict[int, tuple[str, str]] = {}
+        self._pod_key_by_cgroup: dict[int, tuple[str, str]] = {}
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -158,12 +163,20 @@ class NodeAgent:
             for name, index in sorted(wanted_ifaces.items()):
                 if name not in self._attached and self._attach(name=name):
                     self._attached[name] = index
+        self._configure_host_cgroups(pods=pods)
         self._configure_syscalls(pods=pods)
         pod_by_ifindex = {
             veth.ifindex: uid for uid, veth in self._resolved.veths.items()
             if veth.name in self._attached
         }  # fmt: skip
-        self._router = FlowRouter(sessions=self._targets, pod_by_ifindex=pod_by_ifindex)
+        pod_by_cgroup = {cgroup_id: uid for uid, cgroup_id in self._host_cgroups.values()}
+        self._router = FlowRouter(
+            sessions=self._targets, pod_by_ifindex=pod_by_ifindex, pod_by_cgroup=pod_by_cgroup
+        )
+        self._pod_key_by_cgroup = {
+            cgroup_id: (pods[uid].namespace, pods[uid].name)
+            for cgroup_id, uid in pod_by_cgroup.items() if uid in pods
+        }  # fmt: skip
         self._pods_by_ip = {
             ip: PodName(pod.namespace, pod.name)
             for pod in pods.values() if not pod.host_network for ip in pod.ips
@@ -172,6 +185,40 @@ class NodeAgent:
             index: (pods[uid].namespace, pods[uid].name) for index, uid in pod_by_ifindex.items()
         }
         self.pod_metrics.retain(present={(pod.namespace, pod.name) for pod in pods.values()})
+
+    def _configure_host_cgroups(self, *, pods: Mapping[str, AgentPod]) -> None:
+        """Attach the hostNetwork probe to each hostNetwork target pod's cgroup directory
+        (the parent of its containers' directories), detach from pods that went away."""
+        host_pods = {
+            pod.uid for t in self._targets if t.network for pod in t.pods if pod.host_network
+        }
+        wanted: dict[Path, str] = {}
+        for uid in sorted(host_pods):
+            for _, container_id in container_ids(pod=pods[uid]):
+                cgroup = self._resolved.cgroups.get(container_id)
+                if cgroup is not None:
+                    wanted[cgroup.path.parent] = uid
+                    break
+        if HOSTFLOWS not in self._dataplane.loaded_probes():
+            return
+        for path in sorted(set(self._host_cgroups) - set(wanted)):
+            self._safely(
+                f"detach {path}",
+                partial(self._dataplane.detach_cgroup, path=path),
+                probe=HOSTFLOWS,
+            )
+            self._host_cgroups.pop(path, None)
+        for path, uid in sorted(wanted.items()):
+            known = self._host_cgroups.get(path)
+            if known is not None and known[0] == uid:
+                continue
+            try:
+                cgroup_id = self._dataplane.attach_cgroup(path=path)
+            except Orb8Error as err:
+                log.warning("attach %s failed: %s", path, err)
+                self._resolved.problems[uid] = f"hostNetwork probe not attached to {path}: {err}"
+                continue
+            self._host_cgroups[path] = (uid, cgroup_id)
 
     def _configure_syscalls(self, *, pods: Mapping[str, AgentPod]) -> None:
         refs: dict[int, ContainerRef] = {}
@@ -260,14 +307,21 @@ class NodeAgent:
         pinned, what was not reported yet survives an agent restart.
         """
         now = self._clock()
-        if FLOWS in self._dataplane.loaded_probes():
+        if self._dataplane.loaded_probes() & {FLOWS, HOSTFLOWS}:
             observations = self._dataplane.read_flows()
-            self.pod_metrics.add_flows(flows=observations, pod_of=self._pod_key_by_ifindex)
+            self.pod_metrics.add_flows(
+                flows=observations, pod_of=self._pod_key_by_ifindex,
+                pod_of_cgroup=self._pod_key_by_cgroup,
+            )  # fmt: skip
             for observation in observations:
+                host_pod = (
+                    self._pod_key_by_cgroup.get(observation.cgroup_id)
+                    if observation.cgroup_id else None
+                )  # fmt: skip
                 for target in self._router.route(observation=observation):
                     state = self._sessions.get(target.uid)
                     if state is not None and state.flows is not None and not state.stopped:
-                        state.flows.add(observation=observation, now=now)
+                        state.flows.add(observation=observation, now=now, host_pod=host_pod)
         self.poll_alerts()
 
     def poll_alerts(self) -> None:
@@ -331,7 +385,12 @@ class NodeAgent:
         target = state.target
         loaded = self._dataplane.loaded_probes()
         errors = self._dataplane.probe_errors()
-        wanted = {FLOWS} if target.network else set()
+        wanted: set[str] = set()
+        if target.network:
+            # veth pods need the tc probe, hostNetwork pods the cgroup_skb one
+            host = [pod.host_network for pod in target.pods]
+            wanted |= {HOSTFLOWS} if any(host) else set()
+            wanted |= {FLOWS} if not all(host) or not host else set()
         wanted |= {SYSCALLS} if target.syscalls else set()
         missing = sorted(wanted - loaded)
         problems = [f"{p} probe unavailable: {errors.get(p, 'not loaded')}" for p in missing]
@@ -375,6 +434,18 @@ class NodeAgent:
                 probe=FLOWS,
             )
         self._attached.clear()
+        for path in sorted(self._host_cgroups):
+            self._safely(
+                f"detach {path}",
+                partial(self._dataplane.detach_cgroup, path=path),
+                probe=HOSTFLOWS,
+            )
+        self._host_cgroups.clear()
+
+    @property
+    def attached_cgroups(self) -> dict[Path, int]:
+        """hostNetwork pods' cgroup directories the probe is attached to → cgroup ids."""
+        return {path: cgroup_id for path, (_, cgroup_id) in self._host_cgroups.items()}
 
     @property
     def attached_interfaces(self) -> frozenset[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from pathlib import Path
 
 from orb8_agent.dataplane.flows import FlowCollector
 from orb8_agent.dataplane.models import Alert, Flow
@@ -10,7 +11,7 @@ from orb8_agent.dataplane.probes import ProbeSet
 from orb8_agent.dataplane.syscalls import SyscallCollector
 from orb8_common.errors import ProbeLoadError
 
-FLOWS, SYSCALLS = "flows", "syscalls"
+FLOWS, SYSCALLS, HOSTFLOWS = "flows", "syscalls", "hostflows"
 
 
 class KernelDataPlane:
@@ -21,6 +22,7 @@ class KernelDataPlane:
 
     def loaded_probes(self) -> frozenset[str]:
         loaded = {FLOWS} if self._probes.flows is not None else set()
+        loaded |= {HOSTFLOWS} if self._probes.hostflows is not None else set()
         return frozenset(loaded | ({SYSCALLS} if self._probes.syscalls is not None else set()))
 
     def probe_errors(self) -> Mapping[str, str]:
@@ -31,6 +33,16 @@ class KernelDataPlane:
 
     def detach_interface(self, *, ifname: str) -> None:
         self._flows().detach(interface=ifname)
+
+    def attach_cgroup(self, *, path: Path) -> int:
+        if self._probes.hostflows is None:
+            reason = self._probes.failures.get(HOSTFLOWS)
+            raise ProbeLoadError(f"hostNetwork probe is not loaded: {reason}")
+        return self._probes.hostflows.attach(cgroup=path)
+
+    def detach_cgroup(self, *, path: Path) -> None:
+        if self._probes.hostflows is not None:
+            self._probes.hostflows.detach(cgroup=path)
 
     def set_watched_cgroups(self, *, cgroup_ids: Collection[int]) -> None:
         syscalls = self._syscalls()
@@ -45,7 +57,11 @@ class KernelDataPlane:
         self._syscalls().set_alert_syscalls(syscalls=names)
 
     def read_flows(self) -> list[Flow]:
-        return self._flows().read_flows()
+        """Both flow probes' deltas: veth flows (ifindex) and hostNetwork flows (cgroup_id)."""
+        flows = self._probes.flows.read_flows() if self._probes.flows is not None else []
+        if self._probes.hostflows is not None:
+            flows += self._probes.hostflows.read_flows()
+        return flows
 
     def poll_alerts(self) -> list[Alert]:
         return self._syscalls().poll_alerts(timeout_ms=0)

@@ -43,9 +43,19 @@ def flow_row(
     *, key: FlowKey, stats: FlowStats, node: str, pods_by_ip: Mapping[str, PodName]
 ) -> Flow:
     src_ip, src_port, dst_ip, dst_port, protocol = key
+    source = _endpoint(ip=src_ip, port=src_port, protocol=protocol, pods=pods_by_ip)
+    destination = _endpoint(ip=dst_ip, port=dst_port, protocol=protocol, pods=pods_by_ip)
+    if stats.host_pod is not None:
+        # a hostNetwork pod's end carries the node's IP; the cgroup named the pod
+        namespace, name, side = stats.host_pod
+        named = {"namespace": namespace, "pod": name}
+        if side == "source":
+            source = source.model_copy(update=named)
+        else:
+            destination = destination.model_copy(update=named)
     return Flow(
-        source=_endpoint(ip=src_ip, port=src_port, protocol=protocol, pods=pods_by_ip),
-        destination=_endpoint(ip=dst_ip, port=dst_port, protocol=protocol, pods=pods_by_ip),
+        source=source,
+        destination=destination,
         protocol=cast(Protocol, protocol),  # the router passes only the spec's protocols
         bytes=stats.bytes,
         packets=stats.packets,

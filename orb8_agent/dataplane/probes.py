@@ -14,6 +14,7 @@ from orb8_common.errors import Orb8Error, ProbeLoadError
 
 from . import tc
 from .flows import FlowCollector
+from .hostflows import HostFlowCollector
 from .syscalls import Hook, SyscallCollector
 
 
@@ -23,12 +24,18 @@ class ProbeSet:
 
     flows: FlowCollector | None = None
     syscalls: SyscallCollector | None = None
+    hostflows: HostFlowCollector | None = None  # hostNetwork pods (cgroup_skb)
     failures: dict[str, str] = field(default_factory=dict)
 
     def statuses(self) -> list[dict[str, object]]:
         """``[{name, loadable, message}]`` as NodeAgentConfig status wants it."""
         out: list[dict[str, object]] = []
-        for name, loaded in (("flows", self.flows), ("syscalls", self.syscalls)):
+        named: tuple[tuple[str, object], ...] = (
+            ("flows", self.flows),
+            ("syscalls", self.syscalls),
+            ("hostflows", self.hostflows),
+        )
+        for name, loaded in named:
             if loaded is not None or name in self.failures:
                 out.append(
                     {
@@ -41,14 +48,14 @@ class ProbeSet:
 
     def close(self) -> None:
         errors: list[str] = []
-        for c in (self.flows, self.syscalls):
+        for c in (self.flows, self.syscalls, self.hostflows):
             if c is None:
                 continue
             try:
                 c.close()
             except Orb8Error as err:
                 errors.append(str(err))
-        self.flows = self.syscalls = None
+        self.flows = self.syscalls = self.hostflows = None
         if errors:
             raise ProbeLoadError("; ".join(errors))
 
@@ -62,10 +69,12 @@ def start_probes(
     alerts_per_second: int = 100,
     run_dir: Path = tc.DEFAULT_RUN_DIR,
     pin_dir: Path | None = None,
+    hostflows: bool = False,
 ) -> ProbeSet:
     """Open the requested probes. Raises ProbeLoadError only if none loads.
 
     ``pin_dir``: keep the flow map pinned there (see FlowCollector).
+    ``hostflows``: also load the hostNetwork probe (cgroup_skb; never fatal).
     """
     probes = ProbeSet()
     if flows:
@@ -82,6 +91,13 @@ def start_probes(
             probes.syscalls = sc
         except Orb8Error as err:
             probes.failures["syscalls"] = str(err)
+    if hostflows:
+        hc = HostFlowCollector()
+        try:
+            hc.open()
+            probes.hostflows = hc
+        except Orb8Error as err:
+            probes.failures["hostflows"] = str(err)
     if (flows or syscalls) and probes.flows is None and probes.syscalls is None:
         detail = "; ".join(f"{name}: {msg}" for name, msg in probes.failures.items())
         raise ProbeLoadError(f"no probe could be loaded: {detail}")
