@@ -442,6 +442,10 @@ class Flow(_Model):
     first_seen: Timestamp | None = None
     last_seen: Timestamp | None = None
     node: str = ""
+    # One end is a ClusterIP Service's address: "namespace/name:port" (docs/services.md).
+    service: str = ""
+    # Where that Service sent this flow (the DNAT target), where it is known.
+    backend: FlowEndpoint | None = None
 
 
 class AlertProcess(_Model):

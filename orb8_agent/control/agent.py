@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Protocol
 
 from orb8_agent.control.alerts import ContainerRef, SessionAlerts
+from orb8_agent.control.conntrack import ConntrackReader
 from orb8_agent.control.containers import ContainerCgroup, find_container_cgroups, pids_in
 from orb8_agent.control.flows import FlowRouter, SessionFlows
 from orb8_agent.control.report import PodName, trace_node_entry
 from orb8_agent.control.served import TRACE_SESSION, Served, all_pods, container_ids
+from orb8_agent.control.services import Conntrack, ServiceAttributor, ServiceIndex
 from orb8_agent.control.veth import HostVeth, VethNotFoundError, host_veth_of
 from orb8_agent.dataplane import syscall_names
 from orb8_agent.dataplane.models import Alert, Flow
@@ -72,7 +74,7 @@ class NodeAgent:
     def __init__(
         self, *, node: str, dataplane: DataPlane, cgroup_root: Path,
         clock: Callable[[], float] = time.time, veth_resolver: VethResolver | None = None,
-        pod_metrics: PodMetrics | None = None,
+        pod_metrics: PodMetrics | None = None, conntrack: Conntrack | None = None,
     ) -> None:  # fmt: skip
         self.node = node
         self._dataplane = dataplane
@@ -92,6 +94,8 @@ class NodeAgent:
         self.pod_metrics = pod_metrics or PodMetrics(clock=clock)
         self._pod_key_by_ifindex: dict[int, tuple[str, str]] = {}
         self._pod_key_by_cgroup: dict[int, tuple[str, str]] = {}
+        # ClusterIP Services: the runner refreshes the index; conntrack names backends
+        self.services = ServiceAttributor(conntrack=conntrack or ConntrackReader())
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -298,6 +302,15 @@ class NodeAgent:
             return False
         return True
 
+    def set_services(self, *, index: ServiceIndex) -> None:
+        """Adopt a new snapshot of the cluster's Services and EndpointSlices."""
+        self.services.set_index(index=index)
+
+    @property
+    def wants_services(self) -> bool:
+        """Whether any served session counts flows (and so may talk to a Service)."""
+        return any(t.network for t in self._targets)
+
     # -- collection ----------------------------------------------------------------------------
 
     def collect(self) -> None:
@@ -313,7 +326,13 @@ class NodeAgent:
                 flows=observations, pod_of=self._pod_key_by_ifindex,
                 pod_of_cgroup=self._pod_key_by_cgroup,
             )  # fmt: skip
+            self.services.begin_drain()
             for observation in observations:
+                service = self.services.attribute(
+                    src_ip=observation.src_ip, src_port=observation.src_port,
+                    dst_ip=observation.dst_ip, dst_port=observation.dst_port,
+                    protocol=observation.protocol_name,
+                )  # fmt: skip
                 host_pod = (
                     self._pod_key_by_cgroup.get(observation.cgroup_id)
                     if observation.cgroup_id else None
@@ -321,7 +340,9 @@ class NodeAgent:
                 for target in self._router.route(observation=observation):
                     state = self._sessions.get(target.uid)
                     if state is not None and state.flows is not None and not state.stopped:
-                        state.flows.add(observation=observation, now=now, host_pod=host_pod)
+                        state.flows.add(
+                            observation=observation, now=now, host_pod=host_pod, service=service
+                        )
         self.poll_alerts()
 
     def poll_alerts(self) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from orb8_agent.control.served import Served
+from orb8_agent.control.services import Backend
 from orb8_agent.dataplane.models import Flow
 from orb8_common.models import Flow as FlowRow
 
@@ -37,6 +38,9 @@ class FlowStats:
     # a hostNetwork pod's flow: (namespace, name, "source" | "destination"), the
     # end that is the pod (its IP is the node's, so the IP cannot name it)
     host_pod: tuple[str, str, str] | None = None
+    # one end is a ClusterIP Service: "ns/name:port", and its backend where known
+    service: str = ""
+    backend: Backend | None = None
 
 
 def pod_direction(*, hook_direction: str) -> str:
@@ -81,7 +85,12 @@ class SessionFlows:
         self.untracked_flows = max(0, flow_count - len(self._flows))
 
     def add(
-        self, *, observation: Flow, now: float, host_pod: tuple[str, str] | None = None
+        self,
+        *,
+        observation: Flow,
+        now: float,
+        host_pod: tuple[str, str] | None = None,
+        service: tuple[str, Backend | None] | None = None,
     ) -> None:
         self.bytes += observation.bytes
         self.packets += observation.packets
@@ -102,6 +111,9 @@ class SessionFlows:
         if host_pod is not None:
             side = "source" if observation.direction == "egress" else "destination"
             stats.host_pod = (host_pod[0], host_pod[1], side)
+        if service is not None:
+            stats.service = service[0]
+            stats.backend = service[1] or stats.backend
 
     @property
     def flow_count(self) -> int:

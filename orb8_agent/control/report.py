@@ -53,9 +53,20 @@ def flow_row(
             source = source.model_copy(update=named)
         else:
             destination = destination.model_copy(update=named)
+    backend = None
+    if stats.backend is not None:
+        owner = pods_by_ip.get(stats.backend.ip)
+        backend = FlowEndpoint(
+            ip=stats.backend.ip,
+            port=stats.backend.port,
+            namespace=owner.namespace if owner else stats.backend.namespace,
+            pod=owner.name if owner else stats.backend.pod,
+        )
     return Flow(
         source=source,
         destination=destination,
+        service=stats.service,
+        backend=backend,
         protocol=cast(Protocol, protocol),  # the router passes only the spec's protocols
         bytes=stats.bytes,
         packets=stats.packets,
