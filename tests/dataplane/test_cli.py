@@ -199,7 +199,9 @@ def test_diagnose_json(kernel_ready: None) -> None:
     assert done.returncode == 0, done.stdout
     doc = json.loads(done.stdout)
     assert doc["kernel"]["btf"] is True and doc["kernel"]["release"]
-    assert {p["name"]: p["loadable"] for p in doc["probes"]} == {"flows": True, "syscalls": True}
+    assert {p["name"]: p["loadable"] for p in doc["probes"]} == {
+        "flows": True, "syscalls": True, "hostflows": True,
+    }  # fmt: skip
     assert "BPF" in doc["capabilities"] or "SYS_ADMIN" in doc["capabilities"]
 
 

@@ -65,6 +65,7 @@ def test_preflight_and_diagnose_report_a_missing_probe(
     assert [(p["name"], p["loadable"]) for p in status["probes"]] == [
         ("flows", False),
         ("syscalls", True),
+        ("hostflows", False),
     ]
     assert main(["diagnose"]) == 1
     out = capsys.readouterr().out
