@@ -11,7 +11,11 @@ So one local node per host runs it: the first to claim
 ``/run/orb8-dev/kube-proxy.json`` (owner state directory and pid); a node
 started while another one's kube-proxy is alive runs without it
 (``LocalNode.kube_proxy`` is False, and tests that need Services say why).
-``stop`` kills it and removes both tables.
+``stop`` kills it and removes both tables. The slot is claimed before the
+control plane starts: with kube-proxy the apiserver listens on the node IP
+(the ``kubernetes`` Service's endpoint) and kube-proxy DNATs the Service IP
+there; an endpoint that is itself a ClusterIP would be rejected by
+kube-proxy's ``cluster-ips-check``.
 
 Pod → ClusterIP → pod traffic on one node: the client's packet is routed
 through the host (the ClusterIP is off the pod subnet) and DNATed in
@@ -23,6 +27,7 @@ is set to 1 (the node's host baseline restores it).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -74,7 +79,8 @@ def claim(*, state_dir: Path) -> bool:
         ):
             return False
         OWNER.parent.mkdir(parents=True, exist_ok=True)
-        OWNER.write_text(json.dumps({"state_dir": str(state_dir), "pid": -1}))
+        # our own pid until kube-proxy's is known: the claim holds while we start
+        OWNER.write_text(json.dumps({"state_dir": str(state_dir), "pid": os.getpid()}))
         return True
 
 

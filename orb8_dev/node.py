@@ -288,7 +288,13 @@ def _start(
     *, state_dir: Path, network: NodeNetwork, bin_dir: Path, node_bin_dir: Path,
     archives: list[Path], meta: dict[str, object], say: Callable[[str], None], started: float,
 ) -> LocalNode:  # fmt: skip
-    plane = controlplane.start(state_dir=state_dir, bin_dir=bin_dir, network=network, wait=False)
+    # One kube-proxy per host (kubeproxy.py): with it, the apiserver listens on the
+    # node IP, which kube-proxy makes the `kubernetes` Service's endpoint.
+    proxied = kubeproxy.claim(state_dir=state_dir)
+    plane = controlplane.start(
+        state_dir=state_dir, bin_dir=bin_dir, network=network, wait=False,
+        listen_ip=network.node_ip if proxied else None,
+    )  # fmt: skip
     node = LocalNode(
         plane=plane, network=network, name=network.node_name, node_bin_dir=node_bin_dir
     )
@@ -369,10 +375,13 @@ def _start(
         spec=spec, pki=pki, kubeconfig=base_kubeconfig(node, "kubelet"), bin_dir=node_bin_dir,
         log_dir=log_dir,
     ))  # fmt: skip
-    proxy_pid = kubeproxy.start(
-        state_dir=state_dir, network=network, kubeconfig=base_kubeconfig(node, "kube-proxy"),
-        bin_dir=node_bin_dir, log_dir=log_dir,
-    )  # fmt: skip
+    proxy_pid = None
+    if proxied:
+        proxy_pid = kubeproxy.start(
+            state_dir=state_dir, network=network,
+            kubeconfig=base_kubeconfig(node, "kube-proxy"), bin_dir=node_bin_dir,
+            log_dir=log_dir,
+        )  # fmt: skip
     if proxy_pid is not None:
         record("kube-proxy", proxy_pid)
     else:
