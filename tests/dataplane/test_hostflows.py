@@ -91,12 +91,14 @@ def test_two_cgroups_on_one_address_are_told_apart(
         eg_bytes, eg_packets = _of(flows, cgroup_id=id_a, direction="egress")
         in_bytes, in_packets = _of(flows, cgroup_id=id_a, direction="ingress")
         assert sent["sent"] == 8 << 20
-        # the time-wait socket's last ACK and its last received segment belong to no
-        # cgroup (the kernel answers for it), so a few packets may differ
+        # Segments that reach the connection after its socket is gone (the peer's
+        # FIN/ACK answered by the time-wait socket, which the kernel owns, not the
+        # cgroup) are on the veth but on no pod's socket: a handful per connection.
         assert eg_bytes == pytest.approx(tx_bytes, rel=0.01)
-        assert in_bytes == pytest.approx(rx_bytes, rel=0.01, abs=200)
         assert eg_packets == pytest.approx(tx_packets, rel=0.01, abs=3)
-        assert in_packets == pytest.approx(rx_packets, rel=0.01, abs=3)
+        assert 0 <= rx_packets - in_packets <= 8
+        assert 0 <= rx_bytes - in_bytes <= 8 * 100
+        assert in_packets > 0
         assert eg_bytes >= sent["sent"]
         assert _of(flows, cgroup_id=id_b, direction="egress") == (0, 0)
         assert _of(flows, cgroup_id=id_b, direction="ingress") == (0, 0)
