@@ -67,6 +67,15 @@ def _endpoint(end: Row) -> str:
     return f"{who}:{end['port']}" if end.get("port") is not None else who
 
 
+def _destination(row: Row) -> str:
+    """The destination; a ClusterIP's as its Service, and the backend where known
+    (docs/services.md): ``svc:shop/cart:80->shop/cart-1:8080``."""
+    if not row.get("service"):
+        return _endpoint(row["destination"])
+    backend = row.get("backend")
+    return f"svc:{row['service']}" + (f"->{_endpoint(backend)}" if backend else "")
+
+
 def run_flows(args: argparse.Namespace) -> int:
     flows = _status(args, plural=TRACE_SESSIONS).get("flows") or []
 
@@ -74,7 +83,7 @@ def run_flows(args: argparse.Namespace) -> int:
         return table(
             headers=("SOURCE", "DESTINATION", "PROTO", "BYTES", "PACKETS", "NODE", "LAST SEEN"),
             rows=[
-                (_endpoint(r["source"]), _endpoint(r["destination"]), r["protocol"],
+                (_endpoint(r["source"]), _destination(r), r["protocol"],
                  human_bytes(r["bytes"]), human_count(r["packets"]), r.get("node", ""),
                  r.get("lastSeen", ""))
                 for r in rows
