@@ -10,6 +10,7 @@ REQUIRED = (
     "orb8_agent/bpf/syscalls.bpf.o",
     "orb8_agent/bpf/tcphealth.bpf.o",
     "orb8_agent/bpf/dns.bpf.o",
+    "orb8_agent/bpf/hostflows.bpf.o",
 )
 
 

@@ -127,6 +127,7 @@ def _load_probes(
             loaded = start_probes(
                 agent_id=agent_id, flows=name == "flows", syscalls=name == "syscalls",
                 tcp=name == "tcp", dns=name == "dns", hook=hook, pin_dir=pin_dir,
+                hostflows=name == "flows",  # hostNetwork pods' flows
             )  # fmt: skip
         except Orb8Error as err:
             probes.failures[name] = str(err)
@@ -136,6 +137,10 @@ def _load_probes(
         probes.syscalls = probes.syscalls or loaded.syscalls
         probes.tcp = probes.tcp or loaded.tcp
         probes.dns = probes.dns or loaded.dns
+        probes.hostflows = probes.hostflows or loaded.hostflows
+        if "hostflows" in loaded.failures:
+            probes.failures["hostflows"] = loaded.failures["hostflows"]
+            log.error("hostflows probe unavailable: %s", loaded.failures["hostflows"])
     return probes
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from orb8_agent.control.flows import pod_direction
+from orb8_agent.control.flows import observation_direction
 from orb8_agent.dataplane.models import Flow, TcpHealth
 
 OTHER = "_other"
@@ -110,15 +110,23 @@ class PodMetrics:
         self._active: dict[ActiveKey, tuple[PodKey, float]] = {}
         self._last_prune = 0.0
 
-    def add_flows(self, *, flows: Iterable[Flow], pod_of: Mapping[int, PodKey]) -> None:
-        """Count one drain of the flow probe; ``pod_of`` maps a host veth's ifindex to its pod."""
+    def add_flows(
+        self,
+        *,
+        flows: Iterable[Flow],
+        pod_of: Mapping[int, PodKey],
+        pod_of_cgroup: Mapping[int, PodKey] | None = None,
+    ) -> None:
+        """Count one drain of the flow probes; ``pod_of`` maps a host veth's ifindex to its
+        pod, ``pod_of_cgroup`` a hostNetwork pod's cgroup id to it."""
+        by_cgroup = pod_of_cgroup or {}
         now = self._clock()
         batch: dict[tuple[PodKey, str, str], Counts] = {}
         for flow in flows:
-            pod = pod_of.get(flow.ifindex)
+            pod = by_cgroup.get(flow.cgroup_id) if flow.cgroup_id else pod_of.get(flow.ifindex)
             if pod is None:
                 continue
-            direction = pod_direction(hook_direction=flow.direction)
+            direction = observation_direction(observation=flow)
             key = (pod, direction, flow.protocol_name)
             counts = batch.get(key)
             if counts is None:

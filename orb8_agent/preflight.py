@@ -145,6 +145,19 @@ def _probe_flows() -> ProbeStatus:
     return ProbeStatus("flows", True, "")
 
 
+def _probe_hostflows() -> ProbeStatus:
+    """The hostNetwork pods' probe (cgroup_skb): loads, attaches nowhere."""
+    from orb8_agent.dataplane.hostflows import HostFlowCollector
+
+    try:
+        collector = HostFlowCollector()
+        collector.open()
+        collector.close()
+    except Orb8Error as err:
+        return ProbeStatus("hostflows", False, str(err))
+    return ProbeStatus("hostflows", True, "")
+
+
 def _probe_syscalls() -> ProbeStatus:
     from orb8_agent.dataplane.syscalls import Hook, SyscallCollector
 
@@ -204,7 +217,7 @@ def run_preflight(*, mount: bool = True, load_probes: bool = True) -> PreflightR
     ]
     probes: list[ProbeStatus] = []
     if load_probes:
-        probes = [_probe_flows(), _probe_syscalls(), _probe_tcp()]
+        probes = [_probe_flows(), _probe_syscalls(), _probe_tcp(), _probe_hostflows()]
     return PreflightReport(KernelInfo(release, btf), caps, probes, checks)
 
 

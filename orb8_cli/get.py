@@ -78,6 +78,15 @@ def _tcp_health(r: Row) -> tuple[str, ...]:
             "-" if latency is None else f"{latency:.1f}ms")  # fmt: skip
 
 
+def _destination(row: Row) -> str:
+    """The destination; a ClusterIP's as its Service, and the backend where known
+    (docs/services.md): ``svc:shop/cart:80->shop/cart-1:8080``."""
+    if not row.get("service"):
+        return _endpoint(row["destination"])
+    backend = row.get("backend")
+    return f"svc:{row['service']}" + (f"->{_endpoint(backend)}" if backend else "")
+
+
 def run_flows(args: argparse.Namespace) -> int:
     flows = _status(args, plural=TRACE_SESSIONS).get("flows") or []
 
@@ -88,7 +97,7 @@ def run_flows(args: argparse.Namespace) -> int:
             headers=("SOURCE", "DESTINATION", "PROTO", "BYTES", "PACKETS", "NODE", "LAST SEEN")
             + (("RETRANS", "RST S/R", "CONNECT") if health else ()),
             rows=[
-                (_endpoint(r["source"]), _endpoint(r["destination"]), r["protocol"],
+                (_endpoint(r["source"]), _destination(r), r["protocol"],
                  human_bytes(r["bytes"]), human_count(r["packets"]), r.get("node", ""),
                  r.get("lastSeen", "")) + (_tcp_health(r) if health else ())
                 for r in rows

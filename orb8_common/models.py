@@ -477,6 +477,10 @@ class Flow(_Model):
     resets_sent: int | None = Field(default=None, ge=0)
     resets_received: int | None = Field(default=None, ge=0)
     connect_latency_ms: float | None = Field(default=None, ge=0)
+    # One end is a ClusterIP Service's address: "namespace/name:port" (docs/services.md).
+    service: str = ""
+    # Where that Service sent this flow (the DNAT target), where it is known.
+    backend: FlowEndpoint | None = None
 
 
 class AlertProcess(_Model):

@@ -468,6 +468,12 @@ def flow_row() -> Schema:
             "lastSeen": timestamp("When the flow was last seen."),
             "node": string("Node that observed the flow.", max_length=MAX_NAME),
             **tcp_health_fields(),
+            "service": string(
+                "The ClusterIP Service one end of the flow is, as namespace/name:port;"
+                " empty when neither end is a Service's address.",
+                max_length=140,
+            ),
+            "backend": endpoint("Service backend (its DNAT target, set only where known)"),
         },
         required=["source", "destination", "protocol"],
     )

@@ -287,7 +287,12 @@ def name_endpoints(*, flows: Sequence[Flow], pods: Iterable[PodEntry]) -> tuple[
     an unselected pod, or to a pod on a node without an agent, arrives with an
     IP alone. hostNetwork pods share their node's IP, so they never name an IP.
     """
-    unnamed = {e.ip for f in flows for e in (f.source, f.destination) if not e.pod and e.ip}
+    unnamed = {
+        e.ip
+        for f in flows
+        for e in (f.source, f.destination, f.backend)
+        if e is not None and not e.pod and e.ip
+    }
     if not unnamed:
         return tuple(flows)
     owners = {
@@ -303,7 +308,11 @@ def name_endpoints(*, flows: Sequence[Flow], pods: Iterable[PodEntry]) -> tuple[
 
     return tuple(
         flow.model_copy(
-            update={"source": named(flow.source), "destination": named(flow.destination)}
+            update={
+                "source": named(flow.source),
+                "destination": named(flow.destination),
+                "backend": named(flow.backend) if flow.backend is not None else None,
+            }
         )
         for flow in flows
     )

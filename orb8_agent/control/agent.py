@@ -17,11 +17,13 @@ from typing import Any, Protocol, cast
 from orb8_agent.control import baseline_store
 from orb8_agent.control.alerts import ContainerRef, SessionAlerts
 from orb8_agent.control.baseline import Baselines, ContainerKey, SpikeRule
+from orb8_agent.control.conntrack import ConntrackReader
 from orb8_agent.control.containers import ContainerCgroup, find_container_cgroups, pids_in
 from orb8_agent.control.dns import DnsPodCounts, SessionDns
 from orb8_agent.control.flows import FlowRouter, SessionFlows, TcpTotals
 from orb8_agent.control.report import PodName, trace_node_entry
 from orb8_agent.control.served import TRACE_SESSION, Served, all_pods, container_ids
+from orb8_agent.control.services import Conntrack, ServiceAttributor, ServiceIndex
 from orb8_agent.control.tcphealth import TcpHealthRouter, wants_tcp_health
 from orb8_agent.control.veth import HostVeth, VethNotFoundError, host_veth_of
 from orb8_agent.dataplane import syscall_names
@@ -34,7 +36,7 @@ from orb8_common.models import AgentPod, NodeEntry, NodeState, SessionReport
 
 log = logging.getLogger(__name__)
 
-FLOWS, SYSCALLS, TCP, DNS = "flows", "syscalls", "tcp", "dns"
+FLOWS, SYSCALLS, TCP, DNS, HOSTFLOWS = "flows", "syscalls", "tcp", "dns", "hostflows"
 
 
 class DataPlane(Protocol):
@@ -44,6 +46,8 @@ class DataPlane(Protocol):
     def probe_errors(self) -> Mapping[str, str]: ...
     def attach_interface(self, *, ifname: str) -> None: ...
     def detach_interface(self, *, ifname: str) -> None: ...
+    def attach_cgroup(self, *, path: Path) -> int: ...
+    def detach_cgroup(self, *, path: Path) -> None: ...
     def set_watched_cgroups(self, *, cgroup_ids: Collection[int]) -> None: ...
     def set_alert_syscalls(self, *, names: Collection[str]) -> None: ...
     def read_flows(self) -> Sequence[Flow]: ...
@@ -92,7 +96,7 @@ class NodeAgent:
         self, *, node: str, dataplane: DataPlane, cgroup_root: Path,
         clock: Callable[[], float] = time.time, veth_resolver: VethResolver | None = None,
         pod_metrics: PodMetrics | None = None, netns_resolver: NetnsResolver | None = None,
-        baseline_path: Path | None = None,
+        baseline_path: Path | None = None, conntrack: Conntrack | None = None,
     ) -> None:  # fmt: skip
         self.node = node
         self._dataplane = dataplane
@@ -104,6 +108,8 @@ class NodeAgent:
         self._sessions: dict[str, SessionState] = {}
         self._resolved = _Resolved()
         self._attached: dict[str, int] = {}  # host veth name → ifindex
+        # hostNetwork pods: pod cgroup directory → (pod uid, cgroup id)
+        self._host_cgroups: dict[Path, tuple[str, int]] = {}
         self._router = FlowRouter(sessions=(), pod_by_ifindex={})
         self._container_refs: dict[int, ContainerRef] = {}  # cgroup id → container
         self._pods_by_ip: dict[str, PodName] = {}
@@ -121,6 +127,9 @@ class NodeAgent:
         self._dns_attached: dict[str, int] = {}  # host veth name → ifindex (DNS probe)
         self._dns_pod_by_ifindex: dict[int, AgentPod] = {}
         self.dns_counts = DnsPodCounts()
+        self._pod_key_by_cgroup: dict[int, tuple[str, str]] = {}
+        # ClusterIP Services: the runner refreshes the index; conntrack names backends
+        self.services = ServiceAttributor(conntrack=conntrack or ConntrackReader())
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -216,13 +225,21 @@ class NodeAgent:
             for name, index in sorted(wanted_ifaces.items()):
                 if name not in self._attached and self._attach(name=name):
                     self._attached[name] = index
+        self._configure_host_cgroups(pods=pods)
         self._configure_syscalls(pods=pods)
         self._configure_dns(pods=pods)
         pod_by_ifindex = {
             veth.ifindex: uid for uid, veth in self._resolved.veths.items()
             if veth.name in self._attached
         }  # fmt: skip
-        self._router = FlowRouter(sessions=self._targets, pod_by_ifindex=pod_by_ifindex)
+        pod_by_cgroup = {cgroup_id: uid for uid, cgroup_id in self._host_cgroups.values()}
+        self._router = FlowRouter(
+            sessions=self._targets, pod_by_ifindex=pod_by_ifindex, pod_by_cgroup=pod_by_cgroup
+        )
+        self._pod_key_by_cgroup = {
+            cgroup_id: (pods[uid].namespace, pods[uid].name)
+            for cgroup_id, uid in pod_by_cgroup.items() if uid in pods
+        }  # fmt: skip
         self._pods_by_ip = {
             ip: PodName(pod.namespace, pod.name)
             for pod in pods.values() if not pod.host_network for ip in pod.ips
@@ -294,6 +311,40 @@ class NodeAgent:
             lambda: self._dataplane.set_watched_netns(inodes=inodes),
             probe=TCP,
         )
+
+    def _configure_host_cgroups(self, *, pods: Mapping[str, AgentPod]) -> None:
+        """Attach the hostNetwork probe to each hostNetwork target pod's cgroup directory
+        (the parent of its containers' directories), detach from pods that went away."""
+        host_pods = {
+            pod.uid for t in self._targets if t.network for pod in t.pods if pod.host_network
+        }
+        wanted: dict[Path, str] = {}
+        for uid in sorted(host_pods):
+            for _, container_id in container_ids(pod=pods[uid]):
+                cgroup = self._resolved.cgroups.get(container_id)
+                if cgroup is not None:
+                    wanted[cgroup.path.parent] = uid
+                    break
+        if HOSTFLOWS not in self._dataplane.loaded_probes():
+            return
+        for path in sorted(set(self._host_cgroups) - set(wanted)):
+            self._safely(
+                f"detach {path}",
+                partial(self._dataplane.detach_cgroup, path=path),
+                probe=HOSTFLOWS,
+            )
+            self._host_cgroups.pop(path, None)
+        for path, uid in sorted(wanted.items()):
+            known = self._host_cgroups.get(path)
+            if known is not None and known[0] == uid:
+                continue
+            try:
+                cgroup_id = self._dataplane.attach_cgroup(path=path)
+            except Orb8Error as err:
+                log.warning("attach %s failed: %s", path, err)
+                self._resolved.problems[uid] = f"hostNetwork probe not attached to {path}: {err}"
+                continue
+            self._host_cgroups[path] = (uid, cgroup_id)
 
     def _configure_syscalls(self, *, pods: Mapping[str, AgentPod]) -> None:
         refs: dict[int, ContainerRef] = {}
@@ -407,6 +458,15 @@ class NodeAgent:
             return False
         return True
 
+    def set_services(self, *, index: ServiceIndex) -> None:
+        """Adopt a new snapshot of the cluster's Services and EndpointSlices."""
+        self.services.set_index(index=index)
+
+    @property
+    def wants_services(self) -> bool:
+        """Whether any served session counts flows (and so may talk to a Service)."""
+        return any(t.network for t in self._targets)
+
     # -- collection ----------------------------------------------------------------------------
 
     def collect(self) -> None:
@@ -416,14 +476,29 @@ class NodeAgent:
         pinned, what was not reported yet survives an agent restart.
         """
         now = self._clock()
-        if FLOWS in self._dataplane.loaded_probes():
+        if self._dataplane.loaded_probes() & {FLOWS, HOSTFLOWS}:
             observations = self._dataplane.read_flows()
-            self.pod_metrics.add_flows(flows=observations, pod_of=self._pod_key_by_ifindex)
+            self.pod_metrics.add_flows(
+                flows=observations, pod_of=self._pod_key_by_ifindex,
+                pod_of_cgroup=self._pod_key_by_cgroup,
+            )  # fmt: skip
+            self.services.begin_drain()
             for observation in observations:
+                service = self.services.attribute(
+                    src_ip=observation.src_ip, src_port=observation.src_port,
+                    dst_ip=observation.dst_ip, dst_port=observation.dst_port,
+                    protocol=observation.protocol_name,
+                )  # fmt: skip
+                host_pod = (
+                    self._pod_key_by_cgroup.get(observation.cgroup_id)
+                    if observation.cgroup_id else None
+                )  # fmt: skip
                 for target in self._router.route(observation=observation):
                     state = self._sessions.get(target.uid)
                     if state is not None and state.flows is not None and not state.stopped:
-                        state.flows.add(observation=observation, now=now)
+                        state.flows.add(
+                            observation=observation, now=now, host_pod=host_pod, service=service
+                        )
         if TCP in self._dataplane.loaded_probes():
             self._collect_tcp(now=now)
         if DNS in self._dataplane.loaded_probes():
@@ -602,7 +677,12 @@ class NodeAgent:
         target = state.target
         loaded = self._dataplane.loaded_probes()
         errors = self._dataplane.probe_errors()
-        wanted = {FLOWS} if target.network else set()
+        wanted: set[str] = set()
+        if target.network:
+            # veth pods need the tc probe, hostNetwork pods the cgroup_skb one
+            host = [pod.host_network for pod in target.pods]
+            wanted |= {HOSTFLOWS} if any(host) else set()
+            wanted |= {FLOWS} if not all(host) or not host else set()
         wanted |= {SYSCALLS} if target.syscalls else set()
         wanted |= {TCP} if wants_tcp_health(session=target) else set()
         wanted |= {DNS} if target.dns else set()
@@ -662,6 +742,18 @@ class NodeAgent:
                     probe=DNS,
                 )
         self._dns_attached.clear()
+        for path in sorted(self._host_cgroups):
+            self._safely(
+                f"detach {path}",
+                partial(self._dataplane.detach_cgroup, path=path),
+                probe=HOSTFLOWS,
+            )
+        self._host_cgroups.clear()
+
+    @property
+    def attached_cgroups(self) -> dict[Path, int]:
+        """hostNetwork pods' cgroup directories the probe is attached to → cgroup ids."""
+        return {path: cgroup_id for path, (_, cgroup_id) in self._host_cgroups.items()}
 
     @property
     def attached_interfaces(self) -> frozenset[str]:

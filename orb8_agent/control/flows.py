@@ -8,6 +8,11 @@ opposite of the hook's.
 Same-node pod-to-pod traffic crosses two target veths. It is counted once:
 at the sender's veth when the sender is one of the session's targets here
 and the session counts egress; otherwise at the receiver's veth.
+
+hostNetwork pods have no veth: the hostNetwork probe counts their sockets'
+packets by pod cgroup (``Flow.cgroup_id``), already in the pod's direction.
+Traffic between two hostNetwork targets of one session on one node is
+counted at both pods (nothing on the wire tells the two ends apart).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from orb8_agent.control.served import Served
+from orb8_agent.control.services import Backend
 from orb8_agent.dataplane.models import Flow, TcpHealth
 from orb8_common.models import Flow as FlowRow
 
@@ -40,6 +46,13 @@ class FlowStats:
     def connect_latency_ms(self) -> float | None:
         return self.connect_ms_total / self.connects if self.connects else None
 
+    # a hostNetwork pod's flow: (namespace, name, "source" | "destination"), the
+    # end that is the pod (its IP is the node's, so the IP cannot name it)
+    host_pod: tuple[str, str, str] | None = None
+    # one end is a ClusterIP Service: "ns/name:port", and its backend where known
+    service: str = ""
+    backend: Backend | None = None
+
 
 def pod_direction(*, hook_direction: str) -> str:
     """Direction relative to the pod for a packet seen on its host-side veth."""
@@ -62,6 +75,13 @@ class TcpTotals:
         self.resets_received += health.resets_received
         self.connects += health.connects
         self.connect_ms_total += health.connect_ns_total / 1e6
+
+
+def observation_direction(*, observation: Flow) -> str:
+    """Pod-relative direction of a tc (veth) or hostNetwork (cgroup) observation."""
+    if observation.cgroup_id:
+        return observation.direction
+    return pod_direction(hook_direction=observation.direction)
 
 
 class SessionFlows:
@@ -100,7 +120,14 @@ class SessionFlows:
         self.bytes, self.packets = bytes_, packets
         self.untracked_flows = max(0, flow_count - len(self._flows))
 
-    def add(self, *, observation: Flow, now: float) -> None:
+    def add(
+        self,
+        *,
+        observation: Flow,
+        now: float,
+        host_pod: tuple[str, str] | None = None,
+        service: tuple[str, Backend | None] | None = None,
+    ) -> None:
         self.bytes += observation.bytes
         self.packets += observation.packets
         key: FlowKey = (
@@ -117,6 +144,12 @@ class SessionFlows:
         stats.packets += observation.packets
         stats.last_seen = now
         stats.tcp_flags |= observation.tcp_flags
+        if host_pod is not None:
+            side = "source" if observation.direction == "egress" else "destination"
+            stats.host_pod = (host_pod[0], host_pod[1], side)
+        if service is not None:
+            stats.service = service[0]
+            stats.backend = service[1] or stats.backend
 
     def add_tcp(self, *, health: TcpHealth, now: float) -> None:
         """Join one socket's TCP health to the flow its socket sends (source = the socket).
@@ -158,8 +191,15 @@ class SessionFlows:
 class FlowRouter:
     """Decides which sessions each observation belongs to."""
 
-    def __init__(self, *, sessions: Iterable[Served], pod_by_ifindex: Mapping[int, str]) -> None:
+    def __init__(
+        self,
+        *,
+        sessions: Iterable[Served],
+        pod_by_ifindex: Mapping[int, str],
+        pod_by_cgroup: Mapping[int, str] | None = None,
+    ) -> None:
         self._pod_by_ifindex = dict(pod_by_ifindex)
+        self._pod_by_cgroup = dict(pod_by_cgroup or {})
         self._sessions_by_pod: dict[str, list[Served]] = {}
         self._local_ips: dict[str, set[str]] = {}
         for session in sessions:
@@ -171,11 +211,17 @@ class FlowRouter:
             for pod in session.pods:
                 self._sessions_by_pod.setdefault(pod.uid, []).append(session)
 
+    def pod_of(self, *, observation: Flow) -> str | None:
+        """The uid of the target pod an observation was made at."""
+        if observation.cgroup_id:
+            return self._pod_by_cgroup.get(observation.cgroup_id)
+        return self._pod_by_ifindex.get(observation.ifindex)
+
     def route(self, *, observation: Flow) -> list[Served]:
-        pod_uid = self._pod_by_ifindex.get(observation.ifindex)
+        pod_uid = self.pod_of(observation=observation)
         if pod_uid is None:
             return []
-        direction = pod_direction(hook_direction=observation.direction)
+        direction = observation_direction(observation=observation)
         matched = []
         for session in self._sessions_by_pod.get(pod_uid, ()):
             network = session.network

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from pathlib import Path
 
 from orb8_agent.dataplane.dns import DnsCollector, DnsRow
 from orb8_agent.dataplane.flows import FlowCollector
@@ -12,7 +13,7 @@ from orb8_agent.dataplane.syscalls import SyscallCollector
 from orb8_agent.dataplane.tcphealth import TcpHealthCollector
 from orb8_common.errors import ProbeLoadError
 
-FLOWS, SYSCALLS, TCP, DNS = "flows", "syscalls", "tcp", "dns"
+FLOWS, SYSCALLS, TCP, DNS, HOSTFLOWS = "flows", "syscalls", "tcp", "dns", "hostflows"
 
 
 class KernelDataPlane:
@@ -25,7 +26,7 @@ class KernelDataPlane:
         probes = self._probes
         pairs = (
             (FLOWS, probes.flows), (SYSCALLS, probes.syscalls), (TCP, probes.tcp),
-            (DNS, probes.dns),
+            (DNS, probes.dns), (HOSTFLOWS, probes.hostflows),
         )  # fmt: skip
         return frozenset(name for name, loaded in pairs if loaded is not None)
 
@@ -50,6 +51,16 @@ class KernelDataPlane:
     def read_dns(self) -> list[DnsRow]:
         return self._dns().read_rows()
 
+    def attach_cgroup(self, *, path: Path) -> int:
+        if self._probes.hostflows is None:
+            reason = self._probes.failures.get(HOSTFLOWS)
+            raise ProbeLoadError(f"hostNetwork probe is not loaded: {reason}")
+        return self._probes.hostflows.attach(cgroup=path)
+
+    def detach_cgroup(self, *, path: Path) -> None:
+        if self._probes.hostflows is not None:
+            self._probes.hostflows.detach(cgroup=path)
+
     def set_watched_cgroups(self, *, cgroup_ids: Collection[int]) -> None:
         syscalls = self._syscalls()
         wanted = set(cgroup_ids)
@@ -66,7 +77,11 @@ class KernelDataPlane:
         return self._syscalls().read_counts()
 
     def read_flows(self) -> list[Flow]:
-        return self._flows().read_flows()
+        """Both flow probes' deltas: veth flows (ifindex) and hostNetwork flows (cgroup_id)."""
+        flows = self._probes.flows.read_flows() if self._probes.flows is not None else []
+        if self._probes.hostflows is not None:
+            flows += self._probes.hostflows.read_flows()
+        return flows
 
     def poll_alerts(self) -> list[Alert]:
         return self._syscalls().poll_alerts(timeout_ms=0)

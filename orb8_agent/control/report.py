@@ -53,9 +53,30 @@ def flow_row(
             "resets_received": stats.resets_received,
             "connect_latency_ms": None if latency is None else round(latency, 3),
         }
+    source = _endpoint(ip=src_ip, port=src_port, protocol=protocol, pods=pods_by_ip)
+    destination = _endpoint(ip=dst_ip, port=dst_port, protocol=protocol, pods=pods_by_ip)
+    if stats.host_pod is not None:
+        # a hostNetwork pod's end carries the node's IP; the cgroup named the pod
+        namespace, name, side = stats.host_pod
+        named = {"namespace": namespace, "pod": name}
+        if side == "source":
+            source = source.model_copy(update=named)
+        else:
+            destination = destination.model_copy(update=named)
+    backend = None
+    if stats.backend is not None:
+        owner = pods_by_ip.get(stats.backend.ip)
+        backend = FlowEndpoint(
+            ip=stats.backend.ip,
+            port=stats.backend.port,
+            namespace=owner.namespace if owner else stats.backend.namespace,
+            pod=owner.name if owner else stats.backend.pod,
+        )
     return Flow(
-        source=_endpoint(ip=src_ip, port=src_port, protocol=protocol, pods=pods_by_ip),
-        destination=_endpoint(ip=dst_ip, port=dst_port, protocol=protocol, pods=pods_by_ip),
+        source=source,
+        destination=destination,
+        service=stats.service,
+        backend=backend,
         protocol=cast(Protocol, protocol),  # the router passes only the spec's protocols
         bytes=stats.bytes,
         packets=stats.packets,

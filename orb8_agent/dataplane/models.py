@@ -70,6 +70,9 @@ class Flow:
     tcp_flags: int
     first_seen_ns: int
     last_seen_ns: int
+    # hostNetwork probe only: the pod cgroup the socket is under (ifindex is 0,
+    # and direction is already relative to the pod: egress = the pod sent it)
+    cgroup_id: int = 0
 
     @property
     def protocol_name(self) -> str:

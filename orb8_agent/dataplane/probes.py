@@ -15,6 +15,7 @@ from orb8_common.errors import Orb8Error, ProbeLoadError
 from . import tc
 from .dns import DnsCollector
 from .flows import FlowCollector
+from .hostflows import HostFlowCollector
 from .syscalls import Hook, SyscallCollector
 from .tcphealth import TcpHealthCollector
 
@@ -27,6 +28,7 @@ class ProbeSet:
     syscalls: SyscallCollector | None = None
     tcp: TcpHealthCollector | None = None
     dns: DnsCollector | None = None
+    hostflows: HostFlowCollector | None = None  # hostNetwork pods (cgroup_skb)
     failures: dict[str, str] = field(default_factory=dict)
 
     def statuses(self) -> list[dict[str, object]]:
@@ -34,7 +36,7 @@ class ProbeSet:
         out: list[dict[str, object]] = []
         named: tuple[tuple[str, object], ...] = (
             ("flows", self.flows), ("syscalls", self.syscalls), ("tcp", self.tcp),
-            ("dns", self.dns),
+            ("dns", self.dns), ("hostflows", self.hostflows),
         )  # fmt: skip
         for name, loaded in named:
             if loaded is not None or name in self.failures:
@@ -49,14 +51,14 @@ class ProbeSet:
 
     def close(self) -> None:
         errors: list[str] = []
-        for c in (self.dns, self.flows, self.syscalls, self.tcp):
+        for c in (self.dns, self.flows, self.syscalls, self.tcp, self.hostflows):
             if c is None:
                 continue
             try:
                 c.close()
             except Orb8Error as err:
                 errors.append(str(err))
-        self.flows = self.syscalls = self.tcp = self.dns = None
+        self.flows = self.syscalls = self.tcp = self.dns = self.hostflows = None
         if errors:
             raise ProbeLoadError("; ".join(errors))
 
@@ -72,10 +74,12 @@ def start_probes(
     alerts_per_second: int = 100,
     run_dir: Path = tc.DEFAULT_RUN_DIR,
     pin_dir: Path | None = None,
+    hostflows: bool = False,
 ) -> ProbeSet:
     """Open the requested probes. Raises ProbeLoadError only if none loads.
 
     ``pin_dir``: keep the flow and TCP health maps pinned there (see FlowCollector).
+    ``hostflows``: also load the hostNetwork probe (cgroup_skb; never fatal).
     """
     probes = ProbeSet()
     if flows:
@@ -106,6 +110,14 @@ def start_probes(
             probes.dns = dc
         except Orb8Error as err:
             probes.failures["dns"] = str(err)
+    if hostflows:
+        hc = HostFlowCollector()
+        try:
+            hc.open()
+            probes.hostflows = hc
+        except Orb8Error as err:
+            probes.failures["hostflows"] = str(err)
+    # the hostNetwork probe rides along with flows and is never the only one
     loaded = (probes.flows, probes.syscalls, probes.tcp, probes.dns)
     if (flows or syscalls or tcp or dns) and all(p is None for p in loaded):
         detail = "; ".join(f"{name}: {msg}" for name, msg in probes.failures.items())

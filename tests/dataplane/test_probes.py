@@ -66,6 +66,7 @@ def test_preflight_and_diagnose_report_a_missing_probe(
         ("flows", False),
         ("syscalls", True),
         ("tcp", False),
+        ("hostflows", False),
     ]
     assert main(["diagnose"]) == 1
     out = capsys.readouterr().out
