@@ -240,14 +240,14 @@ class FlowCollector:
         self._evicted += max(0, inserted - self._inserted_seen - count4 - count6)
         self._inserted_seen = inserted
         self._names.trim()
-        # the decode makes a few lists of 100k objects each; a GC pass in the
-        # middle would walk all of them for nothing
+        # the IPv6 decode makes tuples per flow; a GC pass in the middle would
+        # walk all of them for nothing
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
             cols = decode4(keys=keys4, values=values4, names=self._names)
             if count6:
-                cols.extend(decode6(keys=keys6, values=values6, names=self._names))
+                cols = cols.extend(decode6(keys=keys6, values=values6, names=self._names))
             return cols
         finally:
             if gc_was_enabled:

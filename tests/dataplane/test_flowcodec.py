@@ -76,7 +76,7 @@ def test_a_large_mixed_batch_and_a_warm_name_cache() -> None:
         for _ in range(2):
             cols = _decode(family, keys, values, names)
             assert cols.rows() == decode_rows(family=family, keys=keys, values=values)
-        both.extend(cols)
+        both = both.extend(cols)
         expected += decode_rows(family=family, keys=keys, values=values)
     assert both.rows() == expected
     assert both.total_bytes() == sum(f.bytes for f in expected)
