@@ -214,6 +214,7 @@ def _decode(keys: bytes, values: bytes) -> list[Flow]:
         first,
         last,
         flags,
+        _last_jiffies,  # the flow probe's clock gate; this program reads the clock always
     ) in zip(HOST_FLOW_KEY.iter_unpack(keys), FLOW_VALUE.iter_unpack(values), strict=True):
         if family == 4:
             src, dst = ntop(socket.AF_INET, saddr[:4]), ntop(socket.AF_INET, daddr[:4])

@@ -54,6 +54,7 @@ ALLOWED = {
         2: "bpf_map_update_elem",
         7: "bpf_get_prandom_u32",
         26: "bpf_skb_load_bytes",  # fixed-size header structs at header offsets
+        118: "bpf_jiffies64",  # gates the clock read to once a tick per flow
         160: "bpf_ktime_get_coarse_ns",
     },
     "tcphealth": {
