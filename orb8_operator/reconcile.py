@@ -4,7 +4,7 @@ index and the clock. The kopf handlers only carry out what it returns.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -50,6 +50,7 @@ __all__ = [
     "changed_fields",
     "parse_spec",
     "reconcile_session",
+    "slim_body",
 ]
 
 DEFAULT_INTERVAL_SECONDS = 15.0
@@ -110,6 +111,7 @@ def _merged(
     nodes: Sequence[NodeEntry | GpuNodeEntry],
     matched: int,
     pods: Iterable[PodEntry],
+    owner_of: Callable[[str], tuple[str, str] | None] | None,
 ) -> dict[str, Any]:
     """summary and the merged lists; nothing for an unreadable spec."""
     if isinstance(spec, TraceSessionSpec):
@@ -119,6 +121,7 @@ def _merged(
             max_alerts=spec.probes.syscalls.max_alerts,
             matched_pods=matched,
             pods=pods,
+            owner_of=owner_of,
         )
         return {
             "summary": to_wire(trace.summary),
@@ -166,12 +169,14 @@ def reconcile_session(
     reports: Mapping[str, NodeEntry | GpuNodeEntry] | None = None,
     targets: Mapping[str, tuple[PodEntry, ...]] | None = None,
     look_every: float | None = None,
+    owner_of: Callable[[str], tuple[str, str] | None] | None = None,
 ) -> SessionOutcome:
     """Everything the operator should do for one session at ``now``.
 
     ``pods`` must hold at least the pods of the session's namespaces;
     ``all_pods`` (default: ``pods``) is walked only to name flow ends that the
-    agents left unnamed. ``cross_namespace`` (default: the operator's
+    agents left unnamed, and not at all when ``owner_of`` (ip → (namespace,
+    pod)) is given. ``cross_namespace`` (default: the operator's
     ``--allow-cross-namespace`` rules) says which other namespaces a session
     may select; a refused selection fails the session with reason
     ``CrossNamespaceNotAllowed``. ``reports``: node → the agents' latest share
@@ -249,7 +254,7 @@ def reconcile_session(
         "startTime": format_time(life.start_time) if life.start_time else None,
         "completionTime": format_time(life.completion_time) if life.completion_time else None,
         "matchedPods": matched,
-        **_merged(spec, nodes, matched, pods if all_pods is None else all_pods),
+        **_merged(spec, nodes, matched, pods if all_pods is None else all_pods, owner_of),
         "nodes": node_summaries(entries=nodes),
     }
     # The summaries carry no lists, so only the merged top-N lists can be shortened.
@@ -291,6 +296,25 @@ def reconcile_session(
         problems=problems,
         size=bounded.size,
     )
+
+
+def slim_body(*, body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the operator keeps of a session between reconciles: identity, spec, status.
+
+    managedFields and annotations (kopf's, kubectl's last-applied copy) can be
+    larger than the rest and are never read.
+    """
+    meta = _map(body.get("metadata"))
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {k: meta[k] for k in _KEPT_METADATA if k in meta},
+        "spec": body.get("spec"),
+        "status": body.get("status"),
+    }
+
+
+_KEPT_METADATA = ("uid", "namespace", "name", "generation", "deletionTimestamp")
 
 
 def changed_fields(*, current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:

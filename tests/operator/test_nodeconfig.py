@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from orb8_common.models import (
     GpuTelemetrySpec,
+    Selector,
     SessionKind,
     TraceSessionSpec,
     parse_gpu_telemetry_spec,
@@ -168,7 +169,7 @@ def test_refresh_targets_walks_only_sessions_in_changed_namespaces() -> None:
     ml = session("ml-all", {"node-c": (C1,)}, namespace="ml")
     walked: list[frozenset[str]] = []
 
-    def pods_in(namespaces: frozenset[str]) -> list[PodEntry]:
+    def pods_in(selector: Selector, namespaces: frozenset[str]) -> list[PodEntry]:
         walked.append(namespaces)
         return [p for p in (A1, A2, B1, C1) if p.namespace in namespaces]
 
