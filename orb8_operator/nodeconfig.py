@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Collection, Iterable, Mapping, Set
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -58,8 +58,8 @@ class ActiveSession:
     targets: Mapping[str, tuple[PodEntry, ...]]
 
     @functools.cached_property
-    def node_entries(self) -> dict[str, tuple[dict[str, Any], str]]:
-        """node → (this session's entry in that node's spec, its canonical JSON).
+    def node_entries(self) -> dict[str, NodeEntryText]:
+        """node → this session's entry in that node's spec (wire, canonical JSON, pods).
 
         Built once per object: the operator keeps an unchanged session's
         object, so a full comparison of every node's spec serialises only
@@ -69,8 +69,7 @@ class ActiveSession:
         for node, pods in self.targets.items():
             if node and pods:
                 ordered = sorted(pods, key=lambda p: (p.namespace, p.name, p.uid))
-                wire = to_wire(agent_session(session=self, pods=ordered))
-                out[node] = (wire, canonical_json(wire))
+                out[node] = session_entry(session=self, pods=ordered)
         return out
 
 
@@ -111,6 +110,7 @@ def agent_session(*, session: ActiveSession, pods: Iterable[PodEntry]) -> AgentS
         namespace=session.namespace,
         name=session.name,
         generation=session.generation,
+        pod_uids=tuple(row.uid for row in rows),
         pods=rows,
     )
 
@@ -118,6 +118,53 @@ def agent_session(*, session: ActiveSession, pods: Iterable[PodEntry]) -> AgentS
 def canonical_json(value: Any) -> str:
     """Compact JSON with sorted keys: equal specs give equal text."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def pod_entry_wire(pod: PodEntry) -> tuple[dict[str, Any], str]:
+    """``to_wire(agent_pod(pod))`` and its canonical JSON, once per pod state.
+
+    A pod selected by several sessions is serialised once; callers never
+    modify the returned dict.
+    """
+    wire = to_wire(agent_pod(pod=pod))
+    return wire, canonical_json(wire)
+
+
+class NodeEntryText(NamedTuple):
+    """One session's entry in one node's spec, serialised once."""
+
+    wire: dict[str, Any]  # to_wire of the AgentSession (podUids, no pods)
+    text: str  # canonical_json(wire)
+    pods: tuple[PodEntry, ...]  # the pods it names, for the node's pod list
+
+
+def session_entry(*, session: ActiveSession, pods: Sequence[PodEntry]) -> NodeEntryText:
+    """``to_wire(agent_session(...))`` and its canonical JSON, without serialising pods."""
+    wire = to_wire(agent_session(session=session, pods=()))
+    wire["podUids"] = [p.uid for p in pods]
+    return NodeEntryText(wire, canonical_json(wire), tuple(pods))
+
+
+def _node_spec(node: str, entries: Sequence[NodeEntryText]) -> tuple[dict[str, Any], str]:
+    """A node's spec wire form and its canonical JSON, from its sessions' entries: each pod
+    once, in (namespace, name, uid) order, as :class:`NodeAgentConfigSpec` writes it."""
+    unique = {p.uid: p for entry in entries for p in entry.pods}
+    pods = [pod_entry_wire(p) for p in sorted(unique.values(), key=_pod_order)]
+    wire = {
+        "nodeName": node,
+        "pods": [w for w, _ in pods],
+        "sessions": [entry.wire for entry in entries],
+    }
+    text = (
+        f'{{"nodeName":{json.dumps(node)},"pods":[{",".join(t for _, t in pods)}],'
+        f'"sessions":[{",".join(entry.text for entry in entries)}]}}'
+    )
+    return wire, text
+
+
+def _pod_order(pod: PodEntry) -> tuple[str, str, str]:
+    return (pod.namespace, pod.name, pod.uid)
 
 
 def node_config_wires(*, sessions: Iterable[ActiveSession]) -> dict[str, dict[str, Any]]:
@@ -134,20 +181,11 @@ def node_config_texts(
     that changed since are serialised again. The text equals
     ``canonical_json`` of the wire form.
     """
-    per_node: dict[str, list[tuple[dict[str, Any], str]]] = {}
+    per_node: dict[str, list[NodeEntryText]] = {}
     for session in sorted(sessions, key=lambda s: (s.namespace, s.name, s.uid)):
         for node, entry in session.node_entries.items():
             per_node.setdefault(node, []).append(entry)
-    out = {}
-    for node in sorted(per_node):
-        entries = per_node[node]
-        wire = {"nodeName": node, "sessions": [w for w, _ in entries]}
-        # canonical_json(wire), without serialising every session again.
-        text = (
-            f'{{"nodeName":{json.dumps(node)},"sessions":[' + ",".join(t for _, t in entries) + "]}"
-        )
-        out[node] = (wire, text)
-    return out
+    return {node: _node_spec(node, per_node[node]) for node in sorted(per_node)}
 
 
 def build_node_configs(*, sessions: Iterable[ActiveSession]) -> dict[str, NodeAgentConfigSpec]:
