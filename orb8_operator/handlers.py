@@ -369,9 +369,7 @@ def _outcome(st: OperatorState, kind: SessionKind, body: Mapping[str, Any]) -> S
     )
     metrics().observe_reconcile(kind=kind, seconds=time.perf_counter() - started)
     st.merged_at[uid] = time.monotonic()
-    st.merged_states[uid] = {
-        str(n.get("node")): str(n.get("state")) for n in outcome.status.get("nodes") or ()
-    }
+    st.merged_states[uid] = dict(outcome.node_states)
     wait = outcome.next_check_in
     st.due[uid] = math.inf if wait is None else time.monotonic() + wait
     return outcome

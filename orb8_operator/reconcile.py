@@ -5,7 +5,7 @@ index and the clock. The kopf handlers only carry out what it returns.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -74,6 +74,7 @@ class SessionOutcome:
     spec_error: str | None
     problems: tuple[str, ...]  # malformed node reports that were skipped
     size: int  # estimated JSON size of the status after the patch
+    node_states: Mapping[str, str] = field(default_factory=dict)  # node → state as merged
 
 
 def parse_spec(*, kind: SessionKind, raw: Any) -> TraceSessionSpec | GpuTelemetrySpec:
@@ -295,6 +296,7 @@ def reconcile_session(
         spec_error=spec_error,
         problems=problems,
         size=bounded.size,
+        node_states={n.node: n.state for n in nodes},
     )
 
 
