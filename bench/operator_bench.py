@@ -312,7 +312,8 @@ def run(
         log = (state / "operator.log").open("w")
         operator = proc = subprocess.Popen(
             [sys.executable, "-m", "orb8_operator.main", "--liveness",
-             f"http://127.0.0.1:{free_port()}/healthz"],
+             f"http://127.0.0.1:{free_port()}/healthz", "--metrics-host", "127.0.0.1",
+             "--metrics-port", str(free_port())],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=plane.env(),
         )  # fmt: skip
         time.sleep(3)  # let it list pods and nodes into its indexes

@@ -34,13 +34,18 @@ import kopf
 from kubernetes_asyncio import client
 
 from orb8_common.errors import InvalidSpecError, Orb8Error
-from orb8_common.models import GpuTelemetrySpec, SessionKind, TraceSessionSpec
+from orb8_common.models import (
+    GpuTelemetrySpec,
+    NodeAgentConfigSpec,
+    SessionKind,
+    TraceSessionSpec,
+    to_wire,
+)
 from orb8_operator import kube
 from orb8_operator.metrics import metrics
 from orb8_operator.nodecache import NodeConfigCache
 from orb8_operator.nodeconfig import (
     ActiveSession,
-    build_node_configs,
     keep_unreconciled,
     node_config_texts,
     plan_node_configs,
@@ -232,20 +237,31 @@ async def sync_node_configs(*, st: OperatorState) -> None:
         st.startup_uids = await kube.list_session_uids(api=st.api)
     current = dict(st.nodes.specs)
     unreconciled = st.startup_uids - st.seen
-    desired: Mapping[str, Any]
-    texts: dict[str, str] | None = None
-    if unreconciled:  # right after a start: carry their stored entries over
-        desired = keep_unreconciled(
-            desired=build_node_configs(sessions=st.sessions.values()),
-            current=current,
+    built = node_config_texts(sessions=st.sessions.values())
+    desired: dict[str, Any] = {node: wire for node, (wire, _) in built.items()}
+    texts = {node: text for node, (_, text) in built.items()}
+    carriers = st.nodes.nodes_naming(uids=unreconciled) if unreconciled else set()
+    carried: dict[str, set[str]] = {}
+    if carriers:  # right after a start: carry their stored entries over, on those nodes
+        kept = keep_unreconciled(
+            desired={
+                node: NodeAgentConfigSpec.model_validate(desired[node])
+                for node in carriers if node in desired
+            },
+            current={node: current[node] for node in carriers if node in current},
             keep_uids=unreconciled,
-        )
-    else:
-        built = node_config_texts(sessions=st.sessions.values())
-        desired = {node: wire for node, (wire, _) in built.items()}
-        texts = {node: text for node, (_, text) in built.items()}
+        )  # fmt: skip
+        for node, model in kept.items():
+            desired[node] = to_wire(model)
+            texts.pop(node, None)
+            carried[node] = {session.uid for session in model.sessions}
     metrics().node_configs = len(desired)
     plan = plan_node_configs(desired=desired, current=current, desired_texts=texts)
+    named: dict[str, set[str]] = {}
+    for session in st.sessions.values():
+        for node in session.node_entries:
+            named.setdefault(node, set()).add(session.uid)
+    named.update(carried)
     took = time.monotonic() - started
     if took > SLOW_PASS_S:
         _log.info("nodeagentconfig plan for %d session(s) took %.1fs", len(st.sessions), took)
@@ -259,7 +275,7 @@ async def sync_node_configs(*, st: OperatorState) -> None:
         written = await kube.apply_node_config_plan(api=st.api, plan=plan)
         for node, spec in written.items():
             # What we wrote is what is stored; the watch confirms it a moment later.
-            st.nodes.put_spec(node=node, spec=spec)
+            st.nodes.put_spec(node=node, spec=spec, uids=named.get(node, ()))
 
 
 async def _sync_loop(st: OperatorState) -> None:

@@ -25,7 +25,7 @@ from kubernetes_asyncio import client
 from pydantic import ValidationError
 
 from orb8_common.crd import GROUP, NODE_AGENT_CONFIGS, VERSION
-from orb8_common.models import SessionKind, SessionReport
+from orb8_common.models import NodeAgentConfigSpec, SessionKind, SessionReport
 from orb8_operator.nodeconfig import canonical_json
 from orb8_operator.rawwatch import RawWatch
 
@@ -66,11 +66,20 @@ def keep_reports(*, status: Mapping[str, Any]) -> tuple[dict[str, KeptReport], l
     return out, problems
 
 
+def _session_uids(text: str) -> frozenset[str]:
+    try:
+        spec = NodeAgentConfigSpec.model_validate_json(text)
+    except ValidationError:
+        return frozenset()
+    return frozenset(session.uid for session in spec.sessions)
+
+
 class NodeConfigCache:
     """node → spec (canonical JSON, as stored) and node → uid → the agent's latest report."""
 
     def __init__(self) -> None:
         self.specs: dict[str, str] = {}  # managed objects only: canonical JSON of the spec
+        self.session_uids: dict[str, frozenset[str]] = {}  # node → the sessions its spec names
         self._generations: dict[str, int] = {}  # node → metadata.generation of that spec
         self._reports: dict[str, dict[str, KeptReport]] = {}  # node → uid → report
         self._by_uid: dict[str, dict[str, KeptReport]] = {}  # uid → node → report
@@ -78,13 +87,23 @@ class NodeConfigCache:
         self.problems: dict[str, list[str]] = {}
         self.ready = asyncio.Event()
 
-    def put_spec(self, *, node: str, spec: Mapping[str, Any] | None) -> None:
-        """Record what was just written (None: deleted); the watch confirms it later."""
+    def put_spec(
+        self, *, node: str, spec: Mapping[str, Any] | None, uids: Collection[str] = ()
+    ) -> None:
+        """Record what was just written (None: deleted) and the session uids it names;
+        the watch confirms it later."""
         if spec is None:
             self.specs.pop(node, None)
+            self.session_uids.pop(node, None)
         else:
             self.specs[node] = canonical_json(spec)
+            self.session_uids[node] = frozenset(uids)
         self._generations.pop(node, None)
+
+    def nodes_naming(self, *, uids: Collection[str]) -> set[str]:
+        """Nodes whose stored spec names any of ``uids``."""
+        wanted = set(uids)
+        return {node for node, named in self.session_uids.items() if named & wanted}
 
     def reports_for(self, *, uid: str) -> dict[str, SessionReport]:
         """node → the report of session ``uid`` from every agent that serves it.
@@ -127,10 +146,12 @@ class NodeConfigCache:
                 spec = canonical_json(body.get("spec") or {})
                 changed = self.specs.get(node) != spec
                 self.specs[node] = spec
+                self.session_uids[node] = _session_uids(spec)
                 if isinstance(generation, int):
                     self._generations[node] = generation
         else:
             self.specs.pop(node, None)
+            self.session_uids.pop(node, None)
             self._generations.pop(node, None)
         reports, problems = keep_reports(status=body.get("status") or {})
         old = self._reports.get(node, {})
@@ -160,6 +181,7 @@ class NodeConfigCache:
         self._changed |= set(gone)
         self.problems.pop(node, None)
         self._generations.pop(node, None)
+        self.session_uids.pop(node, None)
         return self.specs.pop(node, None) is not None or bool(gone)
 
     def replace(self, *, bodies: Collection[Mapping[str, Any]]) -> None:
