@@ -437,6 +437,11 @@ class AgentSession(_Model):
 
     The session's settings are not copied here: the agent reads them from the
     session object itself (once per generation), so they are written once.
+    On the wire a session names its pods by uid (``podUids``) and each pod
+    is listed once per node (``NodeAgentConfigSpec.pods``), however many
+    sessions select it; ``pods`` is filled from there when the spec is read
+    (an entry that lists its pods inline, as older operators wrote, is read
+    too) and is never written.
     """
 
     uid: str
@@ -444,12 +449,34 @@ class AgentSession(_Model):
     namespace: str
     name: str
     generation: int = 0
-    pods: tuple[AgentPod, ...] = ()
+    pod_uids: tuple[str, ...] = ()
+    pods: tuple[AgentPod, ...] = Field(default=(), exclude=True)
 
 
 class NodeAgentConfigSpec(_Model):
+    """A node's work: its target pods once, and per session the uids of those it traces."""
+
     node_name: str
+    pods: tuple[AgentPod, ...] = ()
     sessions: tuple[AgentSession, ...] = ()
+
+    @model_validator(mode="after")
+    def _link_pods(self) -> NodeAgentConfigSpec:
+        # Both directions, so readers see session.pods and writers always emit podUids
+        # with every pod listed once, in (namespace, name, uid) order.
+        by_uid = {pod.uid: pod for pod in self.pods}
+        for session in self.sessions:
+            for pod in session.pods:
+                by_uid.setdefault(pod.uid, pod)
+        sessions = []
+        for session in self.sessions:
+            uids = session.pod_uids or tuple(pod.uid for pod in session.pods)
+            pods = tuple(by_uid[uid] for uid in uids if uid in by_uid)
+            sessions.append(session.model_copy(update={"pod_uids": uids, "pods": pods}))
+        ordered = tuple(sorted(by_uid.values(), key=lambda p: (p.namespace, p.name, p.uid)))
+        object.__setattr__(self, "pods", ordered)  # frozen: set once, while validating
+        object.__setattr__(self, "sessions", tuple(sessions))
+        return self
 
 
 # --- status rows ---------------------------------------------------------------

@@ -982,6 +982,9 @@ def gpu_telemetry_schema() -> Schema:
     return root_schema("GpuTelemetry: report the GPU use of selected pods.", spec, status)
 
 
+MAX_PODS_PER_NODE = 1024
+
+
 def node_agent_config_schema() -> Schema:
     pod = obj(
         "A target pod on this node.",
@@ -1031,10 +1034,16 @@ def node_agent_config_schema() -> Schema:
             "generation": integer(
                 "The session's metadata.generation this entry reflects.", minimum=0
             ),
+            "podUids": array(
+                "uids of this session's target pods on this node, each listed in spec.pods.",
+                string("A pod's metadata.uid.", max_length=128),
+                max_items=MAX_PODS_PER_NODE,
+                list_type="set",
+            ),
             "pods": array(
-                "Target pods on this node (list-map keyed by uid).",
+                "Target pods inline (older operators); read as if listed in spec.pods.",
                 pod,
-                max_items=1024,
+                max_items=MAX_PODS_PER_NODE,
                 list_type="map",
                 map_keys=["uid"],
             ),
@@ -1046,6 +1055,14 @@ def node_agent_config_schema() -> Schema:
         {
             "nodeName": string(
                 "The node; equal to metadata.name.", max_length=MAX_NAME, min_length=1
+            ),
+            "pods": array(
+                "This node's target pods, each once however many sessions select it "
+                "(list-map keyed by uid).",
+                pod,
+                max_items=MAX_PODS_PER_NODE,
+                list_type="map",
+                map_keys=["uid"],
             ),
             "sessions": array(
                 "Sessions with target pods on this node (list-map keyed by uid).",

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import heapq
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -280,12 +280,17 @@ class TraceMerge:
     alerts: tuple[Alert, ...]
 
 
-def name_endpoints(*, flows: Sequence[Flow], pods: Iterable[PodEntry]) -> tuple[Flow, ...]:
+def name_endpoints(
+    *, flows: Sequence[Flow], pods: Iterable[PodEntry] = (),
+    owner_of: Callable[[str], tuple[str, str] | None] | None = None,
+) -> tuple[Flow, ...]:  # fmt: skip
     """Name flow ends that no agent could name, from the cluster-wide pod index.
 
     An agent knows only the pods on its own node; the other end of a flow to
     an unselected pod, or to a pod on a node without an agent, arrives with an
     IP alone. hostNetwork pods share their node's IP, so they never name an IP.
+    ``owner_of`` (ip → (namespace, pod), e.g. :meth:`PodCache.owner_of`) is
+    asked instead of walking ``pods`` when given.
     """
     unnamed = {
         e.ip
@@ -295,10 +300,15 @@ def name_endpoints(*, flows: Sequence[Flow], pods: Iterable[PodEntry]) -> tuple[
     }
     if not unnamed:
         return tuple(flows)
-    owners = {
-        ip: (pod.namespace, pod.name)
-        for pod in pods if not pod.host_network for ip in pod.ips if ip in unnamed
-    }  # fmt: skip
+    if owner_of is not None:
+        owners = {ip: owner for ip in unnamed if (owner := owner_of(ip)) is not None}
+    else:
+        owners = {
+            ip: (pod.namespace, pod.name)
+            for pod in pods if not pod.host_network for ip in pod.ips if ip in unnamed
+        }  # fmt: skip
+    if not owners:
+        return tuple(flows)
 
     def named(endpoint: FlowEndpoint) -> FlowEndpoint:
         owner = None if endpoint.pod else owners.get(endpoint.ip)
@@ -321,6 +331,7 @@ def name_endpoints(*, flows: Sequence[Flow], pods: Iterable[PodEntry]) -> tuple[
 def trace_status(
     *, nodes: Sequence[NodeEntry], top_flows: int, max_alerts: int, matched_pods: int,
     pods: Iterable[PodEntry] = (),
+    owner_of: Callable[[str], tuple[str, str] | None] | None = None,
 ) -> TraceMerge:  # fmt: skip
     """summary, flows and alerts of a TraceSession from its node entries."""
     flows = merge_flows(nodes=nodes, top_n=top_flows)
@@ -345,7 +356,7 @@ def trace_status(
         connects=connects,
         connect_latency_ms=round(connect_ms / connects, 3) if connects else None,
     )
-    named = name_endpoints(flows=flows.flows, pods=pods)
+    named = name_endpoints(flows=flows.flows, pods=pods, owner_of=owner_of)
     return TraceMerge(summary=summary, flows=named, alerts=alerts.alerts)
 
 

@@ -240,4 +240,4 @@ def test_condition_and_node_agent_config_wire_shape() -> None:
         "observedGeneration": 2,
     }
     nac = NodeAgentConfigSpec.model_validate({"nodeName": "node-a", "sessions": []})
-    assert to_wire(nac) == {"nodeName": "node-a", "sessions": []}
+    assert to_wire(nac) == {"nodeName": "node-a", "pods": [], "sessions": []}
