@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from orb8_common.crd import GROUP, NODE_AGENT_CONFIGS, VERSION
 from orb8_common.models import SessionReport
+from orb8_common.watchstate import WatchState
 
 _log = logging.getLogger("orb8.operator.nodeconfigs")
 WATCH_TIMEOUT_S = 270
@@ -53,6 +54,7 @@ class NodeConfigCache:
         self._changed: set[str] = set()  # session uids whose reports changed
         self.problems: dict[str, list[str]] = {}
         self.ready = asyncio.Event()
+        self.watch = WatchState(name="nodeagentconfigs")  # for /readyz and /metrics
 
     def reports_for(self, *, uid: str) -> dict[str, SessionReport]:
         """node → the report of session ``uid`` from every agent that serves it."""
@@ -125,6 +127,7 @@ class NodeConfigCache:
                 listing = await objects.list_cluster_custom_object(
                     GROUP, VERSION, NODE_AGENT_CONFIGS
                 )
+                self.watch.synced()
                 self.replace(bodies=listing.get("items") or [])
                 on_change()
                 self.ready.set()
@@ -134,8 +137,9 @@ class NodeConfigCache:
                     async for event in stream.stream(
                         objects.list_cluster_custom_object, GROUP, VERSION, NODE_AGENT_CONFIGS,
                         resource_version=version, timeout_seconds=WATCH_TIMEOUT_S,
-                        allow_watch_bookmarks=True,
+                        allow_watch_bookmarks=True, _request_timeout=WATCH_TIMEOUT_S + 30,
                     ):  # fmt: skip
+                        self.watch.synced()
                         kind = event["type"]
                         if kind == "ERROR":
                             break  # 410 Gone and friends: relist
@@ -144,6 +148,7 @@ class NodeConfigCache:
                         ):
                             on_change()
             except Exception as err:  # aiohttp payload errors too (a cut stream): relist
+                self.watch.lost(error=err)
                 delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
                 failures += 1
                 _log.warning("nodeagentconfig watch failed (%s); relisting in %.0fs", err, delay)

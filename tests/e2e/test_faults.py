@@ -18,10 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from orb8_agent.dataplane.objects import object_path
 from orb8_dev import controlplane, reliability
 from orb8_dev.faultproxy import FaultProxy
-from tests.e2e.conftest import tcp_transfer, wait_for
+from tests.e2e.conftest import make_victim, tcp_transfer, wait_for
 from tests.e2e.faults import (
     AGENT_GRACE_S,
     OPERATOR_GRACE_S,
@@ -29,6 +31,7 @@ from tests.e2e.faults import (
     Cluster,
     apply_session,
     http_status,
+    http_text,
     node_config,
     reported_all,
     running_on,
@@ -57,10 +60,15 @@ def _outage_keeps_the_kernel_counters(
     wait_for(lambda: reported_all(plane, ns, "outage", client, server, 8081, before),
              timeout=60, what="the flow sent before the fault")  # fmt: skip
 
+    op_port = cluster.operator_ports[operator.pid]
+    wait_for(lambda: http_status(op_port, "/readyz") == 200, timeout=60,
+             what="the operator ready before the fault")  # fmt: skip
     stop()
     if watch_dies:
         wait_for(lambda: http_status(agent.http_port, "/readyz") == 503, timeout=90,
                  what="/readyz false while the watch is dead")  # fmt: skip
+        wait_for(lambda: http_status(op_port, "/readyz") == 503, timeout=90,
+                 what="the operator's /readyz false while its watches are dead")  # fmt: skip
     else:  # the apiserver stays up and keeps its watches open from its cache
         wait_for(lambda: not _apiserver_ready(cluster), timeout=90,
                  what="the apiserver to notice etcd is gone")  # fmt: skip
@@ -69,6 +77,8 @@ def _outage_keeps_the_kernel_counters(
     recovered = time.monotonic()
     wait_for(lambda: http_status(agent.http_port, "/readyz") == 200, timeout=120,
              what="/readyz true again after the resync")  # fmt: skip
+    wait_for(lambda: http_status(op_port, "/readyz") == 200, timeout=120,
+             what="the operator's /readyz true again after its watches relist")  # fmt: skip
     seen = wait_for(lambda: reported_all(plane, ns, "outage", client, server, 8082, during),
                     timeout=120, interval=0.2,
                     what="the flow sent during the outage in the session status")  # fmt: skip
@@ -87,7 +97,10 @@ def _outage_keeps_the_kernel_counters(
     assert agent_exit is not None, "the agent outlived its grace period after SIGTERM"
     assert operator_exit is not None, "the operator outlived its grace period after SIGTERM"
     assert agent.proc.returncode == 0 and operator.returncode == 0
-    readiness = "agent /readyz 503 during, 200 after" if watch_dies else "apiserver unready during"
+    readiness = (
+        "agent and operator /readyz 503 during, 200 after" if watch_dies
+        else "apiserver unready during (agent and operator watches served from its cache)"
+    )  # fmt: skip
     reliability.record(
         fault=fault,
         asserted=f"{readiness}; a flow sent during the outage reported "
@@ -132,7 +145,7 @@ def test_operator_sigkill_with_changes_while_it_is_down(cluster: Cluster) -> Non
     client = cluster.kubelet.run_pod(namespace=ns, name="client", node=NODE, labels=SHOP)
     server = cluster.kubelet.run_pod(namespace=ns, name="server", node=NODE, labels=SHOP)
     operator = cluster.start_operator()
-    cluster.start_agent(NODE)
+    agent = cluster.start_agent(NODE)
     for name in ("kept", "deleted"):
         apply_session(plane, ns, name)
     wait_for(lambda: all(running_on(plane, ns, n, {NODE}) for n in ("kept", "deleted")),
@@ -144,13 +157,15 @@ def test_operator_sigkill_with_changes_while_it_is_down(cluster: Cluster) -> Non
     apply_session(plane, ns, "created")
     during = tcp_transfer(client=client, server=server, nbytes=2_000_000, port=8083)
 
-    cluster.start_operator()
+    operator = cluster.start_operator()
     restarted = time.monotonic()
 
     def gone() -> bool:
         found = plane.kubectl("get", "ts", "deleted", "-n", ns, check=False)
         return found.returncode != 0 and "NotFound" in found.stderr
 
+    wait_for(lambda: http_status(cluster.operator_ports[operator.pid], "/readyz") == 200,
+             timeout=120, what="the restarted operator ready once its watches synced")  # fmt: skip
     wait_for(gone, timeout=120, what="the deletion made during the downtime to complete")
     wait_for(lambda: running_on(plane, ns, "created", {NODE}), timeout=120,
              what="the session created during the downtime Running")  # fmt: skip
@@ -160,10 +175,15 @@ def test_operator_sigkill_with_changes_while_it_is_down(cluster: Cluster) -> Non
     assert seen <= during.wire_bytes * 1.01, (seen, during)
     sessions = [s["name"] for s in node_config(plane, NODE)["spec"].get("sessions") or []]
     assert "deleted" not in sessions and {"kept", "created"} <= set(sessions), sessions
+    # The agent never lost the apiserver: ready throughout.
+    assert http_status(agent.http_port, "/readyz") == 200
+    exited = terminate(operator, grace_s=OPERATOR_GRACE_S)
+    assert exited is not None and operator.returncode == 0, "the restarted operator on SIGTERM"
     reliability.record(
         fault="operator SIGKILL; a session deleted, one created and traffic sent while down",
         asserted="deletion completes, new session Running, kept session's flow within 1% of "
-        "the veth counters, node config without the deleted session",
+        "the veth counters, node config without the deleted session, agent /readyz 200, "
+        f"restarted operator /readyz 200, SIGTERM exit in {exited:.1f} s",
         recovery_s=resumed_s,
     )
 
@@ -327,4 +347,87 @@ def test_two_hundred_pods_churned_over_a_running_session(cluster: Cluster) -> No
         asserted="both NodeAgentConfigs hold exactly the live pods, matchedPods = 101, every "
         "node Running with no message",
         recovery_s=settled_s,
+    )
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c["type"] == kind), {})
+
+
+# What each case drops from the agent's capability bounding set (the agent runs as
+# root, so what is left is what it has), and what the node entry must then say.
+# Loading a tc program needs CAP_NET_ADMIN (or SYS_ADMIN) besides CAP_BPF; a tracing
+# program CAP_PERFMON: without NET_ADMIN only the flow probe fails, without all four
+# nothing loads.
+CAPABILITY_CASES = {
+    "no-net-admin": ("-net_admin,-sys_admin", "Degraded", ["flows"], ["syscalls"]),
+    "no-bpf": ("-bpf,-perfmon,-net_admin,-sys_admin", "Failed", ["flows", "syscalls"], []),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CAPABILITY_CASES))
+def test_an_agent_missing_capabilities_reports_why_and_keeps_running(
+    cluster: Cluster, case: str
+) -> None:
+    """The agent runs with capabilities dropped (setpriv --bounding-set, as a DaemonSet
+    whose securityContext lacks them would): the session's node entry turns Degraded or
+    Failed with the failed probe, the errno and the remedy in one line, the session's
+    Degraded condition carries it, NodeAgentConfig status lists what the agent has, and
+    the agent keeps running (no crash loop without a message) and stops on SIGTERM."""
+    drop, state, failed, loaded = CAPABILITY_CASES[case]
+    plane = cluster.plane
+    ns = cluster.namespace()
+    cluster.kubelet.add_node(name=NODE)
+    client = cluster.kubelet.run_pod(namespace=ns, name="client", node=NODE, labels=SHOP)
+    cluster.kubelet.run_pod(namespace=ns, name="server", node=NODE, labels=SHOP)
+    cluster.start_operator()
+    agent = cluster.start_agent(NODE, wrap=["setpriv", f"--bounding-set={drop}", "--"])
+    apply_session(plane, ns, "uncapable")
+
+    def entry() -> dict[str, Any] | None:
+        for found in session_status(plane, ns, "uncapable").get("nodes") or []:
+            if found.get("node") == NODE and found.get("state") == state:
+                return dict(found)
+        return None
+
+    node = wait_for(entry, timeout=120, what=f"the node entry {state} for the missing capability")
+    message = node["message"]
+    assert "\n" not in message, message
+    for probe in failed:
+        assert f"{probe} probe unavailable" in message, message
+    assert "EPERM" in message and "CAP_NET_ADMIN" in message, message
+    assert node.get("probes", []) == loaded, node
+    degraded = wait_for(
+        lambda: (c := _condition(session_status(plane, ns, "uncapable"), "Degraded"))
+        .get("status") == "True" and c,
+        timeout=60, what="the session's Degraded condition",
+    )  # fmt: skip
+    assert f"{NODE}: {state}" in degraded["message"] and "CAP_NET_ADMIN" in degraded["message"]
+    status = node_config(plane, NODE).get("status") or {}
+    assert "NET_ADMIN" not in status.get("capabilities", []), status
+    probes = {p["name"]: p for p in status.get("probes") or []}
+    for probe in failed:
+        assert probes[probe]["loadable"] is False and "EPERM" in probes[probe]["message"]
+    if loaded:  # the syscall probe still alerts
+        make_victim(client, calls="ptrace")
+        wait_for(lambda: (entry() or {}).get("alertCount", 0) >= 1, timeout=60,
+                 what="an alert from the probe that did load")  # fmt: skip
+    # Alive and ready (its watch works); healthy only while some probe is loaded, and
+    # then /healthz says why in one line.
+    assert agent.proc.poll() is None, agent.logs()[-3000:]
+    assert http_status(agent.http_port, "/readyz") == 200
+    health = http_text(agent.http_port, "/healthz")
+    if loaded:
+        assert health == (200, "ok"), health
+    else:
+        assert health[0] == 503 and "no probe loaded" in health[1] and "\n" not in health[1]
+    exited = terminate(agent.proc, grace_s=AGENT_GRACE_S)
+    assert exited is not None and agent.proc.returncode == 0, agent.logs()[-3000:]
+    reliability.record(
+        fault=f"agent without {drop.replace('-', '').replace(',', ', ').upper()} capabilities",
+        asserted=f"node entry {state} naming {' and '.join(failed)} probe, EPERM and the "
+        f"capabilities to grant, in one line; session Degraded=True with it; NodeAgentConfig "
+        f"capabilities without NET_ADMIN; agent keeps running, /readyz 200, /healthz "
+        f"{'200' if loaded else '503 with the reason'}; SIGTERM exit in {exited:.1f} s",
+        recovery_s=None,
     )
