@@ -15,6 +15,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -354,60 +355,99 @@ def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions") or [] if c["type"] == kind), {})
 
 
-# What each case drops from the agent's capability bounding set (the agent runs as
-# root, so what is left is what it has), and what the node entry must then say.
-# Loading a tc program needs CAP_NET_ADMIN (or SYS_ADMIN) besides CAP_BPF; a tracing
-# program CAP_PERFMON: without NET_ADMIN only the flow probe fails, without all four
-# nothing loads.
-CAPABILITY_CASES = {
-    "no-net-admin": ("-net_admin,-sys_admin", "Degraded", ["flows"], ["syscalls"]),
-    "no-bpf": ("-bpf,-perfmon,-net_admin,-sys_admin", "Failed", ["flows", "syscalls"], []),
-}
+@dataclass(frozen=True)
+class Lacking:
+    """A node that lacks something the probes need, and what its node entry must say."""
+
+    fault: str
+    wrap: tuple[str, ...]  # command prefix for the agent
+    args: tuple[str, ...]  # extra agent arguments
+    state: str  # the node entry's state
+    failed: tuple[str, ...]  # probes that cannot load
+    says: tuple[str, ...]  # in the node entry's message
 
 
-@pytest.mark.parametrize("case", sorted(CAPABILITY_CASES))
-def test_an_agent_missing_capabilities_reports_why_and_keeps_running(
+# The agent runs as root, so dropping capabilities from its bounding set leaves it
+# exactly what a DaemonSet without them would have. Loading a tc program needs
+# CAP_NET_ADMIN (or SYS_ADMIN) besides CAP_BPF, a tracing program CAP_PERFMON:
+# without NET_ADMIN only the flow probe fails, without all four nothing loads.
+# Without BTF (--btf-path naming a file that is not there, as on a kernel built
+# without CONFIG_DEBUG_INFO_BTF) neither probe's CO-RE relocations resolve.
+LACKING = {
+    "no-net-admin": Lacking(
+        "agent without the NET_ADMIN and SYS_ADMIN capabilities",
+        ("setpriv", "--bounding-set=-net_admin,-sys_admin", "--"), (), "Degraded",
+        ("flows",), ("EPERM", "CAP_NET_ADMIN"),
+    ),
+    "no-bpf": Lacking(
+        "agent without the BPF, PERFMON, NET_ADMIN and SYS_ADMIN capabilities",
+        ("setpriv", "--bounding-set=-bpf,-perfmon,-net_admin,-sys_admin", "--"), (), "Failed",
+        ("flows", "syscalls"), ("EPERM", "CAP_NET_ADMIN"),
+    ),
+    "no-btf": Lacking(
+        "node without BTF (agent --btf-path naming a missing file)",
+        (), ("--btf-path", "/nonexistent/orb8-test/vmlinux"), "Failed",
+        ("flows", "syscalls"), ("ENOENT", "check BTF", "failed to parse target BTF"),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(LACKING))
+def test_a_node_lacking_btf_or_a_capability_reports_why_and_keeps_running(
     cluster: Cluster, case: str
 ) -> None:
-    """The agent runs with capabilities dropped (setpriv --bounding-set, as a DaemonSet
-    whose securityContext lacks them would): the session's node entry turns Degraded or
-    Failed with the failed probe, the errno and the remedy in one line, the session's
-    Degraded condition carries it, NodeAgentConfig status lists what the agent has, and
-    the agent keeps running (no crash loop without a message) and stops on SIGTERM."""
-    drop, state, failed, loaded = CAPABILITY_CASES[case]
+    """The agent runs without a capability (setpriv --bounding-set) or without BTF: the
+    session's node entry turns Degraded or Failed naming each probe that cannot load, the
+    errno and the remedy, in one line; the session's Degraded condition carries it;
+    NodeAgentConfig status says what the node has and why each probe failed; the agent
+    keeps running (no crash loop without a message) and stops on SIGTERM."""
+    lack = LACKING[case]
+    loaded = [p for p in ("flows", "syscalls") if p not in lack.failed]
     plane = cluster.plane
     ns = cluster.namespace()
     cluster.kubelet.add_node(name=NODE)
     client = cluster.kubelet.run_pod(namespace=ns, name="client", node=NODE, labels=SHOP)
     cluster.kubelet.run_pod(namespace=ns, name="server", node=NODE, labels=SHOP)
     cluster.start_operator()
-    agent = cluster.start_agent(NODE, wrap=["setpriv", f"--bounding-set={drop}", "--"])
-    apply_session(plane, ns, "uncapable")
+    agent = cluster.start_agent(NODE, *lack.args, wrap=lack.wrap)
+    apply_session(plane, ns, "lacking")
 
     def entry() -> dict[str, Any] | None:
-        for found in session_status(plane, ns, "uncapable").get("nodes") or []:
-            if found.get("node") == NODE and found.get("state") == state:
+        for found in session_status(plane, ns, "lacking").get("nodes") or []:
+            if found.get("node") == NODE and found.get("state") == lack.state:
                 return dict(found)
         return None
 
-    node = wait_for(entry, timeout=120, what=f"the node entry {state} for the missing capability")
+    node = wait_for(entry, timeout=120, what=f"the node entry {lack.state}: {lack.fault}")
     message = node["message"]
     assert "\n" not in message, message
-    for probe in failed:
+    for probe in lack.failed:
         assert f"{probe} probe unavailable" in message, message
-    assert "EPERM" in message and "CAP_NET_ADMIN" in message, message
+    for text in lack.says:
+        assert text in message, message
     assert node.get("probes", []) == loaded, node
     degraded = wait_for(
-        lambda: (c := _condition(session_status(plane, ns, "uncapable"), "Degraded"))
+        lambda: (c := _condition(session_status(plane, ns, "lacking"), "Degraded"))
         .get("status") == "True" and c,
         timeout=60, what="the session's Degraded condition",
     )  # fmt: skip
-    assert f"{NODE}: {state}" in degraded["message"] and "CAP_NET_ADMIN" in degraded["message"]
-    status = node_config(plane, NODE).get("status") or {}
-    assert "NET_ADMIN" not in status.get("capabilities", []), status
-    probes = {p["name"]: p for p in status.get("probes") or []}
-    for probe in failed:
-        assert probes[probe]["loadable"] is False and "EPERM" in probes[probe]["message"]
+    assert f"{NODE}: {lack.state}" in degraded["message"], degraded
+    assert lack.says[0] in degraded["message"], degraded
+
+    def node_status() -> dict[str, Any] | None:
+        status = node_config(plane, NODE).get("status") or {}
+        probes = {p["name"]: p for p in status.get("probes") or []}
+        return status if all(p in probes for p in lack.failed) else None
+
+    status = wait_for(node_status, timeout=60, what="the probe failures in NodeAgentConfig status")
+    probes = {p["name"]: p for p in status["probes"]}
+    for probe in lack.failed:
+        assert probes[probe]["loadable"] is False, probes
+        assert lack.says[0] in probes[probe]["message"], probes
+    if case == "no-btf":
+        assert status["kernel"]["btf"] is False, status
+    else:
+        assert "NET_ADMIN" not in status.get("capabilities", []), status
     if loaded:  # the syscall probe still alerts
         make_victim(client, calls="ptrace")
         wait_for(lambda: (entry() or {}).get("alertCount", 0) >= 1, timeout=60,
@@ -424,10 +464,12 @@ def test_an_agent_missing_capabilities_reports_why_and_keeps_running(
     exited = terminate(agent.proc, grace_s=AGENT_GRACE_S)
     assert exited is not None and agent.proc.returncode == 0, agent.logs()[-3000:]
     reliability.record(
-        fault=f"agent without {drop.replace('-', '').replace(',', ', ').upper()} capabilities",
-        asserted=f"node entry {state} naming {' and '.join(failed)} probe, EPERM and the "
-        f"capabilities to grant, in one line; session Degraded=True with it; NodeAgentConfig "
-        f"capabilities without NET_ADMIN; agent keeps running, /readyz 200, /healthz "
-        f"{'200' if loaded else '503 with the reason'}; SIGTERM exit in {exited:.1f} s",
+        fault=lack.fault,
+        asserted=f"node entry {lack.state} naming the {' and '.join(lack.failed)} probe, "
+        f"{lack.says[0]} and the remedy, in one line; session Degraded=True with it; "
+        "NodeAgentConfig status with each probe's failure and "
+        f"{'kernel.btf false' if case == 'no-btf' else 'capabilities without NET_ADMIN'}; "
+        f"agent keeps running, /readyz 200, /healthz {'200' if loaded else '503 with why'}"
+        f"{', alerts still reported' if loaded else ''}; SIGTERM exit in {exited:.1f} s",
         recovery_s=None,
     )
