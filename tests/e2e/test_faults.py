@@ -312,7 +312,7 @@ def test_two_hundred_pods_churned_over_a_running_session(cluster: Cluster) -> No
     for node in nodes:
         cluster.kubelet.add_node(name=node)
         cluster.start_agent(node)
-    cluster.start_operator()
+    operator = cluster.start_operator()
     apply_session(plane, ns, "churned")
     first = cluster.kubelet.run_pod(namespace=ns, name="p-000", node=nodes[0], labels=SHOP)
     wait_for(lambda: running_on(plane, ns, "churned", {nodes[0]}), timeout=120,
@@ -346,10 +346,19 @@ def test_two_hundred_pods_churned_over_a_running_session(cluster: Cluster) -> No
     assert st["matchedPods"] == 101
     for entry in st.get("nodes") or []:
         assert not entry.get("message"), entry
+    for agent in cluster.agents:
+        assert http_status(agent.http_port, "/readyz") == 200, agent.node
+    assert http_status(cluster.operator_ports[operator.pid], "/readyz") == 200
+    exits = [terminate(a.proc, grace_s=AGENT_GRACE_S) for a in cluster.agents]
+    exits.append(terminate(operator, grace_s=OPERATOR_GRACE_S))
+    assert None not in exits, f"outlived the grace period after SIGTERM: {exits}"
+    assert [a.proc.returncode for a in cluster.agents] == [0, 0] and operator.returncode == 0
+    slowest = max(e for e in exits if e is not None)
     reliability.record(
         fault="200 pods created and 100 deleted in 4 waves over a running session, 2 nodes",
         asserted="both NodeAgentConfigs hold exactly the live pods, matchedPods = 101, every "
-        "node Running with no message",
+        "node Running with no message, agents and operator /readyz 200, SIGTERM exits "
+        f"(slowest {slowest:.1f} s)",
         recovery_s=settled_s,
     )
 
