@@ -12,12 +12,14 @@ export ORB8_STATE
 
 .PHONY: help setup deps venv control-plane node-deps bpf lint test test-unit test-stress \
 	cluster-up cluster-down crds-install demo images bench bench-dataplane bench-operator \
-	bench-gpu bench-baseline clean reliability-doc gpu-deps
+	bench-gpu bench-baseline clean reliability-doc gpu-deps soak
 
 help:
 	@echo "make demo             run orb8 end to end on a local control plane (DEMO_ARGS=--keep)"
 	@echo "make test             set up everything and run the whole test suite"
 	@echo "make test-unit        only tests that need neither the apiserver, a node nor root (nor images)"
+	@echo "make soak             10k active flows + steady alerts, RSS and BPF maps must stay flat"
+	@echo "                      (SOAK_SECONDS=600 as in make test; up to 28800 = 8 h)"
 	@echo "make reliability-doc  render build/reliability.jsonl (written by the fault tests) into docs/reliability.md"
 	@echo "make test-stress      tests/dataplane 5 times with every core busy (STRESS_RUNS, STRESS_PATHS)"
 	@echo "make cluster-up       control plane + a real node (kubelet, containerd); prints the kubeconfig"
@@ -65,8 +67,15 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy orb8_common orb8_operator orb8_agent orb8_cli orb8_dev tests bench hack images
 
+# The soak (tests/e2e/test_soak.py) holds its load SOAK_SECONDS after warm-up:
+# 10 minutes in `make test` (CI); `make soak SOAK_SECONDS=28800` for 8 hours.
+SOAK_SECONDS ?= 600
+
 test: setup lint
-	$(VENV)/bin/pytest -ra $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -ra --soak-seconds $(SOAK_SECONDS) $(PYTEST_ARGS)
+
+soak: setup
+	$(VENV)/bin/pytest -ra -m soak --soak-seconds $(SOAK_SECONDS) tests/e2e/test_soak.py $(PYTEST_ARGS)
 
 # The kernel data-plane tests (or STRESS_PATHS) STRESS_RUNS times in a row while
 # busy loops hold every core: proof that no test needs a quiet machine.

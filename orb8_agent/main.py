@@ -20,6 +20,7 @@ from kubernetes_asyncio import client
 from orb8_agent.control.agent import NodeAgent
 from orb8_agent.control.gpu_sessions import GpuSessions
 from orb8_agent.control.kernel import KernelDataPlane
+from orb8_agent.dataplane import libbpf
 from orb8_agent.dataplane.cgroupfs import cgroup2_mount
 from orb8_agent.dataplane.probes import ProbeSet, start_probes
 from orb8_agent.dataplane.syscalls import Hook
@@ -111,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
         "an agent restart ('' to not pin; default: %(default)s)",
     )  # fmt: skip
     parser.add_argument(
+        "--btf-path", default=os.environ.get("ORB8_BTF_PATH", ""),
+        help="BTF file to relocate the probes against, for a kernel without "
+        "/sys/kernel/btf/vmlinux (e.g. from BTFHub); '' for the kernel's own (default: "
+        "$ORB8_BTF_PATH, else '')",
+    )  # fmt: skip
+    parser.add_argument(
         "--log-level", default="INFO", type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
     )  # fmt: skip
@@ -147,7 +154,9 @@ def _load_probes(
 async def _run(args: argparse.Namespace) -> int:
     await load_credentials(kubeconfig=args.kubeconfig)
     node: str = args.node
-    preflight = run_preflight(mount=True, load_probes=False)
+    btf_path = Path(args.btf_path) if args.btf_path else None
+    libbpf.set_btf_path(path=btf_path)
+    preflight = run_preflight(mount=True, load_probes=False, btf_path=btf_path)
     pin_dir = Path(args.bpf_pin_dir) if args.bpf_pin_dir else None
     probes = _load_probes(
         agent_id=args.agent_id or f"agent-{node}", hook=Hook(args.syscall_hook),

@@ -197,18 +197,28 @@ def hooks_check() -> Check:
     )
 
 
-def run_preflight(*, mount: bool = True, load_probes: bool = True) -> PreflightReport:
-    """Check the node; mounts bpffs and tracefs when missing and ``mount`` is set."""
+def run_preflight(
+    *, mount: bool = True, load_probes: bool = True, btf_path: Path | None = None
+) -> PreflightReport:
+    """Check the node; mounts bpffs and tracefs when missing and ``mount`` is set.
+
+    ``btf_path``: the BTF file the probes are relocated against when it is not
+    the kernel's own (the agent's ``--btf-path``).
+    """
     release = os.uname().release
-    btf = BTF_PATH.is_file()
+    btf_file = btf_path or BTF_PATH
+    btf = btf_file.is_file()
     caps = effective_capabilities()
     checks = [
         _kernel_check(release),
         Check(
             "BTF",
             btf,
-            str(BTF_PATH) if btf else f"{BTF_PATH} is missing",
-            "" if btf else "use a kernel built with CONFIG_DEBUG_INFO_BTF=y",
+            str(btf_file) if btf else f"{btf_file} is missing",
+            ""
+            if btf
+            else "use a kernel built with CONFIG_DEBUG_INFO_BTF=y, or pass the agent "
+            "--btf-path with this kernel's BTF file",
         ),
         check_fs(fstype="bpf", path=BPFFS_PATH, mount=mount, purpose="pins and cleanup state"),
         check_fs(fstype="tracefs", path=TRACEFS_PATH, mount=mount, purpose="classic tracepoints"),

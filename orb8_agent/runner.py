@@ -67,6 +67,7 @@ class AgentRunner:
         self._version = version
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orb8-dataplane")
         self._configured = asyncio.Event()
+        self._config_appeared = asyncio.Event()  # wakes the heartbeat: its object exists now
         self._stop = asyncio.Event()
         self._settings = SessionSettings(api=api)
         self._spec: NodeAgentConfigSpec | None = None
@@ -121,6 +122,8 @@ class AgentRunner:
                 log.warning("NodeAgentConfig/%s: unreadable spec ignored: %s", node, err)
                 continue
             log.info("NodeAgentConfig/%s: %d session(s)", node, self._session_count())
+            if raw:
+                self._config_appeared.set()
             try:
                 await self._configure()
             except Exception:
@@ -248,11 +251,16 @@ class AgentRunner:
                         api=self._api, node=self._agent.node, status=status
                     )
                     self._status_writes.add(target="heartbeat", result="ok" if found else "gone")
-                    written = report
+                    # Not there yet (the operator creates it with the first session):
+                    # write it again next time, or its status lacks why a probe failed.
+                    written = report if found else None
                 except Exception as err:  # the apiserver gone: aiohttp errors are not Orb8Errors
                     self._status_writes.add(target="heartbeat", result="error")
                     log.warning("heartbeat failed: %s", err or type(err).__name__)
-            await asyncio.sleep(HEARTBEAT_S)
+            # Woken early when NodeAgentConfig/<node> appears (written was then None).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._config_appeared.wait(), timeout=HEARTBEAT_S)
+            self._config_appeared.clear()
 
     async def _shutdown(self) -> None:
         if self._configured.is_set():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from collections.abc import Sequence
@@ -29,6 +30,8 @@ def record(*, fault: str, asserted: str, recovery_s: float | None, path: Path = 
         "recovery_s": None if recovery_s is None else round(recovery_s, 2),
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": f"{platform.machine()}, {platform.release()}",
+        # the machine's 1-minute load average and cores: recovery times grow with load
+        "load": f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores",
     }  # fmt: skip
     with path.open("a") as out:
         out.write(json.dumps(row) + "\n")
@@ -46,8 +49,9 @@ def table(*, rows: Sequence[dict[str, object]]) -> str:
     for row in latest.values():
         seconds = row.get("recovery_s")
         shown = "n/a" if seconds is None else f"{seconds} s"
+        load = f", load {row['load']}" if row.get("load") else ""
         lines.append(
-            f"| {row['fault']} | {row['asserted']} | {shown} | {row['at']} ({row['host']}) |"
+            f"| {row['fault']} | {row['asserted']} | {shown} | {row['at']} ({row['host']}{load}) |"
         )
     return "\n".join(lines)
 

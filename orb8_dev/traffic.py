@@ -81,6 +81,30 @@ def udp_send(args: argparse.Namespace) -> dict[str, float]:
     return {"sent": sent, "seconds": elapsed, "packets_per_second": sent / max(elapsed, 1e-9)}
 
 
+def udp_flows(args: argparse.Namespace) -> dict[str, float]:
+    """Keep ``--flows`` UDP flows active: one datagram to each port of a range, each round.
+
+    The soak's load: every flow sees a packet every ``--interval`` seconds
+    until ``--duration`` is over. Nothing needs to listen: the datagrams are
+    counted on the sender's veth whatever becomes of them.
+    """
+    payload = b"\x00" * args.size
+    ports = range(args.first_port, args.first_port + args.flows)
+    sent = rounds = 0
+    deadline = time.monotonic() + args.duration
+    with socket.socket(_family(args.dst), socket.SOCK_DGRAM) as sock:
+        print(json.dumps({"started": True}), flush=True)
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            for port in ports:
+                with contextlib.suppress(BlockingIOError, ConnectionRefusedError):
+                    sock.sendto(payload, (args.dst, port))
+                    sent += 1
+            rounds += 1
+            time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
+    return {"sent": sent, "rounds": rounds}
+
+
 def udp_sink(args: argparse.Namespace) -> dict[str, float]:
     got = 0
     with socket.socket(_family(args.bind), socket.SOCK_DGRAM) as sock:
@@ -193,6 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--count", type=int, default=0)
     s.add_argument("--duration", type=float, default=0.0)
     s.set_defaults(func=udp_send)
+    s = sub.add_parser("udp-flows")
+    s.add_argument("--dst", required=True)
+    s.add_argument("--first-port", type=int, default=20000)
+    s.add_argument("--flows", type=int, default=10000)
+    s.add_argument("--size", type=int, default=32)
+    s.add_argument("--interval", type=float, default=2.0)
+    s.add_argument("--duration", type=float, required=True)
+    s.set_defaults(func=udp_flows)
     s = sub.add_parser("udp-sink")
     s.add_argument("--bind", required=True)
     s.add_argument("--port", type=int, required=True)

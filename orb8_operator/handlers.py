@@ -172,6 +172,7 @@ async def startup(*, settings: kopf.OperatorSettings, **_: Any) -> None:
     st.api = await kube.new_api_client()
     m = metrics()
     m.pods_watch = st.pods.watch
+    m.nodes_watch = st.nodes.watch
     m.pods_tracked = lambda: len(st.pods)
     m.sessions_by_kind = lambda: _count_kinds(list(st.sessions.values()))
     st.pods_task = asyncio.create_task(

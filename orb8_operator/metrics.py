@@ -1,4 +1,9 @@
-"""The operator's Prometheus metrics, served on ``--metrics-port`` (default 8081).
+"""The operator's Prometheus metrics and readiness, served on ``--metrics-port`` (default 8081).
+
+``/readyz`` answers 200 once the operator's own list-then-watch loops (pods
+and NodeAgentConfigs) have synced and while they stay connected, and 503
+with the reason as soon as either loses the apiserver (kopf's liveness
+endpoint says only that the process runs).
 
 Labels are bounded by the two session kinds and a few results; never a
 session, pod or node name. Handlers record through the small functions here;
@@ -12,8 +17,9 @@ import bisect
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -27,6 +33,8 @@ from orb8_common.watchmetrics import watch_families
 from orb8_common.watchstate import WatchState
 
 KINDS: tuple[SessionKind, ...] = ("TraceSession", "GpuTelemetry")
+# The watches relist every 270 s (WATCH_TIMEOUT_S) and hear bookmarks in between.
+READY_SYNC_AGE_S = 330.0
 BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -52,6 +60,7 @@ class OperatorMetrics:
     """What the handlers record, plus views of live state read at scrape time."""
 
     pods_watch: WatchState | None = None
+    nodes_watch: WatchState | None = None
     kopf_watch: WatchState = field(default_factory=lambda: WatchState(name="kopf"))
     sessions_by_kind: Callable[[], dict[str, int]] = dict
     pods_tracked: Callable[[], int] = lambda: 0
@@ -66,6 +75,16 @@ class OperatorMetrics:
         with self._lock:
             self.reconcile.setdefault(kind, _Histogram()).observe(seconds)
         self.kopf_watch.synced()  # kopf delivered an event or a timer tick
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, why): both watch loops started, synced, connected and fresh."""
+        why = []
+        for name, state in (("pods", self.pods_watch), ("nodeagentconfigs", self.nodes_watch)):
+            if state is None:
+                why.append(f"{name} watch: not started")
+            elif not state.healthy(max_age_s=READY_SYNC_AGE_S):
+                why.append(state.describe(max_age_s=READY_SYNC_AGE_S))
+        return (not why, "; ".join(why) or "ok")
 
     def node_config_sync(self, *, ok: bool) -> None:
         with self._lock:
@@ -114,7 +133,9 @@ class OperatorCollector(Collector):
         for result, count in sorted(syncs.items()):
             sync_family.add_metric([result], count)
         yield sync_family
-        yield from watch_families(states=[w for w in (m.pods_watch,) if w is not None])
+        yield from watch_families(
+            states=[w for w in (m.pods_watch, m.nodes_watch) if w is not None]
+        )
         last_event = GaugeMetricFamily(
             "orb8_operator_kopf_last_event_timestamp_seconds",
             "When kopf last delivered a session event or timer tick to the operator",
@@ -132,8 +153,32 @@ def metrics() -> OperatorMetrics:
 
 
 def serve(*, host: str, port: int, metrics: OperatorMetrics) -> CollectorRegistry:
-    """Serve ``/metrics`` on a daemon thread; returns the registry."""
+    """Serve ``/metrics`` and ``/readyz`` on a daemon thread; returns the registry."""
     registry = CollectorRegistry()
     registry.register(OperatorCollector(metrics=metrics))
-    start_http_server(port, addr=host, registry=registry)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._answer(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path == "/readyz":
+                ok, why = metrics.readiness()
+                self._answer(200 if ok else 503, why.encode(), "text/plain; charset=utf-8")
+            else:
+                self._answer(404, b"not found: try /metrics or /readyz", "text/plain")
+
+        def _answer(self, code: int, body: bytes, content_type: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # probes every few seconds: no access log
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="orb8-metrics", daemon=True).start()
     return registry

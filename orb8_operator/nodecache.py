@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from orb8_common.crd import GROUP, NODE_AGENT_CONFIGS, VERSION
 from orb8_common.models import NodeAgentConfigSpec, SessionKind, SessionReport
+from orb8_common.watchstate import WatchState
 from orb8_operator.nodeconfig import canonical_json
 from orb8_operator.rawwatch import RawWatch
 
@@ -86,6 +87,7 @@ class NodeConfigCache:
         self._changed: set[str] = set()  # session uids whose reports changed
         self.problems: dict[str, list[str]] = {}
         self.ready = asyncio.Event()
+        self.watch = WatchState(name="nodeagentconfigs")  # for /readyz and /metrics
 
     def put_spec(
         self, *, node: str, spec: Mapping[str, Any] | None, uids: Collection[str] = ()
@@ -201,6 +203,7 @@ class NodeConfigCache:
                 listing = await objects.list_cluster_custom_object(
                     GROUP, VERSION, NODE_AGENT_CONFIGS
                 )
+                self.watch.synced()
                 self.replace(bodies=listing.get("items") or [])
                 on_change()
                 self.ready.set()
@@ -210,8 +213,9 @@ class NodeConfigCache:
                     async for event in stream.stream(
                         objects.list_cluster_custom_object, GROUP, VERSION, NODE_AGENT_CONFIGS,
                         resource_version=version, timeout_seconds=WATCH_TIMEOUT_S,
-                        allow_watch_bookmarks=True,
+                        allow_watch_bookmarks=True, _request_timeout=WATCH_TIMEOUT_S + 30,
                     ):  # fmt: skip
+                        self.watch.synced()
                         kind = event["type"]
                         if kind == "ERROR":
                             break  # 410 Gone and friends: relist
@@ -220,6 +224,7 @@ class NodeConfigCache:
                         ):
                             on_change()
             except Exception as err:  # aiohttp payload errors too (a cut stream): relist
+                self.watch.lost(error=err)
                 delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
                 failures += 1
                 _log.warning("nodeagentconfig watch failed (%s); relisting in %.0fs", err, delay)

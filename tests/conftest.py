@@ -22,6 +22,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=0,
         help="hold this many CPU cores busy with spinning processes for the whole run",
     )
+    parser.addoption(
+        "--soak-seconds",
+        type=_soak_seconds,
+        default=SOAK_DEFAULT_S,
+        help="how long the soak (tests/e2e/test_soak.py) holds its load, after warm-up: "
+        f"{SOAK_MIN_S}..{SOAK_MAX_S} (default {SOAK_DEFAULT_S}, as `make test` runs it in CI)",
+    )
+
+
+SOAK_DEFAULT_S = 600  # the 10 minutes in CI
+SOAK_MIN_S = 30  # thirds of 10 s: enough samples to compare
+SOAK_MAX_S = 8 * 3600
+
+
+def _soak_seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise pytest.UsageError(f"--soak-seconds: not a whole number: {text!r}") from None
+    if not SOAK_MIN_S <= value <= SOAK_MAX_S:
+        raise pytest.UsageError(f"--soak-seconds must be {SOAK_MIN_S}..{SOAK_MAX_S}: {value}")
+    return value
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -35,8 +57,12 @@ def busy_machine(pytestconfig: pytest.Config) -> Iterator[None]:
         yield
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    soak_s = int(config.getoption("--soak-seconds"))
     for item in items:
+        if item.get_closest_marker("soak") is not None:
+            # warm-up, teardown and a loaded machine on top of the soak itself
+            item.add_marker(pytest.mark.timeout(soak_s + 900))
         fixtures = getattr(item, "fixturenames", ())
         if "control_plane" in fixtures:
             item.add_marker(pytest.mark.cluster)

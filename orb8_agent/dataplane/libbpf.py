@@ -101,6 +101,38 @@ class BatchOpts(ctypes.Structure):
     _fields_ = [("sz", c_size_t), ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
 
 
+class OpenOpts(ctypes.Structure):
+    """struct bpf_object_open_opts (libbpf 1.1)."""
+
+    _fields_ = [
+        ("sz", c_size_t),
+        ("object_name", c_char_p),
+        ("relaxed_maps", ctypes.c_bool),
+        ("pin_root_path", c_char_p),
+        ("_attach_prog_fd", c_uint32),  # removed field, kept as padding
+        ("kconfig", c_char_p),
+        ("btf_custom_path", c_char_p),
+        ("kernel_log_buf", c_char_p),
+        ("kernel_log_size", c_size_t),
+        ("kernel_log_level", c_uint32),
+    ]
+
+
+# A BTF file to relocate CO-RE reads against instead of /sys/kernel/btf/vmlinux
+# (a kernel built without CONFIG_DEBUG_INFO_BTF, with its BTF from elsewhere);
+# set by the agent's --btf-path, read when an object is opened.
+_BTF_PATH: Path | None = None
+
+
+def set_btf_path(*, path: Path | None) -> None:
+    global _BTF_PATH
+    _BTF_PATH = path
+
+
+def btf_path() -> Path | None:
+    return _BTF_PATH
+
+
 class TestRunOpts(ctypes.Structure):
     _fields_ = [
         ("sz", c_size_t),
@@ -148,7 +180,7 @@ class _Lib:
         so = self.so
         sigs: dict[str, tuple[Any, list[Any]]] = {
             "libbpf_set_print": (c_void_p, [_PRINT_FN]),
-            "bpf_object__open_file": (c_void_p, [c_char_p, c_void_p]),
+            "bpf_object__open_file": (c_void_p, [c_char_p, ctypes.POINTER(OpenOpts)]),
             "bpf_object__load": (c_int, [c_void_p]),
             "bpf_object__close": (None, [c_void_p]),
             "bpf_object__find_map_by_name": (c_void_p, [c_void_p, c_char_p]),
@@ -258,8 +290,15 @@ class BpfObject:
         self.path = path
         self._lib = lib()
         LOG.clear()
+        opts = None
+        if _BTF_PATH is not None:
+            # libbpf reads the file at load time; a missing one fails the load (ENOENT)
+            opts = OpenOpts(sz=ctypes.sizeof(OpenOpts), btf_custom_path=str(_BTF_PATH).encode())
         self._obj: int | None = check_ptr(
-            ptr=self._lib.bpf_object__open_file(str(path).encode(), None), what=f"open {path.name}"
+            ptr=self._lib.bpf_object__open_file(
+                str(path).encode(), ctypes.byref(opts) if opts is not None else None
+            ),
+            what=f"open {path.name}",
         )
         self.loaded = False
 

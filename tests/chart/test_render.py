@@ -175,12 +175,15 @@ def test_operator_hardening_and_args(render: Render) -> None:
     assert args.metrics_port == 8081
     assert {p["name"]: p["containerPort"] for p in op["ports"]} == {"health": 8080, "metrics": 8081}
     assert op["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    # Ready follows the operator's own watches (served with /metrics).
+    assert op["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     service = find(docs, "Service", "-operator")
     ports = {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}
     assert ports == {"health": "health", "metrics": "metrics"}
     quiet = find(render("operator.metricsPort=0"), "Deployment")
     assert "--metrics-port=0" in container(quiet)["args"]
     assert [p["name"] for p in container(quiet)["ports"]] == ["health"]
+    assert container(quiet)["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
 
 
 def test_image_tags_follow_the_package_version(render: Render) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
+from orb8_agent.dataplane import libbpf
 from orb8_agent.dataplane.objects import object_path
 from orb8_agent.dataplane.probes import start_probes
-from orb8_agent.preflight import run_preflight
+from orb8_agent.preflight import BTF_PATH, run_preflight
 from orb8_cli.main import main
 from orb8_common.errors import ProbeLoadError
 
@@ -71,3 +73,35 @@ def test_preflight_and_diagnose_report_a_missing_probe(
     assert main(["diagnose"]) == 1
     out = capsys.readouterr().out
     assert "FAIL  probe flows" in out and "make bpf" in out
+
+
+@pytest.mark.parametrize("btf", ["kernel", "missing"])
+def test_a_btf_file_other_than_the_kernels_relocates_or_fails_naming_btf(
+    kernel_ready: None, tmp_path: Path, agent_id: str, btf: str
+) -> None:
+    """--btf-path: the probes relocate against the given BTF file (the kernel's own here,
+    given by path); a file that is not there fails every probe with ENOENT naming BTF,
+    and preflight reports the BTF check failed with the remedy."""
+    path = BTF_PATH if btf == "kernel" else tmp_path / "vmlinux"
+    libbpf.set_btf_path(path=path)
+    try:
+        if btf == "kernel":
+            probes = start_probes(agent_id=agent_id, run_dir=tmp_path / "run")
+            try:
+                assert probes.flows is not None and probes.syscalls is not None
+            finally:
+                probes.close()
+            return
+        with pytest.raises(ProbeLoadError) as raised:
+            start_probes(agent_id=agent_id, run_dir=tmp_path / "run")
+        for probe in ("flows", "syscalls"):
+            assert re.search(
+                rf"{probe}: load {probe}\.bpf\.o: ENOENT .*check BTF", str(raised.value)
+            )
+        assert "failed to parse target BTF" in str(raised.value)
+        report = run_preflight(mount=False, load_probes=False, btf_path=path)
+        check = next(c for c in report.checks if c.name == "BTF")
+        assert not check.ok and str(path) in check.message and "--btf-path" in check.remedy
+        assert report.to_status()["kernel"]["btf"] is False
+    finally:
+        libbpf.set_btf_path(path=None)

@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,16 +41,19 @@ class Cluster:
     tmp: Path
     agents: list[AgentProcess] = field(default_factory=list)
     operators: list[tuple[subprocess.Popen[str], Path]] = field(default_factory=list)
+    operator_ports: dict[int, int] = field(default_factory=dict)  # pid → /metrics, /readyz
     run_id: str = field(default_factory=lambda: secrets.token_hex(3))
 
     def start_agent(
         self, node: str, *extra: str, kubeconfig: Path | None = None,
-        env: dict[str, str] | None = None,
+        env: dict[str, str] | None = None, wrap: Sequence[str] = (),
     ) -> AgentProcess:  # fmt: skip
+        """Start an agent for ``node``; ``wrap`` is a command prefix (e.g. setpriv)."""
         port = free_port()
         log = self.tmp / f"agent-{node}-{len(self.agents)}.log"
         proc = subprocess.Popen(
-            [*AGENT, "--node", node, "--kubeconfig", str(kubeconfig or self.plane.kubeconfig),
+            [*wrap, *AGENT, "--node", node,
+             "--kubeconfig", str(kubeconfig or self.plane.kubeconfig),
              "--cgroup-root", str(self.kubelet.cgroup_root), "--http-host", "127.0.0.1",
              "--http-port", str(port), "--agent-id", f"{node}-{self.run_id}", *extra],
             stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT,
@@ -62,14 +65,16 @@ class Cluster:
 
     def start_operator(self, *extra: str) -> subprocess.Popen[str]:
         log = self.tmp / f"operator-{len(self.operators)}.log"
+        port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "orb8_operator.main",
              "--liveness", f"http://127.0.0.1:{free_port()}/healthz",
-             "--metrics-host", "127.0.0.1", "--metrics-port", str(free_port()), *extra],
+             "--metrics-host", "127.0.0.1", "--metrics-port", str(port), *extra],
             stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT,
             env={**self.plane.env(), "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
         self.operators.append((proc, log))
+        self.operator_ports[proc.pid] = port
         return proc
 
     def namespace(self) -> str:
@@ -128,6 +133,17 @@ def http_status(port: int, path: str) -> int:
         return int(err.code)
     except OSError:
         return 0
+
+
+def http_text(port: int, path: str) -> tuple[int, str]:
+    """(status, body) of a GET; (0, why) when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return int(resp.status), resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return int(err.code), err.read().decode()
+    except OSError as err:
+        return 0, str(err)
 
 
 def apply_session(plane: ControlPlane, namespace: str, name: str, **spec: Any) -> None:

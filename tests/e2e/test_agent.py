@@ -24,6 +24,7 @@ from orb8_dev.kubelet import SimKubelet, SimPod
 from orb8_dev.netns import link_counters
 from orb8_dev.traffic_ctl import tc_filters
 from tests.e2e.conftest import AgentProcess, make_victim, tcp_transfer, wait_for
+from tests.e2e.faults import AGENT_GRACE_S, http_status, terminate
 
 
 def _session(
@@ -212,11 +213,13 @@ def test_totals_continue_across_an_agent_sigkill(
     tcp_transfer(client=client, server=server, nbytes=2_000_000)
     oracle = _pod_egress_bytes(pods) - start
 
-    start_agent(node)
+    again: AgentProcess = start_agent(node)
     restarted = time.monotonic()
     final = wait_for(lambda: reported(int(oracle * 0.99)), timeout=60, interval=0.2,
                      what="a report with every byte sent")  # fmt: skip
     resumed_s = time.monotonic() - restarted
+    wait_for(lambda: http_status(again.http_port, "/readyz") == 200, timeout=60,
+             what="/readyz true once the restarted agent has synced")  # fmt: skip
     assert final["bytes"] >= before["bytes"]
     # Never double: three equal transfers, so one counted twice would be 33% over.
     assert final["bytes"] == pytest.approx(oracle, rel=0.01), (final["bytes"], oracle)
@@ -226,10 +229,13 @@ def test_totals_continue_across_an_agent_sigkill(
     make_victim(client)
     wait_for(lambda: _node_entry(control_plane, namespace, "restart", node).get("alertCount")
              == 4, timeout=30, what="alert count continued to 4")  # fmt: skip
+    exited = terminate(again.proc, grace_s=AGENT_GRACE_S)
+    assert exited is not None and again.proc.returncode == 0, again.logs()[-3000:]
     reliability.record(
         fault="agent SIGKILL mid-session, traffic while it is dead, restarted",
         asserted="bytes equal the veth counters within 1% (nothing lost from the pinned map, "
-        "nothing doubled), packets/flowCount/alertCount continue",
+        "nothing doubled), packets/flowCount/alertCount continue, restarted agent /readyz "
+        f"200, SIGTERM exit in {exited:.1f} s",
         recovery_s=resumed_s,
     )
     control_plane.kubectl("delete", "nac", node)

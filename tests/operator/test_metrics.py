@@ -6,6 +6,8 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -13,7 +15,7 @@ from prometheus_client.samples import Sample
 
 from orb8_common.watchstate import WatchState
 from orb8_dev.controlplane import REPO_ROOT, ControlPlane
-from orb8_operator.metrics import OperatorCollector, OperatorMetrics
+from orb8_operator.metrics import OperatorCollector, OperatorMetrics, serve
 
 
 def _scrape(m: OperatorMetrics) -> tuple[dict[str, str], list[Sample]]:
@@ -76,3 +78,38 @@ def test_a_taken_metrics_port_is_a_one_line_error(control_plane: ControlPlane) -
         f"orb8-operator: cannot serve metrics on 127.0.0.1:{port}: Address already in use "
         "(pick another --metrics-port, or 0 to turn it off)"
     ]
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def test_readyz_follows_the_operators_own_watches() -> None:
+    """/readyz (served with /metrics) is 503 until both watch loops synced, 503 with the
+    reason while one is disconnected, and 200 again once it relisted."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    m = OperatorMetrics()
+    serve(host="127.0.0.1", port=port, metrics=m)
+    code, why = _get(port, "/readyz")
+    assert code == 503 and "pods watch: not started" in why, why
+    m.pods_watch, m.nodes_watch = WatchState(name="pods"), WatchState(name="nodeagentconfigs")
+    m.pods_watch.synced()
+    code, why = _get(port, "/readyz")
+    assert code == 503 and why == "nodeagentconfigs watch: not synced yet", why
+    m.nodes_watch.synced()
+    assert _get(port, "/readyz") == (200, "ok")
+    m.nodes_watch.lost(error="Response payload is not completed")
+    code, why = _get(port, "/readyz")
+    assert code == 503 and "disconnected (Response payload is not completed)" in why
+    assert "\n" not in why
+    m.nodes_watch.synced()
+    assert _get(port, "/readyz") == (200, "ok")
+    code, text = _get(port, "/metrics")
+    assert code == 200 and 'orb8_watch_connected{watch="nodeagentconfigs"} 1.0' in text
+    assert _get(port, "/nope")[0] == 404
