@@ -687,7 +687,12 @@ class NodeAgent:
         wanted |= {TCP} if wants_tcp_health(session=target) else set()
         wanted |= {DNS} if target.dns else set()
         missing = sorted(wanted - loaded)
-        problems = [f"{p} probe unavailable: {errors.get(p, 'not loaded')}" for p in missing]
+        # libbpf's log after " | " stays in NodeAgentConfig status and the agent log:
+        # the session's one line names each probe, its errno and the remedy
+        problems = [
+            f"{p} probe unavailable: {errors.get(p, 'not loaded').split(' | ', 1)[0]}"
+            for p in missing
+        ]
         problems += [
             f"{pod.namespace}/{pod.name}: {self._resolved.problems[pod.uid]}"
             for pod in target.pods if pod.uid in self._resolved.problems
