@@ -18,6 +18,7 @@ from orb8_common.errors import Orb8Error, UsageError
 # Modules that add sub-commands, in the order `orb8 --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "orb8_cli.get",
+    "orb8_cli.top",
     "orb8_cli.version",
     "orb8_cli.trace",
     "orb8_cli.diagnose",
