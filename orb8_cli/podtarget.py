@@ -36,6 +36,8 @@ def _roots(root: Path) -> Iterator[Path]:
     """Where kubepods may sit: the mount itself, a hybrid host's ``unified``, or one
     level below either (a kubelet ``--cgroup-root`` such as ``/orb8-0``)."""
     for base in (root, root / "unified"):
+        if not _is_cgroup2(base):
+            continue  # a hybrid host's tmpfs, or a v1 hierarchy: ids there mean nothing
         if any((base / k).is_dir() for k in _KUBEPODS):
             yield base
         try:
@@ -45,6 +47,11 @@ def _roots(root: Path) -> Iterator[Path]:
         for child in children:
             if any((child / k).is_dir() for k in _KUBEPODS):
                 yield child
+
+
+def _is_cgroup2(path: Path) -> bool:
+    """Only cgroup v2 directories have ``cgroup.controllers``."""
+    return (path / "cgroup.controllers").is_file()
 
 
 def find_target(*, cgroup_root: Path, container_ids: Sequence[str]) -> PodTarget:
