@@ -53,11 +53,17 @@ class Tmux:
         return self("capture-pane", "-p", "-t", "t")
 
     def wait_screen(self, *needles: str, what: str) -> str:
-        def ready() -> str:
-            screen = self.screen()
-            return screen if all(n in screen for n in needles) else ""
+        last = [""]
 
-        found: str = wait_for(ready, timeout=90, what=what)
+        def ready() -> str:
+            last[0] = self.screen()
+            return last[0] if all(n in last[0] for n in needles) else ""
+
+        try:
+            found: str = wait_for(ready, timeout=90, what=what)
+        except pytest.fail.Exception:
+            print(f"--- the screen, waiting for {what}:\n{last[0]}")
+            raise
         return found
 
 
@@ -88,14 +94,14 @@ def test_top_follows_the_status_and_q_restores_the_terminal(
     assert "not reported by this session" in first  # no status.dns: said, not a crash
     assert "no alerts" in first and f"{ns}/live" in first and "phase Running" in first
 
-    # The agent's next report: more bytes, an alert, DNS errors.
+    # The agent's next report: more bytes, an alert. (status.dns is not in this
+    # CRD's schema yet, so the apiserver would prune it: the DNS section's
+    # rendering is tested in test_filters_output.py.)
     status["flows"] = [flow(WEB, DB, size=3 * 1024 * 1024)]
     status["alerts"] = [ALERT]
-    status["dns"] = {"nxdomain": 4, "names": [{"query": "nope.example.", "qtype": "A",
-                                               "rcode": "NXDOMAIN", "count": 4}]}  # fmt: skip
     write_status(control_plane, namespace=ns, name="live", status=status)
-    screen = tmux.wait_screen("3.0 MiB", "ptrace", "nope.example.", what="the update")
-    assert "nxdomain 4" in screen and "on the alert list" in screen
+    screen = tmux.wait_screen("3.0 MiB", "ptrace", what="the update")
+    assert "on the alert list" in screen and "not reported by this session" in screen
 
     tmux("send-keys", "-t", "t", "q")
     after = tmux.wait_screen("ORB8-EXIT=0", what="orb8 top to quit on q")
