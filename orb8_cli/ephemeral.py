@@ -119,9 +119,14 @@ def run(*, args: argparse.Namespace, probe: str, duration: float) -> int:
         cgroup_root=args.node_cgroup_root,
         deadline=math.ceil(duration + start_timeout + 2 * GRACE_SECONDS),
     )  # fmt: skip
-    with _sigterm_raises():
-        return _lifecycle(core=core, manifest=manifest, target=target, probe=probe,
-                          args=args, start_timeout=start_timeout, duration=duration)  # fmt: skip
+    try:
+        with _sigterm_raises():
+            return _lifecycle(
+                core=core, manifest=manifest, target=target, probe=probe, args=args,
+                start_timeout=start_timeout, duration=duration,
+            )  # fmt: skip
+    except _Terminated:
+        return 128 + signal.SIGTERM
 
 
 def read_target(*, core: client.CoreV1Api, namespace: str, name: str) -> Target:
@@ -146,7 +151,7 @@ def in_pod_command(
     *, args: argparse.Namespace, probe: str, duration: float, target: Target
 ) -> list[str]:
     command = [
-        "orb8", "trace", probe, "--local", "--duration", f"{duration:g}",
+        "orb8", "trace", probe, "--local", "--duration", str(float(duration)),
         "--result-prefix", RESULT_PREFIX, "--cgroup-root", "/host/cgroup",
     ]  # fmt: skip
     for cid in target.container_ids:
@@ -241,7 +246,7 @@ def _lifecycle(
         try:
             _wait_started(core=core, namespace=namespace, name=name, timeout=start_timeout)
             result = _follow_log(core=core, namespace=namespace, name=name, notes=notes,
-                                 read_timeout=duration + 2 * GRACE_SECONDS)  # fmt: skip
+                                 read_timeout=duration + 4 * GRACE_SECONDS)  # fmt: skip
             code = _exit_code(core=core, namespace=namespace, name=name)
             if code not in (0, None) or result is None:
                 why = notes[-1] if notes else f"exit code {code}"
