@@ -12,7 +12,7 @@ export ORB8_STATE
 
 .PHONY: help setup deps venv control-plane node-deps bpf lint test test-unit test-stress \
 	cluster-up cluster-down crds-install demo images bench bench-dataplane bench-operator \
-	bench-gpu clean reliability-doc
+	bench-gpu bench-baseline clean reliability-doc gpu-deps
 
 help:
 	@echo "make demo             run orb8 end to end on a local control plane (DEMO_ARGS=--keep)"
@@ -31,6 +31,8 @@ help:
 	@echo "make bench-dataplane  probe overhead and collector cost, as ratios"
 	@echo "make bench-operator   500 sessions, 50 nodes, 5,000 pods, reporting agents; both layouts"
 	@echo "make bench-gpu        GPU parse + join and collector CPU"
+	@echo "make gpu-deps         pack Python deps for hack/gpu-device-check.sh (real-GPU check, no network)"
+	@echo "make bench-baseline   false-positive rate of the learned syscall baseline (root, ~15 min)"
 
 deps:
 	@hack/install-deps.sh
@@ -116,6 +118,12 @@ demo: setup
 bench-gpu: venv
 	$(PY) -m bench.gpu_bench
 
+# The learned syscall baseline's false-positive rate on benign workloads (web server
+# under load, package installs, a test run) with the real probe; needs root.
+# Results go in docs/syscall-baseline.md. BENCH_ARGS="--replay build/baseline_fp_samples.json".
+bench-baseline: venv bpf
+	$(PY) -m bench.baseline_fp $(BENCH_ARGS)
+
 # Regenerates the kubelet pod-resources v1 Python stubs from their .proto.
 .PHONY: proto
 proto: venv
@@ -142,6 +150,19 @@ bench: venv bpf $(VENV)/.bench-stamp
 
 bench-operator: setup
 	$(PY) bench/operator_bench.py $(BENCH_ARGS)
+
+# The Python packages hack/gpu-device-check.sh needs on a GPU machine with no
+# network, one tree per Python minor version, packed into one archive.
+gpu-deps: venv
+	@rm -rf build/gpudeps && mkdir -p build
+	@for v in 3.10 3.11 3.12 3.13; do \
+	  $(PY) -m pip install -q --target build/gpudeps/py$$v --python-version $$v \
+	    --only-binary=:all: --implementation cp --platform manylinux2014_x86_64 \
+	    --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+	    'pydantic>=2' prometheus_client grpcio protobuf 'nvidia-ml-py>=12' || exit 1; \
+	done
+	@find build/gpudeps -name __pycache__ -prune -exec rm -rf {} +
+	@tar -C build -cJf build/gpudeps.tar.xz gpudeps && echo build/gpudeps.tar.xz
 
 reliability-doc: venv
 	$(PY) -m orb8_dev.reliability

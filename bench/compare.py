@@ -26,7 +26,7 @@ from orb8_dev import netns
 from orb8_dev.cgroups import Cgroup, cgroup
 from orb8_dev.traffic_ctl import warm_neighbours
 
-from . import kernelcost, netload, netpeers, syspeers
+from . import alertrate, kernelcost, netload, netpeers, syspeers
 from .stats import ratios, summary
 
 HERE = Path(__file__).resolve().parent
@@ -270,7 +270,9 @@ def main() -> int:
     p.add_argument("--cpu", type=int, default=(os.cpu_count() or 1) - 1, help="network CPU")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument(
-        "--only", choices=["kernel", "network", "syscalls", "collector"], action="append"
+        "--only",
+        choices=["kernel", "network", "syscalls", "collector", "alerts"],
+        action="append",
     )
     p.add_argument("--replot", action="store_true", help="only redraw table and plots from --out")
     args = p.parse_args()
@@ -282,7 +284,7 @@ def main() -> int:
     quick = args.quick
     rounds = args.rounds or (3 if quick else 15)
     sys_rounds = args.sys_rounds or (2 if quick else 10)
-    only = set(args.only or ["kernel", "network", "syscalls", "collector"])
+    only = set(args.only or ["kernel", "network", "syscalls", "collector", "alerts"])
     work = Path(tempfile.mkdtemp(prefix="orb8-bench-"))
     gen, ref = build(out=work)
     res: dict[str, Any] = {}
@@ -330,6 +332,12 @@ def main() -> int:
         save(res, out=args.out)
     if "collector" in only:
         res["collector"] = bench_collector(sizes=[1_000, 10_000, 100_000])
+    if "alerts" in only:
+        progress("alert rate: without loss, and where loss starts")
+        ncpu = os.cpu_count() or 1
+        res["alerts"] = alertrate.bench(
+            gen=gen, seconds=0.5 if quick else 1.0, cpus=(0, 1 if ncpu > 1 else 0)
+        )
     res["load_after"] = os.getloadavg()
     res["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     save(res, out=args.out)

@@ -281,8 +281,31 @@ static int getpid_loop(long calls)
 	return 0;
 }
 
+/* getppid() (an alert-listed syscall in the alert-rate bench) at a steady
+ * RATE per second for SECONDS: each call waits for its slot on the
+ * monotonic clock (vDSO, no syscall), so a preempted loop catches up in a
+ * burst, as a real process would. */
+static int paced_loop(double rate, double seconds)
+{
+	double start = now_s(), elapsed;
+	long i, calls = (long)(rate * seconds);
+
+	for (i = 0; i < calls; i++) {
+		double slot = start + i / rate;
+
+		while (now_s() < slot)
+			;
+		syscall(SYS_getppid);
+	}
+	elapsed = now_s() - start;
+	printf("{\"calls\": %ld, \"seconds\": %.6f}\n", calls, elapsed);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 4 && !strcmp(argv[1], "paced"))
+		return paced_loop(atof(argv[2]), atof(argv[3]));
 	if (argc == 6 && !strcmp(argv[1], "udp"))
 		return udp(argv[2], atoi(argv[3]), atof(argv[4]), atoi(argv[5]));
 	if (argc == 3 && !strcmp(argv[1], "getpid"))
@@ -296,6 +319,7 @@ int main(int argc, char **argv)
 	if (argc == 5 && !strcmp(argv[1], "rr"))
 		return rr(argv[2], atoi(argv[3]), atof(argv[4]));
 	fprintf(stderr, "usage: %s udp DST PORT SECONDS SIZE | getpid CALLS | read CALLS |"
-		" flows DST PORT0 SECONDS N | rr-server PORT | rr DST PORT SECONDS\n", argv[0]);
+		" flows DST PORT0 SECONDS N | rr-server PORT | rr DST PORT SECONDS |"
+		" paced RATE SECONDS\n", argv[0]);
 	return 2;
 }

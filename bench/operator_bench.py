@@ -51,6 +51,7 @@ sys.path.insert(0, str(REPO))
 
 from orb8_agent.control.node_report import REPORT_BUDGET_BYTES, wire_size  # noqa: E402
 from orb8_common.crd import GROUP, NODE_AGENT_CONFIGS, TRACE_SESSIONS, VERSION  # noqa: E402
+from orb8_common.models import NodeAgentConfigSpec, to_wire  # noqa: E402
 from orb8_dev.controlplane import ControlPlane, free_port, start, stop  # noqa: E402
 
 NAMESPACES = 10
@@ -153,13 +154,15 @@ def expected_configs(
 
 
 def actual_configs(items: list[dict[str, Any]]) -> dict[str, set[tuple[str, str]]]:
-    return {
-        item["metadata"]["name"]: {
-            (f"{s['namespace']}/{s['name']}", p["name"])
-            for s in item["spec"].get("sessions") or [] for p in s.get("pods") or []
+    """node → {(session namespace/name, pod name)} the NodeAgentConfigs list (read with the
+    models, as the agents read them)."""
+    out = {}
+    for item in items:
+        spec = NodeAgentConfigSpec.model_validate(item["spec"])
+        out[item["metadata"]["name"]] = {
+            (f"{s.namespace}/{s.name}", p.name) for s in spec.sessions for p in s.pods
         }
-        for item in items
-    }  # fmt: skip
+    return out
 
 
 def _list(custom: Any, plural: str) -> list[dict[str, Any]]:
@@ -229,7 +232,8 @@ class SimAgents:
             nac = self._custom.get_cluster_custom_object(GROUP, VERSION, NODE_AGENT_CONFIGS, node)
         except client.ApiException:
             return  # no config (yet): nothing to serve
-        sessions = nac["spec"].get("sessions") or []
+        sessions = [to_wire(s) | {"pods": [to_wire(p) for p in s.pods]}
+                    for s in NodeAgentConfigSpec.model_validate(nac["spec"]).sessions]  # fmt: skip
         flows = FLOWS_PER_SESSION
         while True:
             reports = [self._session_report(node, s, flows) for s in sessions]
@@ -308,7 +312,8 @@ def run(
         log = (state / "operator.log").open("w")
         operator = proc = subprocess.Popen(
             [sys.executable, "-m", "orb8_operator.main", "--liveness",
-             f"http://127.0.0.1:{free_port()}/healthz"],
+             f"http://127.0.0.1:{free_port()}/healthz", "--metrics-host", "127.0.0.1",
+             "--metrics-port", str(free_port())],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=plane.env(),
         )  # fmt: skip
         time.sleep(3)  # let it list pods and nodes into its indexes

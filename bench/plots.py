@@ -85,6 +85,29 @@ def kernel(res: dict[str, Any], out: Path) -> Path:
     return path
 
 
+def alerts(res: dict[str, Any], out: Path) -> Path:
+    al = res["alerts"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), squeeze=False)
+    for ax, name in zip(axes[0], ("default_cap", "uncapped"), strict=True):
+        runs = al[name]["runs"]
+        rate = [r["achieved_per_s"] for r in runs]
+        ax.plot(rate, [r["received"] / r["calls"] for r in runs], "o-", label="received")
+        ax.plot(rate, [r["ringbuf_full"] / r["calls"] for r in runs], "s--", label="ring buf full")
+        ax.plot(rate, [r["rate_limited"] / r["calls"] for r in runs], "^:", label="rate limited")
+        ax.set_xscale("log")
+        ax.set_xlabel("alert-listed syscalls per second", fontsize=8)
+        ax.set_ylabel("fraction of calls", fontsize=8)
+        cap = "no cap" if name == "uncapped" else f"cap {al[name]['cap_per_s']}/s per cgroup"
+        ax.set_title(f"alerts, {cap}", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle("syscall alerts: where each call ended up", fontsize=10)
+    fig.tight_layout()
+    path = out / "alert_rate.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def draw(res: dict[str, Any], *, out: Path) -> list[Path]:
     done = []
     if "network" in res and res["network"]["samples"]:
@@ -93,4 +116,6 @@ def draw(res: dict[str, Any], *, out: Path) -> list[Path]:
         done.append(syscalls(res, out))
     if "kernel" in res:
         done.append(kernel(res, out))
+    if "alerts" in res:
+        done.append(alerts(res, out))
     return done

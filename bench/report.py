@@ -67,10 +67,30 @@ def table(res: dict[str, Any]) -> str:
             lines.append(
                 f"collector {int(n):>6} flows: read {c['read_wall_ms']:.1f} ms wall, "
                 f"{c['read_cpu_ms']:.1f} ms CPU (batch drain {c.get('batch_read_cpu_ms', 0):.1f} + "
-                f"decode {c.get('decode_cpu_ms', 0):.1f}); RSS {c['rss_mib']:.0f} MiB "
-                f"(peak {c['peak_rss_mib']:.0f} MiB)"
+                f"column decode {c.get('decode_cpu_ms', 0):.1f}); "
+                f"with Flow objects {c.get('read_flow_objects_cpu_ms', float('nan')):.1f} ms CPU, "
+                f"per-flow decoder {c.get('per_flow_decode_cpu_ms', float('nan')):.1f} ms; "
+                f"RSS {c['rss_mib']:.0f} MiB (peak {c['peak_rss_mib']:.0f} MiB)"
             )
+    al = res.get("alerts")
+    if al:
+        for name in ("default_cap", "uncapped"):
+            a = al[name]
+            lines.append(
+                f"alerts {name} (cap {a['cap_per_s']}/s per cgroup): "
+                f"max rate without loss {_rate(a['max_rate_without_loss'])}, "
+                f"first rate with loss {_rate(a['first_rate_with_loss'])}"
+            )
+            for r in a["runs"]:
+                lines.append(
+                    f"  {r['achieved_per_s']:>9.0f}/s: received {r['received']}/{r['calls']}, "
+                    f"ring buffer full {r['ringbuf_full']}, rate limited {r['rate_limited']}"
+                )
     return "\n".join(lines)
+
+
+def _rate(x: float | None) -> str:
+    return "none measured" if x is None else f"{x:,.0f}/s"
 
 
 def _m(x: dict[str, Any], fmt: str = "{:.2f}") -> str:
@@ -150,15 +170,43 @@ def markdown(res: dict[str, Any]) -> str:
     col = res.get("collector")
     if col:
         out += [
-            "| flows | read, wall | read, CPU | of which batch drain | of which decode "
-            "| RSS (peak) |",
-            "|---|---|---|---|---|---|",
+            "| flows | read (drain + column decode), wall | CPU | of which batch drain "
+            "| of which column decode | read with one Flow object per flow, CPU "
+            "| per-flow decoder alone, CPU | RSS (peak) |",
+            "|---|---|---|---|---|---|---|---|",
         ]
+        nan = float("nan")
         for n, c in col.items():
             out.append(
                 f"| {int(n):,} | {c['read_wall_ms']:.1f} ms | {c['read_cpu_ms']:.1f} ms | "
-                f"{c.get('batch_read_cpu_ms', float('nan')):.1f} ms | "
-                f"{c.get('decode_cpu_ms', float('nan')):.1f} ms | "
+                f"{c.get('batch_read_cpu_ms', nan):.1f} ms | "
+                f"{c.get('decode_cpu_ms', nan):.1f} ms | "
+                f"{c.get('read_flow_objects_cpu_ms', nan):.1f} ms | "
+                f"{c.get('per_flow_decode_cpu_ms', nan):.1f} ms | "
                 f"{c['rss_mib']:.0f} MiB ({c['peak_rss_mib']:.0f} MiB) |"
+            )
+        out.append("")
+    al = res.get("alerts")
+    if al:
+        out += [
+            "| alert cap per cgroup | paced getppid() rate | received by the reader "
+            "| ring buffer full | rate limited |",
+            "|---|---|---|---|---|",
+        ]
+        for name in ("default_cap", "uncapped"):
+            a = al[name]
+            cap = "none" if name == "uncapped" else f"{a['cap_per_s']}/s"
+            for r in a["runs"]:
+                out.append(
+                    f"| {cap} | {r['achieved_per_s']:,.0f}/s | {r['received']:,} of "
+                    f"{r['calls']:,} | {r['ringbuf_full']:,} | {r['rate_limited']:,} |"
+                )
+        out.append("")
+        for name in ("default_cap", "uncapped"):
+            a = al[name]
+            out.append(
+                f"- {name.replace('_', ' ')}: highest rate without loss "
+                f"{_rate(a['max_rate_without_loss'])}, lowest rate with loss "
+                f"{_rate(a['first_rate_with_loss'])}"
             )
     return "\n".join(out) + "\n"

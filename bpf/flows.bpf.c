@@ -6,9 +6,12 @@
  * direct packet access when they are in the linear area and with
  * bpf_skb_load_bytes() when they are not (paged or GSO skbs), so a packet
  * is never judged malformed just because of how its memory is laid out.
- * Per-packet work is one hash lookup and two atomic adds (a third when new
- * TCP flags appear); anything that is not a flow (non-IP, malformed) only
- * bumps a per-CPU counter. */
+ * Per-packet work is one hash lookup on a family-specific key (20 bytes for
+ * IPv4, 44 for IPv6) and two atomic adds (a third when new TCP flags
+ * appear). The clock is read when a flow is inserted and then at most once a
+ * jiffy per flow: the per-packet test is a load of jiffies, which the JIT
+ * inlines. Anything that is not a flow (non-IP, malformed) only bumps a
+ * per-CPU counter. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
@@ -41,12 +44,22 @@ const volatile struct flows_config cfg = {
 	.track_egress = 1,
 };
 
+/* LRU: when more flows arrive between two reads than fit, the oldest go
+ * (counted by user space as inserted but never read) rather than the newest
+ * being refused. User space drains both maps on every read. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 131072);
-	__type(key, struct flow_key);
+	__type(key, struct flow4_key);
 	__type(value, struct flow_value);
-} flows SEC(".maps");
+} flows4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct flow6_key);
+	__type(value, struct flow_value);
+} flows6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -85,7 +98,7 @@ static __always_inline void stat_inc(__u32 idx)
 /* Returns 0 when the L4 header fits and fills ports/flags; negative when the
  * packet claims a protocol whose header is cut short. */
 static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u8 proto,
-				    struct flow_key *key, __u64 *tcp_flags)
+				    __u16 *sport, __u16 *dport, __u64 *tcp_flags)
 {
 	switch (proto) {
 	case IPPROTO_TCP: {
@@ -96,8 +109,8 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u8 proto
 		/* a data offset below 5 words cannot hold a TCP header */
 		if (th.doff < 5)
 			return -1;
-		key->sport = bpf_ntohs(th.source);
-		key->dport = bpf_ntohs(th.dest);
+		*sport = bpf_ntohs(th.source);
+		*dport = bpf_ntohs(th.dest);
 		/* byte 13 holds CWR..FIN; read it whole instead of bitfields */
 		*tcp_flags = ((__u8 *)&th)[13];
 		return 0;
@@ -107,8 +120,8 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u8 proto
 
 		if (LOAD_HDR(skb, off, &uh))
 			return -1;
-		key->sport = bpf_ntohs(uh.source);
-		key->dport = bpf_ntohs(uh.dest);
+		*sport = bpf_ntohs(uh.source);
+		*dport = bpf_ntohs(uh.dest);
 		return 0;
 	}
 	case IPPROTO_ICMP:
@@ -120,7 +133,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u8 proto
 			return -1;
 		/* IPFIX convention: type * 256 + code in the destination port,
 		 * so echo traffic and neighbour discovery stay separate flows */
-		key->dport = (icmp.type << 8) | icmp.code;
+		*dport = (icmp.type << 8) | icmp.code;
 		return 0;
 	}
 	default:
@@ -129,7 +142,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, __u8 proto
 	}
 }
 
-static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 l3, struct flow_key *key,
+static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 l3, struct flow4_key *key,
 				      __u64 *tcp_flags)
 {
 	struct iphdr iph;
@@ -146,18 +159,17 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 l3, struct fl
 	if (skb->len < l3 + ihl_bytes)
 		return -1;
 
-	key->family = 4;
 	key->proto = iph.protocol;
-	__builtin_memcpy(key->saddr, &iph.saddr, 4);
-	__builtin_memcpy(key->daddr, &iph.daddr, 4);
+	key->saddr = iph.saddr;
+	key->daddr = iph.daddr;
 
 	/* only the first fragment carries the L4 header */
 	if (bpf_ntohs(iph.frag_off) & 0x1fff)
 		return 0;
-	return parse_l4(skb, l3 + ihl_bytes, iph.protocol, key, tcp_flags);
+	return parse_l4(skb, l3 + ihl_bytes, iph.protocol, &key->sport, &key->dport, tcp_flags);
 }
 
-static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 l3, struct flow_key *key,
+static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 l3, struct flow6_key *key,
 				      __u64 *tcp_flags)
 {
 	struct ipv6hdr ip6h;
@@ -170,7 +182,6 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 l3, struct fl
 	if (ip6h.version != 6)
 		return -1;
 
-	key->family = 6;
 	__builtin_memcpy(key->saddr, &ip6h.saddr, 16);
 	__builtin_memcpy(key->daddr, &ip6h.daddr, 16);
 	next = ip6h.nexthdr;
@@ -204,19 +215,100 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 l3, struct fl
 	/* a chain longer than MAX_IPV6_EXT is counted under the header we
 	 * stopped at, without ports, rather than dropped from the totals */
 	key->proto = next;
-	return parse_l4(skb, off, next, key, tcp_flags);
+	return parse_l4(skb, off, next, &key->sport, &key->dport, tcp_flags);
+}
+
+/* The common case without copies: an IPv4 packet with a 20-byte header,
+ * not a later fragment, carrying TCP or UDP, all in the linear area. Fills
+ * key and returns 1; returns 0 for anything else, which the general parser
+ * then judges (it reaches the same result for every packet this accepts). */
+static __always_inline int fast_ipv4(void *data, void *end, struct flow4_key *key,
+				     __u64 *tcp_flags)
+{
+	struct iphdr *iph = data + ETH_HLEN;
+	__u8 *l4 = (void *)(iph + 1);
+	__u16 *ports = (void *)l4;
+
+	/* room for a full TCP header; shorter frames take the general path */
+	if ((void *)(l4 + sizeof(struct tcphdr)) > end)
+		return 0;
+	/* version 4, ihl 5: no options */
+	if (*(__u8 *)iph != 0x45)
+		return 0;
+	if (iph->frag_off & bpf_htons(0x1fff) || bpf_ntohs(iph->tot_len) < sizeof(*iph))
+		return 0;
+	if (iph->protocol == IPPROTO_TCP) {
+		/* a data offset below 5 words is malformed: the general path says so */
+		if ((l4[12] >> 4) < 5)
+			return 0;
+		*tcp_flags = l4[13];
+	} else if (iph->protocol != IPPROTO_UDP) {
+		return 0;
+	}
+	key->saddr = iph->saddr;
+	key->daddr = iph->daddr;
+	key->sport = bpf_ntohs(ports[0]);
+	key->dport = bpf_ntohs(ports[1]);
+	key->proto = iph->protocol;
+	return 1;
+}
+
+/* Add one packet to its flow in map (flows4 or flows6), inserting the flow
+ * when it is new. */
+static __always_inline void account(void *map, void *key, struct __sk_buff *skb,
+				    __u64 weight, __u64 tcp_flags)
+{
+	struct flow_value *val;
+	__u64 jiffies;
+	int err;
+
+	jiffies = bpf_jiffies64();
+	val = bpf_map_lookup_elem(map, key);
+	if (!val) {
+		struct flow_value init = {
+			.first_seen_ns = bpf_ktime_get_coarse_ns(),
+			.last_jiffies = jiffies,
+		};
+
+		init.last_seen_ns = init.first_seen_ns;
+		/* BPF_NOEXIST: another CPU may have inserted it meanwhile; then
+		 * the lookup below finds its entry and we add to that */
+		err = bpf_map_update_elem(map, key, &init, BPF_NOEXIST);
+		if (err && err != -17 /* EEXIST */) {
+			stat_inc(FLOW_STAT_MAP_FULL);
+			return;
+		}
+		if (!err)
+			stat_inc(FLOW_STAT_INSERTED);
+		val = bpf_map_lookup_elem(map, key);
+		if (!val) {
+			stat_inc(FLOW_STAT_MAP_FULL);
+			return;
+		}
+	}
+	__sync_fetch_and_add(&val->bytes, (__u64)skb->len * weight);
+	__sync_fetch_and_add(&val->packets, weight);
+	/* CLOCK_MONOTONIC_COARSE advances once a jiffy: within the same jiffy
+	 * the value read last time is still the current one */
+	if (val->last_jiffies != jiffies) {
+		val->last_jiffies = jiffies;
+		val->last_seen_ns = bpf_ktime_get_coarse_ns();
+	}
+	if (tcp_flags && (val->tcp_flags | tcp_flags) != val->tcp_flags)
+		__sync_fetch_and_or(&val->tcp_flags, tcp_flags);
 }
 
 static __always_inline int count_skb(struct __sk_buff *skb, __u8 direction)
 {
-	struct flow_key key = {};
-	struct flow_value *val;
+	/* read once, before any branch: the verifier refuses the ctx pointer
+	 * arithmetic clang makes when it merges loads from several sites */
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
 	__u64 tcp_flags = 0;
 	__u64 weight = 1;
-	__u64 now;
 	__u32 l3;
 	__u16 proto;
-	int err, i;
+	int i;
 
 	if (cfg.sample_rate > 1) {
 		if (bpf_get_prandom_u32() % cfg.sample_rate) {
@@ -245,50 +337,30 @@ static __always_inline int count_skb(struct __sk_buff *skb, __u8 direction)
 	}
 
 	if (proto == bpf_htons(ETH_P_IP)) {
-		err = parse_ipv4(skb, l3, &key, &tcp_flags);
+		struct flow4_key key = {};
+
+		if (l3 == ETH_HLEN && fast_ipv4(data, data_end, &key, &tcp_flags)) {
+			/* parsed */
+		} else if (parse_ipv4(skb, l3, &key, &tcp_flags)) {
+			stat_inc(FLOW_STAT_MALFORMED);
+			return TC_ACT_UNSPEC;
+		}
+		key.ifindex = skb->ifindex;
+		key.direction = direction;
+		account(&flows4, &key, skb, weight, tcp_flags);
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
-		err = parse_ipv6(skb, l3, &key, &tcp_flags);
+		struct flow6_key key = {};
+
+		if (parse_ipv6(skb, l3, &key, &tcp_flags)) {
+			stat_inc(FLOW_STAT_MALFORMED);
+			return TC_ACT_UNSPEC;
+		}
+		key.ifindex = skb->ifindex;
+		key.direction = direction;
+		account(&flows6, &key, skb, weight, tcp_flags);
 	} else {
 		stat_inc(FLOW_STAT_NOT_IP);
-		return TC_ACT_UNSPEC;
 	}
-	if (err) {
-		stat_inc(FLOW_STAT_MALFORMED);
-		return TC_ACT_UNSPEC;
-	}
-
-	key.ifindex = skb->ifindex;
-	key.direction = direction;
-	/* the coarse clock (jiffies resolution) is plenty for first/last seen
-	 * and costs a fraction of bpf_ktime_get_ns() on the hot path */
-	now = bpf_ktime_get_coarse_ns();
-
-	val = bpf_map_lookup_elem(&flows, &key);
-	if (!val) {
-		struct flow_value init = {
-			.first_seen_ns = now,
-		};
-
-		/* BPF_NOEXIST: another CPU may have inserted it meanwhile; then
-		 * the lookup below finds its entry and we add to that */
-		err = bpf_map_update_elem(&flows, &key, &init, BPF_NOEXIST);
-		if (err && err != -17 /* EEXIST */) {
-			stat_inc(FLOW_STAT_MAP_FULL);
-			return TC_ACT_UNSPEC;
-		}
-		if (!err)
-			stat_inc(FLOW_STAT_INSERTED);
-		val = bpf_map_lookup_elem(&flows, &key);
-		if (!val) {
-			stat_inc(FLOW_STAT_MAP_FULL);
-			return TC_ACT_UNSPEC;
-		}
-	}
-	__sync_fetch_and_add(&val->bytes, (__u64)skb->len * weight);
-	__sync_fetch_and_add(&val->packets, weight);
-	val->last_seen_ns = now;
-	if (tcp_flags && (val->tcp_flags | tcp_flags) != val->tcp_flags)
-		__sync_fetch_and_or(&val->tcp_flags, tcp_flags);
 	return TC_ACT_UNSPEC;
 }
 

@@ -15,17 +15,34 @@
 #define ORB8_TCP_PSH 0x08
 #define ORB8_TCP_ACK 0x10
 
-struct flow_key {
-	__u8 saddr[16]; /* IPv4 uses the first 4 bytes, the rest stays zero */
-	__u8 daddr[16];
+/* Two flow maps, one per address family, so an IPv4 packet hashes and
+ * compares a 20-byte key instead of a 44-byte one. Both keys carry the
+ * interface and the tc direction; the family is the map's. */
+struct flow4_key {
+	__u32 saddr;    /* network byte order */
+	__u32 daddr;
 	__u16 sport;    /* host byte order; 0 for ICMP and non-first fragments */
-	__u16 dport;    /* for ICMP/ICMPv6: type << 8 | code */
+	__u16 dport;    /* for ICMP: type << 8 | code */
 	__u32 ifindex;
 	__u8 proto;     /* IPPROTO_* */
-	__u8 family;    /* 4 or 6 */
 	__u8 direction; /* ORB8_DIR_* */
-	__u8 pad;
+	__u16 pad;
 };
+
+struct flow6_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;    /* for ICMPv6: type << 8 | code */
+	__u32 ifindex;
+	__u8 proto;
+	__u8 direction;
+	__u16 pad;
+};
+
+/* The layout version is the first field user space checks in a pinned map
+ * it reuses: a map of another layout is replaced, never misread. */
+#define ORB8_FLOW_LAYOUT 2
 
 struct flow_value {
 	__u64 bytes;
@@ -35,6 +52,9 @@ struct flow_value {
 	/* OR of every flag byte seen; 64-bit because clang's default BPF
 	 * CPU (v1) only has 64-bit atomic or */
 	__u64 tcp_flags;
+	/* jiffies when last_seen_ns was last written: the coarse clock only
+	 * moves once a jiffy, so it is read again only when jiffies moved */
+	__u64 last_jiffies;
 };
 
 /* Only the exceptions are counted: packets that made it into a flow are

@@ -9,6 +9,8 @@ packages+=(libc6-dev linux-libc-dev)
 packages+=(lua5.1 lua-cjson)
 # tests/cli/test_top_tmux.py: `orb8 top` is driven in a real terminal
 packages+=(tmux)
+# the TCP health tests drop packets in their own namespaces with nft (no sch_netem module here)
+packages+=(nftables)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

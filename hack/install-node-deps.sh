@@ -6,7 +6,8 @@
 # own services are never used: orb8_dev/node.py runs its own containerd with
 # its own config, root, state and socket.
 set -euo pipefail
-packages=(containerd runc containernetworking-plugins busybox-static)
+# nftables: kube-proxy's nftables mode drives `nft`; conntrack: inspecting its NAT
+packages=(containerd runc containernetworking-plugins busybox-static nftables conntrack)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

@@ -5,7 +5,13 @@ from __future__ import annotations
 import sys
 import zipfile
 
-REQUIRED = ("orb8_agent/bpf/flows.bpf.o", "orb8_agent/bpf/syscalls.bpf.o")
+REQUIRED = (
+    "orb8_agent/bpf/flows.bpf.o",
+    "orb8_agent/bpf/syscalls.bpf.o",
+    "orb8_agent/bpf/tcphealth.bpf.o",
+    "orb8_agent/bpf/dns.bpf.o",
+    "orb8_agent/bpf/hostflows.bpf.o",
+)
 
 
 def main(path: str) -> int:

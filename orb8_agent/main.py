@@ -23,6 +23,7 @@ from orb8_agent.control.kernel import KernelDataPlane
 from orb8_agent.dataplane.cgroupfs import cgroup2_mount
 from orb8_agent.dataplane.probes import ProbeSet, start_probes
 from orb8_agent.dataplane.syscalls import Hook
+from orb8_agent.dataplane.tc import DEFAULT_RUN_DIR
 from orb8_agent.gpu.podresources.client import DEFAULT_SOCKET
 from orb8_agent.podmetrics import DEFAULT_MAX_PODS, PodMetrics
 from orb8_agent.preflight import run_preflight
@@ -33,7 +34,7 @@ from orb8_common.errors import Orb8Error, UsageError
 log = logging.getLogger("orb8.agent")
 DEFAULT_PIN = "/sys/fs/bpf/orb8"
 _BIND_ERRORS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
-PROBES = ("flows", "syscalls")
+PROBES = ("flows", "syscalls", "tcp", "dns")
 
 
 def _non_negative(text: str) -> int:
@@ -53,7 +54,8 @@ def _probe_list(text: str) -> tuple[str, ...]:
     unknown = sorted(set(names) - set(PROBES))
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown probe(s) {', '.join(unknown) or text!r}: use flows, syscalls or none"
+            f"unknown probe(s) {', '.join(unknown) or text!r}: "
+            "use flows, syscalls, tcp, dns or none"
         )
     return names
 
@@ -84,8 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--probes", type=_probe_list, default=PROBES,
-        help="BPF probes to load: a comma-separated subset of flows,syscalls, or none "
-        "(GPU telemetry only); /healthz fails while none of them loads (default: flows,syscalls)",
+        help="BPF probes to load: a comma-separated subset of flows,syscalls,tcp,dns, or none "
+        "(GPU telemetry only); /healthz fails while none of them loads "
+        "(default: flows,syscalls,tcp,dns)",
     )  # fmt: skip
     parser.add_argument(
         "--syscall-hook", choices=[h.value for h in Hook], default=Hook.RAW_TP.value
@@ -122,8 +125,9 @@ def _load_probes(
     for name in names:
         try:
             loaded = start_probes(
-                agent_id=agent_id, flows=name == "flows", syscalls=name == "syscalls", hook=hook,
-                pin_dir=pin_dir,
+                agent_id=agent_id, flows=name == "flows", syscalls=name == "syscalls",
+                tcp=name == "tcp", dns=name == "dns", hook=hook, pin_dir=pin_dir,
+                hostflows=name == "flows",  # hostNetwork pods' flows
             )  # fmt: skip
         except Orb8Error as err:
             probes.failures[name] = str(err)
@@ -131,6 +135,12 @@ def _load_probes(
             continue
         probes.flows = probes.flows or loaded.flows
         probes.syscalls = probes.syscalls or loaded.syscalls
+        probes.tcp = probes.tcp or loaded.tcp
+        probes.dns = probes.dns or loaded.dns
+        probes.hostflows = probes.hostflows or loaded.hostflows
+        if "hostflows" in loaded.failures:
+            probes.failures["hostflows"] = loaded.failures["hostflows"]
+            log.error("hostflows probe unavailable: %s", loaded.failures["hostflows"])
     return probes
 
 
@@ -145,9 +155,11 @@ async def _run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     dataplane = KernelDataPlane(probes=probes)
     cgroup_root = args.cgroup_root or cgroup2_mount()
+    agent_id = args.agent_id or f"agent-{node}"
     agent = NodeAgent(
         node=node, dataplane=dataplane, cgroup_root=cgroup_root,
         pod_metrics=PodMetrics(max_pods=args.metrics_max_pods, clock=time.time),
+        baseline_path=DEFAULT_RUN_DIR / agent_id / "baseline.json",
     )  # fmt: skip
     gpu = GpuSessions(
         node=node, exporter_host=args.dcgm_exporter_host,

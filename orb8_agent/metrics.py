@@ -1,7 +1,7 @@
 """The agent's Prometheus metrics, read from the agent's state at scrape time.
 
 Per-pod series carry only (namespace, pod) and a small closed set of other
-labels (direction, protocol, syscall, probe, map, reason); never an IP, a
+labels (direction, protocol, syscall, probe, map, reason, state, result); never an IP, a
 port, a pid or a flow. The number of pods with their own series is capped
 (see ``orb8_agent.podmetrics``). Rendering runs on the data-plane worker
 thread, the same thread that feeds the counters.
@@ -13,11 +13,18 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from orb8_agent.dataplane.probes import ProbeSet
+from orb8_agent.dns_metrics import dns_families
 from orb8_agent.gpu.metrics import GpuMetrics
+from orb8_agent.podmetrics import CONNECT_BUCKETS
 from orb8_common.errors import Orb8Error
 from orb8_common.watchmetrics import watch_families
 from orb8_common.watchstate import WatchState
@@ -25,7 +32,7 @@ from orb8_common.watchstate import WatchState
 if TYPE_CHECKING:
     from orb8_agent.control.agent import NodeAgent
 
-PROBES = ("flows", "syscalls")
+PROBES = ("flows", "syscalls", "tcp")
 TRAFFIC_LABELS = ["namespace", "pod", "direction", "protocol"]
 
 
@@ -45,6 +52,10 @@ class AgentCollector(Collector):
         yield from self._node()
         yield from self._probe_families()
         yield from watch_families(states=self._watches)
+        yield from dns_families(
+            counts=self._agent.dns_counts, probe=self._probes.dns,
+            attached=len(self._agent.dns_interfaces),
+        )  # fmt: skip
         if self._writes is not None:
             yield self._writes.family()
 
@@ -73,7 +84,15 @@ class AgentCollector(Collector):
         )  # fmt: skip
         for (namespace, pod, syscall), count in sorted(pods.alerts.items()):
             alerts.add_metric([namespace, pod, syscall], count)
-        yield from (flow_bytes, flow_packets, active, alerts)
+        baseline = CounterMetricFamily(
+            "orb8_syscall_baseline_alerts", "Learned-baseline alerts raised for the pod's "
+            "containers, by reason (one per container, syscall and window)",
+            labels=["namespace", "pod", "reason"],
+        )  # fmt: skip
+        for (namespace, pod, reason), count in sorted(pods.baseline_alerts.items()):
+            baseline.add_metric([namespace, pod, reason], count)
+        yield from (flow_bytes, flow_packets, active, alerts, baseline)
+        yield from self._tcp()
         capped = CounterMetricFamily(
             "orb8_metrics_series_capped", "Pods folded into pod=\"_other\" because "
             "--metrics-max-pods pods already had series of their own", labels=["group"],
@@ -87,6 +106,41 @@ class AgentCollector(Collector):
             "pod=\"_other\" right now", value=pods.slots.folded,
         )  # fmt: skip
 
+    def _tcp(self) -> Iterator[Metric]:
+        pods = self._agent.pod_metrics
+        retrans = CounterMetricFamily(
+            "orb8_tcp_retransmits", "TCP segments the pod's sockets sent again",
+            labels=["namespace", "pod"],
+        )  # fmt: skip
+        resets = CounterMetricFamily(
+            "orb8_tcp_resets", "TCP RSTs the pod's sockets sent or received (that reset them)",
+            labels=["namespace", "pod", "direction"],
+        )  # fmt: skip
+        connects = CounterMetricFamily(
+            "orb8_tcp_connects", "TCP connects from the pod that got established",
+            labels=["namespace", "pod"],
+        )  # fmt: skip
+        for (namespace, pod, event), count in sorted(pods.tcp.items()):
+            if event == "retransmits":
+                retrans.add_metric([namespace, pod], count)
+            elif event == "connects":
+                connects.add_metric([namespace, pod], count)
+            else:
+                direction = "sent" if event == "resets_sent" else "received"
+                resets.add_metric([namespace, pod, direction], count)
+        cumulative, buckets = 0, []
+        for bound, count in zip(
+            (*CONNECT_BUCKETS, float("inf")), pods.connect_buckets, strict=True
+        ):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        latency = HistogramMetricFamily(
+            "orb8_tcp_connect_latency_seconds", "SYN sent to ESTABLISHED of the target pods' "
+            "connects on this node (no pod label: fixed series count)",
+            buckets=buckets, sum_value=pods.connect_seconds,
+        )  # fmt: skip
+        yield from (retrans, resets, connects, latency)
+
     def _node(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "orb8_active_sessions", "Trace sessions this node is working on",
@@ -96,6 +150,20 @@ class AgentCollector(Collector):
             "orb8_pods_tracked", "Target pods of the trace sessions on this node",
             value=self._agent.tracked_pods,
         )  # fmt: skip
+        containers = GaugeMetricFamily(
+            "orb8_syscall_baseline_containers", "Containers with a learned syscall baseline, "
+            "by state (learning or learned), over the sessions served", labels=["state"],
+        )  # fmt: skip
+        for state, count in sorted(self._agent.baseline_containers().items()):
+            containers.add_metric([state], count)
+        yield containers
+        windows = CounterMetricFamily(
+            "orb8_syscall_baseline_windows", "Container windows the learned baselines learned "
+            "from or judged", labels=["result"],
+        )  # fmt: skip
+        for result, count in sorted(self._agent.baseline_windows().items()):
+            windows.add_metric([result], count)
+        yield windows
         yield GaugeMetricFamily(
             "orb8_attached_interfaces", "Host veths the flow probe is attached to",
             value=len(self._agent.attached_interfaces),
@@ -107,6 +175,8 @@ class AgentCollector(Collector):
         )
         loaded.add_metric(["flows"], 1.0 if self._probes.flows is not None else 0.0)
         loaded.add_metric(["syscalls"], 1.0 if self._probes.syscalls is not None else 0.0)
+        loaded.add_metric(["tcp"], 1.0 if self._probes.tcp is not None else 0.0)
+        loaded.add_metric(["dns"], 1.0 if self._probes.dns is not None else 0.0)
         yield loaded
         map_full = CounterMetricFamily(
             "orb8_map_full_errors", "Kernel map inserts that failed because the map was full",
@@ -142,6 +212,10 @@ class AgentCollector(Collector):
                 drops.add_metric(["user_space"], sstats.lost_in_user_space)
                 used.add_metric([], syscalls.ringbuf_used_bytes())
                 size.add_metric([], syscalls.ringbuf_size)
+            if self._probes.tcp is not None:
+                tstats = self._probes.tcp.stats()
+                map_full.add_metric(["tcp_health"], tstats["map_full"])
+                map_full.add_metric(["tcp_connect_start"], tstats["start_map_full"])
         except (Orb8Error, OSError, ValueError):
             pass  # a probe closing under the scrape: its families stay empty this time
         yield from (map_full, evictions, events, drops, used, size)

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from orb8_agent.control.flows import pod_direction
-from orb8_agent.dataplane.models import Flow
+from orb8_agent.control.flows import observation_direction
+from orb8_agent.dataplane.models import Flow, TcpHealth
 
 OTHER = "_other"
 PodKey = tuple[str, str]  # (namespace, pod)
@@ -27,6 +27,10 @@ OTHER_POD: PodKey = (OTHER, OTHER)
 ACTIVE_WINDOW_S = 30.0
 MAX_ACTIVE_FLOWS = 200_000  # flows remembered for the active-flow gauge
 DEFAULT_MAX_PODS = 500
+# Connect latency histogram buckets (seconds), node-wide: no pod label, so its
+# series count is fixed whatever the number of pods.
+CONNECT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+TCP_EVENTS = ("retransmits", "resets_sent", "resets_received", "connects")
 
 ActiveKey = tuple[int, str, int, str, int, int, str]  # ifindex, src, sport, dst, dport, proto, dir
 
@@ -97,18 +101,32 @@ class PodMetrics:
         # (namespace, pod) as labelled, direction, protocol → counts
         self.traffic: dict[tuple[str, str, str, str], Counts] = {}
         self.alerts: dict[tuple[str, str, str], int] = {}  # (namespace, pod, syscall) → count
+        self.tcp: dict[tuple[str, str, str], int] = {}  # (namespace, pod, TCP_EVENTS item) → count
+        self.connect_buckets = [0] * (len(CONNECT_BUCKETS) + 1)  # the last one is +Inf
+        self.connect_count = 0
+        self.connect_seconds = 0.0
+        # (namespace, pod, reason) → learned-baseline alerts (container windows that raised one)
+        self.baseline_alerts: dict[tuple[str, str, str], int] = {}
         self._active: dict[ActiveKey, tuple[PodKey, float]] = {}
         self._last_prune = 0.0
 
-    def add_flows(self, *, flows: Iterable[Flow], pod_of: Mapping[int, PodKey]) -> None:
-        """Count one drain of the flow probe; ``pod_of`` maps a host veth's ifindex to its pod."""
+    def add_flows(
+        self,
+        *,
+        flows: Iterable[Flow],
+        pod_of: Mapping[int, PodKey],
+        pod_of_cgroup: Mapping[int, PodKey] | None = None,
+    ) -> None:
+        """Count one drain of the flow probes; ``pod_of`` maps a host veth's ifindex to its
+        pod, ``pod_of_cgroup`` a hostNetwork pod's cgroup id to it."""
+        by_cgroup = pod_of_cgroup or {}
         now = self._clock()
         batch: dict[tuple[PodKey, str, str], Counts] = {}
         for flow in flows:
-            pod = pod_of.get(flow.ifindex)
+            pod = by_cgroup.get(flow.cgroup_id) if flow.cgroup_id else pod_of.get(flow.ifindex)
             if pod is None:
                 continue
-            direction = pod_direction(hook_direction=flow.direction)
+            direction = observation_direction(observation=flow)
             key = (pod, direction, flow.protocol_name)
             counts = batch.get(key)
             if counts is None:
@@ -135,10 +153,41 @@ class PodMetrics:
         if now - self._last_prune >= ACTIVE_WINDOW_S / 2:
             self._prune(now=now)  # memory only: reads skip stale entries anyway
 
+    def add_tcp(self, *, rows: Iterable[TcpHealth], pod_of: Mapping[int, PodKey]) -> None:
+        """Count one drain of the TCP health probe; ``pod_of`` maps a netns inode to its pod."""
+        for row in rows:
+            pod = pod_of.get(row.netns)
+            if pod is None:
+                continue
+            self.slots.admit(weights={pod: 0})
+            namespace, name = self.slots.label(pod)
+            for event, count in zip(
+                TCP_EVENTS, (row.retransmits, row.resets_sent, row.resets_received, row.connects),
+                strict=True,
+            ):  # fmt: skip
+                if count:
+                    key = (namespace, name, event)
+                    self.tcp[key] = self.tcp.get(key, 0) + count
+            if row.connects:
+                # one sample per connect at the tuple's mean (a tuple is almost always one connect)
+                mean_s = row.connect_ns_total / row.connects / 1e9
+                index = next(
+                    (i for i, bound in enumerate(CONNECT_BUCKETS) if mean_s <= bound),
+                    len(CONNECT_BUCKETS),
+                )
+                self.connect_buckets[index] += row.connects
+                self.connect_count += row.connects
+                self.connect_seconds += row.connect_ns_total / 1e9
+
     def add_alert(self, *, pod: PodKey, syscall: str) -> None:
         self.slots.admit(weights={pod: 0})
         namespace, name = self.slots.label(pod)
         self.alerts[(namespace, name, syscall)] = self.alerts.get((namespace, name, syscall), 0) + 1
+
+    def add_baseline_alert(self, *, pod: PodKey, reason: str) -> None:
+        self.slots.admit(weights={pod: 0})
+        key = (*self.slots.label(pod), reason)
+        self.baseline_alerts[key] = self.baseline_alerts.get(key, 0) + 1
 
     def retain(self, *, present: Collection[PodKey]) -> None:
         """Drop the series of pods that are no longer targets on this node."""
@@ -147,6 +196,10 @@ class PodMetrics:
             return
         self.traffic = {k: v for k, v in self.traffic.items() if (k[0], k[1]) not in gone}
         self.alerts = {k: v for k, v in self.alerts.items() if (k[0], k[1]) not in gone}
+        self.tcp = {k: v for k, v in self.tcp.items() if (k[0], k[1]) not in gone}
+        self.baseline_alerts = {
+            k: v for k, v in self.baseline_alerts.items() if (k[0], k[1]) not in gone
+        }
         self._active = {k: v for k, v in self._active.items() if v[0] not in gone}
 
     def _prune(self, *, now: float) -> None:

@@ -145,6 +145,19 @@ def _probe_flows() -> ProbeStatus:
     return ProbeStatus("flows", True, "")
 
 
+def _probe_hostflows() -> ProbeStatus:
+    """The hostNetwork pods' probe (cgroup_skb): loads, attaches nowhere."""
+    from orb8_agent.dataplane.hostflows import HostFlowCollector
+
+    try:
+        collector = HostFlowCollector()
+        collector.open()
+        collector.close()
+    except Orb8Error as err:
+        return ProbeStatus("hostflows", False, str(err))
+    return ProbeStatus("hostflows", True, "")
+
+
 def _probe_syscalls() -> ProbeStatus:
     from orb8_agent.dataplane.syscalls import Hook, SyscallCollector
 
@@ -156,6 +169,32 @@ def _probe_syscalls() -> ProbeStatus:
     except Orb8Error as err:
         return ProbeStatus("syscalls", False, str(err))
     return ProbeStatus("syscalls", True, "")
+
+
+def _probe_tcp() -> ProbeStatus:
+    from orb8_agent.dataplane.tcphealth import TcpHealthCollector
+
+    try:
+        # open() attaches every tracepoint; with no watched netns it counts nothing
+        collector = TcpHealthCollector()
+        collector.open()
+        collector.close()
+    except Orb8Error as err:
+        return ProbeStatus("tcp", False, str(err))
+    return ProbeStatus("tcp", True, "")
+
+
+def hooks_check() -> Check:
+    """What orb8 hooks into: tc and tracepoints, never kprobes or fentry."""
+    from orb8_agent.dataplane.tcphealth import TRACEPOINTS
+
+    return Check(
+        "probe hooks",
+        True,
+        "tc classifiers (flows), raw_syscalls:sys_enter (syscalls), tracepoints "
+        f"{', '.join(TRACEPOINTS)} via tp_btf (tcp); kprobes and fentry are never used "
+        "(not available on every node)",
+    )
 
 
 def run_preflight(*, mount: bool = True, load_probes: bool = True) -> PreflightReport:
@@ -174,10 +213,11 @@ def run_preflight(*, mount: bool = True, load_probes: bool = True) -> PreflightR
         check_fs(fstype="bpf", path=BPFFS_PATH, mount=mount, purpose="pins and cleanup state"),
         check_fs(fstype="tracefs", path=TRACEFS_PATH, mount=mount, purpose="classic tracepoints"),
         _caps_check(caps),
+        hooks_check(),
     ]
     probes: list[ProbeStatus] = []
     if load_probes:
-        probes = [_probe_flows(), _probe_syscalls()]
+        probes = [_probe_flows(), _probe_syscalls(), _probe_tcp(), _probe_hostflows()]
     return PreflightReport(KernelInfo(release, btf), caps, probes, checks)
 
 

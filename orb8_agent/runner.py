@@ -23,13 +23,14 @@ from functools import partial
 from typing import Any, TypeVar
 
 from aiohttp import web
-from kubernetes_asyncio.client import CustomObjectsApi
+from kubernetes_asyncio.client import CoreV1Api, CustomObjectsApi, DiscoveryV1Api
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orb8_agent.control.agent import NodeAgent
 from orb8_agent.control.gpu_sessions import GpuSessions
 from orb8_agent.control.kube import patch_agent_status, read_agent_status, watch_node_config
 from orb8_agent.control.node_report import fit_reports
+from orb8_agent.control.services import SERVICE_REFRESH_S, ServiceIndex
 from orb8_agent.control.settings import SessionSettings
 from orb8_agent.dataplane.probes import ProbeSet
 from orb8_agent.metrics import build_registry
@@ -75,6 +76,7 @@ class AgentRunner:
         self._wanted_probes = wanted_probes
         self._clock = clock
         self._last_tick = clock()
+        self._services_at: float | None = None  # when the Service index was last listed
         self._tasks: list[asyncio.Task[None]] = []
         self.watch = WatchState(name="nodeagentconfig")
         self.registry, self._status_writes = build_registry(
@@ -190,6 +192,7 @@ class AgentRunner:
         if interval is None and self._last_write:
             self._next_report = now + RESYNC_S
             return  # nothing served, and the last report said so already
+        await self._refresh_services()
         await self._on_worker(self._agent.collect)
         wire = await self._on_worker(partial(fit_reports, build=self._build_reports))
         status = {"reports": wire[0], "heartbeat": format_epoch(now)}
@@ -204,6 +207,28 @@ class AgentRunner:
         self._last_write = now
         await self._on_worker(self._agent.forget_stopped)
         self._next_report = now + (interval if interval is not None else RESYNC_S)
+
+    async def _refresh_services(self) -> None:
+        """List Services and EndpointSlices (at most every SERVICE_REFRESH_S, only while a
+        session counts flows) so flows to a ClusterIP name their Service."""
+        now = self._clock()
+        if not self._agent.wants_services:
+            return
+        if self._services_at is not None and now - self._services_at < SERVICE_REFRESH_S:
+            return
+        self._services_at = now
+        try:
+            client = self._api.api_client  # type: ignore[attr-defined]  # untyped in the stubs
+            services = await CoreV1Api(client).list_service_for_all_namespaces()
+            slices = await DiscoveryV1Api(client).list_endpoint_slice_for_all_namespaces()
+        except Exception as err:  # RBAC missing or the apiserver gone: flows stay unnamed
+            log.warning("listing Services/EndpointSlices failed: %s", err or type(err).__name__)
+            return
+        index = ServiceIndex(
+            services=client.sanitize_for_serialization(services).get("items") or [],
+            slices=client.sanitize_for_serialization(slices).get("items") or [],
+        )
+        await self._on_worker(partial(self._agent.set_services, index=index))
 
     def _build_reports(self, scale: float) -> list[SessionReport]:
         return [*self._agent.reports(scale=scale), *self._gpu.reports(scale=scale)]
@@ -265,7 +290,9 @@ class AgentRunner:
         stalled = self._clock() - self._last_tick
         if stalled > TICK_STALL_S:
             return False, f"no tick for {stalled:.0f}s"
-        loaded = {name for name in ("flows", "syscalls") if getattr(self._probes, name)}
+        loaded = {
+            name for name in ("flows", "syscalls", "tcp", "dns") if getattr(self._probes, name)
+        }
         if self._wanted_probes and not loaded & self._wanted_probes:
             failures = "; ".join(f"{k}: {v}" for k, v in sorted(self._probes.failures.items()))
             return False, f"no probe loaded ({failures or 'none started'})"

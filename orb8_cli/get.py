@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from orb8_cli import dns
 from orb8_cli.filters import add_filter_arguments, filter_from_args
 from orb8_cli.humanize import human_bytes, table
 from orb8_cli.kube import current_namespace, get_session
@@ -55,6 +56,7 @@ def register(subparsers: Any) -> None:
                 help="the session's kind: ts (TraceSession) or gput (GpuTelemetry)",
             )  # fmt: skip
         sub.set_defaults(func=func)
+    dns.register_get(kinds)
 
 
 def add_row_arguments(parser: argparse.ArgumentParser) -> None:

@@ -30,6 +30,8 @@ class Column:
     header: str
     cell: Callable[[Row], str]
     wide: bool = False
+    # shown only when some row carries this field (e.g. TCP health on TCP rows)
+    when_field: str = ""
 
 
 @dataclass(frozen=True)
@@ -47,12 +49,11 @@ class RowKind:
         return [row for row in rows if row_filter.matches(self.view(row))]
 
 
-def _cells(kind: RowKind, row: Row, *, wide: bool) -> list[str]:
-    return [c.cell(row) for c in kind.columns if wide or not c.wide]
-
-
-def _headers(kind: RowKind, *, wide: bool) -> list[str]:
-    return [c.header for c in kind.columns if wide or not c.wide]
+def _visible(kind: RowKind, rows: Sequence[Row], *, wide: bool) -> list[Column]:
+    return [
+        c for c in kind.columns
+        if (wide or not c.wide) and (not c.when_field or any(c.when_field in r for r in rows))
+    ]  # fmt: skip
 
 
 def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
@@ -67,9 +68,9 @@ def render(*, kind: RowKind, rows: Sequence[Row], output: str, empty: str | None
         return "\n".join(json.dumps(r, separators=(",", ":")) for r in rows)
     if not rows:
         return kind.empty if empty is None else empty
-    wide = output == "wide"
-    headers = _headers(kind, wide=wide)
-    table = [_cells(kind, r, wide=wide) for r in rows]
+    columns = _visible(kind, rows, wide=output == "wide")
+    headers = [c.header for c in columns]
+    table = [[c.cell(r) for c in columns] for r in rows]
     widths = [max([len(h), *(len(cells[i]) for cells in table)]) for i, h in enumerate(headers)]
     return "\n".join(_line(cells, widths) for cells in [headers, *table])
 
@@ -84,6 +85,7 @@ class WatchPrinter:
     empty: str | None = None
     _seen: dict[Hashable, str] = field(default_factory=dict)
     _widths: list[int] | None = None
+    _columns: list[Column] | None = None
     _announced_empty: bool = False
 
     def update(self, rows: Sequence[Row]) -> int:
@@ -116,9 +118,11 @@ class WatchPrinter:
                 lines.append(self.kind.empty if self.empty is None else self.empty)
             self._print(lines)
             return len(lines)
-        table = [_cells(self.kind, r, wide=wide) for r in rows]
+        if self._columns is None:  # the first rows decide the columns of the whole watch
+            self._columns = _visible(self.kind, rows, wide=wide)
+        table = [[c.cell(r) for c in self._columns] for r in rows]
         if self._widths is None:
-            headers = _headers(self.kind, wide=wide)
+            headers = [c.header for c in self._columns]
             self._widths = [
                 max([len(h), *(len(cells[i]) for cells in table)]) for i, h in enumerate(headers)
             ]

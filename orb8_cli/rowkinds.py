@@ -21,6 +21,26 @@ def endpoint(end: Mapping[str, Any]) -> str:
     return f"{who}:{end['port']}" if end.get("port") is not None else str(who)
 
 
+def destination(row: Mapping[str, Any]) -> str:
+    """A ClusterIP destination as its Service, and the backend where known
+    (docs/services.md): ``svc:shop/cart:80->shop/cart-1:8080``."""
+    if not row.get("service"):
+        return endpoint(row["destination"])
+    backend = row.get("backend")
+    return f"svc:{row['service']}" + (f"->{endpoint(backend)}" if backend else "")
+
+
+def _resets(r: Row) -> str:
+    if "retransmits" not in r:
+        return "-"
+    return f"{r.get('resetsSent', 0)}/{r.get('resetsReceived', 0)}"
+
+
+def _connect(r: Row) -> str:
+    latency = r.get("connectLatencyMs")
+    return "-" if latency is None else f"{latency:.1f}ms"
+
+
 def _end(end: Mapping[str, Any] | None) -> End | None:
     if not end:
         return None
@@ -44,12 +64,16 @@ FLOWS = RowKind(
     name="flows",
     columns=(
         Column("SOURCE", lambda r: endpoint(r["source"])),
-        Column("DESTINATION", lambda r: endpoint(r["destination"])),
+        Column("DESTINATION", destination),
         Column("PROTO", lambda r: str(r["protocol"])),
         Column("BYTES", lambda r: human_bytes(int(r.get("bytes", 0)))),
         Column("PACKETS", lambda r: human_count(int(r.get("packets", 0)))),
         Column("NODE", lambda r: str(r.get("node", ""))),
         Column("LAST SEEN", lambda r: str(r.get("lastSeen", ""))),
+        # TCP health (docs/tcp-health.md): only when some row carries it
+        Column("RETRANS", lambda r: str(r.get("retransmits", "-")), when_field="retransmits"),
+        Column("RST S/R", _resets, when_field="retransmits"),
+        Column("CONNECT", _connect, when_field="retransmits"),
         Column("FIRST SEEN", lambda r: str(r.get("firstSeen", "")), wide=True),
         Column("SRC IP", lambda r: str((r.get("source") or {}).get("ip", "")), wide=True),
         Column("DST IP", lambda r: str((r.get("destination") or {}).get("ip", "")), wide=True),
@@ -82,7 +106,7 @@ ALERTS = RowKind(
         Column("PROCESS", _process),
         Column("NODE", lambda r: str(r.get("node", ""))),
         Column("LAST SEEN", lambda r: str(r.get("lastSeen", ""))),
-        Column("REASON", lambda r: str(r.get("reason", "")), wide=True),
+        Column("REASON", lambda r: str(r.get("reason", ""))),
         Column("FIRST SEEN", lambda r: str(r.get("firstSeen", "")), wide=True),
     ),
     key=_alert_key,

@@ -1,4 +1,4 @@
-"""``orb8 trace network|syscalls --local``: run a probe on this machine, no cluster.
+"""``orb8 trace network|syscalls|dns --local``: run a probe on this machine, no cluster.
 
 With ``--pod NS/POD`` the same trace runs in a short-lived pod on that pod's
 node instead (``orb8_cli.ephemeral``), for clusters without orb8 installed.
@@ -27,8 +27,9 @@ from orb8_agent.control.flows import pod_direction
 from orb8_agent.dataplane import cgroupfs, interfaces, syscall_names, tc
 from orb8_agent.dataplane.aggregate import FlowTable, SyscallTable
 from orb8_agent.dataplane.flows import FlowCollector
-from orb8_agent.dataplane.models import Alert, Flow, tcp_flag_names, tcp_state
+from orb8_agent.dataplane.models import Alert, Flow, TcpHealth, tcp_flag_names, tcp_state
 from orb8_agent.dataplane.syscalls import Hook, SyscallCollector
+from orb8_agent.dataplane.tcphealth import TcpHealthCollector
 from orb8_cli import ephemeral, podtarget
 from orb8_cli.durations import parse_cli_duration
 from orb8_cli.filters import (
@@ -41,7 +42,7 @@ from orb8_cli.filters import (
     filter_from_args,
 )
 from orb8_cli.humanize import human_bytes, human_count, table
-from orb8_common.errors import UsageError
+from orb8_common.errors import Orb8Error, UsageError
 
 DEFAULT_ALERTS = (
     "ptrace",
@@ -67,7 +68,10 @@ def register(subparsers: Any) -> None:
     )
     kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
 
-    net = kinds.add_parser("network", help="per-flow bytes and packets on interfaces")
+    net = kinds.add_parser(
+        "network",
+        help="per-flow bytes and packets on interfaces, TCP retransmits, resets, connect latency",
+    )
     _common(net, outputs=("table", "json", "ndjson"))
     net.add_argument(
         "--interface",
@@ -97,6 +101,10 @@ def register(subparsers: Any) -> None:
         "--hook", choices=[h.value for h in Hook], default=Hook.RAW_TP.value, help=argparse.SUPPRESS
     )
     sys_.set_defaults(func=run_syscalls)
+
+    from orb8_cli import dns  # its own module: it imports helpers from this one
+
+    dns.register_trace(kinds, common=_common)
 
 
 def _common(parser: argparse.ArgumentParser, *, outputs: tuple[str, ...]) -> None:
@@ -196,9 +204,11 @@ def run_network(args: argparse.Namespace) -> int:
         tc.ifindex_of(interface=name)  # raises UsageError for unknown names
     _require_root()
     flows = FlowTable()
+    health = HealthTable()
     stopper = _Stopper()
     tc.sweep_dead(prefix=CLI_AGENT_PREFIX)
     collector = FlowCollector(agent_id=args.agent_id or f"{CLI_AGENT_PREFIX}{os.getpid()}")
+    tcp = _open_tcp_health()
     with stopper.installed():
         collector.open()
         try:
@@ -207,6 +217,8 @@ def run_network(args: argparse.Namespace) -> int:
 
             def tick(remaining: float) -> str:
                 flows.add(collector.read_flows())
+                if tcp is not None:
+                    health.add(tcp.read())
                 return (
                     f"tracing {','.join(names)}: {len(flows)} flows, "
                     f"{human_bytes(flows.total_bytes)}, {remaining:.0f}s left"
@@ -216,10 +228,16 @@ def run_network(args: argparse.Namespace) -> int:
             for name in names:
                 collector.detach(interface=name)
             flows.add(collector.read_flows())
+            if tcp is not None:
+                health.add(tcp.read())
             stats = collector.stats()
         finally:
             collector.close()
-    rows = [flow_json(f, pod_relative=pod_relative) for f in flows.top(limit=None)]
+            if tcp is not None:
+                tcp.close()
+    top = flows.top(limit=None)
+    joined = health.join(top)
+    rows = [flow_json(f, joined.get(id(f)), pod_relative=pod_relative) for f in top]
     rows = [r for r in rows if row_filter.matches(flow_view(r))]
     if args.top:
         rows = rows[: args.top]
@@ -256,7 +274,59 @@ def print_flows(*, rows: list[dict[str, Any]], output: str, summary: str) -> Non
         print(f"\n{summary}", file=sys.stderr)
 
 
-def flow_json(f: Flow, *, pod_relative: bool = False) -> dict[str, Any]:
+def _open_tcp_health() -> TcpHealthCollector | None:
+    """TCP health of every socket on this machine (all namespaces), joined to flows by 4-tuple."""
+    tcp = TcpHealthCollector(all_netns=True)
+    try:
+        tcp.open()
+    except Orb8Error as err:
+        print(f"orb8: no TCP health columns: {err}", file=sys.stderr)
+        return None
+    return tcp
+
+
+class HealthTable:
+    """TCP health summed per socket 4-tuple (local end first) across reads."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, int, str, int], list[int]] = {}
+
+    def add(self, rows: list[TcpHealth]) -> None:
+        for r in rows:
+            key = (r.local_ip, r.local_port, r.remote_ip, r.remote_port)
+            cur = self._rows.setdefault(key, [0, 0, 0, 0, 0])
+            for i, v in enumerate(
+                (r.retransmits, r.resets_sent, r.resets_received, r.connects, r.connect_ns_total)
+            ):
+                cur[i] += v
+
+    def join(self, flows: list[Flow]) -> dict[int, list[int]]:
+        """id(flow) → health, for the TCP flow whose source is the socket (the largest
+        such row when an interface saw it twice, so nothing is counted twice)."""
+        out: dict[int, list[int]] = {}
+        taken: set[tuple[str, int, str, int]] = set()
+        for f in flows:  # largest first
+            key = (f.src_ip, f.src_port, f.dst_ip, f.dst_port)
+            if f.protocol == 6 and key in self._rows and key not in taken:
+                taken.add(key)
+                out[id(f)] = self._rows[key]
+        return out
+
+
+def _health_json(h: list[int] | None) -> dict[str, Any]:
+    if h is None:
+        return {}
+    return {
+        "retransmits": h[0],
+        "resets_sent": h[1],
+        "resets_received": h[2],
+        "connect_latency_ms": round(h[4] / h[3] / 1e6, 3) if h[3] else None,
+    }
+
+
+def flow_json(
+    f: Flow, health: list[int] | None = None, *, pod_relative: bool = False
+) -> dict[str, Any]:
     """One flow of a local trace. ``direction`` is the tc hook's on the interface, or,
     on a pod's host veth, the pod's own (a packet the pod sends is tc ingress there)."""
     direction = pod_direction(hook_direction=f.direction) if pod_relative else f.direction
@@ -271,6 +341,7 @@ def flow_json(f: Flow, *, pod_relative: bool = False) -> dict[str, Any]:
         "bytes": f.bytes,
         "packets": f.packets,
         "tcp_flags": tcp_flag_names(f.tcp_flags),
+        **_health_json(health),
     }
 
 
@@ -311,11 +382,25 @@ def flow_table(rows: list[dict[str, Any]]) -> str:
             human_bytes(r["bytes"]),
             human_count(r["packets"]),
             _tcp_state(r["tcp_flags"]),
+            *_tcp_cells(r),
         ]
         for r in rows
     ]
     headers = ["SRC", "DST", "PORTS", "PROTO", "DIR", "BYTES", "PACKETS", "TCP"]
+    headers += ["RETRANS", "RST S/R", "CONNECT"]
     return table(headers=headers, rows=cells)
+
+
+def _tcp_cells(row: dict[str, Any]) -> list[str]:
+    """RETRANS, RST S/R, CONNECT (docs/tcp-health.md); '-' where the row has no health."""
+    if "retransmits" not in row:
+        return ["-", "-", "-"]
+    latency = row["connect_latency_ms"]
+    return [
+        str(row["retransmits"]),
+        f"{row['resets_sent']}/{row['resets_received']}",
+        "-" if latency is None else f"{latency:.1f}ms",
+    ]
 
 
 # syscalls ------------------------------------------------------------------

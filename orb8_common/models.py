@@ -44,6 +44,9 @@ __all__ = [
     "ConditionStatus",
     "DcgmExporterSource",
     "Direction",
+    "DnsName",
+    "DnsProbe",
+    "DnsSummary",
     "Flow",
     "FlowEndpoint",
     "GpuAlert",
@@ -71,6 +74,7 @@ __all__ = [
     "SessionKind",
     "SessionReport",
     "Severity",
+    "SyscallBaseline",
     "SyscallProbe",
     "Timestamp",
     "TraceSessionSpec",
@@ -138,6 +142,10 @@ Timestamp = Annotated[datetime, AfterValidator(_utc), PlainSerializer(format_tim
 
 
 INT32_MAX = 2**31 - 1
+MAX_DNS_NAMES = 200  # the largest spec.probes.dns.topNames
+# A question name as people read it: 128 wire bytes kept, each byte at most
+# four characters once escaped (\DDD).
+MAX_DNS_QUERY_CHARS = 4 * 128
 
 
 # parse_duration raises InvalidDurationError, a ValueError, so pydantic names the field.
@@ -255,6 +263,8 @@ class NetworkProbe(_Model):
     directions: tuple[Direction, ...] = ("ingress", "egress")
     protocols: tuple[Protocol, ...] = ("TCP", "UDP", "ICMP", "ICMPv6")
     top_flows: int = Field(default=50, ge=1, le=1000)
+    # retransmits, resets and connect latency on TCP flow rows (docs/tcp-health.md)
+    tcp_health: bool = True
 
     @field_validator("directions", "protocols")
     @classmethod
@@ -266,11 +276,22 @@ class NetworkProbe(_Model):
         return value
 
 
+class SyscallBaseline(_Model):
+    """Rate-spike thresholds of the learned baseline (docs/syscall-baseline.md)."""
+
+    # A window is a rate spike above max(spikeFactor x learned peak, spikeMinCount) calls.
+    spike_factor: int = Field(default=10, ge=2, le=1000)
+    spike_min_count: int = Field(default=1000, ge=1, le=INT32_MAX)
+
+
 class SyscallProbe(_Model):
     enabled: bool = False
     alert_on: tuple[SyscallName, ...] = DANGEROUS_SYSCALLS
+    # Above 0s: learn each container's syscalls and rates for this long, then alert on
+    # syscalls outside that baseline and on rate spikes.
     learning_period: NonNegativeDuration = "0s"
     max_alerts: int = Field(default=100, ge=1, le=1000)
+    baseline: SyscallBaseline = Field(default_factory=SyscallBaseline)
 
     @field_validator("alert_on")
     @classmethod
@@ -284,9 +305,17 @@ class SyscallProbe(_Model):
         return parse_duration(self.learning_period)
 
 
+class DnsProbe(_Model):
+    """DNS over UDP/53 (and TCP/53, one message per segment) parsed in the kernel."""
+
+    enabled: bool = False
+    top_names: int = Field(default=20, ge=1, le=MAX_DNS_NAMES)
+
+
 class Probes(_Model):
     network: NetworkProbe = Field(default_factory=NetworkProbe)
     syscalls: SyscallProbe = Field(default_factory=SyscallProbe)
+    dns: DnsProbe = Field(default_factory=DnsProbe)
 
 
 class TraceSessionSpec(_Model):
@@ -298,8 +327,9 @@ class TraceSessionSpec(_Model):
 
     @model_validator(mode="after")
     def _some_probe(self) -> TraceSessionSpec:
-        if not (self.probes.network.enabled or self.probes.syscalls.enabled):
-            raise ValueError("probes: enable at least one of network, syscalls")
+        probes = self.probes
+        if not (probes.network.enabled or probes.syscalls.enabled or probes.dns.enabled):
+            raise ValueError("probes: enable at least one of network, syscalls, dns")
         return self
 
     @property
@@ -407,6 +437,11 @@ class AgentSession(_Model):
 
     The session's settings are not copied here: the agent reads them from the
     session object itself (once per generation), so they are written once.
+    On the wire a session names its pods by uid (``podUids``) and each pod
+    is listed once per node (``NodeAgentConfigSpec.pods``), however many
+    sessions select it; ``pods`` is filled from there when the spec is read
+    (an entry that lists its pods inline, as older operators wrote, is read
+    too) and is never written.
     """
 
     uid: str
@@ -414,12 +449,34 @@ class AgentSession(_Model):
     namespace: str
     name: str
     generation: int = 0
-    pods: tuple[AgentPod, ...] = ()
+    pod_uids: tuple[str, ...] = ()
+    pods: tuple[AgentPod, ...] = Field(default=(), exclude=True)
 
 
 class NodeAgentConfigSpec(_Model):
+    """A node's work: its target pods once, and per session the uids of those it traces."""
+
     node_name: str
+    pods: tuple[AgentPod, ...] = ()
     sessions: tuple[AgentSession, ...] = ()
+
+    @model_validator(mode="after")
+    def _link_pods(self) -> NodeAgentConfigSpec:
+        # Both directions, so readers see session.pods and writers always emit podUids
+        # with every pod listed once, in (namespace, name, uid) order.
+        by_uid = {pod.uid: pod for pod in self.pods}
+        for session in self.sessions:
+            for pod in session.pods:
+                by_uid.setdefault(pod.uid, pod)
+        sessions = []
+        for session in self.sessions:
+            uids = session.pod_uids or tuple(pod.uid for pod in session.pods)
+            pods = tuple(by_uid[uid] for uid in uids if uid in by_uid)
+            sessions.append(session.model_copy(update={"pod_uids": uids, "pods": pods}))
+        ordered = tuple(sorted(by_uid.values(), key=lambda p: (p.namespace, p.name, p.uid)))
+        object.__setattr__(self, "pods", ordered)  # frozen: set once, while validating
+        object.__setattr__(self, "sessions", tuple(sessions))
+        return self
 
 
 # --- status rows ---------------------------------------------------------------
@@ -442,6 +499,15 @@ class Flow(_Model):
     first_seen: Timestamp | None = None
     last_seen: Timestamp | None = None
     node: str = ""
+    # TCP health of the source's socket (TCP rows, TCP health on; docs/tcp-health.md)
+    retransmits: int | None = Field(default=None, ge=0)
+    resets_sent: int | None = Field(default=None, ge=0)
+    resets_received: int | None = Field(default=None, ge=0)
+    connect_latency_ms: float | None = Field(default=None, ge=0)
+    # One end is a ClusterIP Service's address: "namespace/name:port" (docs/services.md).
+    service: str = ""
+    # Where that Service sent this flow (the DNAT target), where it is known.
+    backend: FlowEndpoint | None = None
 
 
 class AlertProcess(_Model):
@@ -461,6 +527,9 @@ class Alert(_Model):
     first_seen: Timestamp | None = None
     last_seen: Timestamp | None = None
     process: AlertProcess | None = None
+    # Rate spikes only: the highest window rate seen, and the learned peak (calls/s).
+    rate_per_second: float | None = Field(default=None, ge=0)
+    learned_rate_per_second: float | None = Field(default=None, ge=0)
 
 
 class GpuDevice(_Model):
@@ -500,6 +569,33 @@ class GpuAlert(_Model):
     last_seen: Timestamp | None = None
 
 
+class DnsName(_Model):
+    """Answers (or unanswered queries) of one name, one type, one rcode, from one pod."""
+
+    namespace: str = ""
+    pod: str = ""
+    node: str = ""
+    query: str = Field(max_length=MAX_DNS_QUERY_CHARS)
+    qtype: str = Field(max_length=16)  # A, AAAA, ... or TYPE<n>
+    rcode: str = Field(max_length=16)  # NOERROR, NXDOMAIN, SERVFAIL, ... or UNANSWERED
+    count: int = Field(default=0, ge=0)
+    latency_ms: float | None = Field(default=None, ge=0)  # mean, over answers matched to a query
+    latency_max_ms: float | None = Field(default=None, ge=0)
+    truncated: bool = False  # the name was longer than the probe keeps
+
+
+class DnsSummary(_Model):
+    """DNS totals (over every name, not only those listed) and the top names."""
+
+    queries: int = Field(default=0, ge=0)
+    answers: int = Field(default=0, ge=0)
+    nxdomain: int = Field(default=0, ge=0)
+    servfail: int = Field(default=0, ge=0)
+    unanswered: int = Field(default=0, ge=0)
+    errors: int = Field(default=0, ge=0)  # nxdomain + servfail: the DNS-ERRORS column
+    names: tuple[DnsName, ...] = ()
+
+
 class NodeEntry(_Model):
     """One node's share of a TraceSession's status (written by that node's agent)."""
 
@@ -513,8 +609,15 @@ class NodeEntry(_Model):
     packets: int = Field(default=0, ge=0)
     alert_count: int = Field(default=0, ge=0)
     dropped_events: int = Field(default=0, ge=0)
+    # TCP health totals of this node's target pods' sockets (all flows, not only the top)
+    retransmits: int = Field(default=0, ge=0)
+    resets_sent: int = Field(default=0, ge=0)
+    resets_received: int = Field(default=0, ge=0)
+    connects: int = Field(default=0, ge=0)
+    connect_latency_sum_ms: float = Field(default=0, ge=0)
     flows: tuple[Flow, ...] = ()
     alerts: tuple[Alert, ...] = ()
+    dns: DnsSummary | None = None
 
 
 class GpuNodeEntry(_Model):
@@ -536,6 +639,11 @@ class TraceSummary(_Model):
     alerts: int = 0
     nodes: int = 0
     pods: int = 0
+    retransmits: int = 0
+    resets_sent: int = 0
+    resets_received: int = 0
+    connects: int = 0
+    connect_latency_ms: float | None = None  # mean over ``connects``; None when there were none
 
 
 class GpuSummary(_Model):

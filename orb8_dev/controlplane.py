@@ -217,7 +217,9 @@ def _write_pki(*, pki: Path, network: NodeNetwork | None) -> None:
         )  # fmt: skip
 
 
-def _apiserver_args(*, pki: Path, network: NodeNetwork | None) -> list[str]:
+def _apiserver_args(
+    *, pki: Path, network: NodeNetwork | None, listen_ip: str | None = None
+) -> list[str]:
     if network is None:
         return [
             "--bind-address=127.0.0.1",
@@ -229,9 +231,12 @@ def _apiserver_args(*, pki: Path, network: NodeNetwork | None) -> list[str]:
             "--disable-admission-plugins=ServiceAccount",
         ]
     return [
-        # The apiserver listens on the `kubernetes` Service IP itself, so pods'
-        # in-cluster config reaches it without a kube-proxy (nodenet.py).
-        f"--bind-address={network.service_ip}",
+        # Without kube-proxy the apiserver listens on the `kubernetes` Service
+        # IP itself, so pods' in-cluster config reaches it (nodenet.py). With
+        # kube-proxy (kubeproxy.py) it listens on the node IP, the Service's
+        # endpoint, and kube-proxy DNATs the Service IP to it (an endpoint
+        # that is itself a ClusterIP is rejected by kube-proxy's nftables).
+        f"--bind-address={listen_ip or network.service_ip}",
         f"--advertise-address={network.node_ip}",
         "--authorization-mode=Node,RBAC",
         f"--service-cluster-ip-range={network.service_cidr}",
@@ -245,13 +250,15 @@ def _apiserver_args(*, pki: Path, network: NodeNetwork | None) -> list[str]:
 
 def start(
     *, state_dir: Path, bin_dir: Path | None = None, network: NodeNetwork | None = None,
-    wait: bool = True,
+    wait: bool = True, listen_ip: str | None = None,
 ) -> ControlPlane:  # fmt: skip
     """Start etcd and kube-apiserver with state in ``state_dir``.
 
     Returns when the apiserver is ready, or at once with ``wait=False`` (then
     call :func:`wait_ready`). ``network`` is the real node's network (see the
     module docstring); None means the API-only shape on loopback.
+    ``listen_ip``: the real node's apiserver address when not its Service IP
+    (the node IP, where kube-proxy runs).
     """
     bin_dir = bin_dir or build_binaries()
     if (state_dir / "pids.json").exists():
@@ -269,7 +276,9 @@ def start(
     (state_dir / "tokens.csv").chmod(0o600)
 
     etcd_port, etcd_peer_port = free_port(), free_port()
-    api_host, api_port = (network.service_ip, 443) if network else ("127.0.0.1", free_port())
+    api_host, api_port = (
+        (listen_ip or network.service_ip, 443) if network else ("127.0.0.1", free_port())
+    )
     etcd_url = f"http://127.0.0.1:{etcd_port}"
     peer_url = f"http://127.0.0.1:{etcd_peer_port}"
     pids: dict[str, int] = {}
@@ -301,7 +310,7 @@ def start(
         "--allow-privileged=true",
         "--profiling=false",
         "--v=1",
-        *_apiserver_args(pki=pki, network=network),
+        *_apiserver_args(pki=pki, network=network, listen_ip=listen_ip),
     ]
     pids["kube-apiserver"] = _spawn(cmd=apiserver_cmd, log=log_dir / "kube-apiserver.log")
     (state_dir / "pids.json").write_text(json.dumps(pids))

@@ -60,6 +60,8 @@ MAX_GPU_PODS_PER_NODE = 256
 MAX_SESSIONS_PER_NODE = 1024
 MAX_GPU_ALERTS = 1000
 MAX_CONDITIONS = 16
+MAX_DNS_NAMES = 200  # = the largest spec.probes.dns.topNames
+MAX_DNS_QUERY_CHARS = 512  # 128 wire bytes kept, each at most 4 characters escaped
 
 # Go's time.ParseDuration syntax without a sign: 90s, 10m, 1h30m, 1.5h, 250ms.
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
@@ -465,9 +467,29 @@ def flow_row() -> Schema:
             "firstSeen": timestamp("When the flow was first seen."),
             "lastSeen": timestamp("When the flow was last seen."),
             "node": string("Node that observed the flow.", max_length=MAX_NAME),
+            **tcp_health_fields(),
+            "service": string(
+                "The ClusterIP Service one end of the flow is, as namespace/name:port;"
+                " empty when neither end is a Service's address.",
+                max_length=140,
+            ),
+            "backend": endpoint("Service backend (its DNAT target, set only where known)"),
         },
         required=["source", "destination", "protocol"],
     )
+
+
+def tcp_health_fields() -> dict[str, Schema]:
+    """A TCP flow row's health: what the source's socket did (docs/tcp-health.md)."""
+    return {
+        "retransmits": counter("Segments the source's socket sent again."),
+        "resetsSent": counter("RSTs the source's socket (or its port) sent to the destination."),
+        "resetsReceived": counter("RSTs from the destination that reset the source's socket."),
+        "connectLatencyMs": number(
+            "SYN sent to ESTABLISHED, in milliseconds, when the source opened the connection.",
+            minimum=0,
+        ),
+    }
 
 
 def alert_row() -> Schema:
@@ -476,7 +498,7 @@ def alert_row() -> Schema:
         {
             **pod_ref_fields(),
             "syscall": string("The syscall's name.", max_length=64),
-            "count": counter("How often the syscall was made."),
+            "count": counter("How often the syscall was made (rate spikes: in how many windows)."),
             "severity": enum("How serious the alert is.", SEVERITIES),
             "reason": string("Why this is an alert.", max_length=MAX_REASON),
             "firstSeen": timestamp("First call."),
@@ -488,6 +510,12 @@ def alert_row() -> Schema:
                     "comm": string("The process's command name.", max_length=64),
                 },
                 required=["pid"],
+            ),
+            "ratePerSecond": number(
+                "Rate spikes: the highest rate of one window, calls per second.", minimum=0
+            ),
+            "learnedRatePerSecond": number(
+                "Rate spikes: the learned peak rate, calls per second.", minimum=0
             ),
         },
         required=["namespace", "pod", "syscall"],
@@ -535,6 +563,46 @@ def gpu_alert_row() -> Schema:
             "lastSeen": timestamp("When the condition was last seen."),
         },
         required=["namespace", "pod", "gpu", "kind"],
+    )
+
+
+def dns_summary(*, where: str) -> Schema:
+    name = obj(
+        "Answers (or unanswered queries) of one name, type and rcode, from one pod.",
+        {
+            "namespace": string("Namespace of the pod that asked.", max_length=MAX_LABEL),
+            "pod": string("Name of the pod that asked.", max_length=MAX_NAME),
+            "node": string("Node that observed it.", max_length=MAX_NAME),
+            "query": string(
+                "The question's name, lower-cased; bytes outside printable ASCII as \\DDD.",
+                max_length=MAX_DNS_QUERY_CHARS,
+            ),
+            "qtype": string("Query type: A, AAAA, ... or TYPE<n>.", max_length=16),
+            "rcode": string(
+                "NOERROR, NXDOMAIN, SERVFAIL, ... or UNANSWERED (queries without an answer).",
+                max_length=16,
+            ),
+            "count": counter("Answers with this rcode (or queries left unanswered)."),
+            "latencyMs": number(
+                "Mean query-to-answer time in milliseconds, over answers matched to their query.",
+                minimum=0,
+            ),
+            "latencyMaxMs": number("Longest query-to-answer time in milliseconds.", minimum=0),
+            "truncated": boolean("The name was longer than the probe keeps (128 bytes)."),
+        },
+        required=["query", "qtype", "rcode"],
+    )
+    return obj(
+        f"DNS {where}: totals over every name, and the top names by count.",
+        {
+            "queries": counter("Queries seen."),
+            "answers": counter("Answers seen."),
+            "nxdomain": counter("NXDOMAIN answers."),
+            "servfail": counter("SERVFAIL answers."),
+            "unanswered": counter("Queries without an answer (so far)."),
+            "errors": counter("NXDOMAIN + SERVFAIL answers."),
+            "names": array("Top rows by count.", name, max_items=MAX_DNS_NAMES),
+        },
     )
 
 
@@ -594,6 +662,11 @@ def probes(*, with_defaults: bool) -> Schema:
                 fmt="int32",
                 default=d(50),
             ),
+            "tcpHealth": boolean(
+                "Retransmits, resets and connect latency on TCP flow rows, from TCP"
+                " tracepoints (see docs/tcp-health.md).",
+                default=d(True),
+            ),
         },
     )
     syscalls = obj(
@@ -613,9 +686,32 @@ def probes(*, with_defaults: bool) -> Schema:
                 default=d(list(DANGEROUS_SYSCALLS)),
             ),
             "learningPeriod": duration(
-                "Observe without alerting for this long after the probe starts.",
+                "Learn each container's syscalls and their rates for this long after it"
+                " first appears (0s: no baseline); afterwards syscalls outside the baseline"
+                " and rate spikes raise alerts, and alert-list syscalls it made are not"
+                " alerted.",
                 inclusive=True,
                 default=d("0s"),
+            ),
+            "baseline": obj(
+                "Rate-spike thresholds of the learned baseline: a window (one report"
+                " interval) is a spike when a known syscall's count is above"
+                " max(spikeFactor x learned peak, spikeMinCount).",
+                {
+                    "spikeFactor": integer(
+                        "How many times the learned peak rate a window must exceed.",
+                        minimum=2,
+                        maximum=1000,
+                        fmt="int32",
+                        default=d(10),
+                    ),
+                    "spikeMinCount": integer(
+                        "The fewest calls in one window that can be a spike.",
+                        minimum=1,
+                        fmt="int32",
+                        default=d(1000),
+                    ),
+                },
             ),
             "maxAlerts": integer(
                 "The most alerts each node and the session keep.",
@@ -626,18 +722,34 @@ def probes(*, with_defaults: bool) -> Schema:
             ),
         },
     )
+    dns = obj(
+        "DNS: queries and answers over UDP/53 (and TCP/53, one message per segment) parsed"
+        " in the kernel by a tc classifier on each pod's host veth; per name, type and rcode,"
+        " with counts and latency.",
+        {
+            "enabled": boolean("Load the DNS probe.", default=d(False)),
+            "topNames": integer(
+                "How many (pod, name, type, rcode) rows each node and the session report.",
+                minimum=1,
+                maximum=MAX_DNS_NAMES,
+                fmt="int32",
+                default=d(20),
+            ),
+        },
+    )
     rules = None
     if with_defaults:
         rules = [
             rule(
                 "(has(self.network) && self.network.enabled)"
-                " || (has(self.syscalls) && self.syscalls.enabled)",
-                "at least one of network or syscalls must be enabled",
+                " || (has(self.syscalls) && self.syscalls.enabled)"
+                " || (has(self.dns) && self.dns.enabled)",
+                "at least one of network, syscalls or dns must be enabled",
             )
         ]
     return obj(
         "Which probes to load. Unknown probe names are refused.",
-        {"network": network, "syscalls": syscalls},
+        {"network": network, "syscalls": syscalls, "dns": dns},
         rules=rules,
     )
 
@@ -718,8 +830,16 @@ def trace_node_entry() -> Schema:
             "packets": counter("Packets seen on this node."),
             "alertCount": counter("Alerts raised on this node (all, not only those listed)."),
             "droppedEvents": counter("Events the node could not record (full maps or buffers)."),
+            "retransmits": counter("TCP segments the node's target pods sent again."),
+            "resetsSent": counter("TCP RSTs the node's target pods sent."),
+            "resetsReceived": counter("TCP RSTs that reset a socket of the node's target pods."),
+            "connects": counter("TCP connects of the node's target pods that got established."),
+            "connectLatencySumMs": number(
+                "Connect latency summed over connects, in milliseconds.", minimum=0
+            ),
             "flows": array("This node's top flows by bytes.", flow_row(), max_items=MAX_FLOWS),
             "alerts": array("This node's alerts.", alert_row(), max_items=MAX_ALERTS),
+            "dns": dns_summary(where="on this node"),
         },
         required=["node"],
     )
@@ -790,14 +910,23 @@ def trace_session_schema() -> Schema:
                     "alerts": counter("Alerts raised."),
                     "nodes": counter("Nodes reporting."),
                     "pods": counter("Pods observed."),
+                    "retransmits": counter("TCP segments the pods sent again."),
+                    "resetsSent": counter("TCP RSTs the pods sent."),
+                    "resetsReceived": counter("TCP RSTs that reset a socket of the pods."),
+                    "connects": counter("TCP connects of the pods that got established."),
+                    "connectLatencyMs": number(
+                        "Mean connect latency (SYN sent to ESTABLISHED), in milliseconds.",
+                        minimum=0,
+                    ),
                 },
             ),
             "flows": array("Top flows by bytes, over all nodes.", flow_row(), max_items=MAX_FLOWS),
             "alerts": array("Alerts, over all nodes.", alert_row(), max_items=MAX_ALERTS),
+            "dns": dns_summary(where="over all nodes"),
         },
     )
     return root_schema(
-        "TraceSession: observe network flows and syscalls of selected pods.", spec, status
+        "TraceSession: observe network flows, DNS and syscalls of selected pods.", spec, status
     )
 
 
@@ -853,6 +982,9 @@ def gpu_telemetry_schema() -> Schema:
     return root_schema("GpuTelemetry: report the GPU use of selected pods.", spec, status)
 
 
+MAX_PODS_PER_NODE = 1024
+
+
 def node_agent_config_schema() -> Schema:
     pod = obj(
         "A target pod on this node.",
@@ -902,10 +1034,16 @@ def node_agent_config_schema() -> Schema:
             "generation": integer(
                 "The session's metadata.generation this entry reflects.", minimum=0
             ),
+            "podUids": array(
+                "uids of this session's target pods on this node, each listed in spec.pods.",
+                string("A pod's metadata.uid.", max_length=128),
+                max_items=MAX_PODS_PER_NODE,
+                list_type="set",
+            ),
             "pods": array(
-                "Target pods on this node (list-map keyed by uid).",
+                "Target pods inline (older operators); read as if listed in spec.pods.",
                 pod,
-                max_items=1024,
+                max_items=MAX_PODS_PER_NODE,
                 list_type="map",
                 map_keys=["uid"],
             ),
@@ -917,6 +1055,14 @@ def node_agent_config_schema() -> Schema:
         {
             "nodeName": string(
                 "The node; equal to metadata.name.", max_length=MAX_NAME, min_length=1
+            ),
+            "pods": array(
+                "This node's target pods, each once however many sessions select it "
+                "(list-map keyed by uid).",
+                pod,
+                max_items=MAX_PODS_PER_NODE,
+                list_type="map",
+                map_keys=["uid"],
             ),
             "sessions": array(
                 "Sessions with target pods on this node (list-map keyed by uid).",
@@ -1099,6 +1245,12 @@ def all_crds() -> dict[str, Schema]:
                 column("Flows", ".status.summary.flows", "integer", "Flows seen."),
                 column("Bytes", ".status.summary.bytes", "integer", "Bytes seen."),
                 column("Alerts", ".status.summary.alerts", "integer", "Syscall alerts raised."),
+                column(
+                    "Retrans", ".status.summary.retransmits", "integer", "TCP segments sent again."
+                ),
+                column(
+                    "DNS-Errors", ".status.dns.errors", "integer", "NXDOMAIN + SERVFAIL answers."
+                ),
                 AGE,
             ],
         ),

@@ -38,6 +38,7 @@ SYSCTLS = (
     "kernel/panic_on_oops",
     "kernel/keys/root_maxkeys",
     "kernel/keys/root_maxbytes",
+    "net/bridge/bridge-nf-call-iptables",  # kube-proxy (kubeproxy.py) needs it on
 )
 # Fixed paths a kubelet or containerd writes whatever its flags say.
 HOST_PATHS = (

@@ -11,15 +11,17 @@
   socket (``containerd.py``), the bridge CNI plugin, and a sandbox image built
   here (``images.py``) — no registry is reachable, so images are imported;
 * a kubelet with its own root and certificate directories, the cgroupfs
-  driver under a cgroup parent of its own, on a dummy interface's address.
+  driver under a cgroup parent of its own, on a dummy interface's address;
+* kube-proxy in nftables mode (``kubeproxy.py``), so ClusterIP Services
+  are real DNAT; one per host, as its nftables tables are host-wide.
 
 ``down`` undoes every part of it: pods are deleted through the API (so the
 kubelet runs their shutdown and CNI teardown), then every process, mount,
 cgroup, interface and file the node made goes, and the kernel settings it
 changed are restored (``hoststate.py``). Logs stay in ``<state>/logs``.
 
-The build of kubelet, kube-scheduler and kube-controller-manager is
-``hack/k8s/build.sh node``, cached by version like the apiserver's.
+The build of kubelet, kube-scheduler, kube-controller-manager and kube-proxy
+is ``hack/k8s/build.sh node``, cached by version like the apiserver's.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from pathlib import Path
 
 from orb8_common.errors import Orb8Error
 from orb8_common.procfs import pid_alive
-from orb8_dev import containerd, controlplane, hoststate, images, nodenet
+from orb8_dev import containerd, controlplane, hoststate, images, kubeproxy, nodenet
 from orb8_dev import pki as certs
 from orb8_dev.controlplane import BUILD_SCRIPT, ControlPlane
 from orb8_dev.nodenet import NodeNetwork
@@ -57,6 +59,7 @@ class LocalNode:
     network: NodeNetwork
     name: str
     node_bin_dir: Path
+    kube_proxy: bool = False  # False: another local node on this host runs it
 
     @property
     def base(self) -> Path:
@@ -242,6 +245,7 @@ def attach(*, state_dir: Path) -> LocalNode | None:
     return LocalNode(
         plane=plane, network=NodeNetwork(index=int(str(meta["index"]))),
         name=str(meta["name"]), node_bin_dir=Path(str(meta["node_bin_dir"])),
+        kube_proxy="kube-proxy" in pids,
     )  # fmt: skip
 
 
@@ -284,7 +288,13 @@ def _start(
     *, state_dir: Path, network: NodeNetwork, bin_dir: Path, node_bin_dir: Path,
     archives: list[Path], meta: dict[str, object], say: Callable[[str], None], started: float,
 ) -> LocalNode:  # fmt: skip
-    plane = controlplane.start(state_dir=state_dir, bin_dir=bin_dir, network=network, wait=False)
+    # One kube-proxy per host (kubeproxy.py): with it, the apiserver listens on the
+    # node IP, which kube-proxy makes the `kubernetes` Service's endpoint.
+    proxied = kubeproxy.claim(state_dir=state_dir)
+    plane = controlplane.start(
+        state_dir=state_dir, bin_dir=bin_dir, network=network, wait=False,
+        listen_ip=network.node_ip if proxied else None,
+    )  # fmt: skip
     node = LocalNode(
         plane=plane, network=network, name=network.node_name, node_bin_dir=node_bin_dir
     )
@@ -314,6 +324,7 @@ def _start(
         ("kubelet", f"system:node:{network.node_name}", ["system:nodes"]),
         ("controller-manager", "system:kube-controller-manager", []),
         ("scheduler", "system:kube-scheduler", []),
+        ("kube-proxy", "system:kube-proxy", []),  # bound to system:node-proxier by default
     ):
         certs.write_client_cert(pki=pki, name=name, user=user, groups=groups)
         _cert_kubeconfig(path=base_kubeconfig(node, name), server=plane.server, pki=pki, name=name)
@@ -364,9 +375,23 @@ def _start(
         spec=spec, pki=pki, kubeconfig=base_kubeconfig(node, "kubelet"), bin_dir=node_bin_dir,
         log_dir=log_dir,
     ))  # fmt: skip
+    proxy_pid = None
+    if proxied:
+        proxy_pid = kubeproxy.start(
+            state_dir=state_dir, network=network,
+            kubeconfig=base_kubeconfig(node, "kube-proxy"), bin_dir=node_bin_dir,
+            log_dir=log_dir,
+        )  # fmt: skip
+    if proxy_pid is not None:
+        record("kube-proxy", proxy_pid)
+    else:
+        say("kube-proxy not started: another local node on this host runs it")
     wait_node_ready(plane=plane, name=network.node_name, pids=pids, log_dir=log_dir)
     say(f"node {network.node_name} Ready at {network.node_ip} ({time.monotonic() - started:.1f}s)")
-    return node
+    return LocalNode(
+        plane=plane, network=network, name=network.node_name, node_bin_dir=node_bin_dir,
+        kube_proxy=proxy_pid is not None,
+    )  # fmt: skip
 
 
 def base_kubeconfig(node: LocalNode, name: str) -> Path:
@@ -438,6 +463,7 @@ def down(*, state_dir: Path, progress: bool = False) -> None:
     remove_worker(state_dir=state_dir, delete_pods=False)
     if "kubelet" in pids:
         hoststate.kill_pids([pids["kubelet"]], grace_s=10)
+    kubeproxy.stop(state_dir=state_dir, pid=pids.get("kube-proxy"))
     paths = containerd_paths(state_dir=state_dir, network=network)
     if pid_alive(pids.get("containerd", -1)):
         try:

@@ -25,7 +25,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -33,23 +33,35 @@ from typing import Any
 import kopf
 from kubernetes_asyncio import client
 
-from orb8_common.durations import parse_duration
-from orb8_common.errors import Orb8Error
-from orb8_common.models import SessionKind
+from orb8_common.errors import InvalidSpecError, Orb8Error
+from orb8_common.models import (
+    GpuTelemetrySpec,
+    NodeAgentConfigSpec,
+    SessionKind,
+    TraceSessionSpec,
+    to_wire,
+)
 from orb8_operator import kube
 from orb8_operator.metrics import metrics
 from orb8_operator.nodecache import NodeConfigCache
 from orb8_operator.nodeconfig import (
     ActiveSession,
-    build_node_configs,
     keep_unreconciled,
-    node_config_wires,
+    node_config_texts,
     plan_node_configs,
     refresh_targets,
 )
 from orb8_operator.podcache import PodCache
-from orb8_operator.pods import node_index_value
-from orb8_operator.reconcile import SessionOutcome, changed_fields, reconcile_session
+from orb8_operator.pods import PodEntry, node_index_value
+from orb8_operator.reconcile import (
+    DEFAULT_INTERVAL_SECONDS,
+    SessionOutcome,
+    changed_fields,
+    parse_spec,
+    reconcile_session,
+    slim_body,
+)
+from orb8_operator.selectors import resolve_namespaces
 
 __all__ = ["OperatorState", "configure_settings", "state", "to_kopf_error"]
 
@@ -98,6 +110,10 @@ class OperatorState:
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # node configs are written
     write_tasks: set[asyncio.Task[None]] = field(default_factory=set)
     startup_uids: set[str] | None = None  # sessions that existed when the operator started
+    specs: dict[str, tuple[int, TraceSessionSpec | GpuTelemetrySpec | None]] = field(
+        default_factory=dict
+    )  # uid → (generation, parsed spec)
+    merged_states: dict[str, dict[str, str]] = field(default_factory=dict)  # uid → node → state
 
 
 _STATE = OperatorState()
@@ -207,7 +223,8 @@ async def sync_node_configs(*, st: OperatorState) -> None:
         before = st.sessions
         st.sessions = refresh_targets(
             sessions=st.sessions, changed_namespaces=changed,
-            pods_in=lambda namespaces: list(st.pods.entries(namespaces=namespaces)),
+            pods_in=lambda sel, namespaces: list(st.pods.candidates(selector=sel,
+                                                                   namespaces=namespaces)),
             node_labels=st.node_labels,
         )  # fmt: skip
         # matchedPods and the nodes list follow the pods as soon as the node configs do.
@@ -220,17 +237,31 @@ async def sync_node_configs(*, st: OperatorState) -> None:
         st.startup_uids = await kube.list_session_uids(api=st.api)
     current = dict(st.nodes.specs)
     unreconciled = st.startup_uids - st.seen
-    desired: Mapping[str, Any]
-    if unreconciled:  # right after a start: carry their stored entries over
-        desired = keep_unreconciled(
-            desired=build_node_configs(sessions=st.sessions.values()),
-            current=current,
+    built = node_config_texts(sessions=st.sessions.values())
+    desired: dict[str, Any] = {node: wire for node, (wire, _) in built.items()}
+    texts = {node: text for node, (_, text) in built.items()}
+    carriers = st.nodes.nodes_naming(uids=unreconciled) if unreconciled else set()
+    carried: dict[str, set[str]] = {}
+    if carriers:  # right after a start: carry their stored entries over, on those nodes
+        kept = keep_unreconciled(
+            desired={
+                node: NodeAgentConfigSpec.model_validate(desired[node])
+                for node in carriers if node in desired
+            },
+            current={node: current[node] for node in carriers if node in current},
             keep_uids=unreconciled,
-        )
-    else:
-        desired = node_config_wires(sessions=st.sessions.values())
+        )  # fmt: skip
+        for node, model in kept.items():
+            desired[node] = to_wire(model)
+            texts.pop(node, None)
+            carried[node] = {session.uid for session in model.sessions}
     metrics().node_configs = len(desired)
-    plan = plan_node_configs(desired=desired, current=current)
+    plan = plan_node_configs(desired=desired, current=current, desired_texts=texts)
+    named: dict[str, set[str]] = {}
+    for session in st.sessions.values():
+        for node in session.node_entries:
+            named.setdefault(node, set()).add(session.uid)
+    named.update(carried)
     took = time.monotonic() - started
     if took > SLOW_PASS_S:
         _log.info("nodeagentconfig plan for %d session(s) took %.1fs", len(st.sessions), took)
@@ -244,10 +275,7 @@ async def sync_node_configs(*, st: OperatorState) -> None:
         written = await kube.apply_node_config_plan(api=st.api, plan=plan)
         for node, spec in written.items():
             # What we wrote is what is stored; the watch confirms it a moment later.
-            if spec is None:
-                st.nodes.specs.pop(node, None)
-            else:
-                st.nodes.specs[node] = spec
+            st.nodes.put_spec(node=node, spec=spec, uids=named.get(node, ()))
 
 
 async def _sync_loop(st: OperatorState) -> None:
@@ -296,22 +324,48 @@ def _register(st: OperatorState, outcome: SessionOutcome) -> None:
     before = st.sessions.get(outcome.uid)
     if outcome.active is None:
         st.sessions.pop(outcome.uid, None)
-    else:
+    elif before != outcome.active:
         st.sessions[outcome.uid] = outcome.active
+    # else: keep the equal object, and with it its serialised node entries.
     if before != outcome.active:
         _configs_changed(st)
+
+
+def _spec(
+    st: OperatorState, uid: str, kind: SessionKind, body: Mapping[str, Any]
+) -> TraceSessionSpec | GpuTelemetrySpec | None:
+    """The session's spec parsed with the models, once per generation; None when invalid."""
+    generation = int((body.get("metadata") or {}).get("generation") or 0)
+    cached = st.specs.get(uid)
+    if cached is not None and cached[0] == generation:
+        return cached[1]
+    try:
+        spec: TraceSessionSpec | GpuTelemetrySpec | None = parse_spec(
+            kind=kind, raw=body.get("spec")
+        )
+    except InvalidSpecError:
+        spec = None  # reconcile_session reports it
+    st.specs[uid] = (generation, spec)
+    return spec
 
 
 def _outcome(st: OperatorState, kind: SessionKind, body: Mapping[str, Any]) -> SessionOutcome:
     """One reconcile of ``body`` against the caches (pods, node labels, agents' reports)."""
     meta = body.get("metadata") or {}
     uid = str(meta.get("uid", ""))
-    selector = (body.get("spec") or {}).get("selector") or {}
-    namespaces = selector.get("namespaces") or [meta.get("namespace", "")]
+    namespace = str(meta.get("namespace", ""))
+    spec = _spec(st, uid, kind, body)
     active = st.sessions.get(uid)
     targets = None
+    pods: Iterable[PodEntry] = ()
     if active is not None and active.generation == int(meta.get("generation") or 0):
         targets = active.targets  # resolved for this spec; refresh_targets keeps them current
+    elif spec is not None:
+        # Only the pods carrying the selector's matchLabels: resolve_targets checks the rest.
+        pods = st.pods.candidates(
+            selector=spec.selector,
+            namespaces=resolve_namespaces(selector=spec.selector, session_namespace=namespace),
+        )
     reports = {
         node: entry
         for node, report in st.nodes.reports_for(uid=uid).items()
@@ -321,16 +375,17 @@ def _outcome(st: OperatorState, kind: SessionKind, body: Mapping[str, Any]) -> S
     outcome = reconcile_session(
         kind=kind,
         body=body,
-        pods=st.pods.entries(namespaces=namespaces),
-        all_pods=st.pods.entries(),
+        pods=pods,
         node_labels=st.node_labels,
         now=datetime.now(UTC),
         reports=reports,
         targets=targets,
         look_every=RECONCILE_INTERVAL,
+        owner_of=st.pods.owner_of,
     )
     metrics().observe_reconcile(kind=kind, seconds=time.perf_counter() - started)
     st.merged_at[uid] = time.monotonic()
+    st.merged_states[uid] = dict(outcome.node_states)
     wait = outcome.next_check_in
     st.due[uid] = math.inf if wait is None else time.monotonic() + wait
     return outcome
@@ -342,47 +397,42 @@ def _forget(uid: str) -> None:
     st.bodies.pop(uid, None)
     st.due.pop(uid, None)
     st.merged_at.pop(uid, None)
+    st.merged_states.pop(uid, None)
+    st.specs.pop(uid, None)
     if st.sessions.pop(uid, None) is not None:
         _configs_changed(st)
 
 
-def _interval_of(body: Mapping[str, Any]) -> float:
-    spec = body.get("spec") or {}
-    raw = spec.get("reportInterval") or spec.get("interval") or "15s"
-    try:
-        return max(parse_duration(str(raw)), 1.0)
-    except ValueError:
-        return 15.0
+def _interval_of(spec: TraceSessionSpec | GpuTelemetrySpec | None) -> float:
+    if isinstance(spec, TraceSessionSpec):
+        return max(spec.report_interval_seconds, 1.0)
+    if isinstance(spec, GpuTelemetrySpec):
+        return max(spec.interval_seconds, 1.0)
+    return DEFAULT_INTERVAL_SECONDS
 
 
 def _pick(st: OperatorState, now: float) -> list[str]:
     """Sessions to reconcile now: urgent ones, report changes once per interval, due ones."""
     st.reported |= st.nodes.take_changed()
     picked = []
-    for uid, (_, body) in st.bodies.items():
+    for uid, (kind, body) in st.bodies.items():
         urgent = uid in st.urgent or st.due.get(uid, 0.0) <= now
+        if not urgent and uid not in st.reported:
+            continue
         since = now - st.merged_at.get(uid, 0.0)
-        interval = _interval_of(body)
+        interval = _interval_of(_spec(st, uid, kind, body))
         if urgent or (
-            uid in st.reported
-            and (
-                since >= interval
-                or (since >= min(interval, STATE_MERGE_GAP_S) and _node_states_moved(st, uid, body))
-            )
+            since >= interval
+            or (since >= min(interval, STATE_MERGE_GAP_S) and _node_states_moved(st, uid))
         ):
             picked.append(uid)
     return picked
 
 
-def _node_states_moved(st: OperatorState, uid: str, body: Mapping[str, Any]) -> bool:
-    """A node's state in its report differs from the session's status (e.g. a first report)."""
-    nodes = (body.get("status") or {}).get("nodes")
-    stored = {n.get("node"): n.get("state") for n in nodes or () if isinstance(n, Mapping)}
-    for node, report in st.nodes.reports_for(uid=uid).items():
-        entry = report.entry
-        if entry is not None and stored.get(node) != entry.state:
-            return True
-    return False
+def _node_states_moved(st: OperatorState, uid: str) -> bool:
+    """A node's state in its report differs from the last merge (e.g. a first report)."""
+    merged = st.merged_states.get(uid, {})
+    return any(merged.get(node) != state for node, state in st.nodes.states_for(uid=uid).items())
 
 
 def _prepare(st: OperatorState, uid: str) -> tuple[SessionKind, dict[str, Any], SessionOutcome]:
@@ -409,7 +459,7 @@ async def _carry_out(
             name=str(meta.get("name", "")), status=patch,
         )  # fmt: skip
         if stored is not None and uid in st.bodies:
-            st.bodies[uid] = (kind, stored)
+            st.bodies[uid] = (kind, slim_body(body=stored))
         if "phase" in patch:
             st.urgent.add(uid)  # look again under the new phase
             st.wake.set()
@@ -506,7 +556,7 @@ def _register_kind(kind: SessionKind, plural: str) -> None:
             _forget(uid)  # being deleted: agents stop now, whatever the loop has queued
             return
         known = st.bodies.get(uid)
-        st.bodies[uid] = (kind, dict(body))
+        st.bodies[uid] = (kind, slim_body(body=body))
         st.node_labels = _labels(kwargs["node_labels"])  # kopf passes indices by their names
         generation = meta.get("generation")
         if known is None or known[1].get("metadata", {}).get("generation") != generation:

@@ -113,6 +113,17 @@ async def list_session_uids(*, api: client.ApiClient) -> set[str]:
 NODE_CONFIG_WRITES_IN_FLIGHT = 8
 
 
+async def _drain(response: Any) -> None:
+    """Read and drop a response the operator does not need (a whole NodeAgentConfig):
+    the connection goes back to the pool without the body being decoded. Raises
+    ApiException for an error status, as a preloaded call would."""
+    body = await response.read()
+    if not 200 <= response.status <= 299:
+        err = ApiException(status=response.status, reason=response.reason)
+        err.body = body
+        raise err
+
+
 async def apply_node_config_plan(
     *, api: client.ApiClient, plan: NodeConfigPlan
 ) -> dict[str, dict[str, Any] | None]:
@@ -140,16 +151,23 @@ async def apply_node_config_plan(
             try:
                 if node in plan.create:
                     try:
-                        await objects.create_cluster_custom_object(GROUP, VERSION, plural, body)
+                        await _drain(
+                            await objects.create_cluster_custom_object(
+                                GROUP, VERSION, plural, body, _preload_content=False
+                            )
+                        )
                         written[node] = dict(spec)
                         return
                     except ApiException as err:
                         if err.status != 409:
                             raise
                 # CRDs take no strategic merge patch; the stub lacks _content_type.
-                await objects.patch_cluster_custom_object(  # type: ignore[call-arg]
-                    GROUP, VERSION, plural, node, patch, _content_type=_MERGE_PATCH
-                )
+                await _drain(
+                    await objects.patch_cluster_custom_object(  # type: ignore[call-arg]
+                        GROUP, VERSION, plural, node, patch, _content_type=_MERGE_PATCH,
+                        _preload_content=False,
+                    )
+                )  # fmt: skip
                 written[node] = dict(spec)
             except _FAILURES as err:
                 raise translate(err, what=f"write nodeagentconfig/{node}") from err

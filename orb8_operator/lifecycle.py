@@ -179,7 +179,10 @@ def evaluate(
         age = None if n.last_report_time is None else (now - n.last_report_time).total_seconds()
         if n.state in ("Running", "Degraded"):
             if stale_after is not None and age is not None and age > stale_after:
-                problems.append(f"{n.node}: no report for {format_duration(round(age))}")
+                # The time of the last report, not its age: the message stays the same while
+                # the node is silent, so a quiet cluster costs one status write, not one per look.
+                since = format_time(n.last_report_time) if n.last_report_time else "?"
+                problems.append(f"{n.node}: no report since {since}")
                 continue
             healthy.append(n)
         if n.state in ("Degraded", "Failed"):

@@ -3,22 +3,31 @@ writing) and the agent's reports in its status (to merge into sessions).
 
 One list-then-watch keeps it, like the pod cache. Each agent writes one
 status patch per interval, so the watch delivers O(nodes) events per
-interval; each is parsed once with the orb8_common models and indexed by
-session uid.
+interval; each report is validated once with the orb8_common models when it
+arrives and indexed by session uid.
+
+Kept compact, because this cache is most of the operator's memory when
+every node serves every session: a spec as its canonical JSON text (read
+again only when its ``metadata.generation`` moves), a report as its compact
+JSON text plus its state; a report is parsed again (``model_validate_json``)
+only when its session is merged, once per report interval.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-from kubernetes_asyncio import client, watch
+from kubernetes_asyncio import client
 from pydantic import ValidationError
 
 from orb8_common.crd import GROUP, NODE_AGENT_CONFIGS, VERSION
-from orb8_common.models import SessionReport
+from orb8_common.models import NodeAgentConfigSpec, SessionKind, SessionReport
+from orb8_operator.nodeconfig import canonical_json
+from orb8_operator.rawwatch import RawWatch
 
 _log = logging.getLogger("orb8.operator.nodeconfigs")
 WATCH_TIMEOUT_S = 270
@@ -26,9 +35,21 @@ BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 MANAGED_LABEL = ("app.kubernetes.io/managed-by", "orb8-operator")
 
 
-def parse_reports(*, status: Mapping[str, Any]) -> tuple[dict[str, SessionReport], list[str]]:
-    """uid → report from one NodeAgentConfig's status; malformed reports are skipped and named."""
-    out: dict[str, SessionReport] = {}
+class KeptReport(NamedTuple):
+    """A validated report as kept between merges: what picking needs, and its JSON text."""
+
+    kind: SessionKind
+    state: str  # the entry's state ("" when the entry is missing)
+    text: str  # compact JSON of the report as the agent wrote it
+
+    def parse(self) -> SessionReport:
+        return SessionReport.model_validate_json(self.text)
+
+
+def keep_reports(*, status: Mapping[str, Any]) -> tuple[dict[str, KeptReport], list[str]]:
+    """uid → kept report from one NodeAgentConfig's status; malformed reports are skipped
+    and named."""
+    out: dict[str, KeptReport] = {}
     problems: list[str] = []
     raw = status.get("reports")
     for index, item in enumerate(raw if isinstance(raw, list) else ()):
@@ -39,24 +60,68 @@ def parse_reports(*, status: Mapping[str, Any]) -> tuple[dict[str, SessionReport
             where = ".".join(str(p) for p in first["loc"])
             problems.append(f"status.reports[{index}]: {where}: {first['msg']}")
             continue
-        out[report.uid] = report
+        entry = report.entry
+        text = json.dumps(item, separators=(",", ":"))
+        out[report.uid] = KeptReport(report.kind, entry.state if entry else "", text)
     return out, problems
 
 
+def _session_uids(text: str) -> frozenset[str]:
+    try:
+        spec = NodeAgentConfigSpec.model_validate_json(text)
+    except ValidationError:
+        return frozenset()
+    return frozenset(session.uid for session in spec.sessions)
+
+
 class NodeConfigCache:
-    """node → spec (raw, as stored) and node → uid → the agent's latest report."""
+    """node → spec (canonical JSON, as stored) and node → uid → the agent's latest report."""
 
     def __init__(self) -> None:
-        self.specs: dict[str, dict[str, Any]] = {}  # managed objects only
-        self._reports: dict[str, dict[str, SessionReport]] = {}  # node → uid → report
-        self._by_uid: dict[str, dict[str, SessionReport]] = {}  # uid → node → report
+        self.specs: dict[str, str] = {}  # managed objects only: canonical JSON of the spec
+        self.session_uids: dict[str, frozenset[str]] = {}  # node → the sessions its spec names
+        self._generations: dict[str, int] = {}  # node → metadata.generation of that spec
+        self._reports: dict[str, dict[str, KeptReport]] = {}  # node → uid → report
+        self._by_uid: dict[str, dict[str, KeptReport]] = {}  # uid → node → report
         self._changed: set[str] = set()  # session uids whose reports changed
         self.problems: dict[str, list[str]] = {}
         self.ready = asyncio.Event()
 
+    def put_spec(
+        self, *, node: str, spec: Mapping[str, Any] | None, uids: Collection[str] = ()
+    ) -> None:
+        """Record what was just written (None: deleted) and the session uids it names;
+        the watch confirms it later."""
+        if spec is None:
+            self.specs.pop(node, None)
+            self.session_uids.pop(node, None)
+        else:
+            self.specs[node] = canonical_json(spec)
+            self.session_uids[node] = frozenset(uids)
+        self._generations.pop(node, None)
+
+    def nodes_naming(self, *, uids: Collection[str]) -> set[str]:
+        """Nodes whose stored spec names any of ``uids``."""
+        wanted = set(uids)
+        return {node for node, named in self.session_uids.items() if named & wanted}
+
     def reports_for(self, *, uid: str) -> dict[str, SessionReport]:
-        """node → the report of session ``uid`` from every agent that serves it."""
-        return {node: reports[uid] for node, reports in self._reports.items() if uid in reports}
+        """node → the report of session ``uid`` from every agent that serves it.
+
+        Parsed from the kept text on each call; a text that no longer parses
+        (it was validated on arrival) is left out.
+        """
+        out = {}
+        for node, kept in self._by_uid.get(uid, {}).items():
+            try:
+                out[node] = kept.parse()
+            except ValidationError:
+                continue
+        return out
+
+    def states_for(self, *, uid: str) -> dict[str, str]:
+        """node → the state each agent reports for session ``uid`` (no parsing)."""
+        return {node: kept.state for node, kept in self._by_uid.get(uid, {}).items()}
 
     def take_changed(self) -> set[str]:
         """Session uids whose reports changed since the last call."""
@@ -74,12 +139,21 @@ class NodeConfigCache:
         changed = False
         labels = meta.get("labels") or {}
         if labels.get(MANAGED_LABEL[0]) == MANAGED_LABEL[1]:
-            spec = dict(body.get("spec") or {})
-            changed = self.specs.get(node) != spec
-            self.specs[node] = spec
+            generation = meta.get("generation")
+            # A status write leaves the generation alone: the spec is the one we hold.
+            if not (isinstance(generation, int) and self._generations.get(node) == generation
+                    and node in self.specs):  # fmt: skip
+                spec = canonical_json(body.get("spec") or {})
+                changed = self.specs.get(node) != spec
+                self.specs[node] = spec
+                self.session_uids[node] = _session_uids(spec)
+                if isinstance(generation, int):
+                    self._generations[node] = generation
         else:
             self.specs.pop(node, None)
-        reports, problems = parse_reports(status=body.get("status") or {})
+            self.session_uids.pop(node, None)
+            self._generations.pop(node, None)
+        reports, problems = keep_reports(status=body.get("status") or {})
         old = self._reports.get(node, {})
         moved = {u for u in set(old) | set(reports) if old.get(u) != reports.get(u)}
         if moved:
@@ -91,7 +165,7 @@ class NodeConfigCache:
         return changed
 
     def _index(
-        self, node: str, old: Mapping[str, SessionReport], new: Mapping[str, SessionReport]
+        self, node: str, old: Mapping[str, KeptReport], new: Mapping[str, KeptReport]
     ) -> None:
         for uid in set(old) - set(new):
             per_node = self._by_uid.get(uid, {})
@@ -106,6 +180,8 @@ class NodeConfigCache:
         self._index(node, gone, {})
         self._changed |= set(gone)
         self.problems.pop(node, None)
+        self._generations.pop(node, None)
+        self.session_uids.pop(node, None)
         return self.specs.pop(node, None) is not None or bool(gone)
 
     def replace(self, *, bodies: Collection[Mapping[str, Any]]) -> None:
@@ -130,7 +206,7 @@ class NodeConfigCache:
                 self.ready.set()
                 version = listing["metadata"]["resourceVersion"]
                 failures = 0
-                async with watch.Watch() as stream:
+                async with RawWatch() as stream:
                     async for event in stream.stream(
                         objects.list_cluster_custom_object, GROUP, VERSION, NODE_AGENT_CONFIGS,
                         resource_version=version, timeout_seconds=WATCH_TIMEOUT_S,

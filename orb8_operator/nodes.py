@@ -101,5 +101,7 @@ def node_summaries(*, entries: Sequence[NodeEntry | GpuNodeEntry]) -> list[dict[
         wire = to_wire(entry.model_copy(update=update))
         for key in ("flows", "alerts", "pods"):
             wire.pop(key, None)
+        if isinstance(wire.get("dns"), dict):
+            wire["dns"].pop("names", None)  # totals only; the rows are merged into status.dns
         out.append(wire)
     return out

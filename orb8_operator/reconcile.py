@@ -4,8 +4,8 @@ index and the clock. The kopf handlers only carry out what it returns.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ from orb8_common.models import (
     parse_trace_session_spec,
     to_wire,
 )
+from orb8_operator.dns import merge_dns
 from orb8_operator.lifecycle import (
     ACTIVE_PHASES,
     KubeEvent,
@@ -50,6 +51,7 @@ __all__ = [
     "changed_fields",
     "parse_spec",
     "reconcile_session",
+    "slim_body",
 ]
 
 DEFAULT_INTERVAL_SECONDS = 15.0
@@ -73,6 +75,7 @@ class SessionOutcome:
     spec_error: str | None
     problems: tuple[str, ...]  # malformed node reports that were skipped
     size: int  # estimated JSON size of the status after the patch
+    node_states: Mapping[str, str] = field(default_factory=dict)  # node → state as merged
 
 
 def parse_spec(*, kind: SessionKind, raw: Any) -> TraceSessionSpec | GpuTelemetrySpec:
@@ -110,6 +113,7 @@ def _merged(
     nodes: Sequence[NodeEntry | GpuNodeEntry],
     matched: int,
     pods: Iterable[PodEntry],
+    owner_of: Callable[[str], tuple[str, str] | None] | None,
 ) -> dict[str, Any]:
     """summary and the merged lists; nothing for an unreadable spec."""
     if isinstance(spec, TraceSessionSpec):
@@ -119,11 +123,17 @@ def _merged(
             max_alerts=spec.probes.syscalls.max_alerts,
             matched_pods=matched,
             pods=pods,
+            owner_of=owner_of,
+        )
+        dns = merge_dns(
+            nodes=[n for n in nodes if isinstance(n, NodeEntry)],
+            top_names=spec.probes.dns.top_names,
         )
         return {
             "summary": to_wire(trace.summary),
             "flows": [to_wire(f) for f in trace.flows],
             "alerts": [to_wire(a) for a in trace.alerts],
+            **({"dns": to_wire(dns)} if dns is not None else {}),
         }
     if isinstance(spec, GpuTelemetrySpec):
         gpu = gpu_status(nodes=[n for n in nodes if isinstance(n, GpuNodeEntry)])
@@ -166,12 +176,14 @@ def reconcile_session(
     reports: Mapping[str, NodeEntry | GpuNodeEntry] | None = None,
     targets: Mapping[str, tuple[PodEntry, ...]] | None = None,
     look_every: float | None = None,
+    owner_of: Callable[[str], tuple[str, str] | None] | None = None,
 ) -> SessionOutcome:
     """Everything the operator should do for one session at ``now``.
 
     ``pods`` must hold at least the pods of the session's namespaces;
     ``all_pods`` (default: ``pods``) is walked only to name flow ends that the
-    agents left unnamed. ``cross_namespace`` (default: the operator's
+    agents left unnamed, and not at all when ``owner_of`` (ip → (namespace,
+    pod)) is given. ``cross_namespace`` (default: the operator's
     ``--allow-cross-namespace`` rules) says which other namespaces a session
     may select; a refused selection fails the session with reason
     ``CrossNamespaceNotAllowed``. ``reports``: node → the agents' latest share
@@ -249,7 +261,7 @@ def reconcile_session(
         "startTime": format_time(life.start_time) if life.start_time else None,
         "completionTime": format_time(life.completion_time) if life.completion_time else None,
         "matchedPods": matched,
-        **_merged(spec, nodes, matched, pods if all_pods is None else all_pods),
+        **_merged(spec, nodes, matched, pods if all_pods is None else all_pods, owner_of),
         "nodes": node_summaries(entries=nodes),
     }
     # The summaries carry no lists, so only the merged top-N lists can be shortened.
@@ -290,7 +302,27 @@ def reconcile_session(
         spec_error=spec_error,
         problems=problems,
         size=bounded.size,
+        node_states={n.node: n.state for n in nodes},
     )
+
+
+def slim_body(*, body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the operator keeps of a session between reconciles: identity, spec, status.
+
+    managedFields and annotations (kopf's, kubectl's last-applied copy) can be
+    larger than the rest and are never read.
+    """
+    meta = _map(body.get("metadata"))
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {k: meta[k] for k in _KEPT_METADATA if k in meta},
+        "spec": body.get("spec"),
+        "status": body.get("status"),
+    }
+
+
+_KEPT_METADATA = ("uid", "namespace", "name", "generation", "deletionTimestamp")
 
 
 def changed_fields(*, current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:

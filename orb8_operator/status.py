@@ -14,6 +14,12 @@ Summary totals start from each node's own totals (which cover flows outside
 its top-N list) and subtract the duplicates visible in the lists, so they are
 exact whenever the nodes list all their flows.
 
+TCP health on a flow row (retransmits, resets, connect latency) is what the
+source's socket did, seen only on the node that hosts that socket; the other
+node's observation of the same 5-tuple carries none (or zeros). The merged
+row takes the largest of each figure, and the summary sums the nodes' TCP
+totals, which never count one socket twice.
+
 Alerts merge by (namespace, pod, container, syscall): counts add up,
 firstSeen is the earliest, lastSeen the latest, severity the highest; the
 list is sorted by severity, then count, and capped at maxAlerts.
@@ -28,7 +34,7 @@ from __future__ import annotations
 
 import heapq
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -155,6 +161,19 @@ def _fill(endpoint: FlowEndpoint, others: Iterable[FlowEndpoint]) -> FlowEndpoin
     return endpoint
 
 
+_TCP_FIELDS = ("retransmits", "resets_sent", "resets_received", "connect_latency_ms")
+
+
+def _tcp_health(group: Sequence[Flow]) -> dict[str, Any]:
+    """Each TCP health figure from the observation that has it (the socket's node)."""
+    out: dict[str, Any] = {}
+    for name in _TCP_FIELDS:
+        values = [getattr(f, name) for f in group if getattr(f, name) is not None]
+        if values:
+            out[name] = max(values)
+    return out
+
+
 @dataclass(frozen=True)
 class FlowMerge:
     flows: tuple[Flow, ...]  # top-N unique flows, by bytes descending
@@ -187,6 +206,7 @@ def merge_flows(*, nodes: Iterable[NodeEntry], top_n: int) -> FlowMerge:
                     "last_seen": _max_time(f.last_seen for f in group),
                     "source": _fill(best.source, (f.source for f in rest)),
                     "destination": _fill(best.destination, (f.destination for f in rest)),
+                    **_tcp_health(group),
                 }
             )
         merged.append(best)
@@ -260,20 +280,35 @@ class TraceMerge:
     alerts: tuple[Alert, ...]
 
 
-def name_endpoints(*, flows: Sequence[Flow], pods: Iterable[PodEntry]) -> tuple[Flow, ...]:
+def name_endpoints(
+    *, flows: Sequence[Flow], pods: Iterable[PodEntry] = (),
+    owner_of: Callable[[str], tuple[str, str] | None] | None = None,
+) -> tuple[Flow, ...]:  # fmt: skip
     """Name flow ends that no agent could name, from the cluster-wide pod index.
 
     An agent knows only the pods on its own node; the other end of a flow to
     an unselected pod, or to a pod on a node without an agent, arrives with an
     IP alone. hostNetwork pods share their node's IP, so they never name an IP.
+    ``owner_of`` (ip → (namespace, pod), e.g. :meth:`PodCache.owner_of`) is
+    asked instead of walking ``pods`` when given.
     """
-    unnamed = {e.ip for f in flows for e in (f.source, f.destination) if not e.pod and e.ip}
+    unnamed = {
+        e.ip
+        for f in flows
+        for e in (f.source, f.destination, f.backend)
+        if e is not None and not e.pod and e.ip
+    }
     if not unnamed:
         return tuple(flows)
-    owners = {
-        ip: (pod.namespace, pod.name)
-        for pod in pods if not pod.host_network for ip in pod.ips if ip in unnamed
-    }  # fmt: skip
+    if owner_of is not None:
+        owners = {ip: owner for ip in unnamed if (owner := owner_of(ip)) is not None}
+    else:
+        owners = {
+            ip: (pod.namespace, pod.name)
+            for pod in pods if not pod.host_network for ip in pod.ips if ip in unnamed
+        }  # fmt: skip
+    if not owners:
+        return tuple(flows)
 
     def named(endpoint: FlowEndpoint) -> FlowEndpoint:
         owner = None if endpoint.pod else owners.get(endpoint.ip)
@@ -283,7 +318,11 @@ def name_endpoints(*, flows: Sequence[Flow], pods: Iterable[PodEntry]) -> tuple[
 
     return tuple(
         flow.model_copy(
-            update={"source": named(flow.source), "destination": named(flow.destination)}
+            update={
+                "source": named(flow.source),
+                "destination": named(flow.destination),
+                "backend": named(flow.backend) if flow.backend is not None else None,
+            }
         )
         for flow in flows
     )
@@ -292,6 +331,7 @@ def name_endpoints(*, flows: Sequence[Flow], pods: Iterable[PodEntry]) -> tuple[
 def trace_status(
     *, nodes: Sequence[NodeEntry], top_flows: int, max_alerts: int, matched_pods: int,
     pods: Iterable[PodEntry] = (),
+    owner_of: Callable[[str], tuple[str, str] | None] | None = None,
 ) -> TraceMerge:  # fmt: skip
     """summary, flows and alerts of a TraceSession from its node entries."""
     flows = merge_flows(nodes=nodes, top_n=top_flows)
@@ -301,6 +341,8 @@ def trace_status(
     node_bytes = sum(max(n.bytes, sum(f.bytes for f in n.flows)) for n in nodes)
     node_packets = sum(max(n.packets, sum(f.packets for f in n.flows)) for n in nodes)
     node_alerts = sum(max(n.alert_count, len(n.alerts)) for n in nodes)
+    connects = sum(n.connects for n in nodes)
+    connect_ms = sum(n.connect_latency_sum_ms for n in nodes)
     summary = TraceSummary(
         flows=node_flows - flows.duplicates,
         bytes=node_bytes - flows.duplicate_bytes,
@@ -308,8 +350,13 @@ def trace_status(
         alerts=node_alerts - alerts.duplicates,
         nodes=len(nodes),
         pods=matched_pods,
+        retransmits=sum(n.retransmits for n in nodes),
+        resets_sent=sum(n.resets_sent for n in nodes),
+        resets_received=sum(n.resets_received for n in nodes),
+        connects=connects,
+        connect_latency_ms=round(connect_ms / connects, 3) if connects else None,
     )
-    named = name_endpoints(flows=flows.flows, pods=pods)
+    named = name_endpoints(flows=flows.flows, pods=pods, owner_of=owner_of)
     return TraceMerge(summary=summary, flows=named, alerts=alerts.alerts)
 
 

@@ -2,7 +2,8 @@
 # Builds Kubernetes binaries from their Go modules, once per version.
 #
 #   build.sh          kube-apiserver, etcd and a matching kubectl (the control plane)
-#   build.sh node     kubelet, kube-scheduler and kube-controller-manager (a real node)
+#   build.sh node     kubelet, kube-scheduler, kube-controller-manager and kube-proxy
+#                     (a real node)
 #
 # Prints the directory that holds the binaries. Concurrent builds (parallel
 # make, several worktrees) are serialised by a flock: the second waits, then
@@ -18,7 +19,7 @@ case "$set_name" in
     binaries=(etcd kube-apiserver kubectl) ;;
   node)
     out="$cache_root/k8s/${K8S_VERSION}-node"
-    binaries=(kube-scheduler kube-controller-manager kubelet) ;;
+    binaries=(kube-scheduler kube-controller-manager kubelet kube-proxy) ;;
   *) echo "build: unknown set '$set_name' (control-plane or node)" >&2; exit 2 ;;
 esac
 
@@ -47,6 +48,8 @@ ldflags="-s -w -X $pkg.gitVersion=${K8S_VERSION} -X $pkg.gitMajor=1 -X $pkg.gitM
 
 cd "$here"
 for bin in "${binaries[@]}"; do
+  # a set that grew (kube-proxy joined the node set) only builds what it lacks
+  [ -x "$out/$bin" ] && continue
   case "$bin" in
     etcd)
       echo "build: compiling etcd ${ETCD_VERSION} (cold builds take a few minutes)" >&2
@@ -59,5 +62,10 @@ for bin in "${binaries[@]}"; do
       CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$tmp/$bin" "k8s.io/kubernetes/cmd/$bin" ;;
   esac
 done
-mkdir -p "$(dirname "$out")" && rm -rf "$out" && mv "$tmp" "$out"
+if [ -d "$out" ]; then
+  # running binaries of the cached set stay where they are; only new ones move in
+  for bin in "$tmp"/*; do mv "$bin" "$out/"; done
+else
+  mkdir -p "$(dirname "$out")" && mv "$tmp" "$out"
+fi
 echo "$out"

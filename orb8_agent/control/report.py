@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
-from orb8_agent.control.alerts import SessionAlerts, severity_of
-from orb8_agent.control.flows import FlowKey, FlowStats, SessionFlows
+from orb8_agent.control.alerts import SessionAlerts
+from orb8_agent.control.flows import FlowKey, FlowStats, SessionFlows, TcpTotals
 from orb8_common.models import (
     Alert,
     AlertProcess,
@@ -40,18 +40,50 @@ def _endpoint(*, ip: str, port: int, protocol: str, pods: Mapping[str, PodName])
 
 
 def flow_row(
-    *, key: FlowKey, stats: FlowStats, node: str, pods_by_ip: Mapping[str, PodName]
-) -> Flow:
+    *, key: FlowKey, stats: FlowStats, node: str, pods_by_ip: Mapping[str, PodName],
+    tcp_health: bool = False,
+) -> Flow:  # fmt: skip
     src_ip, src_port, dst_ip, dst_port, protocol = key
+    health: dict[str, Any] = {}
+    if tcp_health and protocol == "TCP":
+        latency = stats.connect_latency_ms
+        health = {
+            "retransmits": stats.retransmits,
+            "resets_sent": stats.resets_sent,
+            "resets_received": stats.resets_received,
+            "connect_latency_ms": None if latency is None else round(latency, 3),
+        }
+    source = _endpoint(ip=src_ip, port=src_port, protocol=protocol, pods=pods_by_ip)
+    destination = _endpoint(ip=dst_ip, port=dst_port, protocol=protocol, pods=pods_by_ip)
+    if stats.host_pod is not None:
+        # a hostNetwork pod's end carries the node's IP; the cgroup named the pod
+        namespace, name, side = stats.host_pod
+        named = {"namespace": namespace, "pod": name}
+        if side == "source":
+            source = source.model_copy(update=named)
+        else:
+            destination = destination.model_copy(update=named)
+    backend = None
+    if stats.backend is not None:
+        owner = pods_by_ip.get(stats.backend.ip)
+        backend = FlowEndpoint(
+            ip=stats.backend.ip,
+            port=stats.backend.port,
+            namespace=owner.namespace if owner else stats.backend.namespace,
+            pod=owner.name if owner else stats.backend.pod,
+        )
     return Flow(
-        source=_endpoint(ip=src_ip, port=src_port, protocol=protocol, pods=pods_by_ip),
-        destination=_endpoint(ip=dst_ip, port=dst_port, protocol=protocol, pods=pods_by_ip),
+        source=source,
+        destination=destination,
+        service=stats.service,
+        backend=backend,
         protocol=cast(Protocol, protocol),  # the router passes only the spec's protocols
         bytes=stats.bytes,
         packets=stats.packets,
         first_seen=_at(stats.first_seen),
         last_seen=_at(stats.last_seen),
         node=node,
+        **health,
     )
 
 
@@ -68,6 +100,7 @@ def trace_node_entry(
     max_alerts: int,
     pods_by_ip: Mapping[str, PodName],
     dropped_events: int,
+    tcp_health: bool = False,
 ) -> NodeEntry:
     """This node's bounded entry for one TraceSession: totals, top flows, alerts."""
     alert_rows = alerts.rows() if alerts else []
@@ -83,8 +116,11 @@ def trace_node_entry(
             "packets": flows.packets if flows else 0,
             "alertCount": alerts.count if alerts else 0,
             "droppedEvents": dropped_events + (alerts.suppressed if alerts else 0),
+            **(_tcp_totals(flows.tcp) if flows else {}),
             "flows": [
-                flow_row(key=key, stats=stats, node=node, pods_by_ip=pods_by_ip)
+                flow_row(
+                    key=key, stats=stats, node=node, pods_by_ip=pods_by_ip, tcp_health=tcp_health
+                )
                 for key, stats in (flows.top(limit=top_flows) if flows else [])
             ],
             "alerts": [
@@ -95,16 +131,28 @@ def trace_node_entry(
                     node=node,
                     syscall=row.syscall,
                     count=row.count,
-                    severity=severity_of(syscall=row.syscall),
-                    reason=f"{row.syscall} is on the session's alert list",
+                    severity=row.row_severity,
+                    reason=row.row_reason,
                     first_seen=_at(row.first_seen),
                     last_seen=_at(row.last_seen),
                     process=AlertProcess(pid=row.pid, comm=row.comm) if row.pid else None,
+                    rate_per_second=row.rate,
+                    learned_rate_per_second=row.learned_rate,
                 )
                 for row in alert_rows[:max_alerts]
             ],
         }
     )
+
+
+def _tcp_totals(tcp: TcpTotals) -> dict[str, Any]:
+    return {
+        "retransmits": tcp.retransmits,
+        "resetsSent": tcp.resets_sent,
+        "resetsReceived": tcp.resets_received,
+        "connects": tcp.connects,
+        "connectLatencySumMs": round(tcp.connect_ms_total, 3),
+    }
 
 
 def _at(seconds: float) -> datetime:

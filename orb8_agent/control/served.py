@@ -12,6 +12,7 @@ from orb8_common.crd import GPU_TELEMETRY, TRACE_SESSION
 from orb8_common.models import (
     AgentPod,
     AgentSession,
+    DnsProbe,
     GpuTelemetrySpec,
     NetworkProbe,
     SyscallProbe,
@@ -72,6 +73,12 @@ class Served:
     def syscalls(self) -> SyscallProbe | None:
         trace = self.trace
         return trace.probes.syscalls if trace and trace.probes.syscalls.enabled else None
+
+    @property
+    def dns(self) -> DnsProbe | None:
+        """The DNS probe's settings when it is enabled for this session."""
+        trace = self.trace
+        return trace.probes.dns if trace and trace.probes.dns.enabled else None
 
     @property
     def report_interval_s(self) -> float:

@@ -53,10 +53,15 @@ class SyscallsConfig(ctypes.Structure):
     ]
 
 
-# struct flow_key: saddr[16] daddr[16] sport dport ifindex proto family direction pad
-FLOW_KEY = struct.Struct("=16s16sHHIBBBx")
-# struct flow_value: bytes packets first_seen_ns last_seen_ns tcp_flags
-FLOW_VALUE = struct.Struct("=QQQQQ")
+# ORB8_FLOW_LAYOUT: bumped whenever a flow key or value changes shape; it is part
+# of the pinned maps' names, so a map pinned by another layout is never reused.
+FLOW_LAYOUT = 2
+# struct flow4_key: saddr daddr (network order) sport dport ifindex proto direction pad
+FLOW4_KEY = struct.Struct("=4s4sHHIBBxx")
+# struct flow6_key: saddr[16] daddr[16] sport dport ifindex proto direction pad
+FLOW6_KEY = struct.Struct("=16s16sHHIBBxx")
+# struct flow_value: bytes packets first_seen_ns last_seen_ns tcp_flags last_jiffies
+FLOW_VALUE = struct.Struct("=QQQQQQ")
 # struct syscall_count_key: cgroup_id nr pad
 SYSCALL_COUNT_KEY = struct.Struct("=QIxxxx")
 # struct syscall_event: ts_ns cgroup_id pid tgid nr pad comm[16]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import socket
 import threading
 from pathlib import Path
 from types import TracebackType
@@ -13,7 +12,8 @@ from types import TracebackType
 from orb8_common.errors import ProbeLoadError, UsageError
 
 from . import libbpf, maps, tc
-from .abi import DIR_INGRESS, FLOW_KEY, FLOW_VALUE, FlowsConfig, FlowStat
+from .abi import FLOW4_KEY, FLOW6_KEY, FLOW_LAYOUT, FLOW_VALUE, FlowsConfig, FlowStat
+from .flowcodec import AddressNames, FlowColumns, decode4, decode6
 from .libbpf import BPF_TC_EGRESS, BPF_TC_INGRESS
 from .models import Flow, FlowStats
 from .objects import object_path
@@ -21,6 +21,10 @@ from .objects import object_path
 LOG = logging.getLogger(__name__)
 INGRESS_PROG = "orb8_flows_ingress"
 EGRESS_PROG = "orb8_flows_egress"
+# map name -> the name it is pinned under; the layout version is part of it, so
+# a map pinned by an agent of another layout is never reused (and so misread)
+# (bpffs refuses dots in names)
+FLOW_MAPS = {"flows4": f"flows4_v{FLOW_LAYOUT}", "flows6": f"flows6_v{FLOW_LAYOUT}"}
 
 
 class FlowCollector:
@@ -47,18 +51,19 @@ class FlowCollector:
         self._path = path or object_path(name="flows")
         self._config = FlowsConfig(sample_rate=sample_rate, track_ingress=1, track_egress=1)
         self._max_flows = max_flows
-        # With a pin directory the flow map outlives the process: what a killed
+        # With a pin directory the flow maps outlive the process: what a killed
         # agent had not drained yet is still there for the next one.
-        self._pin = pin_dir / agent_id / "flows" if pin_dir is not None else None
+        self._pin = pin_dir / agent_id if pin_dir is not None else None
         self._state = tc.TcState(agent_id=agent_id, run_dir=run_dir)
         self._obj: libbpf.BpfObject | None = None
         self._lock = threading.Lock()
-        self._ip_cache: dict[bytes, str] = {}
+        self._names = AddressNames()
         self._inserted_seen = 0
         self._evicted = 0
         self._ingress_fd = -1
         self._egress_fd = -1
-        self._flows_fd = -1
+        self._flows4_fd = -1
+        self._flows6_fd = -1
         self._stats_fd = -1
 
     # lifecycle -----------------------------------------------------------
@@ -69,14 +74,17 @@ class FlowCollector:
             tc.remove_attachment(attachment=left, priority=self._state.priority)
         self._state.attachments.clear()
         self._state.save()
+        self._drop_foreign_pins()
         try:
             self._load()
         except (ProbeLoadError, OSError) as err:
             if self._pin is None:
                 raise
-            if self._pin.exists():
-                # A pinned map of another shape (an older version): start afresh.
-                self._pin.unlink()
+            pinned = [self._pin / name for name in FLOW_MAPS.values()]
+            if any(p.exists() for p in pinned):
+                # A pinned map this object cannot reuse (its size changed): start afresh.
+                for p in pinned:
+                    p.unlink(missing_ok=True)
                 with contextlib.suppress(ProbeLoadError, OSError):
                     self._load()
                     return
@@ -86,24 +94,43 @@ class FlowCollector:
             self._pin = None
             self._load()
 
+    def _drop_foreign_pins(self) -> None:
+        """Remove what this agent pinned under another map layout (an older version).
+
+        Its keys and values have another shape: read with this layout they would
+        be misread, so they are dropped (a version change loses at most one
+        unreported interval) and the maps are created afresh.
+        """
+        if self._pin is None or not self._pin.is_dir():
+            return
+        for path in self._pin.iterdir():
+            # other probes pin their maps here too (tcp_health): leave those alone
+            if path.name.startswith("flows") and path.name not in FLOW_MAPS.values():
+                LOG.warning("dropping %s: a flow map pinned by another layout", path)
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
     def _load(self) -> None:
         obj = libbpf.BpfObject(path=self._path)
         try:
             obj.set_rodata(data=self._config)
             if self._pin is not None:
-                self._pin.parent.mkdir(parents=True, exist_ok=True)
-                obj.set_pin_path(map_name="flows", path=self._pin)
+                self._pin.mkdir(parents=True, exist_ok=True)
+                for name, pinned in FLOW_MAPS.items():
+                    obj.set_pin_path(map_name=name, path=self._pin / pinned)
             if self._max_flows:
-                libbpf.check(
-                    rc=libbpf.lib().bpf_map__set_max_entries(
-                        obj.map_ptr(name="flows"), self._max_flows
-                    ),
-                    what="size the flows map",
-                )
+                for name in FLOW_MAPS:
+                    libbpf.check(
+                        rc=libbpf.lib().bpf_map__set_max_entries(
+                            obj.map_ptr(name=name), self._max_flows
+                        ),
+                        what=f"size the {name} map",
+                    )
             obj.load()
             self._ingress_fd = obj.prog_fd(name=INGRESS_PROG)
             self._egress_fd = obj.prog_fd(name=EGRESS_PROG)
-            self._flows_fd = obj.map_fd(name="flows")
+            self._flows4_fd = obj.map_fd(name="flows4")
+            self._flows6_fd = obj.map_fd(name="flows6")
             self._stats_fd = obj.map_fd(name="flow_stats")
         except BaseException:
             obj.close()
@@ -124,9 +151,11 @@ class FlowCollector:
                 self._obj.close()
                 self._obj = None
             if self._pin is not None:
-                self._pin.unlink(missing_ok=True)  # a clean stop drained and reported everything
+                # a clean stop drained and reported everything
+                for pinned in FLOW_MAPS.values():
+                    (self._pin / pinned).unlink(missing_ok=True)
                 with contextlib.suppress(OSError):
-                    self._pin.parent.rmdir()
+                    self._pin.rmdir()
             if not errors:
                 self._state.release()
         if errors:
@@ -194,66 +223,36 @@ class FlowCollector:
     # reading -------------------------------------------------------------
 
     def read_flows(self) -> list[Flow]:
-        """Per-flow deltas since the previous call (the kernel map is drained)."""
+        """Per-flow deltas since the previous call (the kernel maps are drained)."""
+        return self.read_columns().rows()
+
+    def read_columns(self) -> FlowColumns:
+        """The same deltas as :meth:`read_flows`, as columns: no object per flow."""
         if self._obj is None:
             raise ProbeLoadError("flow probe is not loaded")
         # inserted before the drain starts and not returned by it = evicted
         inserted = maps.sum_percpu_array(fd=self._stats_fd, slots=len(FlowStat))[FlowStat.INSERTED]
-        keys, values, count = maps.read_batch(
-            fd=self._flows_fd, key_size=FLOW_KEY.size, value_size=FLOW_VALUE.size, delete=True
+        keys4, values4, count4 = maps.read_batch(
+            fd=self._flows4_fd, key_size=FLOW4_KEY.size, value_size=FLOW_VALUE.size, delete=True
         )
-        self._evicted += max(0, inserted - self._inserted_seen - count)
+        keys6, values6, count6 = maps.read_batch(
+            fd=self._flows6_fd, key_size=FLOW6_KEY.size, value_size=FLOW_VALUE.size, delete=True
+        )
+        self._evicted += max(0, inserted - self._inserted_seen - count4 - count6)
         self._inserted_seen = inserted
-        if count == 0:
-            return []
-        # decoding allocates two objects per flow; a GC pass in the middle of
-        # 100k allocations would cost more than the whole decode
+        self._names.trim()
+        # the IPv6 decode makes tuples per flow; a GC pass in the middle would
+        # walk all of them for nothing
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            return self._decode(keys, values)
+            cols = decode4(keys=keys4, values=values4, names=self._names)
+            if count6:
+                cols = cols.extend(decode6(keys=keys6, values=values6, names=self._names))
+            return cols
         finally:
             if gc_was_enabled:
                 gc.enable()
-
-    def _decode(self, keys: bytes, values: bytes) -> list[Flow]:
-        cache = self._ip_cache
-        if len(cache) > 65536:
-            cache.clear()
-        ntop = socket.inet_ntop
-        af4, af6 = socket.AF_INET, socket.AF_INET6
-        out: list[Flow] = []
-        append = out.append
-        for (saddr, daddr, sport, dport, ifindex, proto, family, direction), (
-            nbytes,
-            packets,
-            first,
-            last,
-            flags,
-        ) in zip(FLOW_KEY.iter_unpack(keys), FLOW_VALUE.iter_unpack(values), strict=True):
-            src = cache.get(saddr)
-            if src is None:
-                src = cache[saddr] = ntop(af4, saddr[:4]) if family == 4 else ntop(af6, saddr)
-            dst = cache.get(daddr)
-            if dst is None:
-                dst = cache[daddr] = ntop(af4, daddr[:4]) if family == 4 else ntop(af6, daddr)
-            append(
-                Flow(
-                    src,
-                    dst,
-                    sport,
-                    dport,
-                    proto,
-                    "ingress" if direction == DIR_INGRESS else "egress",
-                    ifindex,
-                    nbytes,
-                    packets,
-                    flags,
-                    first,
-                    last,
-                )
-            )
-        return out
 
     def stats(self) -> FlowStats:
         """Cumulative probe counters (map-full approximates LRU pressure)."""
@@ -275,7 +274,6 @@ class FlowCollector:
             raise ProbeLoadError("flow probe is not loaded")
         return self._ingress_fd if direction == "ingress" else self._egress_fd
 
-    @property
-    def flows_map_fd(self) -> int:
-        """The flows map fd (the bench fills it from user space)."""
-        return self._flows_fd
+    def flow_map_fd(self, *, family: int) -> int:
+        """The flows4 (``family`` 4) or flows6 map fd (the bench and tests fill them)."""
+        return self._flows4_fd if family == 4 else self._flows6_fd

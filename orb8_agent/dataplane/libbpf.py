@@ -166,6 +166,7 @@ class _Lib:
             "bpf_program__attach": (c_void_p, [c_void_p]),
             "bpf_program__attach_raw_tracepoint": (c_void_p, [c_void_p, c_char_p]),
             "bpf_program__attach_tracepoint": (c_void_p, [c_void_p, c_char_p, c_char_p]),
+            "bpf_program__attach_cgroup": (c_void_p, [c_void_p, c_int]),
             "bpf_link__destroy": (c_int, [c_void_p]),
             "bpf_link__pin": (c_int, [c_void_p, c_char_p]),
             "bpf_tc_hook_create": (c_int, [ctypes.POINTER(TcHook)]),
@@ -324,6 +325,15 @@ class BpfObject:
         """Attach a tracing program where its SEC() name says."""
         ptr = check_ptr(
             ptr=self._lib.bpf_program__attach(self.prog_ptr(name=prog)), what=f"attach {prog}"
+        )
+        return Link(ptr=ptr)
+
+    def attach_cgroup(self, *, prog: str, cgroup_fd: int) -> Link:
+        """Attach a cgroup program to the cgroup v2 directory open at ``cgroup_fd``
+        (a bpf_link: it lives as long as the returned Link, or the process)."""
+        ptr = check_ptr(
+            ptr=self._lib.bpf_program__attach_cgroup(self.prog_ptr(name=prog), cgroup_fd),
+            what=f"attach {prog} to a cgroup",
         )
         return Link(ptr=ptr)
 

@@ -70,6 +70,9 @@ class Flow:
     tcp_flags: int
     first_seen_ns: int
     last_seen_ns: int
+    # hostNetwork probe only: the pod cgroup the socket is under (ifindex is 0,
+    # and direction is already relative to the pod: egress = the pod sent it)
+    cgroup_id: int = 0
 
     @property
     def protocol_name(self) -> str:
@@ -131,3 +134,25 @@ class SyscallStats:
     ringbuf_full: int
     count_map_full: int
     lost_in_user_space: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TcpHealth:
+    """TCP health of one socket 4-tuple, from the socket's own side.
+
+    ``local_*`` is the socket's end, ``remote_*`` its peer: the flow row it
+    belongs to is the one whose source is ``local``. From
+    ``TcpHealthCollector.read()`` these are deltas since the previous read.
+    """
+
+    netns: int  # inode of the socket's network namespace
+    local_ip: str
+    local_port: int
+    remote_ip: str
+    remote_port: int
+    retransmits: int  # segments sent again (the socket's share of TcpRetransSegs)
+    resets_sent: int
+    resets_received: int
+    connects: int  # active opens that reached ESTABLISHED
+    connect_ns_total: int  # SYN_SENT → ESTABLISHED, summed over ``connects``
+    connect_ns_max: int

@@ -13,8 +13,11 @@ from pathlib import Path
 from orb8_common.errors import Orb8Error, ProbeLoadError
 
 from . import tc
+from .dns import DnsCollector
 from .flows import FlowCollector
+from .hostflows import HostFlowCollector
 from .syscalls import Hook, SyscallCollector
+from .tcphealth import TcpHealthCollector
 
 
 @dataclass
@@ -23,12 +26,19 @@ class ProbeSet:
 
     flows: FlowCollector | None = None
     syscalls: SyscallCollector | None = None
+    tcp: TcpHealthCollector | None = None
+    dns: DnsCollector | None = None
+    hostflows: HostFlowCollector | None = None  # hostNetwork pods (cgroup_skb)
     failures: dict[str, str] = field(default_factory=dict)
 
     def statuses(self) -> list[dict[str, object]]:
         """``[{name, loadable, message}]`` as NodeAgentConfig status wants it."""
         out: list[dict[str, object]] = []
-        for name, loaded in (("flows", self.flows), ("syscalls", self.syscalls)):
+        named: tuple[tuple[str, object], ...] = (
+            ("flows", self.flows), ("syscalls", self.syscalls), ("tcp", self.tcp),
+            ("dns", self.dns), ("hostflows", self.hostflows),
+        )  # fmt: skip
+        for name, loaded in named:
             if loaded is not None or name in self.failures:
                 out.append(
                     {
@@ -41,14 +51,14 @@ class ProbeSet:
 
     def close(self) -> None:
         errors: list[str] = []
-        for c in (self.flows, self.syscalls):
+        for c in (self.dns, self.flows, self.syscalls, self.tcp, self.hostflows):
             if c is None:
                 continue
             try:
                 c.close()
             except Orb8Error as err:
                 errors.append(str(err))
-        self.flows = self.syscalls = None
+        self.flows = self.syscalls = self.tcp = self.dns = self.hostflows = None
         if errors:
             raise ProbeLoadError("; ".join(errors))
 
@@ -58,14 +68,18 @@ def start_probes(
     agent_id: str,
     flows: bool = True,
     syscalls: bool = True,
+    tcp: bool = False,
+    dns: bool = False,
     hook: Hook = Hook.RAW_TP,
     alerts_per_second: int = 100,
     run_dir: Path = tc.DEFAULT_RUN_DIR,
     pin_dir: Path | None = None,
+    hostflows: bool = False,
 ) -> ProbeSet:
     """Open the requested probes. Raises ProbeLoadError only if none loads.
 
-    ``pin_dir``: keep the flow map pinned there (see FlowCollector).
+    ``pin_dir``: keep the flow and TCP health maps pinned there (see FlowCollector).
+    ``hostflows``: also load the hostNetwork probe (cgroup_skb; never fatal).
     """
     probes = ProbeSet()
     if flows:
@@ -82,7 +96,30 @@ def start_probes(
             probes.syscalls = sc
         except Orb8Error as err:
             probes.failures["syscalls"] = str(err)
-    if (flows or syscalls) and probes.flows is None and probes.syscalls is None:
+    if tcp:
+        th = TcpHealthCollector(agent_id=agent_id, pin_dir=pin_dir)
+        try:
+            th.open()
+            probes.tcp = th
+        except Orb8Error as err:
+            probes.failures["tcp"] = str(err)
+    if dns:
+        dc = DnsCollector(agent_id=agent_id, run_dir=run_dir)
+        try:
+            dc.open()
+            probes.dns = dc
+        except Orb8Error as err:
+            probes.failures["dns"] = str(err)
+    if hostflows:
+        hc = HostFlowCollector()
+        try:
+            hc.open()
+            probes.hostflows = hc
+        except Orb8Error as err:
+            probes.failures["hostflows"] = str(err)
+    # the hostNetwork probe rides along with flows and is never the only one
+    loaded = (probes.flows, probes.syscalls, probes.tcp, probes.dns)
+    if (flows or syscalls or tcp or dns) and all(p is None for p in loaded):
         detail = "; ".join(f"{name}: {msg}" for name, msg in probes.failures.items())
         raise ProbeLoadError(f"no probe could be loaded: {detail}")
     return probes

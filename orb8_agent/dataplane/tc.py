@@ -28,9 +28,13 @@ TC_HANDLE = 0x0B8
 DEFAULT_RUN_DIR = Path(os.environ.get("ORB8_RUN_DIR", "/run/orb8"))
 
 
-def priority_for(*, agent_id: str) -> int:
-    """A stable tc priority per agent id, so two agents can share an interface."""
-    return 0xB800 | (zlib.crc32(agent_id.encode()) & 0xFF)
+def priority_for(*, agent_id: str, base: int = 0xB800) -> int:
+    """A stable tc priority per agent id, so two agents can share an interface.
+
+    Each probe has its own ``base`` (flows 0xB800, DNS 0xB900), so one agent's
+    filters of different probes never share a priority.
+    """
+    return base | (zlib.crc32(agent_id.encode()) & 0xFF)
 
 
 def ifindex_of(*, interface: str) -> int:
@@ -99,11 +103,15 @@ class Attachment:
 class TcState:
     """The state file of one agent id: which interfaces carry our filters."""
 
-    def __init__(self, *, agent_id: str, run_dir: Path = DEFAULT_RUN_DIR) -> None:
+    def __init__(
+        self, *, agent_id: str, run_dir: Path = DEFAULT_RUN_DIR, priority: int | None = None
+    ) -> None:
         if not agent_id or "/" in agent_id or agent_id.startswith("."):
             raise UsageError(f"invalid agent id {agent_id!r}")
         self.agent_id = agent_id
-        self.priority = priority_for(agent_id=agent_id)
+        self.priority = priority_for(agent_id=agent_id) if priority is None else priority
+        # the priority a previous owner used, read back by claim() (sweeps need it)
+        self.claimed_priority = self.priority
         self.path = run_dir / agent_id / "tc.json"
         self.attachments: dict[str, Attachment] = {}
 
@@ -114,6 +122,7 @@ class TcState:
             try:
                 data = json.loads(self.path.read_text())
                 owner = int(data.get("pid", 0))
+                self.claimed_priority = int(data.get("priority", self.priority))
                 items = [Attachment(**a) for a in data.get("attachments", [])]
             except (ValueError, TypeError) as err:
                 raise ProbeLoadError(f"corrupt state file {self.path}: {err}; remove it") from err
@@ -128,7 +137,11 @@ class TcState:
         return left
 
     def save(self) -> None:
-        data = {"pid": os.getpid(), "attachments": [asdict(a) for a in self.attachments.values()]}
+        data = {
+            "pid": os.getpid(),
+            "priority": self.priority,
+            "attachments": [asdict(a) for a in self.attachments.values()],
+        }
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
         tmp.replace(self.path)
@@ -173,7 +186,7 @@ def sweep_dead(*, prefix: str, run_dir: Path = DEFAULT_RUN_DIR) -> list[str]:
         except ProbeLoadError:
             continue  # owner still running
         for attachment in left:
-            remove_attachment(attachment=attachment, priority=state.priority)
+            remove_attachment(attachment=attachment, priority=state.claimed_priority)
         state.release()
         swept.append(state_dir.name)
     return swept

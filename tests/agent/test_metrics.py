@@ -19,7 +19,7 @@ from prometheus_client.samples import Sample
 
 from orb8_agent.control.agent import NodeAgent
 from orb8_agent.control.gpu_sessions import GpuSessions
-from orb8_agent.dataplane.models import Alert, Flow
+from orb8_agent.dataplane.models import Alert, Flow, SyscallCount, TcpHealth
 from orb8_agent.dataplane.probes import ProbeSet
 from orb8_agent.metrics import build_registry
 from orb8_agent.podmetrics import ACTIVE_WINDOW_S, OTHER, PodMetrics
@@ -29,7 +29,8 @@ from orb8_common.watchstate import WatchState
 # Every label name the agent may use; an IP, port, pid or flow label is a defect.
 ALLOWED_LABELS = {
     "namespace", "pod", "direction", "protocol", "syscall", "probe", "map", "reason",
-    "watch", "target", "result", "group", "gpu", "source",
+    "watch", "target", "result", "group", "gpu", "source", "state",
+    "le",  # the connect latency histogram's fixed buckets
 }  # fmt: skip
 FORBIDDEN_LABELS = {"ip", "src", "dst", "src_ip", "dst_ip", "port", "sport", "dport", "pid",
                     "tgid", "comm", "flow", "container_id", "cgroup", "ifindex"}  # fmt: skip
@@ -54,6 +55,10 @@ class IdleDataPlane:
 
     def attach_interface(self, *, ifname: str) -> None: ...
     def detach_interface(self, *, ifname: str) -> None: ...
+    def attach_cgroup(self, *, path: Path) -> int:
+        return 0
+
+    def detach_cgroup(self, *, path: Path) -> None: ...
     def set_watched_cgroups(self, *, cgroup_ids: Collection[int]) -> None: ...
     def set_alert_syscalls(self, *, names: Collection[str]) -> None: ...
 
@@ -63,8 +68,16 @@ class IdleDataPlane:
     def poll_alerts(self) -> Sequence[Alert]:
         return []
 
+    def read_counts(self) -> Sequence[SyscallCount]:
+        return []
+
     def dropped_events(self) -> int:
         return 0
+
+    def set_watched_netns(self, *, inodes: Collection[int]) -> None: ...
+
+    def read_tcp_health(self) -> Sequence[TcpHealth]:
+        return []
 
 
 def _agent(tmp_path: Path, *, max_pods: int, clock: Clock) -> tuple[NodeAgent, CollectorRegistry]:
@@ -215,6 +228,13 @@ def test_active_flows_age_out_and_alerts_count_per_pod_and_syscall(tmp_path: Pat
         for s in _by_name(samples, "orb8_syscall_alerts_total")
     }
     assert alerts == {("shop", "a", "ptrace"): 3, (OTHER, OTHER, "mount"): 1}
+    agent.pod_metrics.add_baseline_alert(pod=("shop", "a"), reason="rate spike")
+    agent.pod_metrics.add_baseline_alert(pod=("shop", "b"), reason="not seen during learning")
+    baseline = {
+        (s.labels["pod"], s.labels["reason"]): s.value
+        for s in _by_name(_samples(registry), "orb8_syscall_baseline_alerts_total")
+    }
+    assert baseline == {("a", "rate spike"): 1, (OTHER, "not seen during learning"): 1}
     clock.now += ACTIVE_WINDOW_S + 1
     assert _by_name(_samples(registry), "orb8_flows_active") == []
 
@@ -234,12 +254,19 @@ def test_every_agent_family_is_exposed_with_orb8_names_and_units(tmp_path: Path)
         "orb8_ringbuf_used_bytes": "gauge", "orb8_ringbuf_size_bytes": "gauge",
         "orb8_watch_connected": "gauge", "orb8_watch_reconnects": "counter",
         "orb8_watch_last_sync_timestamp_seconds": "gauge", "orb8_status_writes": "counter",
+        "orb8_tcp_retransmits": "counter", "orb8_tcp_resets": "counter",
+        "orb8_tcp_connects": "counter", "orb8_tcp_connect_latency_seconds": "histogram",
+        "orb8_syscall_baseline_alerts": "counter", "orb8_syscall_baseline_containers": "gauge",
+        "orb8_syscall_baseline_windows": "counter",
+        "orb8_dns_queries": "counter", "orb8_dns_answers": "counter",
+        "orb8_dns_latency_seconds": "summary", "orb8_dns_attached_interfaces": "gauge",
+        "orb8_dns_skipped_packets": "counter", "orb8_dns_names_truncated": "counter",
     }  # fmt: skip
     assert families == expected
     assert "# TYPE orb8_flow_bytes_total counter" in text
     samples = _samples(registry)
     loaded = {s.labels["probe"]: s.value for s in _by_name(samples, "orb8_probes_loaded")}
-    assert loaded == {"flows": 0.0, "syscalls": 0.0}
+    assert loaded == {"flows": 0.0, "syscalls": 0.0, "tcp": 0.0, "dns": 0.0}
     writes = {
         (s.labels["target"], s.labels["result"])
         for s in _by_name(samples, "orb8_status_writes_total")

@@ -57,6 +57,12 @@ RBAC_TABLE = [
     (AGENT, "delete", "tracesessions.orb8.io", "shop", False),
     (AGENT, "get", "tracesessions.orb8.io", "shop", True),
     (AGENT, "list", "pods", None, False),
+    # ClusterIP flows name their Service and backend: list only, never written.
+    (AGENT, "list", "services", None, True),
+    (AGENT, "list", "endpointslices.discovery.k8s.io", None, True),
+    (AGENT, "watch", "services", None, False),
+    (AGENT, "patch", "services", "shop", False),
+    (AGENT, "update", "endpointslices.discovery.k8s.io", "shop", False),
     (AGENT, "create", "events", "shop", False),
     (AGENT, "get", "configmaps", "default", False),
     # The operator: its job...

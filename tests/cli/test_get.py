@@ -23,7 +23,14 @@ STATUS = {
             "protocol": "TCP", "bytes": 3145728, "packets": 2100,
             "firstSeen": "2026-11-29T05:00:00Z", "lastSeen": "2026-11-29T05:00:10Z",
             "node": "node-a",
-        }
+        },
+        {
+            "source": {"namespace": "shop", "pod": "checkout", "ip": "10.1.0.5", "port": 43124},
+            "destination": {"ip": "10.96.0.10", "port": 80},
+            "protocol": "TCP", "bytes": 2048, "packets": 4, "node": "node-a",
+            "service": "shop/cart:80",
+            "backend": {"namespace": "shop", "pod": "cart-1", "ip": "10.1.0.9", "port": 8080},
+        },
     ],
     "alerts": [
         {
@@ -70,12 +77,16 @@ def test_get_flows_as_json_and_table(control_plane: ControlPlane, session: tuple
     assert table[0].split() == ["SOURCE", "DESTINATION", "PROTO", "BYTES", "PACKETS", "NODE",
                                 "LAST", "SEEN"]  # fmt: skip
     assert table[1].split()[:5] == ["shop/checkout:43122", "192.0.2.7:443", "TCP", "3.0", "MiB"]
+    # a flow to a ClusterIP shows its Service and the backend (docs/services.md)
+    assert table[2].split()[:2] == ["shop/checkout:43124", "svc:shop/cart:80->shop/cart-1:8080"]
 
 
 def test_get_alerts_table(control_plane: ControlPlane, session: tuple[str, str]) -> None:
     namespace, name = session
     out = orb8(control_plane, "get", "alerts", name, "-n", namespace).stdout.splitlines()
     assert out[1].split()[:6] == ["High", "shop/checkout", "app", "ptrace", "3", "gdb[4242]"]
+    assert out[0].split()[-1] == "REASON"
+    assert out[1].rstrip().endswith("on the alert list")
 
 
 def test_missing_session_is_one_line_and_exit_1(control_plane: ControlPlane) -> None:

@@ -98,11 +98,26 @@ CASES = [
         ("spec.probes.syscalls.learningPeriod", "should match"),
         probes=sys_probe(learningPeriod="-1m"),
     ),
+    ts(
+        "learning-period-too-long",
+        ("spec.probes.syscalls.learningPeriod", "8760h"),
+        probes=sys_probe(learningPeriod="9000h"),
+    ),
+    ts(
+        "spike-factor-below-two",
+        ("spec.probes.syscalls.baseline.spikeFactor", "should be greater than or equal to 2"),
+        probes=sys_probe(learningPeriod="5m", baseline={"spikeFactor": 1}),
+    ),
+    ts(
+        "spike-min-count-zero",
+        ("spec.probes.syscalls.baseline.spikeMinCount", "should be greater than or equal to 1"),
+        probes=sys_probe(learningPeriod="5m", baseline={"spikeMinCount": 0}),
+    ),
     # probes
     ts(
         "unknown-probe",
-        ('unknown field "spec.probes.dns"',),
-        probes={"network": NET, "dns": {"enabled": True}},
+        ('unknown field "spec.probes.http"',),
+        probes={"network": NET, "http": {"enabled": True}},
     ),
     ts(
         "unknown-probe-field",
@@ -136,6 +151,11 @@ CASES = [
         probes={"network": {"enabled": True, "topFlows": 5000}},
     ),
     ts(
+        "dns-top-names-over-200",
+        ("spec.probes.dns.topNames", "less than or equal to 200"),
+        probes={"dns": {"enabled": True, "topNames": 201}},
+    ),
+    ts(
         "max-alerts-zero",
         ("spec.probes.syscalls.maxAlerts", "greater than or equal to 1"),
         probes=sys_probe(maxAlerts=0),
@@ -162,12 +182,12 @@ CASES = [
     ),
     ts(
         "no-probe-enabled",
-        ("spec.probes", "at least one of network or syscalls must be enabled"),
+        ("spec.probes", "at least one of network, syscalls or dns must be enabled"),
         probes={"network": {"enabled": False}, "syscalls": {"enabled": False}},
     ),
     ts(
         "no-probes-at-all",
-        ("spec.probes", "at least one of network or syscalls must be enabled"),
+        ("spec.probes", "at least one of network, syscalls or dns must be enabled"),
         probes={},
     ),
     # selector
@@ -379,6 +399,7 @@ def test_examples_exist() -> None:
     assert {
         "tracesession-network.yaml",
         "tracesession-syscalls.yaml",
+        "tracesession-baseline.yaml",
         "tracesession-full.yaml",
         "gputelemetry-dcgm.yaml",
         "gputelemetry-nvml.yaml",
@@ -398,6 +419,7 @@ def test_defaults_are_applied(cluster: Cluster) -> None:
         "directions": ["ingress", "egress"],
         "protocols": ["TCP", "UDP", "ICMP", "ICMPv6"],
         "topFlows": 50,
+        "tcpHealth": True,
     }
     syscalls = spec["probes"]["syscalls"]
     assert syscalls["maxAlerts"] == 100
@@ -405,6 +427,18 @@ def test_defaults_are_applied(cluster: Cluster) -> None:
     assert {"ptrace", "mount", "bpf", "setns", "userfaultfd", "keyctl"} <= set(syscalls["alertOn"])
     assert len(syscalls["alertOn"]) == 20
     assert "duration" not in spec and "ttlSecondsAfterFinished" not in spec
+
+    learning = trace_session(
+        "baseline-defaults", probes={"syscalls": {"enabled": True, "learningPeriod": "5m",
+                                                  "baseline": {}}},
+    )  # fmt: skip
+    assert cluster.apply(learning).returncode == 0
+    stored = cluster.get_json("tracesession", "baseline-defaults")["spec"]["probes"]["syscalls"]
+    assert stored["baseline"] == {"spikeFactor": 10, "spikeMinCount": 1000}
+    dns_only = trace_session("dns-only", probes={"dns": {"enabled": True}})
+    assert cluster.apply(dns_only).returncode == 0
+    dspec = cluster.get_json("tracesession", "dns-only")["spec"]
+    assert dspec["probes"]["dns"] == {"enabled": True, "topNames": 20}
 
     gpu = gpu_telemetry("defaults", source={"dcgmExporter": {}})
     assert cluster.apply(gpu).returncode == 0
@@ -442,10 +476,10 @@ def test_unknown_fields_are_pruned_without_strict_validation(cluster: Cluster) -
     """Only strict field validation refuses unknown fields; a client that turns it
     off (``--validate=false``) gets them silently dropped by structural pruning.
     kubectl's default (--validate=strict) refuses them."""
-    manifest = trace_session("lenient", probes={"network": NET, "dns": {"enabled": True}})
+    manifest = trace_session("lenient", probes={"network": NET, "http": {"enabled": True}})
     result = cluster.apply(manifest, "--validate=false")
     assert result.returncode == 0, result.stderr
-    assert "dns" not in cluster.get_json("tracesession", "lenient")["spec"]["probes"]
+    assert "http" not in cluster.get_json("tracesession", "lenient")["spec"]["probes"]
 
 
 def _contains(actual: Any, expected: Any) -> bool:

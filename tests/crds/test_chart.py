@@ -78,6 +78,9 @@ def test_helm_install_creates_working_crds(helm: Helm, bare_plane: ControlPlane)
     bare_plane.kubectl("create", "namespace", "shop")
     bare_plane.kubectl("apply", "-n", "shop", "-f", "-", input=yaml.safe_dump(trace_session("t")))
     header = bare_plane.kubectl("get", "ts", "-n", "shop").stdout.splitlines()[0].split()
-    assert header == ["NAME", "PHASE", "PODS", "NODES", "FLOWS", "BYTES", "ALERTS", "AGE"]
+    assert header == [
+        "NAME", "PHASE", "PODS", "NODES", "FLOWS", "BYTES", "ALERTS", "RETRANS", "DNS-ERRORS",
+        "AGE",
+    ]  # fmt: skip
     status = helm("status", "orb8", "-n", "orb8-system", "--kubeconfig", str(bare_plane.kubeconfig))
     assert "STATUS: deployed" in status.stdout

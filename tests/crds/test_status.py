@@ -27,7 +27,9 @@ from tests.crds.manifests import (
 
 pytestmark = pytest.mark.cluster
 
-TS_HEADER = ["NAME", "PHASE", "PODS", "NODES", "FLOWS", "BYTES", "ALERTS", "AGE"]
+TS_HEADER = [
+    "NAME", "PHASE", "PODS", "NODES", "FLOWS", "BYTES", "ALERTS", "RETRANS", "DNS-ERRORS", "AGE",
+]  # fmt: skip
 GPUT_HEADER = ["NAME", "PHASE", "PODS", "GPUS", "UTIL", "MEMORY", "AGE"]
 
 
@@ -90,12 +92,14 @@ def test_trace_session_columns(cluster: Cluster, resource: str) -> None:
                 "packets": 14011,
                 "alerts": 1,
                 "pods": 6,
+                "retransmits": 17,
             },
+            "dns": {"queries": 40, "answers": 40, "nxdomain": 3, "servfail": 2, "errors": 5},
         },
     )
     header, row = table(cluster, resource, name)
     assert header == TS_HEADER
-    assert row[:7] == [name, "Running", "6", "3", "41", "18734112", "1"]
+    assert row[:9] == [name, "Running", "6", "3", "41", "18734112", "1", "17", "5"]
 
 
 @pytest.mark.parametrize("resource", ["gputelemetries", "gputelemetry", "gput"])

@@ -23,7 +23,7 @@ from orb8_dev import netns
 def kernel_ready() -> None:
     if os.geteuid() != 0:
         pytest.fail("data-plane kernel tests must run as root (they load BPF programs)")
-    for name in ("flows", "syscalls", "noop"):
+    for name in ("flows", "syscalls", "noop", "tcphealth", "hostflows"):
         if not object_path(name=name).is_file():
             pytest.fail(f"{object_path(name=name)} is missing: run `make bpf` first")
     report = run_preflight(mount=True, load_probes=False)

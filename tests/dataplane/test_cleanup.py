@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from orb8_agent.dataplane import tc
-from orb8_agent.dataplane.flows import FlowCollector
+from orb8_agent.dataplane.abi import FLOW4_KEY, FLOW_LAYOUT, FLOW_VALUE
+from orb8_agent.dataplane.flows import FLOW_MAPS, FlowCollector
 from orb8_agent.dataplane.libbpf import BPF_TC_INGRESS
 from orb8_agent.dataplane.objects import object_path
 from orb8_agent.dataplane.syscalls import Hook, SyscallCollector
@@ -24,6 +25,8 @@ from orb8_dev.traffic_ctl import (
     has_clsact,
     own_bpf_prog_ids,
     tc_filters,
+    traffic,
+    warm_neighbours,
 )
 
 pytestmark = pytest.mark.kernel
@@ -219,15 +222,77 @@ def test_the_flow_map_is_pinned_while_open_and_a_clean_close_unpins(
     try:
         c = FlowCollector(agent_id=agent_id, run_dir=run_dir, pin_dir=pins)
         c.open()
-        pin = pins / agent_id / "flows"
-        assert pin.exists()
+        pinned = [pins / agent_id / name for name in FLOW_MAPS.values()]
+        assert all(p.exists() for p in pinned)
         c.close()
-        assert not pin.exists() and not pin.parent.exists()
+        assert not any(p.exists() for p in pinned) and not (pins / agent_id).exists()
     finally:
-        for path in sorted(pins.rglob("*"), reverse=True):
-            path.unlink() if path.is_file() else path.rmdir()
-        if pins.exists():
-            pins.rmdir()
+        _remove_tree(pins)
+
+
+def _remove_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    if root.exists():
+        root.rmdir()
+
+
+def _pin_map(path: Path, *, key: int, value: int, entries: int) -> None:
+    """A map pinned at ``path`` holding one entry whose bytes are all 0x01."""
+    run = ["bpftool", "map"]
+    subprocess.run(
+        [*run, "create", str(path), "type", "lru_hash", "key", str(key), "value", str(value),
+         "entries", str(entries), "name", "old_flows"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    subprocess.run(
+        [*run, "update", "pinned", str(path), "key", *["1"] * key, "value", *["1"] * value],
+        check=True, capture_output=True,
+    )  # fmt: skip
+
+
+def test_flow_maps_pinned_by_another_layout_are_replaced_not_misread(
+    pair: netns.VethPair, run_dir: Path, agent_id: str
+) -> None:
+    """An upgrade finds the maps an agent of an older layout pinned: the one-map layout
+    (40-byte keys, 40-byte values, pinned as "flows") and a map of today's sizes pinned under
+    another layout version. Both are dropped (their bytes would be misread) and the probe
+    counts into fresh maps, which read back only this run's traffic."""
+    pins = Path("/sys/fs/bpf") / f"orb8-test-{agent_id}"
+    old = pins / agent_id / "flows"
+    same_size = pins / agent_id / f"flows4_v{FLOW_LAYOUT - 1}"
+    # another probe's map pinned in the same directory (the TCP health probe's)
+    neighbour = pins / agent_id / "tcp_health"
+    try:
+        old.parent.mkdir(parents=True)
+        _pin_map(old, key=40, value=40, entries=131072)
+        _pin_map(same_size, key=FLOW4_KEY.size, value=FLOW_VALUE.size, entries=131072)
+        _pin_map(neighbour, key=8, value=8, entries=16)
+        with netns.enter(pair.ns_a):
+            c = FlowCollector(agent_id=agent_id, run_dir=run_dir, pin_dir=pins)
+            c.open()
+        try:
+            assert not old.exists() and not same_size.exists()
+            assert neighbour.exists(), "the flow probe removed another probe's pinned map"
+            assert all((pins / agent_id / name).exists() for name in FLOW_MAPS.values())
+            with netns.enter(pair.ns_a):
+                assert c.read_flows() == []
+                warm_neighbours(pair)
+                c.attach(interface=pair.if_a)
+            traffic(
+                pair.ns_a, "udp-send", "--dst", pair.ip4_b, "--port", "5600", "--size", "10",
+                "--count", "7",
+            )  # fmt: skip
+            with netns.enter(pair.ns_a):
+                flows = c.read_flows()
+            assert [(f.dst_port, f.packets) for f in flows if f.dst_port == 5600] == [(5600, 7)]
+            # nothing of the old maps' all-0x01 entries came through
+            assert all(f.bytes != 0x0101010101010101 for f in flows)
+        finally:
+            with netns.enter(pair.ns_a):
+                c.close()
+    finally:
+        _remove_tree(pins)
 
 
 def test_without_a_bpffs_the_flow_probe_loads_unpinned(
@@ -236,6 +301,6 @@ def test_without_a_bpffs_the_flow_probe_loads_unpinned(
     c = FlowCollector(agent_id=agent_id, run_dir=run_dir, pin_dir=tmp_path / "not-bpffs")
     c.open()
     try:
-        assert not (tmp_path / "not-bpffs" / agent_id / "flows").exists()
+        assert not (tmp_path / "not-bpffs" / agent_id / "flows4_v2").exists()
     finally:
         c.close()

@@ -142,6 +142,10 @@ def test_trace_network_table(pair: netns.VethPair) -> None:
         "BYTES",
         "PACKETS",
         "TCP",
+        "RETRANS",
+        "RST",
+        "S/R",
+        "CONNECT",
     ]
 
 
@@ -199,7 +203,9 @@ def test_diagnose_json(kernel_ready: None) -> None:
     assert done.returncode == 0, done.stdout
     doc = json.loads(done.stdout)
     assert doc["kernel"]["btf"] is True and doc["kernel"]["release"]
-    assert {p["name"]: p["loadable"] for p in doc["probes"]} == {"flows": True, "syscalls": True}
+    assert {p["name"]: p["loadable"] for p in doc["probes"]} == {
+        "flows": True, "syscalls": True, "tcp": True, "hostflows": True,
+    }  # fmt: skip
     assert "BPF" in doc["capabilities"] or "SYS_ADMIN" in doc["capabilities"]
 
 

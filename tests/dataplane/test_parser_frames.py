@@ -9,6 +9,7 @@ vanishes, and the program always returns TC_ACT_UNSPEC.
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,6 +122,51 @@ def test_ipv4_ihl_longer_than_the_frame_is_malformed(runner: Runner) -> None:
 def test_ipv4_header_with_an_ipv6_version_is_malformed(runner: Runner) -> None:
     good = ipv4(17, udp())
     assert accounted_once(runner, good[:14] + b"\x65" + good[15:]) == ([], "malformed")
+
+
+@pytest.mark.parametrize(
+    ("fast", "general"),
+    [
+        (ipv4(6, tcp(0x18)), ipv4(6, tcp(0x18), ihl=6)),
+        (ipv4(17, udp() + b"x" * 40), ipv4(17, udp() + b"x" * 40, ihl=6)),
+        # too short for the fast path's room for a full TCP header
+        (ipv4(17, udp() + b"x" * 40), ipv4(17, udp())),
+    ],
+    ids=["tcp-options", "udp-options", "udp-short"],
+)
+def test_the_fast_path_and_the_general_parser_make_the_same_flow(
+    runner: Runner, fast: bytes, general: bytes
+) -> None:
+    """A 20-byte-header IPv4 TCP/UDP frame takes the copy-free path; the same packet with
+    an IP option (or too short to hold a TCP header) takes the general parser."""
+    a, kind_a = accounted_once(runner, fast)
+    b, kind_b = accounted_once(runner, general)
+    assert kind_a == kind_b == "flow"
+    assert (a[0].key, a[0].tcp_flags) == (b[0].key, b[0].tcp_flags)
+    assert a[0].src_port != 0 and a[0].dst_port != 0
+
+
+COARSE = 6  # CLOCK_MONOTONIC_COARSE: the clock bpf_ktime_get_coarse_ns() reads
+
+
+def test_last_seen_follows_the_coarse_clock(runner: Runner) -> None:
+    """The probe re-reads the clock only when jiffies moved since a flow's last packet;
+    a packet one tick after the first still moves last_seen to the tick's time."""
+    c, fd = runner
+    c.read_flows()
+    pkt = ipv4(6, tcp(0x10))
+    libbpf.test_run(prog_fd=fd, packet=pkt, repeat=1)
+    first = time.clock_gettime_ns(COARSE)
+    deadline = time.monotonic() + 30
+    while time.clock_gettime_ns(COARSE) == first:  # the next tick
+        assert time.monotonic() < deadline, "the coarse clock did not move"
+        time.sleep(0.001)
+    mid = time.clock_gettime_ns(COARSE)
+    libbpf.test_run(prog_fd=fd, packet=pkt, repeat=1)
+    after = time.clock_gettime_ns(COARSE)
+    [flow] = c.read_flows()
+    assert flow.packets == 2
+    assert flow.first_seen_ns <= first < mid <= flow.last_seen_ns <= after
 
 
 def test_ipv4_with_options_reads_ports_after_them(runner: Runner) -> None:

@@ -54,7 +54,17 @@ ALLOWED = {
         2: "bpf_map_update_elem",
         7: "bpf_get_prandom_u32",
         26: "bpf_skb_load_bytes",  # fixed-size header structs at header offsets
+        118: "bpf_jiffies64",  # gates the clock read to once a tick per flow
         160: "bpf_ktime_get_coarse_ns",
+    },
+    "tcphealth": {
+        1: "bpf_map_lookup_elem",
+        2: "bpf_map_update_elem",
+        3: "bpf_map_delete_elem",  # a connect's SYN_SENT time, once it is used
+        5: "bpf_ktime_get_ns",
+        # socket, skb and namespace fields (kernel memory), and the TCP and IP
+        # headers of the packet a no-socket RST answers (never payload)
+        113: "bpf_probe_read_kernel",
     },
 }
 

@@ -65,6 +65,8 @@ def test_preflight_and_diagnose_report_a_missing_probe(
     assert [(p["name"], p["loadable"]) for p in status["probes"]] == [
         ("flows", False),
         ("syscalls", True),
+        ("tcp", False),
+        ("hostflows", False),
     ]
     assert main(["diagnose"]) == 1
     out = capsys.readouterr().out

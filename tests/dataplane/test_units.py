@@ -128,7 +128,10 @@ def test_capabilities_from_status(tmp_path: Path) -> None:
 def test_abi_matches_the_objects(kernel_ready: None) -> None:
     """The Python struct layouts equal the key/value sizes compiled into the probes."""
     expect = {
-        "flows": {"flows": (abi.FLOW_KEY.size, abi.FLOW_VALUE.size)},
+        "flows": {
+            "flows4": (abi.FLOW4_KEY.size, abi.FLOW_VALUE.size),
+            "flows6": (abi.FLOW6_KEY.size, abi.FLOW_VALUE.size),
+        },
         "syscalls": {"syscall_counts": (abi.SYSCALL_COUNT_KEY.size, 8)},
     }
     for obj_name, wanted in expect.items():

@@ -142,7 +142,7 @@ def test_agent_reports_flows_and_alerts_of_its_targets(
         assert alert["severity"] == "High"
     entry = _node_entry(control_plane, namespace, "agent-only", "node-a")
     assert all(a["pod"] != "outsider" for a in entry["alerts"])
-    assert entry["probes"] == ["flows", "syscalls"]
+    assert entry["probes"] == ["flows", "syscalls", "tcp"]
 
     with urllib.request.urlopen(f"http://127.0.0.1:{agent.http_port}/metrics", timeout=5) as resp:
         metrics = resp.read().decode()

@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from orb8_common.models import NodeAgentConfigSpec
 from orb8_dev.controlplane import ControlPlane
 from orb8_dev.kubelet import SimKubelet
 from tests.e2e.conftest import wait_for
@@ -19,12 +20,9 @@ def _config_pods(plane: ControlPlane, node: str, namespaces: set[str]) -> set[tu
     result = plane.kubectl("get", "nac", node, "-o", "json", check=False)
     if result.returncode != 0:
         return set()
-    sessions = json.loads(result.stdout)["spec"].get("sessions") or []
+    spec = NodeAgentConfigSpec.model_validate(json.loads(result.stdout)["spec"])
     return {
-        (p["namespace"], p["name"])
-        for s in sessions
-        if s["namespace"] in namespaces
-        for p in s.get("pods") or []
+        (p.namespace, p.name) for s in spec.sessions if s.namespace in namespaces for p in s.pods
     }
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from orb8_agent.dataplane.objects import object_path
+from orb8_common.models import NodeAgentConfigSpec
 from orb8_dev import controlplane, reliability
 from orb8_dev.faultproxy import FaultProxy
 from tests.e2e.conftest import tcp_transfer, wait_for
@@ -274,8 +275,8 @@ def _config_pods(cluster: Cluster, node: str) -> set[str]:
     found = cluster.plane.kubectl("get", "nac", node, "-o", "json", check=False)
     if found.returncode != 0:
         return set()
-    sessions = json.loads(found.stdout).get("spec", {}).get("sessions") or []
-    return {pod["name"] for s in sessions for pod in s.get("pods") or []}
+    spec = NodeAgentConfigSpec.model_validate(json.loads(found.stdout).get("spec") or {})
+    return {pod.name for s in spec.sessions for pod in s.pods}
 
 
 def test_two_hundred_pods_churned_over_a_running_session(cluster: Cluster) -> None:

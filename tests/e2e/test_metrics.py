@@ -39,7 +39,7 @@ NODE = "node-metrics"
 DASHBOARD = REPO_ROOT / "charts" / "orb8" / "dashboards" / "orb8.json"
 ALLOWED_LABELS = {
     "namespace", "pod", "direction", "protocol", "syscall", "probe", "map", "reason",
-    "watch", "target", "result", "group", "gpu", "source", "kind", "le",
+    "watch", "target", "result", "group", "gpu", "source", "kind", "le", "state",
 }  # fmt: skip
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -11,7 +11,7 @@ from typing import Any
 from kubernetes_asyncio import client, config
 
 from orb8_agent.control.kube import patch_agent_status
-from orb8_common.models import format_epoch
+from orb8_common.models import NodeAgentConfigSpec, format_epoch
 from orb8_dev.controlplane import ControlPlane
 from orb8_dev.kubelet import SimKubelet
 from tests.e2e.conftest import get_json, tcp_transfer, wait_for
@@ -22,8 +22,8 @@ def _config_pods(plane: ControlPlane, node: str) -> set[str]:
     result = plane.kubectl("get", "nac", node, "-o", "json", check=False)
     if result.returncode != 0:
         return set()
-    sessions = json.loads(result.stdout)["spec"].get("sessions") or []
-    return {pod["name"] for session in sessions for pod in session.get("pods") or []}
+    spec = NodeAgentConfigSpec.model_validate(json.loads(result.stdout)["spec"])
+    return {pod.name for session in spec.sessions for pod in session.pods}
 
 
 def test_pods_that_leave_drop_out_and_new_ones_are_picked_up(

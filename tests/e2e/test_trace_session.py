@@ -111,7 +111,10 @@ def test_flows_and_alerts_reach_the_session_status(
     assert final["summary"]["nodes"] == 2
 
     table = control_plane.kubectl("get", "ts", "-n", namespace).stdout.splitlines()
-    assert table[0].split() == ["NAME", "PHASE", "PODS", "NODES", "FLOWS", "BYTES", "ALERTS", "AGE"]
+    assert table[0].split() == [
+        "NAME", "PHASE", "PODS", "NODES", "FLOWS", "BYTES", "ALERTS", "RETRANS", "DNS-ERRORS",
+        "AGE",
+    ]  # fmt: skip
     row = table[1].split()
     assert row[:4] == ["shop-debug", "Running", "3", "2"]
     assert int(row[5]) >= same_node + cross_node

@@ -106,7 +106,7 @@ def test_image_configs(built: dict[str, Image]) -> None:
 
 def test_agent_image_holds_the_bpf_objects_and_libbpf(built: dict[str, Image]) -> None:
     agent = built["agent"]
-    for name in ("flows", "syscalls"):
+    for name in ("flows", "syscalls", "tcphealth", "dns", "hostflows"):
         elf = agent.read(f"{SITE}orb8_agent/bpf/{name}.bpf.o")
         assert elf[:4] == b"\x7fELF"
         assert int.from_bytes(elf[18:20], "little") == EM_BPF

@@ -72,8 +72,8 @@ def test_trace_session_accepts_camel_case_and_round_trips() -> None:
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({}, "spec.probes: enable at least one of network, syscalls"),
-        (None, "spec.probes: enable at least one of network, syscalls"),
+        ({}, "spec.probes: enable at least one of network, syscalls, dns"),
+        (None, "spec.probes: enable at least one of network, syscalls, dns"),
         ("nope", "spec: Input should be a valid dictionary"),
         ({**NET, "duration": "10"}, "spec.duration: invalid duration '10'"),
         ({**NET, "duration": "0s"}, "spec.duration: duration '0s' must be greater than zero"),
@@ -240,4 +240,4 @@ def test_condition_and_node_agent_config_wire_shape() -> None:
         "observedGeneration": 2,
     }
     nac = NodeAgentConfigSpec.model_validate({"nodeName": "node-a", "sessions": []})
-    assert to_wire(nac) == {"nodeName": "node-a", "sessions": []}
+    assert to_wire(nac) == {"nodeName": "node-a", "pods": [], "sessions": []}

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from orb8_common.models import (
     GpuTelemetrySpec,
+    NodeAgentConfigSpec,
+    Selector,
     SessionKind,
     TraceSessionSpec,
     parse_gpu_telemetry_spec,
@@ -67,29 +69,55 @@ def test_build_node_configs_groups_sessions_per_node() -> None:
         "namespace": "shop",
         "name": "zeta",
         "generation": 1,
-        "pods": [
-            {
-                "uid": "uid-shop-a1",
-                "namespace": "shop",
-                "name": "a1",
-                "ips": ["10.0.1.1"],
-                "hostNetwork": False,
-                "containers": [{"name": "app", "id": "containerd://a1-app"}],
-            },
-            {
-                "uid": "uid-shop-a2",
-                "namespace": "shop",
-                "name": "a2",
-                "ips": ["10.0.1.2"],
-                "hostNetwork": False,
-                "containers": [{"name": "app", "id": "containerd://a2-app"}],
-            },
-        ],
+        "podUids": ["uid-shop-a1", "uid-shop-a2"],
     }
+    # Each pod once per node, however many sessions select it (a1 is alpha's and zeta's).
+    assert node_a["sessions"][0]["podUids"] == ["uid-shop-a1"]
+    assert node_a["pods"] == [
+        {
+            "uid": "uid-shop-a1",
+            "namespace": "shop",
+            "name": "a1",
+            "ips": ["10.0.1.1"],
+            "hostNetwork": False,
+            "containers": [{"name": "app", "id": "containerd://a1-app"}],
+        },
+        {
+            "uid": "uid-shop-a2",
+            "namespace": "shop",
+            "name": "a2",
+            "ips": ["10.0.1.2"],
+            "hostNetwork": False,
+            "containers": [{"name": "app", "id": "containerd://a2-app"}],
+        },
+    ]
+    # Read back, every session sees its own pods again.
+    parsed = NodeAgentConfigSpec.model_validate(node_a)
+    assert [[p.name for p in s.pods] for s in parsed.sessions] == [["a1"], ["a1", "a2"]]
     gpu = to_wire(configs["node-c"])["sessions"][0]
     assert gpu["kind"] == "GpuTelemetry"
     # Settings are not copied per node: agents read them from the session itself.
-    assert set(gpu) == {"uid", "kind", "namespace", "name", "generation", "pods"}
+    assert set(gpu) == {"uid", "kind", "namespace", "name", "generation", "podUids"}
+
+
+def test_entries_that_list_their_pods_inline_are_read_and_rewritten_once_per_node() -> None:
+    """An older operator's shape (pods inside each session) parses, and writes back deduped."""
+    pod_a1 = {"uid": "uid-shop-a1", "namespace": "shop", "name": "a1", "ips": ["10.0.1.1"]}
+    old = {
+        "nodeName": "node-a",
+        "sessions": [
+            {"uid": "u1", "kind": "TraceSession", "namespace": "shop", "name": "one",
+             "pods": [pod_a1]},
+            {"uid": "u2", "kind": "TraceSession", "namespace": "shop", "name": "two",
+             "pods": [pod_a1]},
+        ],
+    }  # fmt: skip
+    spec = NodeAgentConfigSpec.model_validate(old)
+    assert [[p.name for p in s.pods] for s in spec.sessions] == [["a1"], ["a1"]]
+    wire = to_wire(spec)
+    assert [p["uid"] for p in wire["pods"]] == ["uid-shop-a1"]
+    assert [s["podUids"] for s in wire["sessions"]] == [["uid-shop-a1"], ["uid-shop-a1"]]
+    assert all("pods" not in s for s in wire["sessions"])
 
 
 def test_build_is_deterministic_whatever_the_input_order() -> None:
@@ -110,9 +138,10 @@ def test_plan_create_patch_delete_and_noop() -> None:
     )
     plan = plan_node_configs(desired=desired, current=current)
     assert list(plan.create) == ["node-c"]
-    assert plan.create["node-c"]["sessions"][0]["pods"][0]["name"] == "c1"
+    assert plan.create["node-c"]["pods"][0]["name"] == "c1"
+    assert plan.create["node-c"]["sessions"][0]["podUids"] == ["uid-ml-c1"]
     assert list(plan.patch) == ["node-a"]
-    assert [p["name"] for p in plan.patch["node-a"]["sessions"][0]["pods"]] == ["a1", "a2"]
+    assert [p["name"] for p in plan.patch["node-a"]["pods"]] == ["a1", "a2"]
     assert plan.delete == ("node-old",)
     assert not plan.empty
 
@@ -121,7 +150,7 @@ def test_plan_ignores_apiserver_defaulting_and_deletes_emptied_nodes() -> None:
     desired = build_node_configs(sessions=[session("one", {"node-a": (A1,)})])
     stored = to_wire(desired["node-a"])
     # The apiserver may leave out defaulted fields; that is not a difference.
-    del stored["sessions"][0]["pods"][0]["hostNetwork"]
+    del stored["pods"][0]["hostNetwork"]
     assert plan_node_configs(desired=desired, current={"node-a": stored}).empty
     # The session ends: nothing is left on node-a, so its object goes.
     plan = plan_node_configs(desired=build_node_configs(sessions=[]), current={"node-a": stored})
@@ -158,9 +187,10 @@ def test_a_session_spanning_many_nodes_costs_each_node_only_its_pods() -> None:
         f"node-{i:02d}": (pod(f"p{i}", node=f"node-{i:02d}"),) for i in range(10)
     }
     configs = build_node_configs(sessions=[session("wide", many)])
-    entries = [to_wire(c)["sessions"][0] for c in configs.values()]
-    assert len(entries) == 10
-    assert all(len(e["pods"]) == 1 and "probes" not in e for e in entries)
+    wires = [to_wire(c) for c in configs.values()]
+    assert len(wires) == 10
+    assert all(len(w["pods"]) == 1 and len(w["sessions"][0]["podUids"]) == 1 for w in wires)
+    assert all("probes" not in w["sessions"][0] for w in wires)
 
 
 def test_refresh_targets_walks_only_sessions_in_changed_namespaces() -> None:
@@ -168,7 +198,7 @@ def test_refresh_targets_walks_only_sessions_in_changed_namespaces() -> None:
     ml = session("ml-all", {"node-c": (C1,)}, namespace="ml")
     walked: list[frozenset[str]] = []
 
-    def pods_in(namespaces: frozenset[str]) -> list[PodEntry]:
+    def pods_in(selector: Selector, namespaces: frozenset[str]) -> list[PodEntry]:
         walked.append(namespaces)
         return [p for p in (A1, A2, B1, C1) if p.namespace in namespaces]
 

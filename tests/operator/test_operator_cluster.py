@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from orb8_common.models import NodeAgentConfigSpec
 from orb8_dev.controlplane import ControlPlane, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -186,9 +187,8 @@ def _sessions_on(plane: ControlPlane, node: str) -> dict[str, list[str]]:
     nac = _get(plane, "nodeagentconfig", node)
     if nac is None:
         return {}
-    return {
-        s["name"]: [p["name"] for p in s.get("pods", [])] for s in nac["spec"].get("sessions", [])
-    }
+    spec = NodeAgentConfigSpec.model_validate(nac["spec"])
+    return {s.name: [p.name for p in s.pods] for s in spec.sessions}
 
 
 def test_trace_session_end_to_end(
@@ -313,7 +313,8 @@ def test_gpu_telemetry_merge_and_delete(
     assert nac is not None
     (entry,) = nac["spec"]["sessions"]
     # Settings stay in the session; the node's config says who and which pods only.
-    assert set(entry) == {"uid", "kind", "namespace", "name", "generation", "pods"}
+    assert set(entry) == {"uid", "kind", "namespace", "name", "generation", "podUids"}
+    assert [p["name"] for p in nac["spec"]["pods"]] == ["trainer-0"]
 
     gpu = {
         "uuid": "GPU-1",

@@ -51,6 +51,10 @@ def test_first_pass_is_pending_with_targets_on_two_nodes() -> None:
         "alerts": 0,
         "nodes": 0,
         "pods": 2,
+        "retransmits": 0,
+        "resetsSent": 0,
+        "resetsReceived": 0,
+        "connects": 0,
     }
     assert out.status["nodes"] == []  # no node has reported yet
     assert out.active is not None
