@@ -7,6 +7,8 @@ packages=(clang llvm libbpf-dev libbpf1 bpftool iproute2 openssl procps ca-certi
 packages+=(libc6-dev linux-libc-dev)
 # docs/gitops.md: the Argo CD health check (Lua) is run against real sessions
 packages+=(lua5.1 lua-cjson)
+# tests/cli/test_top_tmux.py: `orb8 top` is driven in a real terminal
+packages+=(tmux)
 # the TCP health tests drop packets in their own namespaces with nft (no sch_netem module here)
 packages+=(nftables)
 missing=()

@@ -27,7 +27,7 @@ from orb8_common.errors import UsageError
 def register_trace(kinds: Any, *, common: Any) -> None:
     """Add ``dns`` to ``orb8 trace``; ``common`` adds --local/--duration/--output."""
     parser = kinds.add_parser("dns", help="DNS queries, answers and latency on interfaces")
-    common(parser)
+    common(parser, outputs=("table", "json"))
     parser.add_argument(
         "--interface", "-i", action="append", default=[], metavar="IF",
         help="interface to trace (repeatable); default: all up, non-loopback Ethernet interfaces",
@@ -54,6 +54,10 @@ def run_trace(args: argparse.Namespace) -> int:
     from orb8_cli.trace import CLI_AGENT_PREFIX, _check_common, _loop, _require_root, _Stopper
 
     duration = _check_common(args)
+    if args.pod:
+        raise UsageError(
+            "trace dns --pod is not supported yet: run `orb8 trace dns --local` on the node"
+        )
     if args.top < 0:
         raise UsageError("--top must not be negative")
     names: list[str] = list(dict.fromkeys(args.interface)) or interfaces.default_interfaces()

@@ -1,5 +1,9 @@
 """``orb8 get flows|alerts|nodes|gpus SESSION``: read a session's status and print it.
 
+``flows`` and ``alerts`` (and any row kind in :data:`SESSION_ROWS`) take the
+filters of ``orb8_cli.filters``, ``-o table|wide|json|ndjson`` and
+``--watch``, which follows the session through the apiserver's watch.
+
 Talks to the cluster in the current kubeconfig context (``--kubeconfig`` or
 ``$KUBECONFIG``), like kubectl. Installed as ``kubectl-orb8`` too, so
 ``kubectl orb8 get flows checkout-debug -n shop`` works.
@@ -9,31 +13,43 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from orb8_cli import dns
-from orb8_cli.humanize import human_bytes, human_count, table
+from orb8_cli.filters import add_filter_arguments, filter_from_args
+from orb8_cli.humanize import human_bytes, table
 from orb8_cli.kube import current_namespace, get_session
+from orb8_cli.output import OUTPUTS, Row, RowKind, WatchPrinter, render
+from orb8_cli.rowkinds import ALERTS, FLOWS
+from orb8_cli.sessionwatch import follow_session
 from orb8_common.crd import GPU_TELEMETRIES, TRACE_SESSIONS
 
-Row = Mapping[str, Any]
+# The row kinds of a TraceSession's status: kind -> (status field, RowKind).
+SESSION_ROWS: dict[str, tuple[str, RowKind]] = {
+    "flows": ("flows", FLOWS),
+    "alerts": ("alerts", ALERTS),
+}
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("get", help="show a session's flows, alerts, nodes or GPUs")
     kinds = parser.add_subparsers(dest="what", metavar="WHAT", parser_class=type(parser))
     for what, help_text, func in (
-        ("flows", "top flows of a TraceSession, both ends named", run_flows),
-        ("alerts", "syscall alerts of a TraceSession", run_alerts),
+        ("flows", "top flows of a TraceSession, both ends named", run_rows),
+        ("alerts", "syscall alerts of a TraceSession", run_rows),
         ("nodes", "per-node state of a TraceSession or GpuTelemetry", run_nodes),
         ("gpus", "per-pod GPU use of a GpuTelemetry", run_gpus),
     ):
         sub = kinds.add_parser(what, help=help_text)
         sub.add_argument("session", metavar="SESSION")
         sub.add_argument("-n", "--namespace", help="the session's namespace (default: context's)")
-        sub.add_argument("-o", "--output", choices=("table", "json"), default="table")
         sub.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG)")
+        if what in SESSION_ROWS:
+            add_row_arguments(sub)
+        else:
+            sub.add_argument("-o", "--output", choices=("table", "json"), default="table")
         if what == "nodes":
             sub.add_argument(
                 "--kind", choices=("ts", "gput"), default="ts",
@@ -41,6 +57,42 @@ def register(subparsers: Any) -> None:
             )  # fmt: skip
         sub.set_defaults(func=func)
     dns.register_get(kinds)
+
+
+def add_row_arguments(parser: argparse.ArgumentParser) -> None:
+    """-o/--output, -w/--watch and the filters, for any row kind of a session."""
+    parser.add_argument("-o", "--output", choices=OUTPUTS, default="table")
+    parser.add_argument(
+        "-w", "--watch", action="store_true",
+        help="keep printing rows as they change (Ctrl-C to stop)",
+    )  # fmt: skip
+    add_filter_arguments(parser)
+
+
+def run_rows(args: argparse.Namespace) -> int:
+    """``orb8 get flows|alerts|…``: the session's rows of that kind, filtered."""
+    field, kind = SESSION_ROWS[args.what]
+    row_filter = filter_from_args(args, kind=kind.name, applies=kind.filters)
+    namespace = args.namespace or current_namespace(kubeconfig=args.kubeconfig)
+    empty = f"{kind.empty} for {args.session}"
+    if not args.watch:
+        body = get_session(kubeconfig=args.kubeconfig, plural=TRACE_SESSIONS,
+                           namespace=namespace, name=args.session)  # fmt: skip
+        rows = kind.select(_rows(body, field), row_filter)
+        text = render(kind=kind, rows=rows, output=args.output, empty=empty)
+        if text:
+            print(text)
+        return 0
+    printer = WatchPrinter(kind=kind, output=args.output, stream=sys.stdout, empty=empty)
+    for body in follow_session(kubeconfig=args.kubeconfig, plural=TRACE_SESSIONS,
+                               namespace=namespace, name=args.session):  # fmt: skip
+        printer.update(kind.select(_rows(body, field), row_filter))
+    return 0
+
+
+def _rows(body: Mapping[str, Any], field: str) -> list[Row]:
+    rows = (body.get("status") or {}).get(field) or []
+    return [r for r in rows if isinstance(r, Mapping)]
 
 
 def _status(args: argparse.Namespace, *, plural: str) -> dict[str, Any]:
@@ -62,68 +114,6 @@ def _emit(
     else:
         print(empty)
     return 0
-
-
-def _endpoint(end: Row) -> str:
-    who = f"{end['namespace']}/{end['pod']}" if end.get("pod") else end.get("ip", "?")
-    return f"{who}:{end['port']}" if end.get("port") is not None else who
-
-
-def _tcp_health(r: Row) -> tuple[str, ...]:
-    """RETRANS, RST S/R, CONNECT cells (docs/tcp-health.md); '-' where a row has none."""
-    if "retransmits" not in r:
-        return ("-", "-", "-")
-    latency = r.get("connectLatencyMs")
-    return (str(r["retransmits"]), f"{r.get('resetsSent', 0)}/{r.get('resetsReceived', 0)}",
-            "-" if latency is None else f"{latency:.1f}ms")  # fmt: skip
-
-
-def _destination(row: Row) -> str:
-    """The destination; a ClusterIP's as its Service, and the backend where known
-    (docs/services.md): ``svc:shop/cart:80->shop/cart-1:8080``."""
-    if not row.get("service"):
-        return _endpoint(row["destination"])
-    backend = row.get("backend")
-    return f"svc:{row['service']}" + (f"->{_endpoint(backend)}" if backend else "")
-
-
-def run_flows(args: argparse.Namespace) -> int:
-    flows = _status(args, plural=TRACE_SESSIONS).get("flows") or []
-
-    def render(rows: Sequence[Row]) -> str:
-        # TCP health columns only when some row carries them (TCP rows, tcpHealth on)
-        health = any("retransmits" in r for r in rows)
-        return table(
-            headers=("SOURCE", "DESTINATION", "PROTO", "BYTES", "PACKETS", "NODE", "LAST SEEN")
-            + (("RETRANS", "RST S/R", "CONNECT") if health else ()),
-            rows=[
-                (_endpoint(r["source"]), _destination(r), r["protocol"],
-                 human_bytes(r["bytes"]), human_count(r["packets"]), r.get("node", ""),
-                 r.get("lastSeen", "")) + (_tcp_health(r) if health else ())
-                for r in rows
-            ],
-        )  # fmt: skip
-
-    return _emit(args, flows, render, f"no flows reported yet for {args.session}")
-
-
-def run_alerts(args: argparse.Namespace) -> int:
-    alerts = _status(args, plural=TRACE_SESSIONS).get("alerts") or []
-
-    def render(rows: Sequence[Row]) -> str:
-        return table(
-            headers=("SEVERITY", "POD", "CONTAINER", "SYSCALL", "COUNT", "PROCESS", "NODE",
-                     "LAST SEEN", "REASON"),
-            rows=[
-                (r["severity"], f"{r['namespace']}/{r['pod']}", r.get("container", ""),
-                 r["syscall"], str(r["count"]),
-                 f"{r['process']['comm']}[{r['process']['pid']}]" if r.get("process") else "",
-                 r.get("node", ""), r.get("lastSeen", ""), r.get("reason", ""))
-                for r in rows
-            ],
-        )  # fmt: skip
-
-    return _emit(args, alerts, render, f"no alerts for {args.session}")
 
 
 def run_nodes(args: argparse.Namespace) -> int:

@@ -38,6 +38,20 @@ def _api(*, kubeconfig: str | None) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(api_client)
 
 
+def custom_api(*, kubeconfig: str | None) -> client.CustomObjectsApi:
+    """The custom-objects API of the kubeconfig's current context."""
+    return _api(kubeconfig=kubeconfig)
+
+
+def core_api(*, kubeconfig: str | None) -> client.CoreV1Api:
+    """The core/v1 API of the kubeconfig's current context."""
+    try:
+        api_client = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    except _KUBECONFIG_ERRORS as err:
+        raise _kubeconfig_error(kubeconfig, err) from err
+    return client.CoreV1Api(api_client)
+
+
 def current_namespace(*, kubeconfig: str | None) -> str:
     """The namespace of the kubeconfig's current context ("default" when unset)."""
     try:

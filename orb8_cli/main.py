@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -17,6 +18,7 @@ from orb8_common.errors import Orb8Error, UsageError
 # Modules that add sub-commands, in the order `orb8 --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
     "orb8_cli.get",
+    "orb8_cli.top",
     "orb8_cli.version",
     "orb8_cli.trace",
     "orb8_cli.diagnose",
@@ -27,7 +29,7 @@ EXIT_USAGE = 2
 
 # Options whose value may look like an option ("-d -5s"): argparse would say
 # "expected one argument"; bound to the option, the value reaches its own check.
-_VALUE_OPTIONS = frozenset({"--duration", "-d", "--top", "--interval"})
+_VALUE_OPTIONS = frozenset({"--duration", "-d", "--top", "--interval", "--port"})
 
 
 def _bind_dashed_values(argv: Sequence[str]) -> list[str]:
@@ -78,6 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``orb8 get flows -w | head``): not an error of ours.
+        # Point stdout at /dev/null so the interpreter's final flush stays quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
 """``orb8 trace network|syscalls|dns --local``: run a probe on this machine, no cluster.
 
+With ``--pod NS/POD`` the same trace runs in a short-lived pod on that pod's
+node instead (``orb8_cli.ephemeral``), for clusters without orb8 installed.
+
 Flows are read from the kernel once a second and summed here; the table is
 printed when the duration ends or on Ctrl-C / SIGTERM. Probes are always
 detached before the command returns.
@@ -17,15 +20,27 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from orb8_agent.control.flows import pod_direction
 from orb8_agent.dataplane import cgroupfs, interfaces, syscall_names, tc
 from orb8_agent.dataplane.aggregate import FlowTable, SyscallTable
 from orb8_agent.dataplane.flows import FlowCollector
 from orb8_agent.dataplane.models import Alert, Flow, TcpHealth, tcp_flag_names, tcp_state
 from orb8_agent.dataplane.syscalls import Hook, SyscallCollector
 from orb8_agent.dataplane.tcphealth import TcpHealthCollector
+from orb8_cli import ephemeral, podtarget
 from orb8_cli.durations import parse_cli_duration
+from orb8_cli.filters import (
+    DIRECTION,
+    PORT,
+    PROTOCOL,
+    End,
+    RowView,
+    add_filter_arguments,
+    filter_from_args,
+)
 from orb8_cli.humanize import human_bytes, human_count, table
 from orb8_common.errors import Orb8Error, UsageError
 
@@ -48,14 +63,16 @@ CLI_AGENT_PREFIX = "cli-"
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("trace", help="trace this machine with eBPF (no cluster)")
+    parser = subparsers.add_parser(
+        "trace", help="trace this machine (--local) or one pod of a cluster (--pod) with eBPF"
+    )
     kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
 
     net = kinds.add_parser(
         "network",
         help="per-flow bytes and packets on interfaces, TCP retransmits, resets, connect latency",
     )
-    _common(net)
+    _common(net, outputs=("table", "json", "ndjson"))
     net.add_argument(
         "--interface",
         "-i",
@@ -65,11 +82,12 @@ def register(subparsers: Any) -> None:
         help="interface to trace (repeatable); default: all up, non-loopback Ethernet interfaces",
     )
     net.add_argument("--top", type=int, default=0, help="print only the N largest flows")
+    add_filter_arguments(net, pod=False, pod_namespace=False)
     net.set_defaults(func=run_network)
 
-    sys_ = kinds.add_parser("syscalls", help="syscall counts and alerts of one cgroup")
-    _common(sys_)
-    target = sys_.add_mutually_exclusive_group(required=True)
+    sys_ = kinds.add_parser("syscalls", help="syscall counts and alerts of one cgroup or pod")
+    _common(sys_, outputs=("table", "json"))
+    target = sys_.add_mutually_exclusive_group()
     target.add_argument("--cgroup", metavar="PATH", help="cgroup v2 dir (absolute or relative)")
     target.add_argument("--pid", type=int, help="trace the cgroup this process is in")
     sys_.add_argument(
@@ -89,16 +107,28 @@ def register(subparsers: Any) -> None:
     dns.register_trace(kinds, common=_common)
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--local", action="store_true", help="trace this machine (required)")
+def _common(parser: argparse.ArgumentParser, *, outputs: tuple[str, ...]) -> None:
+    parser.add_argument("--local", action="store_true", help="trace this machine")
+    parser.add_argument(
+        "--pod", metavar="NS/POD",
+        help="trace this pod of the cluster through a short-lived pod on its node "
+        "(no orb8 install needed; see docs/cli.md)",
+    )  # fmt: skip
     parser.add_argument("--duration", "-d", default="10s", help="how long to trace (10s, 1m30s)")
-    parser.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    parser.add_argument("--output", "-o", choices=outputs, default="table")
     parser.add_argument("--agent-id", default=None, help=argparse.SUPPRESS)
+    ephemeral.add_arguments(parser)
+    # Set by `orb8 trace --pod` for the command it runs in the trace pod.
+    parser.add_argument("--target-container", action="append", default=[], help=argparse.SUPPRESS)
+    parser.add_argument("--cgroup-root", default="/host/cgroup", help=argparse.SUPPRESS)
+    parser.add_argument("--result-prefix", default="", help=argparse.SUPPRESS)
 
 
 def _check_common(args: argparse.Namespace) -> float:
-    if not args.local:
-        raise UsageError("only --local is supported here; in a cluster apply a TraceSession")
+    if args.local == bool(args.pod):
+        raise UsageError(
+            "say where to trace: --local (this machine) or --pod NS/POD (a pod of the cluster)"
+        )
     return parse_cli_duration(args.duration, allow_zero=False)
 
 
@@ -157,7 +187,17 @@ def run_network(args: argparse.Namespace) -> int:
     duration = _check_common(args)
     if args.top < 0:
         raise UsageError("--top must not be negative")
-    names: list[str] = list(dict.fromkeys(args.interface)) or interfaces.default_interfaces()
+    row_filter = filter_from_args(args, kind="trace network", applies=LOCAL_FLOW_FILTERS)
+    if args.pod:
+        if args.interface:
+            raise UsageError("--interface does not apply with --pod: the pod's veth is traced")
+        return ephemeral.run(args=args, probe="network", duration=duration)
+    pod_relative = bool(args.target_container)
+    if pod_relative:
+        veth = podtarget.host_veth(target=_pod_target(args))
+        names = [veth.name]
+    else:
+        names = list(dict.fromkeys(args.interface)) or interfaces.default_interfaces()
     if not names:
         raise UsageError("no interface to trace: none is up; pass --interface")
     for name in names:
@@ -195,19 +235,43 @@ def run_network(args: argparse.Namespace) -> int:
             collector.close()
             if tcp is not None:
                 tcp.close()
-    top = flows.top(limit=args.top or None)
+    top = flows.top(limit=None)
     joined = health.join(top)
-    if args.output == "json":
-        print(json.dumps([flow_json(f, joined.get(id(f))) for f in top], indent=2))
-    else:
-        print(flow_table(top, health=joined))
-        print(
-            f"\n{len(flows)} flows on {','.join(names)}; skipped: "
-            f"{stats.not_ip} non-IP, {stats.malformed} malformed; map full: {stats.map_full}, "
-            f"LRU evictions (est.): {stats.evicted_estimate}",
-            file=sys.stderr,
-        )
+    rows = [flow_json(f, joined.get(id(f)), pod_relative=pod_relative) for f in top]
+    rows = [r for r in rows if row_filter.matches(flow_view(r))]
+    if args.top:
+        rows = rows[: args.top]
+    summary = (
+        f"{len(flows)} flows on {','.join(names)}; skipped: "
+        f"{stats.not_ip} non-IP, {stats.malformed} malformed; map full: {stats.map_full}, "
+        f"LRU evictions (est.): {stats.evicted_estimate}"
+    )
+    if args.result_prefix:
+        doc = {"probe": "network", "interfaces": names, "flows": rows, "summary": summary}
+        print(f"{args.result_prefix} {json.dumps(doc, separators=(',', ':'))}", flush=True)
+        return 0
+    print_flows(rows=rows, output=args.output, summary=summary)
     return 0
+
+
+LOCAL_FLOW_FILTERS = frozenset({PROTOCOL, PORT, DIRECTION})
+
+
+def _pod_target(args: argparse.Namespace) -> podtarget.PodTarget:
+    return podtarget.find_target(
+        cgroup_root=Path(args.cgroup_root), container_ids=args.target_container
+    )
+
+
+def print_flows(*, rows: list[dict[str, Any]], output: str, summary: str) -> None:
+    if output == "json":
+        print(json.dumps(rows, indent=2))
+    elif output == "ndjson":
+        for row in rows:
+            print(json.dumps(row, separators=(",", ":")))
+    else:
+        print(flow_table(rows))
+        print(f"\n{summary}", file=sys.stderr)
 
 
 def _open_tcp_health() -> TcpHealthCollector | None:
@@ -260,14 +324,19 @@ def _health_json(h: list[int] | None) -> dict[str, Any]:
     }
 
 
-def flow_json(f: Flow, health: list[int] | None = None) -> dict[str, Any]:
+def flow_json(
+    f: Flow, health: list[int] | None = None, *, pod_relative: bool = False
+) -> dict[str, Any]:
+    """One flow of a local trace. ``direction`` is the tc hook's on the interface, or,
+    on a pod's host veth, the pod's own (a packet the pod sends is tc ingress there)."""
+    direction = pod_direction(hook_direction=f.direction) if pod_relative else f.direction
     return {
         "src_ip": f.src_ip,
         "dst_ip": f.dst_ip,
         "src_port": f.src_port,
         "dst_port": f.dst_port,
         "protocol": f.protocol_name,
-        "direction": f.direction,
+        "direction": direction,
         "ifindex": f.ifindex,
         "bytes": f.bytes,
         "packets": f.packets,
@@ -276,43 +345,62 @@ def flow_json(f: Flow, health: list[int] | None = None) -> dict[str, Any]:
     }
 
 
-def _ports(f: Flow) -> str:
-    if f.protocol in (1, 58):  # ICMP keeps type << 8 | code in dst_port
-        return f"type {f.dst_port >> 8}/{f.dst_port & 0xFF}"
-    return f"{f.src_port}→{f.dst_port}" if f.src_port or f.dst_port else "-"
+def flow_view(row: dict[str, Any]) -> RowView:
+    """A local flow row as the filters see it (ICMP keeps type/code where ports go)."""
+    icmp = row["protocol"] in ("ICMP", "ICMPv6")
+    return RowView(
+        source=End(port=None if icmp else row["src_port"]),
+        destination=End(port=None if icmp else row["dst_port"]),
+        protocol=row["protocol"],
+        direction=row["direction"],
+    )
 
 
-def flow_table(flows: list[Flow], *, health: dict[int, list[int]] | None = None) -> str:
-    joined = health or {}
+def _ports(row: dict[str, Any]) -> str:
+    if row["protocol"] in ("ICMP", "ICMPv6"):  # ICMP keeps type << 8 | code in dst_port
+        return f"type {row['dst_port'] >> 8}/{row['dst_port'] & 0xFF}"
+    if row["src_port"] or row["dst_port"]:
+        return f"{row['src_port']}→{row['dst_port']}"
+    return "-"
 
-    def tcp_cells(f: Flow) -> list[str]:
-        h = _health_json(joined.get(id(f)))
-        if not h:
-            return ["-", "-", "-"]
-        latency = h["connect_latency_ms"]
-        return [
-            str(h["retransmits"]),
-            f"{h['resets_sent']}/{h['resets_received']}",
-            "-" if latency is None else f"{latency:.1f}ms",
-        ]
 
-    rows = [
+_FLAG_BITS = {name: bit for bit in (1 << i for i in range(8)) for name in tcp_flag_names(bit)}
+
+
+def _tcp_state(names: list[str]) -> str:
+    return tcp_state(sum(_FLAG_BITS.get(n, 0) for n in set(names))) or "-"
+
+
+def flow_table(rows: list[dict[str, Any]]) -> str:
+    cells = [
         [
-            f.src_ip,
-            f.dst_ip,
-            _ports(f),
-            f.protocol_name,
-            f.direction,
-            human_bytes(f.bytes),
-            human_count(f.packets),
-            tcp_state(f.tcp_flags) or "-",
-            *tcp_cells(f),
+            r["src_ip"],
+            r["dst_ip"],
+            _ports(r),
+            r["protocol"],
+            r["direction"],
+            human_bytes(r["bytes"]),
+            human_count(r["packets"]),
+            _tcp_state(r["tcp_flags"]),
+            *_tcp_cells(r),
         ]
-        for f in flows
+        for r in rows
     ]
     headers = ["SRC", "DST", "PORTS", "PROTO", "DIR", "BYTES", "PACKETS", "TCP"]
     headers += ["RETRANS", "RST S/R", "CONNECT"]
-    return table(headers=headers, rows=rows)
+    return table(headers=headers, rows=cells)
+
+
+def _tcp_cells(row: dict[str, Any]) -> list[str]:
+    """RETRANS, RST S/R, CONNECT (docs/tcp-health.md); '-' where the row has no health."""
+    if "retransmits" not in row:
+        return ["-", "-", "-"]
+    latency = row["connect_latency_ms"]
+    return [
+        str(row["retransmits"]),
+        f"{row['resets_sent']}/{row['resets_received']}",
+        "-" if latency is None else f"{latency:.1f}ms",
+    ]
 
 
 # syscalls ------------------------------------------------------------------
@@ -320,69 +408,94 @@ def flow_table(flows: list[Flow], *, health: dict[int, list[int]] | None = None)
 
 def run_syscalls(args: argparse.Namespace) -> int:
     duration = _check_common(args)
-    path = (
-        cgroupfs.resolve(path=args.cgroup) if args.cgroup else cgroupfs.cgroup_of_pid(pid=args.pid)
-    )
-    cgroup_id = cgroupfs.cgroup_id(path=path)
     alert_list = args.alert or list(DEFAULT_ALERTS)
     for name in alert_list:
         syscall_names.nr_of(name=name)  # raises UsageError for unknown names
+    if args.pod:
+        if args.cgroup or args.pid is not None:
+            raise UsageError("--cgroup and --pid do not apply with --pod: the pod's are traced")
+        return ephemeral.run(args=args, probe="syscalls", duration=duration)
+    if args.target_container:
+        cgroups = [(c.path, c.cgroup_id) for c in _pod_target(args).cgroups]
+    elif args.cgroup or args.pid is not None:
+        path = (
+            cgroupfs.resolve(path=args.cgroup)
+            if args.cgroup
+            else cgroupfs.cgroup_of_pid(pid=args.pid)
+        )
+        cgroups = [(path, cgroupfs.cgroup_id(path=path))]
+    else:
+        raise UsageError("--cgroup or --pid is required with --local")
     _require_root()
     counts = SyscallTable()
     alerts: list[Alert] = []
     stopper = _Stopper()
     collector = SyscallCollector(hook=Hook(args.hook))
+    where = str(cgroups[0][0]) if len(cgroups) == 1 else f"{len(cgroups)} cgroups"
     with stopper.installed():
         collector.open()
         try:
             collector.set_alert_syscalls(syscalls=alert_list)
-            collector.watch_cgroup(cgroup_id=cgroup_id)
+            for _, cgroup_id in cgroups:
+                collector.watch_cgroup(cgroup_id=cgroup_id)
 
             def tick(remaining: float) -> str:
                 alerts.extend(collector.poll_alerts(timeout_ms=0))
                 counts.add(collector.read_counts())
                 return (
-                    f"tracing {path}: {human_count(counts.total)} syscalls, "
+                    f"tracing {where}: {human_count(counts.total)} syscalls, "
                     f"{len(alerts)} alerts, {remaining:.0f}s left"
                 )
 
             _loop(duration=duration, stopper=stopper, tick=tick)
-            collector.unwatch_cgroup(cgroup_id=cgroup_id)
+            for _, cgroup_id in cgroups:
+                collector.unwatch_cgroup(cgroup_id=cgroup_id)
             alerts.extend(collector.poll_alerts(timeout_ms=0))
             counts.add(collector.read_counts())
             stats = collector.stats()
         finally:
             collector.close()
-    dropped = {
-        "rate_limited": stats.rate_limited,
-        "ringbuf_full": stats.ringbuf_full,
-        "count_map_full": stats.count_map_full,
+    doc: dict[str, Any] = {
+        "cgroup": str(cgroups[0][0]),
+        "cgroup_id": cgroups[0][1],
+        "counts": [{"syscall": c.name, "nr": c.nr, "count": c.count} for c in counts.top()],
+        "alerts": [alert_json(a) for a in alerts],
+        "alert_list": alert_list,
+        "dropped": {
+            "rate_limited": stats.rate_limited,
+            "ringbuf_full": stats.ringbuf_full,
+            "count_map_full": stats.count_map_full,
+        },
     }
-    if args.output == "json":
-        doc = {
-            "cgroup": str(path),
-            "cgroup_id": cgroup_id,
-            "counts": [{"syscall": c.name, "nr": c.nr, "count": c.count} for c in counts.top()],
-            "alerts": [alert_json(a) for a in alerts],
-            "dropped": dropped,
-        }
-        print(json.dumps(doc, indent=2))
+    if len(cgroups) > 1:
+        doc["cgroups"] = [{"path": str(p), "cgroup_id": i} for p, i in cgroups]
+    if args.result_prefix:
+        result = {"probe": "syscalls", **doc}
+        print(f"{args.result_prefix} {json.dumps(result, separators=(',', ':'))}", flush=True)
         return 0
+    print_syscalls(doc=doc, output=args.output)
+    return 0
+
+
+def print_syscalls(*, doc: dict[str, Any], output: str) -> None:
+    if output == "json":
+        print(json.dumps(doc, indent=2))
+        return
     print(
         table(
             headers=["SYSCALL", "NR", "COUNT"],
-            rows=[[c.name, str(c.nr), str(c.count)] for c in counts.top()],
+            rows=[[c["syscall"], str(c["nr"]), str(c["count"])] for c in doc["counts"]],
         )
     )
     print()
-    if alerts:
-        rows = [[_time(a.timestamp), str(a.tgid), str(a.pid), a.comm, a.name] for a in alerts]
+    if doc["alerts"]:
+        rows = [[a["time"], str(a["pid"]), str(a["tid"]), a["comm"], a["syscall"]]
+                for a in doc["alerts"]]  # fmt: skip
         print(table(headers=["TIME", "PID", "TID", "COMM", "SYSCALL"], rows=rows))
     else:
-        print(f"no alerts ({','.join(alert_list)})")
-    if any(dropped.values()):
-        print(f"dropped alerts: {dropped}", file=sys.stderr)
-    return 0
+        print(f"no alerts ({','.join(doc.get('alert_list') or DEFAULT_ALERTS)})")
+    if any(doc["dropped"].values()):
+        print(f"dropped alerts: {doc['dropped']}", file=sys.stderr)
 
 
 def alert_json(a: Alert) -> dict[str, Any]:

@@ -1,0 +1,256 @@
+"""``orb8 top SESSION``: a live terminal view of one TraceSession.
+
+Top talkers (each pod or address with the bytes it sent and received over
+the session's flows), DNS errors (when the session's status has ``dns``)
+and alerts, redrawn each time the apiserver's watch reports a change
+(``orb8_cli.sessionwatch``); nothing polls. The filters of ``orb8 get``
+apply. ``q`` or Ctrl-C quits; the terminal is restored either way.
+
+The screen is plain ANSI: the alternate screen, cbreak input (so Ctrl-C
+still raises SIGINT), one full redraw per change or resize.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import select
+import shutil
+import signal
+import sys
+import termios
+import threading
+import tty
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from orb8_cli.filters import RowFilter, add_filter_arguments, filter_from_args
+from orb8_cli.humanize import human_bytes, table
+from orb8_cli.kube import current_namespace, get_session
+from orb8_cli.output import Row
+from orb8_cli.rowkinds import ALERTS, FLOWS, endpoint
+from orb8_cli.sessionwatch import follow_session
+from orb8_common.crd import TRACE_SESSIONS
+from orb8_common.errors import Orb8Error, UsageError
+
+ENTER = "\x1b[?1049h\x1b[?25l"  # alternate screen, hide the cursor
+LEAVE = "\x1b[?25h\x1b[?1049l"
+DNS_ERROR_WORDS = ("nxdomain", "servfail", "refused", "error")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("top", help="live view of a TraceSession: talkers, DNS, alerts")
+    parser.add_argument("session", metavar="SESSION")
+    parser.add_argument("-n", "--namespace", help="the session's namespace (default: context's)")
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG)")
+    add_filter_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+@dataclass
+class _Shared:
+    """What the watch thread hands the screen."""
+
+    body: dict[str, Any] = field(default_factory=dict)
+    updated: datetime | None = None
+    problem: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def run(args: argparse.Namespace) -> int:
+    row_filter = filter_from_args(args, kind="top", applies=FLOWS.filters)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError("orb8 top needs a terminal; use orb8 get flows --watch in scripts")
+    namespace = args.namespace or current_namespace(kubeconfig=args.kubeconfig)
+    # Read once before touching the terminal, so a wrong name is a one-line error.
+    get_session(kubeconfig=args.kubeconfig, plural=TRACE_SESSIONS, namespace=namespace,
+                name=args.session)  # fmt: skip
+    shared = _Shared()
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+
+    def wake() -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(wake_w, b"x")
+
+    def follow() -> None:
+        def on_retry(line: str) -> None:
+            with shared.lock:
+                shared.problem = line
+            wake()
+
+        try:
+            for body in follow_session(kubeconfig=args.kubeconfig, plural=TRACE_SESSIONS,
+                                       namespace=namespace, name=args.session,
+                                       on_retry=on_retry):  # fmt: skip
+                with shared.lock:
+                    shared.body, shared.updated, shared.problem = body, datetime.now(UTC), ""
+                wake()
+        except Orb8Error as err:
+            with shared.lock:
+                shared.problem = str(err)
+            wake()
+
+    threading.Thread(target=follow, name="orb8-top-watch", daemon=True).start()
+    old_winch = signal.signal(signal.SIGWINCH, lambda signum, frame: wake())
+    try:
+        with _terminal():
+            while True:
+                with shared.lock:
+                    screen = render(body=shared.body, updated=shared.updated,
+                                    problem=shared.problem, row_filter=row_filter,
+                                    size=shutil.get_terminal_size())  # fmt: skip
+                _draw(screen)
+                ready, _, _ = select.select([sys.stdin, wake_r], [], [])
+                if wake_r in ready:
+                    os.read(wake_r, 4096)
+                if sys.stdin in ready and "q" in os.read(sys.stdin.fileno(), 64).decode().lower():
+                    return 0
+    finally:
+        signal.signal(signal.SIGWINCH, old_winch)
+        os.close(wake_r)
+        os.close(wake_w)
+
+
+@contextlib.contextmanager
+def _terminal() -> Iterator[None]:
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+        sys.stdout.write(ENTER)
+        sys.stdout.flush()
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        sys.stdout.write(LEAVE)
+        sys.stdout.flush()
+
+
+def _draw(lines: Sequence[str]) -> None:
+    sys.stdout.write("\x1b[H" + "".join(f"{line}\x1b[K\r\n" for line in lines[:-1]))
+    sys.stdout.write((lines[-1] if lines else "") + "\x1b[K\x1b[J")
+    sys.stdout.flush()
+
+
+def render(
+    *, body: Mapping[str, Any], updated: datetime | None, problem: str, row_filter: RowFilter,
+    size: os.terminal_size,
+) -> list[str]:  # fmt: skip
+    """The screen's lines, cut to the terminal's size (the last line is the key help)."""
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    summary = status.get("summary") or {}
+    flows = FLOWS.select(_rows(status.get("flows")), row_filter)
+    alerts = ALERTS.select(_rows(status.get("alerts")), row_filter)
+    name = f"{meta.get('namespace', '?')}/{meta.get('name', '?')}" if meta else "(reading…)"
+    head = [
+        f"orb8 top  {name}  phase {status.get('phase', '-')}  pods {status.get('matchedPods', 0)}"
+        f"  nodes {summary.get('nodes', 0)}  flows {summary.get('flows', 0)}"
+        f"  bytes {human_bytes(int(summary.get('bytes', 0) or 0))}"
+        f"  alerts {summary.get('alerts', 0)}",
+        f"updated {updated.strftime('%H:%M:%S') if updated else '-'}"
+        + ("" if row_filter.empty else f"  filter: {_describe(row_filter)}")
+        + (f"  ! {problem}" if problem else ""),
+    ]
+    budget = max(3, size.lines - len(head) - 1)
+    sections = [
+        ("TOP TALKERS", talkers_table(flows)),
+        ("DNS ERRORS", dns_errors(status.get("dns"))),
+        ("ALERTS", alerts_table(alerts)),
+    ]
+    share = max(2, budget // len(sections))
+    lines = list(head)
+    for title, body_lines in sections:
+        lines.append("")
+        lines.append(title)
+        lines.extend(body_lines[: max(1, share - 2)])
+    lines = lines[: size.lines - 1]
+    lines.append("q: quit")
+    return [line[: size.columns] for line in lines]
+
+
+def _rows(value: Any) -> list[Row]:
+    return [r for r in value or [] if isinstance(r, Mapping)]
+
+
+def _describe(row_filter: RowFilter) -> str:
+    parts = [f"{k}={v}" for k, v in vars(row_filter).items() if v is not None]
+    return " ".join(parts)
+
+
+def talkers_table(flows: Sequence[Row]) -> list[str]:
+    """Each end (pod, else address) with bytes sent and received, largest first."""
+    sent: dict[str, int] = {}
+    received: dict[str, int] = {}
+    count: dict[str, int] = {}
+    peer: dict[str, dict[str, int]] = {}
+    for flow in flows:
+        size = int(flow.get("bytes", 0) or 0)
+        src, dst = flow.get("source") or {}, flow.get("destination") or {}
+        a, b = _who(src), _who(dst)
+        sent[a] = sent.get(a, 0) + size
+        received[b] = received.get(b, 0) + size
+        for who, other in ((a, dst), (b, src)):
+            count[who] = count.get(who, 0) + 1
+            peers = peer.setdefault(who, {})
+            peers[endpoint(other)] = peers.get(endpoint(other), 0) + size
+    if not count:
+        return ["no flows reported yet"]
+    ranked = sorted(count, key=lambda w: (-(sent.get(w, 0) + received.get(w, 0)), w))
+    rows = [
+        [who, human_bytes(sent.get(who, 0)), human_bytes(received.get(who, 0)), str(count[who]),
+         max(peer[who].items(), key=lambda item: (item[1], item[0]))[0]]
+        for who in ranked
+    ]  # fmt: skip
+    return table(headers=["TALKER", "SENT", "RECEIVED", "FLOWS", "TOP PEER"], rows=rows).split("\n")
+
+
+def _who(end: Mapping[str, Any]) -> str:
+    return f"{end['namespace']}/{end['pod']}" if end.get("pod") else str(end.get("ip", "?"))
+
+
+def alerts_table(alerts: Sequence[Row]) -> list[str]:
+    if not alerts:
+        return ["no alerts"]
+    ranked = sorted(alerts, key=lambda r: str(r.get("lastSeen", "")), reverse=True)
+    rows = [
+        [str(r.get("severity", "")), f"{r.get('namespace')}/{r.get('pod')}", str(r.get("syscall")),
+         str(r.get("count", "")), str(r.get("reason", "")), str(r.get("lastSeen", ""))]
+        for r in ranked
+    ]  # fmt: skip
+    headers = ["SEVERITY", "POD", "SYSCALL", "COUNT", "REASON", "LAST SEEN"]
+    return table(headers=headers, rows=rows).split("\n")
+
+
+def dns_errors(dns: Any) -> list[str]:
+    """Error counts and failing names from ``status.dns``, whatever its exact shape:
+    integer fields named like an error (nxdomain, servfail…) and the rows of any list
+    whose rcode is not NOERROR. Absent: says so."""
+    if not dns:
+        return ["not reported by this session"]
+    counts: list[str] = []
+    lists: list[Any] = []
+    if isinstance(dns, Mapping):
+        for key, value in dns.items():
+            if isinstance(value, int) and any(w in key.lower() for w in DNS_ERROR_WORDS):
+                counts.append(f"{key} {value}")
+            elif isinstance(value, list):
+                lists.append(value)
+    elif isinstance(dns, list):
+        lists.append(dns)
+    rows = []
+    for entry in (e for value in lists for e in value if isinstance(e, Mapping)):
+        rcode = str(entry.get("rcode", "NOERROR"))
+        if rcode.upper() in ("NOERROR", "0"):
+            continue
+        pod = f"{entry['namespace']}/{entry['pod']}" if entry.get("pod") else ""
+        query = str(entry.get("query") or entry.get("name") or "?")
+        rows.append([query, str(entry.get("qtype", "")), rcode, str(entry.get("count", "")), pod])
+    lines = ["  ".join(counts)] if counts else []
+    if rows:
+        rows.sort(key=lambda r: -int(r[3]) if r[3].isdigit() else 0)
+        lines += table(headers=["QUERY", "TYPE", "RCODE", "COUNT", "POD"], rows=rows).split("\n")
+    return lines or ["no DNS errors"]

@@ -1,0 +1,189 @@
+"""``orb8 trace network|syscalls --pod NS/POD`` on the real node, where orb8 is NOT
+installed: no chart, no CRDs in use, only the orb8-agent image imported into the
+node's containerd (as a registry would serve it).
+
+Oracles are the kernel's: the target's host-side veth rx counter (bytes the pod
+sent) brackets the flows' egress bytes, the container's cgroup inode is the
+alerts' cgroup id, and afterwards no pod the CLI made and no tc filter of orb8
+is left, also when the CLI is stopped by SIGINT or SIGTERM mid-trace.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from orb8_dev import nodepods, release
+from orb8_dev.node import LocalNode
+from orb8_dev.nodepods import RunningPod
+
+pytestmark = pytest.mark.timeout(1800)
+
+SINK = "nc -ll -p 8080 -e orb8-sink & " + nodepods.IDLE
+TRACE_PODS = "app.kubernetes.io/managed-by=orb8-trace"
+ARP_FRAME = 42
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 180, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.5)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture(scope="module")
+def agent_image(real_node: LocalNode) -> str:
+    """`make images`; only the agent image is imported: nothing else of orb8 is there."""
+    archives = release.build_images()
+    real_node.import_image(archive=next(a for a in archives if "orb8-agent" in a.name))
+    return f"ghcr.io/orb8/orb8-agent:{release.version()}"
+
+
+@pytest.fixture(scope="module")
+def pods(real_node: LocalNode) -> tuple[RunningPod, RunningPod]:
+    namespace = f"orb8-eph-{secrets.token_hex(3)}"
+    nodepods.create_namespace(node=real_node, name=namespace)
+    started = []
+    for name, command in (("server", SINK), ("client", nodepods.IDLE)):
+        nodepods.apply(node=real_node, manifest=nodepods.app_pod(
+            name=name, namespace=namespace, labels={"app": name}, command=command))  # fmt: skip
+        started.append(nodepods.wait_running(node=real_node, namespace=namespace, name=name))
+    return started[0], started[1]
+
+
+def _trace(node: LocalNode, image: str, probe: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "orb8_cli.main", "trace", probe, "--image", image,
+         "--image-pull-policy", "Never", "--node-cgroup-root", "/sys/fs/cgroup/unified", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=node.plane.env(),
+    )  # fmt: skip
+
+
+def _trace_pods(node: LocalNode, namespace: str) -> list[str]:
+    out = node.plane.kubectl("get", "pods", "-n", namespace, "-l", TRACE_PODS, "-o", "name")
+    return out.stdout.split()
+
+
+def _send(node: LocalNode, *, src: RunningPod, dst: RunningPod, nbytes: int) -> None:
+    nodepods.exec_in(
+        node=node, pod=src,
+        command=f"dd if=/dev/zero bs=1000 count={nbytes // 1000} 2>/dev/null | nc {dst.ip} 8080",
+    )  # fmt: skip
+
+
+def _egress_bytes(rows: list[dict[str, Any]], *, src: RunningPod) -> int:
+    assert rows, "no flows in the result"
+    for row in rows:  # pod-relative directions: what the pod sends is egress
+        assert (row["direction"] == "egress") == (row["src_ip"] == src.ip), row
+    return sum(r["bytes"] for r in rows if r["direction"] == "egress")
+
+
+def _assert_clean(node: LocalNode, *, namespace: str, veth: str) -> None:
+    assert _trace_pods(node, namespace) == []
+    assert nodepods.orb8_tc_filters(interface=veth) == []
+
+
+def test_trace_network_of_a_pod_matches_its_veth_and_leaves_nothing(
+    real_node: LocalNode, agent_image: str, pods: tuple[RunningPod, RunningPod]
+) -> None:
+    server, client = pods
+    veth = nodepods.host_veth(node=real_node, pod=client)
+    outer_before = nodepods.rx_bytes(interface=veth)
+    proc = _trace(real_node, agent_image, "network", "--pod", f"{client.namespace}/{client.name}",
+                  "--duration", "45s", "-o", "json")  # fmt: skip
+    wait_for(lambda: nodepods.orb8_tc_filters(interface=veth) or proc.poll() is not None,
+             what="the trace pod to attach to the client's veth")  # fmt: skip
+    assert proc.poll() is None, proc.communicate()
+    inner_before = nodepods.rx_bytes(interface=veth)
+    _send(real_node, src=client, dst=server, nbytes=300_000)
+    inner_after = nodepods.rx_bytes(interface=veth)
+    out, err = proc.communicate(timeout=300)
+    outer_after = nodepods.rx_bytes(interface=veth)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "removed pod" in err
+    rows = json.loads(out)
+    egress = _egress_bytes(rows, src=client)
+    # The veth also counts ARP, which is not IP and so in no flow: at most a
+    # request or two (42 bytes each) while the neighbour entry is refreshed.
+    assert inner_after - inner_before - 2 * ARP_FRAME <= egress <= outer_after - outer_before
+    to_sink = [r for r in rows if r["dst_ip"] == server.ip and r["dst_port"] == 8080]
+    assert sum(r["bytes"] for r in to_sink) >= 300_000  # the payload is a floor
+    _assert_clean(real_node, namespace=client.namespace, veth=veth)
+
+
+def test_trace_syscalls_of_a_pod_names_its_cgroup(
+    real_node: LocalNode, agent_image: str, pods: tuple[RunningPod, RunningPod]
+) -> None:
+    _, client = pods
+    cgroup = nodepods.container_cgroup(node=real_node, pod=client)
+    # The workload: mount(2) a few times a second for longer than the trace lasts.
+    nodepods.exec_in(node=real_node, pod=client, command=(
+        "nohup sh -c 'i=0; while [ $i -lt 600 ]; do orb8-victim mount >/dev/null; "
+        "i=$((i+1)); sleep 0.2; done' >/dev/null 2>&1 &"))  # fmt: skip
+    proc = _trace(real_node, agent_image, "syscalls", "--pod", f"{client.namespace}/{client.name}",
+                  "--duration", "20s", "--alert", "mount", "-o", "json")  # fmt: skip
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    doc = json.loads(out)
+    assert doc["cgroup_id"] == cgroup.stat().st_ino
+    counts = {c["syscall"]: c["count"] for c in doc["counts"]}
+    assert counts.get("mount", 0) >= 1
+    assert doc["alerts"] and {a["syscall"] for a in doc["alerts"]} == {"mount"}
+    assert {a["comm"] for a in doc["alerts"]} == {"orb8-victim"}
+    assert {a["cgroup_id"] for a in doc["alerts"]} == {cgroup.stat().st_ino}
+    assert _trace_pods(real_node, client.namespace) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stopped_trace_still_reports_and_removes_everything(
+    real_node: LocalNode, agent_image: str, pods: tuple[RunningPod, RunningPod], signum: int
+) -> None:
+    server, client = pods
+    veth = nodepods.host_veth(node=real_node, pod=client)
+    outer_before = nodepods.rx_bytes(interface=veth)
+    proc = _trace(real_node, agent_image, "network", "--pod", f"{client.namespace}/{client.name}",
+                  "--duration", "10m", "-o", "json")  # fmt: skip
+    wait_for(lambda: nodepods.orb8_tc_filters(interface=veth) or proc.poll() is not None,
+             what="the trace pod to attach to the client's veth")  # fmt: skip
+    assert proc.poll() is None, proc.communicate()
+    assert len(_trace_pods(real_node, client.namespace)) == 1
+    _send(real_node, src=client, dst=server, nbytes=50_000)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=300)
+    outer_after = nodepods.rx_bytes(interface=veth)
+    assert "Traceback" not in err
+    assert proc.returncode == 0, err  # stopped early, but with the flows seen so far
+    assert "interrupted" in err and "removed pod" in err
+    egress = _egress_bytes(json.loads(out), src=client)
+    assert 50_000 <= egress <= outer_after - outer_before
+    _assert_clean(real_node, namespace=client.namespace, veth=veth)
+
+
+def test_errors_are_one_line(
+    real_node: LocalNode, pods: tuple[RunningPod, RunningPod], agent_image: str
+) -> None:
+    _, client = pods
+    for args, fragment in (
+        (["network", "--pod", f"{client.namespace}/nosuch"], "not found"),
+        (["network", "--pod", f"{client.namespace}/client", "--image", "orb8.local/none:1"],
+         "ErrImageNeverPull"),
+    ):  # fmt: skip
+        proc = _trace(real_node, agent_image, *args, "--duration", "5s")
+        _, err = proc.communicate(timeout=300)
+        lines = [line for line in err.splitlines() if line.startswith("orb8:")]
+        assert proc.returncode == 1, err
+        assert fragment in err and "Traceback" not in err, err
+        assert any(fragment in line for line in lines), err
+    assert _trace_pods(real_node, client.namespace) == []
