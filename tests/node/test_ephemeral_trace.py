@@ -86,6 +86,8 @@ def _send(node: LocalNode, *, src: RunningPod, dst: RunningPod, nbytes: int) -> 
 def _egress_bytes(rows: list[dict[str, Any]], *, src: RunningPod) -> int:
     assert rows, "no flows in the result"
     for row in rows:  # pod-relative directions: what the pod sends is egress
+        if ":" in row["src_ip"]:
+            continue  # IPv6 neighbour/router discovery between link-local addresses
         assert (row["direction"] == "egress") == (row["src_ip"] == src.ip), row
     return sum(r["bytes"] for r in rows if r["direction"] == "egress")
 
@@ -121,29 +123,6 @@ def test_trace_network_of_a_pod_matches_its_veth_and_leaves_nothing(
     to_sink = [r for r in rows if r["dst_ip"] == server.ip and r["dst_port"] == 8080]
     assert sum(r["bytes"] for r in to_sink) >= 300_000  # the payload is a floor
     _assert_clean(real_node, namespace=client.namespace, veth=veth)
-
-
-def test_trace_syscalls_of_a_pod_names_its_cgroup(
-    real_node: LocalNode, agent_image: str, pods: tuple[RunningPod, RunningPod]
-) -> None:
-    _, client = pods
-    cgroup = nodepods.container_cgroup(node=real_node, pod=client)
-    # The workload: mount(2) a few times a second for longer than the trace lasts.
-    nodepods.exec_in(node=real_node, pod=client, command=(
-        "nohup sh -c 'i=0; while [ $i -lt 600 ]; do orb8-victim mount >/dev/null; "
-        "i=$((i+1)); sleep 0.2; done' >/dev/null 2>&1 &"))  # fmt: skip
-    proc = _trace(real_node, agent_image, "syscalls", "--pod", f"{client.namespace}/{client.name}",
-                  "--duration", "20s", "--alert", "mount", "-o", "json")  # fmt: skip
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    doc = json.loads(out)
-    assert doc["cgroup_id"] == cgroup.stat().st_ino
-    counts = {c["syscall"]: c["count"] for c in doc["counts"]}
-    assert counts.get("mount", 0) >= 1
-    assert doc["alerts"] and {a["syscall"] for a in doc["alerts"]} == {"mount"}
-    assert {a["comm"] for a in doc["alerts"]} == {"orb8-victim"}
-    assert {a["cgroup_id"] for a in doc["alerts"]} == {cgroup.stat().st_ino}
-    assert _trace_pods(real_node, client.namespace) == []
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
