@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from orb8_common.errors import Orb8Error, ProbeLoadError
 
@@ -82,44 +83,43 @@ def start_probes(
     ``hostflows``: also load the hostNetwork probe (cgroup_skb; never fatal).
     """
     probes = ProbeSet()
+    fail = probes.failures
     if flows:
-        fc = FlowCollector(agent_id=agent_id, run_dir=run_dir, pin_dir=pin_dir)
-        try:
-            fc.open()
-            probes.flows = fc
-        except Orb8Error as err:
-            probes.failures["flows"] = str(err)
+        probes.flows = _opened(FlowCollector(agent_id=agent_id, run_dir=run_dir, pin_dir=pin_dir),
+                               name="flows", failures=fail)  # fmt: skip
     if syscalls:
-        sc = SyscallCollector(hook=hook, alerts_per_second=alerts_per_second)
-        try:
-            sc.open()
-            probes.syscalls = sc
-        except Orb8Error as err:
-            probes.failures["syscalls"] = str(err)
+        probes.syscalls = _opened(
+            SyscallCollector(hook=hook, alerts_per_second=alerts_per_second),
+            name="syscalls", failures=fail,
+        )  # fmt: skip
     if tcp:
-        th = TcpHealthCollector(agent_id=agent_id, pin_dir=pin_dir)
-        try:
-            th.open()
-            probes.tcp = th
-        except Orb8Error as err:
-            probes.failures["tcp"] = str(err)
+        probes.tcp = _opened(TcpHealthCollector(agent_id=agent_id, pin_dir=pin_dir),
+                             name="tcp", failures=fail)  # fmt: skip
     if dns:
-        dc = DnsCollector(agent_id=agent_id, run_dir=run_dir)
-        try:
-            dc.open()
-            probes.dns = dc
-        except Orb8Error as err:
-            probes.failures["dns"] = str(err)
+        probes.dns = _opened(DnsCollector(agent_id=agent_id, run_dir=run_dir),
+                             name="dns", failures=fail)  # fmt: skip
     if hostflows:
-        hc = HostFlowCollector()
-        try:
-            hc.open()
-            probes.hostflows = hc
-        except Orb8Error as err:
-            probes.failures["hostflows"] = str(err)
+        probes.hostflows = _opened(HostFlowCollector(), name="hostflows", failures=fail)
     # the hostNetwork probe rides along with flows and is never the only one
     loaded = (probes.flows, probes.syscalls, probes.tcp, probes.dns)
     if (flows or syscalls or tcp or dns) and all(p is None for p in loaded):
         detail = "; ".join(f"{name}: {msg}" for name, msg in probes.failures.items())
         raise ProbeLoadError(f"no probe could be loaded: {detail}")
     return probes
+
+
+class _Openable(Protocol):
+    def open(self) -> None: ...
+
+
+_C = TypeVar("_C", bound=_Openable)
+
+
+def _opened(collector: _C, *, name: str, failures: dict[str, str]) -> _C | None:
+    """The collector once opened, or None with its error filed under ``name``."""
+    try:
+        collector.open()
+    except Orb8Error as err:
+        failures[name] = str(err)
+        return None
+    return collector
