@@ -118,7 +118,7 @@ def bpf_link_prog_ids() -> set[int]:
     return {link["prog_id"] for link in json.loads(out or "[]")}
 
 
-def gone(ids: set[int], *, name_prefix: str, timeout: float = 5.0) -> bool:
+def gone(ids: set[int], *, name_prefix: str, timeout: float = 30.0) -> bool:
     """True once none of ``ids`` is loaded; programs are freed after an RCU grace period."""
     deadline = time.monotonic() + timeout
     while ids & bpf_prog_ids(name_prefix=name_prefix):

@@ -16,7 +16,7 @@ import pytest
 from orb8_agent.dataplane.hostflows import HostFlowCollector
 from orb8_agent.dataplane.models import Flow
 from orb8_dev import cgroups, netns
-from orb8_dev.traffic_ctl import TRAFFIC, bpf_prog_ids, gone, start_sink, warm_neighbours
+from orb8_dev.traffic_ctl import TRAFFIC, gone, start_sink, warm_neighbours
 
 pytestmark = pytest.mark.kernel
 
@@ -145,7 +145,7 @@ def test_detach_and_close_leave_no_program(
         collector.attach(cgroup=pod.path)
         shown = _attached_names(pod)
         assert len(shown) == 2 and all(n.startswith("orb8_hostflows") for n in shown)
-        ids = bpf_prog_ids(name_prefix="orb8_hostflows")
+        ids = _attached_ids(pod)  # ours: another agent on this host may load the same programs
         collector.detach(cgroup=pod.path)
         assert _attached_names(pod) == []
         assert collector.cgroups == {}
@@ -172,7 +172,7 @@ def test_sigkill_leaves_no_program(kernel_ready: None) -> None:
         try:
             assert proc.stdout is not None and proc.stdout.readline().strip() == "attached"
             assert len(_attached_names(pod)) == 2
-            ids = bpf_prog_ids(name_prefix="orb8_hostflows")
+            ids = _attached_ids(pod)
         finally:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -180,10 +180,19 @@ def test_sigkill_leaves_no_program(kernel_ready: None) -> None:
         assert _attached_names(pod) == []
 
 
-def _attached_names(cg: cgroups.Cgroup) -> list[str]:
+def _attached(cg: cgroups.Cgroup) -> list[dict[str, object]]:
     """Programs attached directly to ``cg``, as bpftool reports them."""
     out = subprocess.run(
         ["bpftool", "-j", "cgroup", "show", str(cg.path)],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    return sorted(str(p.get("name", "")) for p in json.loads(out.strip() or "[]"))
+    found: list[dict[str, object]] = json.loads(out.strip() or "[]")
+    return found
+
+
+def _attached_names(cg: cgroups.Cgroup) -> list[str]:
+    return sorted(str(p.get("name", "")) for p in _attached(cg))
+
+
+def _attached_ids(cg: cgroups.Cgroup) -> set[int]:
+    return {int(str(p["id"])) for p in _attached(cg)}
