@@ -241,7 +241,10 @@ class AgentRunner:
             unreadable_report(node=self._agent.node, unreadable=u, now=now)
             for u in self._settings.unreadable()
         ]
-        return [*self._agent.reports(scale=scale), *self._gpu.reports(scale=scale), *refused]
+        # A served session whose new generation was refused is Failed here, not Stopped.
+        uids = {r.uid for r in refused}
+        served = [*self._agent.reports(scale=scale), *self._gpu.reports(scale=scale)]
+        return [*(r for r in served if r.uid not in uids), *refused]
 
     async def _heartbeat(self) -> None:
         written: dict[str, Any] | None = None
