@@ -31,7 +31,7 @@ from orb8_agent.control.gpu_sessions import GpuSessions
 from orb8_agent.control.kube import patch_agent_status, read_agent_status, watch_node_config
 from orb8_agent.control.node_report import fit_reports
 from orb8_agent.control.services import SERVICE_REFRESH_S, ServiceIndex
-from orb8_agent.control.settings import SessionSettings
+from orb8_agent.control.settings import SessionSettings, unreadable_report
 from orb8_agent.dataplane.probes import ProbeSet
 from orb8_agent.metrics import build_registry
 from orb8_common.errors import Orb8Error
@@ -185,8 +185,10 @@ class AgentRunner:
                 log.exception("tick failed")
 
     def _interval(self) -> float | None:
-        intervals = [i for i in (self._agent.report_interval(), self._gpu.report_interval())
-                     if i is not None]  # fmt: skip
+        # A session whose spec this agent refused has a Failed entry to report (now and then).
+        refused = HEARTBEAT_S if self._settings.unreadable() else None
+        intervals = [i for i in (self._agent.report_interval(), self._gpu.report_interval(),
+                                 refused) if i is not None]  # fmt: skip
         return min(intervals) if intervals else None
 
     async def _write_report(self, *, now: float) -> None:
@@ -234,7 +236,15 @@ class AgentRunner:
         await self._on_worker(partial(self._agent.set_services, index=index))
 
     def _build_reports(self, scale: float) -> list[SessionReport]:
-        return [*self._agent.reports(scale=scale), *self._gpu.reports(scale=scale)]
+        now = time.time()
+        refused = [
+            unreadable_report(node=self._agent.node, unreadable=u, now=now)
+            for u in self._settings.unreadable()
+        ]
+        # A served session whose new generation was refused is Failed here, not Stopped.
+        uids = {r.uid for r in refused}
+        served = [*self._agent.reports(scale=scale), *self._gpu.reports(scale=scale)]
+        return [*(r for r in served if r.uid not in uids), *refused]
 
     async def _heartbeat(self) -> None:
         written: dict[str, Any] | None = None

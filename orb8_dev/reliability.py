@@ -22,12 +22,23 @@ DOC = REPO_ROOT / "docs" / "reliability.md"
 BEGIN, END = "<!-- reliability:begin -->", "<!-- reliability:end -->"
 
 
-def record(*, fault: str, asserted: str, recovery_s: float | None, path: Path = RESULTS) -> None:
-    """Append one measured result (``recovery_s``: seconds from recovery to results resuming)."""
+def record(
+    *, fault: str, asserted: str, recovery_s: float | None, ready_s: float | None = None,
+    path: Path = RESULTS,
+) -> None:  # fmt: skip
+    """Append one measured result.
+
+    ``recovery_s``: seconds from recovery (the server back, the process
+    restarted) to results resuming. ``ready_s``, for a restarted process:
+    seconds from its /readyz first answering 200 to results resuming (the
+    restart figure includes the interpreter's start-up; negative when the
+    results came first).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     row = {
         "fault": fault, "asserted": asserted,
         "recovery_s": None if recovery_s is None else round(recovery_s, 2),
+        "ready_s": None if ready_s is None else round(ready_s, 2),
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": f"{platform.machine()}, {platform.release()}",
         # the machine's 1-minute load average and cores: recovery times grow with load
@@ -47,13 +58,21 @@ def table(*, rows: Sequence[dict[str, object]]) -> str:
         "|---|---|---|---|",
     ]
     for row in latest.values():
-        seconds = row.get("recovery_s")
-        shown = "n/a" if seconds is None else f"{seconds} s"
+        shown = _resumed(recovery_s=row.get("recovery_s"), ready_s=row.get("ready_s"))
         load = f", load {row['load']}" if row.get("load") else ""
         lines.append(
             f"| {row['fault']} | {row['asserted']} | {shown} | {row['at']} ({row['host']}{load}) |"
         )
     return "\n".join(lines)
+
+
+def _resumed(*, recovery_s: object, ready_s: object) -> str:
+    if recovery_s is None:
+        return "n/a"
+    if not isinstance(ready_s, int | float):
+        return f"{recovery_s} s"
+    after = f"{ready_s} s after" if ready_s >= 0 else f"{-ready_s} s before"
+    return f"{recovery_s} s from the restart; {after} its /readyz 200"
 
 
 def render(*, results: Path = RESULTS, doc: Path = DOC) -> None:

@@ -3,10 +3,12 @@
 ``mutations(schema=..., base=...)`` walks a CRD's ``spec`` schema alongside a
 valid spec and yields, for every field it declares, bodies that break that
 field in one way each: a wrong JSON type, a number below ``minimum`` / above
-``maximum`` / beyond int64 / fractional for an integer, a value outside an
-``enum``, a string over ``maxLength`` or against its ``pattern``, bad Go
-durations, a list over ``maxItems`` or under ``minItems``, an unknown field, a
-bad map key, a missing required field. Every mutation names the JSON path it
+``maximum`` / beyond int64 / fractional / a numeric string for an integer, a
+value outside an ``enum``, a string over ``maxLength`` or against its
+``pattern`` (punctuation, a newline, non-ASCII), bad Go durations, a list over
+``maxItems`` or under ``minItems``, an unknown field, bad map keys (empty, too
+long, a bad prefix, two slashes, a bad first character), a missing required
+field, and the whole spec of a wrong type. Every mutation names the JSON path it
 broke (``spec.probes.network.topFlows``), so a test can check that a refusal
 names it. The cases are deterministic: the same schema gives the same list.
 """
@@ -14,11 +16,19 @@ names it. The cases are deterministic: the same schema gives the same list.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BAD_DURATIONS", "EDGE_DURATIONS", "Mutation", "mutations"]
+__all__ = [
+    "BAD_DURATIONS",
+    "BAD_MAP_KEYS",
+    "EDGE_DURATIONS",
+    "Mutation",
+    "is_malformed",
+    "mutations",
+]
 
 Schema = dict[str, Any]
 
@@ -39,6 +49,25 @@ BAD_DURATIONS = (
 )
 
 
+# Label keys (map keys under a CEL key rule) the CRDs must refuse: empty, over
+# 317 characters, an upper-case prefix, two slashes, a leading dash, spaces.
+BAD_MAP_KEYS = (
+    "bad key!",
+    "",
+    "a" * 318,
+    "Example.COM/app",
+    "a/b/c",
+    "-app",
+    "app.",
+)
+
+# Strings against a field's pattern, kept only where the pattern refuses them.
+AGAINST_PATTERN = (
+    ("against pattern", "Not Valid!"),
+    ("against pattern: newline", "a\nb"),
+    ("against pattern: non-ASCII", "caf\u00e9"),
+)
+
 # Valid Go durations at the edges of what specs accept; admission may still
 # refuse some for a field's own minimum (reportInterval >= 1s).
 EDGE_DURATIONS = ("8760h", "525600m", "1ns", "0s", "999ms", "1s", "0.5h", "1h0m0s")
@@ -48,7 +77,12 @@ EDGE_DURATIONS = ("8760h", "525600m", "1ns", "0s", "999ms", "1s", "0.5h", "1h0m0
 class Mutation:
     path: str  # JSON path of the broken field, e.g. spec.probes.network.topFlows
     how: str  # what was done to it; "edge: ..." values are valid for the type and may pass
-    spec: dict[str, Any]
+    spec: Any  # the whole spec: an object but for the "spec <type>" breaks of the root
+
+
+def is_malformed(mutation: Mutation) -> bool:
+    """Whether the body is broken for sure (an "edge: ..." value may be valid)."""
+    return not mutation.how.startswith("edge:")
 
 
 def _wrong_types(schema: Schema) -> list[Any]:
@@ -90,6 +124,8 @@ def _scalar_mutations(schema: Schema) -> list[tuple[str, Any]]:
         out.append(("hugely negative", -(2**63) - 1))
         if kind == "integer":
             out.append(("fractional", 1.5))
+            out.append(("numeric string", "80"))
+            out.append(("edge: integral float", 80.0))
     if kind == "string":
         if "enum" in schema:
             out.append(("outside enum", "Bogus"))
@@ -100,7 +136,11 @@ def _scalar_mutations(schema: Schema) -> list[tuple[str, Any]]:
             out.extend((f"bad duration {d!r}", d) for d in BAD_DURATIONS)
             out.extend((f"edge: duration {d!r}", d) for d in EDGE_DURATIONS)
         elif "pattern" in schema:
-            out.append(("against pattern", "Not Valid!"))
+            out.extend(
+                (how, value)
+                for how, value in AGAINST_PATTERN
+                if not re.search(str(schema["pattern"]), value)
+            )
         if schema.get("minLength"):
             out.append(("empty", ""))
     return out
@@ -156,6 +196,8 @@ def _get(root: Any, keys: list[str | int]) -> Any:
 def mutations(*, schema: Schema, base: dict[str, Any]) -> Iterator[Mutation]:
     """Every single-field break of ``base`` (a valid spec) that ``schema`` (its
     openAPIV3Schema ``spec`` property) allows one to name."""
+    for how, value in (("type str", "a-string"), ("type list", ["x"]), ("type int", 7)):
+        yield Mutation("spec", f"spec {how}", value)
     yield from _walk(schema, base, [])
 
 
@@ -182,9 +224,12 @@ def _walk(schema: Schema, base: dict[str, Any], keys: list[str | int]) -> Iterat
             yield from _walk(sub, base, [*keys, name])
     elif kind == "object" and "additionalProperties" in schema:
         values = schema["additionalProperties"]
-        yield Mutation(
-            path, "bad map key", _set(base, [*keys, "bad key!"], _valid_item(values, "v"))
-        )
+        for n, bad in enumerate(BAD_MAP_KEYS):
+            yield Mutation(
+                path,
+                f"bad map key {n}: {bad[:24]!r}",
+                _set(base, [*keys, bad], _valid_item(values, "v")),
+            )
         if "maxProperties" in schema:
             too_many = {
                 f"k{i}": _valid_item(values, "v") for i in range(schema["maxProperties"] + 1)
@@ -205,9 +250,9 @@ def _walk(schema: Schema, base: dict[str, Any], keys: list[str | int]) -> Iterat
             yield Mutation(path, "under minItems", _set(base, keys, []))
         if schema.get("x-kubernetes-list-type") == "set" and item is not None:
             yield Mutation(f"{path}[1]", "duplicate set entry", _set(base, keys, [item, item]))
-        if item is not None:
+        if isinstance(item, dict) and items.get("type") == "object":
+            # the walk breaks the item's type itself, then each of its fields
+            yield from _walk(items, _set(base, keys, [item]), [*keys, 0])
+        elif item is not None:
             for how, value in _scalar_mutations(items):
                 yield Mutation(f"{path}[0]", f"item {how}", _set(base, keys, [value]))
-            if isinstance(item, dict) and items.get("type") == "object":
-                with_item = _set(base, keys, [item])
-                yield from _walk(items, with_item, [*keys, 0])

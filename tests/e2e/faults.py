@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,3 +197,33 @@ def reported_all(
 
 def node_config(plane: ControlPlane, node: str) -> dict[str, Any]:
     return get_json(plane, "nac", node)
+
+
+@dataclass(frozen=True)
+class Seen:
+    at: float  # time.monotonic() of the first poll that saw it
+    value: Any
+
+
+def first_seen(
+    checks: Mapping[str, Callable[[], Any]], *, timeout: float, interval: float = 0.1
+) -> dict[str, Seen]:
+    """Poll every check (in order) until each has returned something truthy once.
+
+    Each is polled on its own until it holds, so one slow condition never
+    delays the timing of another (as waiting for them one after the other
+    would). Fails the test naming those still pending at ``timeout``.
+    """
+    seen: dict[str, Seen] = {}
+    deadline = time.monotonic() + timeout
+    while len(seen) < len(checks):
+        for name, check in checks.items():
+            if name not in seen and (value := check()):
+                seen[name] = Seen(time.monotonic(), value)
+        if len(seen) == len(checks):
+            break
+        if time.monotonic() > deadline:
+            pending = [name for name in checks if name not in seen]
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {', '.join(pending)}")
+        time.sleep(interval)
+    return seen

@@ -24,7 +24,7 @@ from orb8_dev.kubelet import SimKubelet, SimPod
 from orb8_dev.netns import link_counters
 from orb8_dev.traffic_ctl import tc_filters
 from tests.e2e.conftest import AgentProcess, make_victim, tcp_transfer, wait_for
-from tests.e2e.faults import AGENT_GRACE_S, http_status, terminate
+from tests.e2e.faults import AGENT_GRACE_S, first_seen, http_status, terminate
 
 
 def _session(
@@ -215,11 +215,17 @@ def test_totals_continue_across_an_agent_sigkill(
 
     again: AgentProcess = start_agent(node)
     restarted = time.monotonic()
-    final = wait_for(lambda: reported(int(oracle * 0.99)), timeout=60, interval=0.2,
-                     what="a report with every byte sent")  # fmt: skip
-    resumed_s = time.monotonic() - restarted
-    wait_for(lambda: http_status(again.http_port, "/readyz") == 200, timeout=60,
-             what="/readyz true once the restarted agent has synced")  # fmt: skip
+    # Polled together, so each is timed when it first holds: the restarted agent ready
+    # (its watch synced), then the report with every byte.
+    seen = first_seen({
+        "/readyz true once the restarted agent has synced":
+            lambda: http_status(again.http_port, "/readyz") == 200,
+        "a report with every byte sent": lambda: reported(int(oracle * 0.99)),
+    }, timeout=60)  # fmt: skip
+    ready_at = seen["/readyz true once the restarted agent has synced"].at
+    resumed = seen["a report with every byte sent"]
+    resumed_s = resumed.at - restarted
+    final = resumed.value
     assert final["bytes"] >= before["bytes"]
     # Never double: three equal transfers, so one counted twice would be 33% over.
     assert final["bytes"] == pytest.approx(oracle, rel=0.01), (final["bytes"], oracle)
@@ -237,5 +243,6 @@ def test_totals_continue_across_an_agent_sigkill(
         "nothing doubled), packets/flowCount/alertCount continue, restarted agent /readyz "
         f"200, SIGTERM exit in {exited:.1f} s",
         recovery_s=resumed_s,
+        ready_s=resumed.at - ready_at,
     )
     control_plane.kubectl("delete", "nac", node)

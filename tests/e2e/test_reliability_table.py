@@ -12,6 +12,10 @@ def test_latest_row_per_fault_is_rendered_between_the_markers(tmp_path: Path) ->
     reliability.record(fault="apiserver", asserted="old", recovery_s=9.123, path=results)
     reliability.record(fault="soak", asserted="flat", recovery_s=None, path=results)
     reliability.record(fault="apiserver", asserted="new", recovery_s=1.5, path=results)
+    reliability.record(fault="agent kill", asserted="a", recovery_s=3.456, ready_s=0.814,
+                       path=results)  # fmt: skip
+    reliability.record(fault="operator kill", asserted="b", recovery_s=2.0, ready_s=-0.25,
+                       path=results)  # fmt: skip
     doc = tmp_path / "reliability.md"
     doc.write_text(f"# head\n\n{reliability.BEGIN}\nstale\n{reliability.END}\n\ntail\n")
     reliability.render(results=results, doc=doc)
@@ -21,5 +25,7 @@ def test_latest_row_per_fault_is_rendered_between_the_markers(tmp_path: Path) ->
     assert [r.split(" | ")[0:3] for r in rows[1:]] == [
         ["| apiserver", "new", "1.5 s"],
         ["| soak", "flat", "n/a"],
+        ["| agent kill", "a", "3.46 s from the restart; 0.81 s after its /readyz 200"],
+        ["| operator kill", "b", "2.0 s from the restart; 0.25 s before its /readyz 200"],
     ]
     assert all(" cores)" in r for r in rows[1:]), rows  # the load the figures were taken under

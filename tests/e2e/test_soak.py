@@ -16,7 +16,6 @@ is enough to try a change.
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
 import time
 import urllib.request
@@ -27,9 +26,10 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from orb8_dev import procstats, reliability
+from orb8_dev import procstats, reliability, soakcheck
 from orb8_dev.controlplane import REPO_ROOT, ControlPlane
 from orb8_dev.kubelet import SimKubelet
+from orb8_dev.soakcheck import MIB, Sample, mean
 from tests.e2e.conftest import TRAFFIC, VICTIM, AgentProcess, wait_for
 
 pytestmark = [pytest.mark.soak, pytest.mark.kernel]
@@ -40,32 +40,14 @@ FLOWS = 10_000
 ROUND_S = 2.0  # every flow gets a datagram this often (the active window is 30 s)
 ALERT_INTERVAL_S = 0.1
 REPORT_INTERVAL = "5s"
-MIB = 1 << 20
-# Flat: the last third's mean within 10% (plus a small constant for allocator
-# noise) of the first third's.
-GROWTH = 1.10
-RSS_SLACK = 4 * MIB
-
-
-@dataclass
-class Sample:
-    at: float
-    agent_rss: int
-    operator_rss: int
-    maps: dict[str, int]  # counted map name → entries
-    memlock: int  # bytes of every map the agent holds
-    status_bytes: int
-    active_flows: float
-    alert_count: int
 
 
 @dataclass
 class Soak:
     samples: list[Sample] = field(default_factory=list)
 
-    def thirds(self) -> tuple[list[Sample], list[Sample]]:
-        n = len(self.samples) // 3
-        return self.samples[:n], self.samples[-n:]
+    def thirds(self) -> tuple[Sequence[Sample], Sequence[Sample]]:
+        return soakcheck.thirds(self.samples)
 
 
 def _session(plane: ControlPlane, namespace: str) -> None:
@@ -94,18 +76,6 @@ def _metric_sum(agent: AgentProcess, name: str, **labels: str) -> float:
         s.value for family in text_string_to_metric_families(text) for s in family.samples
         if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
     )  # fmt: skip
-
-
-def _mean(values: Sequence[float]) -> float:
-    return statistics.fmean(values) if values else 0.0
-
-
-def _flat(name: str, first: Sequence[float], last: Sequence[float], *, slack: float) -> str:
-    """'' when ``last`` did not grow beyond ``first``; otherwise why."""
-    limit = _mean(first) * GROWTH + slack
-    if _mean(last) <= limit:
-        return ""
-    return f"{name} grew: first third mean {_mean(first):.0f}, last {_mean(last):.0f} > {limit:.0f}"
 
 
 def test_ten_thousand_flows_and_steady_alerts_keep_memory_and_maps_flat(
@@ -195,34 +165,11 @@ def _sample(
 
 
 def _assert_flat(soak: Soak) -> None:
-    first, last = soak.thirds()
-    assert len(first) >= 2, f"too few samples: {len(soak.samples)}"
-    # The load held the whole time: every flow active, alerts still arriving.
-    for s in soak.samples:
-        assert s.active_flows >= FLOWS, s
-    assert _mean([s.alert_count for s in last]) > _mean([s.alert_count for s in first])
-    assert soak.samples[-1].alert_count > soak.samples[len(soak.samples) // 2].alert_count
-    problems = [
-        _flat("agent RSS", [s.agent_rss for s in first], [s.agent_rss for s in last],
-              slack=RSS_SLACK),
-        _flat("operator RSS", [s.operator_rss for s in first], [s.operator_rss for s in last],
-              slack=RSS_SLACK),
-        _flat("agent BPF map memlock", [s.memlock for s in first], [s.memlock for s in last],
-              slack=MIB),
-        _flat("session object size", [s.status_bytes for s in first],
-              [s.status_bytes for s in last], slack=4096),
-    ]  # fmt: skip
-    names = set().union(*(s.maps for s in soak.samples))
-    for name in sorted(names):
-        # The flow map is drained every report: a snapshot holds what arrived since,
-        # at most both veths' entries of every flow. Other maps hold cgroups and counts.
-        expected = 2 * FLOWS if name == "flows" else 0
-        peak = max([s.maps.get(name, 0) for s in first] + [expected])
-        limit = peak * GROWTH + 64
-        over = [s.maps[name] for s in last if s.maps.get(name, 0) > limit]
-        if over:
-            problems.append(f"BPF map {name} grew: {over} entries > {limit:.0f}")
-    problems = [p for p in problems if p]
+    # The flow maps (flows4, flows6: the kernel's map names) are drained every report:
+    # a snapshot holds what arrived since, at most both veths' entries of every flow.
+    # Other maps hold cgroups and counts.
+    drained = {"flows4": 2 * FLOWS, "flows6": 2 * FLOWS}
+    problems = soakcheck.problems(samples=soak.samples, flows=FLOWS, expected_maps=drained)
     assert not problems, "\n".join(problems)
 
 
@@ -230,7 +177,7 @@ def _record(soak: Soak, *, soak_s: int, agent_cpu_s: float, operator_cpu_s: floa
     first, last = soak.thirds()
 
     def mib(values: Sequence[int]) -> str:
-        return f"{_mean(values) / MIB:.1f}"
+        return f"{mean(values) / MIB:.1f}"
 
     peaks = ", ".join(
         f"{name} ≤ {max(s.maps.get(name, 0) for s in soak.samples)}"
@@ -245,7 +192,7 @@ def _record(soak: Soak, *, soak_s: int, agent_cpu_s: float, operator_cpu_s: floa
             f"{mib([s.operator_rss for s in first])} → {mib([s.operator_rss for s in last])} MiB; "
             f"agent BPF map entries bounded ({peaks}), memlock "
             f"{mib([s.memlock for s in last])} MiB; session object "
-            f"{_mean([s.status_bytes for s in last]) / 1024:.0f} KiB; every flow active in "
+            f"{mean([s.status_bytes for s in last]) / 1024:.0f} KiB; every flow active in "
             f"all {len(soak.samples)} samples; CPU over the whole run incl. warm-up: agent "
             f"{agent_cpu_s:.0f} s, operator {operator_cpu_s:.0f} s ({elapsed:.0f} s sampled)"
         ),
