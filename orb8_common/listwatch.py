@@ -125,7 +125,8 @@ async def list_watch(
             gone = isinstance(err, ApiException) and err.status == 410
             if gone:
                 version = None  # compacted: only a fresh listing is complete again
-            state.lost(error=err)
+            # ApiException's text spans lines; /readyz and the log want one
+            state.lost(error=f"{err.status} {err.reason}" if isinstance(err, ApiException) else err)
             delay = backoff_s[min(failures, len(backoff_s) - 1)]
             failures += 1
             log.warning(
@@ -151,6 +152,9 @@ async def _list(
         if token:
             request["_continue"] = token
         response: Any = await list_func(*args, **request)
+        if not 200 <= response.status <= 299:
+            # unread, the client raises nothing for these: say what the apiserver said
+            raise ApiException(status=response.status, reason=await _why(response))
         body = await response.json()
         for raw in body.get("items") or ():
             item = convert(raw)
@@ -160,3 +164,12 @@ async def _list(
         token = meta.get("continue")
         if not token:
             return items, str(meta["resourceVersion"])
+
+
+async def _why(response: Any) -> str:
+    """The message of a refused request's Status body (else its reason phrase)."""
+    try:
+        status = await response.json(content_type=None)
+        return str(status.get("message") or response.reason)
+    except Exception:  # not JSON: the reason phrase says enough
+        return str(response.reason)
