@@ -6,6 +6,12 @@
 #ifndef ORB8_DNS_BPF_H
 #define ORB8_DNS_BPF_H
 
+/* The layout version of the pinned maps (dns_rows, dns_inflight): bumped
+ * whenever dns_key, dns_value or dns_inflight_key changes shape. It is part
+ * of the names user space pins them under, so a map of another layout is
+ * replaced, never misread. */
+#define ORB8_DNS_LAYOUT 1
+
 /* Bytes of the question name kept per row, in wire form (length-prefixed
  * labels, lower-cased). Longer names are cut here and flagged. */
 #define DNS_NAME_MAX 128

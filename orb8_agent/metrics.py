@@ -9,7 +9,7 @@ thread, the same thread that feeds the counters.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
@@ -38,20 +38,20 @@ TRAFFIC_LABELS = ["namespace", "pod", "direction", "protocol"]
 
 class AgentCollector(Collector):
     def __init__(
-        self, *, agent: NodeAgent, probes: ProbeSet, watches: Iterable[WatchState],
+        self, *, agent: NodeAgent, probes: ProbeSet, watches: Sequence[WatchState],
         gpu: GpuMetrics | None = None, writes: StatusWrites | None = None,
     ) -> None:  # fmt: skip
         self._agent = agent
         self._writes = writes
         self._probes = probes
-        self._watches = tuple(watches)
+        self._watches = watches  # read live: the runner adds watches while they run
         self._gpu = gpu
 
     def collect(self) -> Iterator[Metric]:
         yield from self._traffic()
         yield from self._node()
         yield from self._probe_families()
-        yield from watch_families(states=self._watches)
+        yield from watch_families(states=tuple(self._watches))
         yield from dns_families(
             counts=self._agent.dns_counts, probe=self._probes.dns,
             attached=len(self._agent.dns_interfaces),
@@ -244,7 +244,7 @@ class StatusWrites:
 
 
 def build_registry(
-    *, agent: NodeAgent, probes: ProbeSet, watches: Iterable[WatchState],
+    *, agent: NodeAgent, probes: ProbeSet, watches: Sequence[WatchState],
     gpu: GpuMetrics | None = None,
 ) -> tuple[CollectorRegistry, StatusWrites]:  # fmt: skip
     """The agent's registry and its counter of status writes by target and result.

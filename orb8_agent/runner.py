@@ -6,9 +6,10 @@ thread-safe and BPF/netlink calls block); the event loop only waits on it.
 Health: ``/healthz`` answers 200 while the loops run (every task alive, a
 tick within ``TICK_STALL_S``) and the probes the agent wanted are loaded
 (at least one of them; none wanted is fine). ``/readyz`` answers 200 once
-the NodeAgentConfig watch has synced and while it stays connected and heard
-from the apiserver within ``READY_SYNC_AGE_S``; it turns 503 as soon as the
-watch loses the apiserver.
+the NodeAgentConfig watch has synced and while it (and the Service and
+EndpointSlice watches, while they run) stays connected and heard from the
+apiserver within ``READY_SYNC_AGE_S``; it turns 503 as soon as a watch loses
+the apiserver.
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ from functools import partial
 from typing import Any, TypeVar
 
 from aiohttp import web
-from kubernetes_asyncio.client import CoreV1Api, CustomObjectsApi, DiscoveryV1Api
+from kubernetes_asyncio.client import CustomObjectsApi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orb8_agent.control.agent import NodeAgent
 from orb8_agent.control.gpu_sessions import GpuSessions
 from orb8_agent.control.kube import patch_agent_status, read_agent_status, watch_node_config
 from orb8_agent.control.node_report import fit_reports
-from orb8_agent.control.services import SERVICE_REFRESH_S, ServiceIndex
+from orb8_agent.control.service_watch import ServiceWatches, apply_changes
+from orb8_agent.control.services import ServiceIndex
 from orb8_agent.control.settings import SessionSettings, unreadable_report
 from orb8_agent.dataplane.probes import ProbeSet
 from orb8_agent.metrics import build_registry
@@ -50,7 +52,7 @@ TICK_S = 1.0
 RESYNC_S = 5.0
 HEARTBEAT_S = 30.0
 TICK_STALL_S = 60.0  # no tick for this long: the loop (or its worker thread) is stuck
-READY_SYNC_AGE_S = 150.0  # the watch relists every 60 s and gets bookmarks in between
+READY_SYNC_AGE_S = 150.0  # each watch request ends (and is renewed) every 60 s
 
 
 class AgentRunner:
@@ -77,11 +79,13 @@ class AgentRunner:
         self._wanted_probes = wanted_probes
         self._clock = clock
         self._last_tick = clock()
-        self._services_at: float | None = None  # when the Service index was last listed
         self._tasks: list[asyncio.Task[None]] = []
         self.watch = WatchState(name="nodeagentconfig")
+        # Services and EndpointSlices, watched only while a session counts flows
+        self.services = ServiceWatches(api=api.api_client)  # type: ignore[attr-defined]
+        self._watches = [self.watch]  # what /metrics shows: the service watches while they run
         self.registry, self._status_writes = build_registry(
-            agent=agent, probes=self._probes, watches=[self.watch], gpu=gpu.metrics
+            agent=agent, probes=self._probes, watches=self._watches, gpu=gpu.metrics
         )
         self.registry.register(gpu.metrics)
 
@@ -108,6 +112,7 @@ class AgentRunner:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await self.services.stop()
             await self._shutdown()
             await site_runner.cleanup()
             self._worker.shutdown(wait=True)
@@ -168,6 +173,7 @@ class AgentRunner:
             if not self._configured.is_set():
                 continue
             try:
+                await self._steer_services()
                 if time.monotonic() - last_resync >= RESYNC_S:
                     last_resync = time.monotonic()
                     if self._settings.incomplete:
@@ -197,7 +203,7 @@ class AgentRunner:
         if interval is None and self._last_write:
             self._next_report = now + RESYNC_S
             return  # nothing served, and the last report said so already
-        await self._refresh_services()
+        await self._steer_services()
         await self._on_worker(self._agent.collect)
         wire = await self._on_worker(partial(fit_reports, build=self._build_reports))
         status = {"reports": wire[0], "heartbeat": format_epoch(now)}
@@ -213,27 +219,22 @@ class AgentRunner:
         await self._on_worker(self._agent.forget_stopped)
         self._next_report = now + (interval if interval is not None else RESYNC_S)
 
-    async def _refresh_services(self) -> None:
-        """List Services and EndpointSlices (at most every SERVICE_REFRESH_S, only while a
-        session counts flows) so flows to a ClusterIP name their Service."""
-        now = self._clock()
-        if not self._agent.wants_services:
+    async def _steer_services(self) -> None:
+        """Run the Service and EndpointSlice watches while a session counts flows (and
+        only then), and hand what they heard to the index on the worker."""
+        if self._agent.wants_services and not self.services.running:
+            self.services.start()
+            self._watches[1:] = self.services.states
+        elif not self._agent.wants_services and self.services.running:
+            await self.services.stop()
+            self._watches[1:] = []
+            await self._on_worker(partial(self._agent.set_services, index=ServiceIndex()))
             return
-        if self._services_at is not None and now - self._services_at < SERVICE_REFRESH_S:
-            return
-        self._services_at = now
-        try:
-            client = self._api.api_client  # type: ignore[attr-defined]  # untyped in the stubs
-            services = await CoreV1Api(client).list_service_for_all_namespaces()
-            slices = await DiscoveryV1Api(client).list_endpoint_slice_for_all_namespaces()
-        except Exception as err:  # RBAC missing or the apiserver gone: flows stay unnamed
-            log.warning("listing Services/EndpointSlices failed: %s", err or type(err).__name__)
-            return
-        index = ServiceIndex(
-            services=client.sanitize_for_serialization(services).get("items") or [],
-            slices=client.sanitize_for_serialization(slices).get("items") or [],
-        )
-        await self._on_worker(partial(self._agent.set_services, index=index))
+        changes = self.services.take()
+        if changes:
+            await self._on_worker(
+                partial(apply_changes, attributor=self._agent.services, changes=changes)
+            )
 
     def _build_reports(self, scale: float) -> list[SessionReport]:
         now = time.time()
@@ -322,7 +323,7 @@ class AgentRunner:
             return False, self.watch.describe(max_age_s=READY_SYNC_AGE_S)
         if not self._configured.is_set():
             return False, "waiting for NodeAgentConfig"
-        return True, "ok"
+        return self.services.healthy(max_age_s=READY_SYNC_AGE_S)
 
     async def _healthz(self, _: web.Request) -> web.Response:
         ok, why = self.health()

@@ -4,7 +4,10 @@ Clients (an agent, the operator) get a kubeconfig pointing here; the proxy
 terminates TLS with the apiserver's own certificate (valid for 127.0.0.1),
 forwards each request on a fresh upstream TLS connection, and on the way
 can answer a request with an injected status (409, 429 with Retry-After,
-500, 503) or cut a watch stream mid-response. One request per client
+500, 503), cut a watch stream mid-response, or answer a watch with the
+``410 Gone`` (Expired) event the apiserver sends for a compacted
+resourceVersion. Every request line is recorded (``Faults.requests``), so
+a test can tell a relist from a resumed watch. One request per client
 connection (it answers ``Connection: close``), which keeps the forwarding
 a byte pump.
 """
@@ -35,9 +38,12 @@ class Faults:
     statuses: tuple[int, ...] = (429, 500, 503)
     conflict_writes: bool = False  # answer every PUT/PATCH with 409
     cut_watches_after_s: float | None = None  # close watch responses this long after they begin
+    # the next watch request whose path starts with this gets a 410 Expired event, once
+    expire_next_watch: str | None = None
     injected: Counter[int] = field(default_factory=Counter)
     cut: int = 0
     forwarded: int = 0
+    requests: list[tuple[str, str]] = field(default_factory=list)  # (method, target), in order
 
 
 class FaultProxy:
@@ -77,6 +83,11 @@ class FaultProxy:
             for key, value in changes.items():
                 setattr(self.faults, key, value)
 
+    def requests(self) -> list[tuple[str, str]]:
+        """Every (method, target) the proxy was asked for so far, in order."""
+        with self._lock:
+            return list(self.faults.requests)
+
     def close(self) -> None:
         async def shut() -> None:
             if self._server is not None:
@@ -93,6 +104,15 @@ class FaultProxy:
     def _decide(self, *, method: str, target: str) -> int | None:
         with self._lock:
             f = self.faults
+            f.requests.append((method, target))
+            if (
+                f.expire_next_watch
+                and "watch=" in target
+                and target.startswith(f.expire_next_watch)
+            ):
+                f.expire_next_watch = None
+                f.injected[410] += 1
+                return 410
             if f.conflict_writes and method in ("PUT", "PATCH"):
                 f.injected[409] += 1
                 return 409
@@ -118,6 +138,9 @@ class FaultProxy:
                     kept.append(line)
             body = await reader.readexactly(length) if length else b""
             status = self._decide(method=method, target=target)
+            if status == 410:
+                await self._expire(writer)
+                return
             if status is not None:
                 await self._answer(writer, status=status)
                 return
@@ -142,6 +165,23 @@ class FaultProxy:
             f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n".encode()
             + body
+        )
+        await writer.drain()
+
+    async def _expire(self, writer: asyncio.StreamWriter) -> None:
+        """What the apiserver answers a watch from a compacted resourceVersion: 200, then one
+        ERROR event carrying a 410 Status, then the end of the stream."""
+        event = json.dumps({"type": "ERROR", "object": {
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "too old resource version (injected by orb8 fault proxy)",
+            "reason": "Expired", "code": 410,
+        }}).encode() + b"\n"  # fmt: skip
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked"
+            b"\r\nConnection: close\r\n\r\n"
+            + f"{len(event):x}\r\n".encode()
+            + event
+            + b"\r\n0\r\n\r\n"
         )
         await writer.drain()
 

@@ -33,7 +33,7 @@ from orb8_common.watchmetrics import watch_families
 from orb8_common.watchstate import WatchState
 
 KINDS: tuple[SessionKind, ...] = ("TraceSession", "GpuTelemetry")
-# The watches relist every 270 s (WATCH_TIMEOUT_S) and hear bookmarks in between.
+# Each watch request ends (and is renewed) every 270 s (WATCH_TIMEOUT_S), with bookmarks between.
 READY_SYNC_AGE_S = 330.0
 BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 

@@ -25,10 +25,10 @@ from kubernetes_asyncio import client
 from pydantic import ValidationError
 
 from orb8_common.crd import GROUP, NODE_AGENT_CONFIGS, VERSION
+from orb8_common.listwatch import Listing, list_watch, raw
 from orb8_common.models import NodeAgentConfigSpec, SessionKind, SessionReport
 from orb8_common.watchstate import WatchState
 from orb8_operator.nodeconfig import canonical_json
-from orb8_operator.rawwatch import RawWatch
 
 _log = logging.getLogger("orb8.operator.nodeconfigs")
 WATCH_TIMEOUT_S = 270
@@ -195,37 +195,17 @@ class NodeConfigCache:
             self.apply(event_type="ADDED", body=body)
 
     async def run(self, *, api: client.ApiClient, on_change: Callable[[], None]) -> None:
-        """List, then watch from the listed version; relist after any error. Never returns."""
-        objects = client.CustomObjectsApi(api)
-        failures = 0
-        while True:
-            try:
-                listing = await objects.list_cluster_custom_object(
-                    GROUP, VERSION, NODE_AGENT_CONFIGS
-                )
-                self.watch.synced()
-                self.replace(bodies=listing.get("items") or [])
+        """List, then watch from the listed version, resuming from the last version seen;
+        relist after 410 Gone (orb8_common.listwatch). Never returns."""
+        async for item in list_watch(
+            list_func=client.CustomObjectsApi(api).list_cluster_custom_object,
+            args=(GROUP, VERSION, NODE_AGENT_CONFIGS), state=self.watch,
+            timeout_s=WATCH_TIMEOUT_S, backoff_s=BACKOFF_S, log=_log, what="nodeagentconfigs",
+            convert=raw,
+        ):  # fmt: skip
+            if isinstance(item, Listing):
+                self.replace(bodies=item.items)
                 on_change()
                 self.ready.set()
-                version = listing["metadata"]["resourceVersion"]
-                failures = 0
-                async with RawWatch() as stream:
-                    async for event in stream.stream(
-                        objects.list_cluster_custom_object, GROUP, VERSION, NODE_AGENT_CONFIGS,
-                        resource_version=version, timeout_seconds=WATCH_TIMEOUT_S,
-                        allow_watch_bookmarks=True, _request_timeout=WATCH_TIMEOUT_S + 30,
-                    ):  # fmt: skip
-                        self.watch.synced()
-                        kind = event["type"]
-                        if kind == "ERROR":
-                            break  # 410 Gone and friends: relist
-                        if kind != "BOOKMARK" and self.apply(
-                            event_type=kind, body=event["raw_object"]
-                        ):
-                            on_change()
-            except Exception as err:  # aiohttp payload errors too (a cut stream): relist
-                self.watch.lost(error=err)
-                delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
-                failures += 1
-                _log.warning("nodeagentconfig watch failed (%s); relisting in %.0fs", err, delay)
-                await asyncio.sleep(delay)
+            elif self.apply(event_type=item.type, body=item.obj):
+                on_change()

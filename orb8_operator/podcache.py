@@ -25,10 +25,10 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
+from orb8_common.listwatch import Listing, list_watch
 from orb8_common.models import Selector
 from orb8_common.watchstate import WatchState
 from orb8_operator.pods import PodEntry, is_target, pod_entry_from_body
-from orb8_operator.rawwatch import RawWatch
 
 _log = logging.getLogger("orb8.operator.pods")
 WATCH_TIMEOUT_S = 270
@@ -170,55 +170,21 @@ class PodCache:
         return changed
 
     async def run(self, *, api: client.ApiClient, on_change: Callable[[], None]) -> None:
-        """List, then watch from the listed version; relist after any error. Never returns."""
-        core = client.CoreV1Api(api)
-        failures = 0
-        while True:
-            try:
-                entries, version = await _list_entries(core)
-                self.watch.synced()
-                if self.replace_entries(entries=entries):
+        """List (in pages, kept as entries), then watch from the listed version, resuming
+        from the last version seen; relist after 410 Gone (orb8_common.listwatch). Never
+        returns."""
+        async for item in list_watch(
+            list_func=client.CoreV1Api(api).list_pod_for_all_namespaces, state=self.watch,
+            timeout_s=WATCH_TIMEOUT_S, backoff_s=BACKOFF_S, log=_log, what="pods",
+            convert=_entry, page=LIST_PAGE,
+        ):  # fmt: skip
+            if isinstance(item, Listing):
+                if self.replace_entries(entries=item.items):
                     on_change()
                 self.ready.set()
-                failures = 0
-                async with RawWatch() as stream:
-                    async for event in stream.stream(
-                        core.list_pod_for_all_namespaces, resource_version=version,
-                        timeout_seconds=WATCH_TIMEOUT_S, allow_watch_bookmarks=True,
-                        _request_timeout=WATCH_TIMEOUT_S + 30,
-                    ):  # fmt: skip
-                        self.watch.synced()
-                        kind = event["type"]
-                        if kind == "ERROR":
-                            break  # 410 Gone and friends: relist
-                        if kind != "BOOKMARK" and self.apply(
-                            event_type=kind, body=event["raw_object"]
-                        ):
-                            on_change()
-            except Exception as err:  # aiohttp payload errors too: relist, never die
-                self.watch.lost(error=err)
-                delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
-                failures += 1
-                _log.warning("pod watch failed (%s); relisting in %.0fs", err, delay)
-                await asyncio.sleep(delay)
+            elif self.apply(event_type=item.type, body=item.obj):
+                on_change()
 
 
-async def _list_entries(core: client.CoreV1Api) -> tuple[list[PodEntry], str]:
-    """Every pod as an entry, listed in pages (raw JSON, no client models), and the
-    list's resourceVersion to watch from."""
-    entries: list[PodEntry] = []
-    token: str | None = None
-    while True:
-        kwargs: dict[str, Any] = {"limit": LIST_PAGE, "_preload_content": False}
-        if token:
-            kwargs["_continue"] = token
-        response: Any = await core.list_pod_for_all_namespaces(**kwargs)
-        page = await response.json()
-        for body in page.get("items") or ():
-            entry = pod_entry_from_body(body=body)
-            if entry is not None:
-                entries.append(entry)
-        meta = page.get("metadata") or {}
-        token = meta.get("continue")
-        if not token:
-            return entries, str(meta["resourceVersion"])
+def _entry(body: dict[str, Any]) -> PodEntry | None:
+    return pod_entry_from_body(body=body)

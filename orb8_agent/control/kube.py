@@ -8,17 +8,16 @@ generation) and, on start, its own previous status to continue its totals.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from kubernetes_asyncio import watch
 from kubernetes_asyncio.client import CustomObjectsApi
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from orb8_common.crd import GROUP, NODE_AGENT_CONFIGS, PLURAL_BY_KIND, VERSION
 from orb8_common.errors import ClusterUnavailableError
+from orb8_common.listwatch import Listing, list_watch, raw
 from orb8_common.watchstate import WatchState
 
 log = logging.getLogger(__name__)
@@ -85,52 +84,25 @@ async def watch_node_config(
 ) -> AsyncIterator[dict[str, Any]]:
     """Yield NodeAgentConfig/<node>'s spec each time it changes ({} while it is absent).
 
-    Lists, then watches from the listed resourceVersion with a server-side
-    timeout (and a client-side one, for a server that stops answering); on
-    any error at all it backs off and relists. ``state`` follows the
-    connection for readiness and metrics.
+    :func:`~orb8_common.listwatch.list_watch` with a field selector on the
+    name: lists, then watches from the listed resourceVersion with a
+    server-side timeout (and a client-side one, for a server that stops
+    answering), resuming from the last version seen; on any error it backs
+    off, and relists after 410 Gone. ``state`` follows the connection for
+    readiness and metrics.
     """
     state = state or WatchState(name="nodeagentconfig")
-    failures = 0
     last: dict[str, Any] | None = None
-    selector = f"metadata.name={node}"
-    while True:
-        try:
-            listing = await api.list_cluster_custom_object(
-                GROUP, VERSION, NODE_AGENT_CONFIGS, field_selector=selector
-            )
-            state.synced()
-            items = listing.get("items") or []
-            spec = dict(items[0].get("spec") or {}) if items else {}
-            if spec != last:
-                last = spec
-                yield spec
-            version = listing["metadata"]["resourceVersion"]
-            failures = 0
-            async with watch.Watch() as stream:
-                async for event in stream.stream(
-                    api.list_cluster_custom_object, GROUP, VERSION, NODE_AGENT_CONFIGS,
-                    field_selector=selector, resource_version=version,
-                    timeout_seconds=WATCH_TIMEOUT_S, allow_watch_bookmarks=True,
-                    _request_timeout=WATCH_TIMEOUT_S + 30,
-                ):  # fmt: skip
-                    state.synced()
-                    kind = event["type"]
-                    if kind == "BOOKMARK":
-                        continue
-                    obj = event["object"]
-                    if kind == "ERROR":
-                        break  # e.g. 410 Gone: relist
-                    spec = {} if kind == "DELETED" else dict(obj.get("spec") or {})
-                    if spec != last:
-                        last = spec
-                        yield spec
-        except Exception as err:  # aiohttp payload errors and bugs alike: back off and relist
-            state.lost(error=err)
-            delay = RETRY_BACKOFF_S[min(failures, len(RETRY_BACKOFF_S) - 1)]
-            failures += 1
-            log.warning(
-                "watch of NodeAgentConfig/%s failed (%s); retrying in %ss",
-                node, state.last_error, delay,
-            )  # fmt: skip
-            await asyncio.sleep(delay)
+    async for item in list_watch(
+        list_func=api.list_cluster_custom_object, args=(GROUP, VERSION, NODE_AGENT_CONFIGS),
+        kwargs={"field_selector": f"metadata.name={node}"}, state=state,
+        timeout_s=WATCH_TIMEOUT_S, backoff_s=RETRY_BACKOFF_S, log=log,
+        what=f"NodeAgentConfig/{node}", convert=raw,
+    ):  # fmt: skip
+        if isinstance(item, Listing):
+            spec = dict(item.items[0].get("spec") or {}) if item.items else {}
+        else:
+            spec = {} if item.type == "DELETED" else dict(item.obj.get("spec") or {})
+        if spec != last:
+            last = spec
+            yield spec

@@ -4,10 +4,19 @@ One program (``orb8_dns``) on both clsact hooks of each chosen interface.
 It keeps one row per (interface, client, server, name, qtype, rcode) in an
 LRU hash; the collector drains it with a batch lookup-and-delete, so each
 read returns deltas. Queries are rows with ``rcode is None``.
+
+With a pin directory the row map and the queries in flight are pinned like
+the flow maps (``<pin dir>/<agent id>/dns_rows_v<layout>``,
+``dns_inflight_v<layout>``, see pins.py): rows a killed agent had not
+reported yet, and what its still-attached filters counted until the next
+agent took over, are read by that next agent; an answer to a query asked
+before the restart still finds it for its latency. A clean close unpins.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import socket
 import threading
 from dataclasses import dataclass
@@ -16,9 +25,10 @@ from types import TracebackType
 
 from orb8_common.errors import Orb8Error, ProbeLoadError
 
-from . import libbpf, maps, tc
+from . import libbpf, maps, pins, tc
 from .dns_abi import (
     DNS_KEY,
+    DNS_LAYOUT,
     DNS_VALUE,
     EXCLUSIVE_STATS,
     FLAG_NAME_TRUNCATED,
@@ -30,8 +40,11 @@ from .dns_abi import (
 from .dns_names import decode_name, qtype_name, rcode_name
 from .objects import object_path
 
+LOG = logging.getLogger(__name__)
 PROG = "orb8_dns"
 PRIORITY_BASE = 0xB900
+# map name -> the name it is pinned under (the layout version is part of it)
+DNS_MAPS = {"dns_rows": f"dns_rows_v{DNS_LAYOUT}", "dns_inflight": f"dns_inflight_v{DNS_LAYOUT}"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +146,10 @@ class DnsCollector:
         port: int = 53,
         tcp: bool = True,
         path: Path | None = None,
+        pin_dir: Path | None = None,
     ) -> None:
         self._path = path or object_path(name="dns")
+        self._pin = pin_dir / agent_id if pin_dir is not None else None
         self._config = DnsConfig(port=port, tcp=1 if tcp else 0)
         self._state = tc.TcState(
             agent_id=f"{agent_id}.dns",
@@ -152,14 +167,48 @@ class DnsCollector:
     # lifecycle -----------------------------------------------------------
 
     def open(self) -> None:
-        """Sweep what a dead run with the same agent id left, then load the object."""
+        """Sweep what a dead run with the same agent id left, then load the object (reusing
+        the maps it pinned, where their layout is this one)."""
         for left in self._state.claim():
             tc.remove_attachment(attachment=left, priority=self._state.claimed_priority)
         self._state.attachments.clear()
         self._state.save()
+        # other probes pin their maps here too (flows*, tcp_health): leave those alone
+        pins.drop_foreign_layouts(directory=self._pin, prefix="dns_", keep=DNS_MAPS.values())
+        try:
+            self._load_pinned_or_not()
+        except BaseException:
+            self._state.release()  # nothing loaded: the agent id is free again
+            raise
+
+    def _load_pinned_or_not(self) -> None:
+        try:
+            self._load()
+        except (ProbeLoadError, OSError) as err:
+            if self._pin is None:
+                raise
+            pinned = [self._pin / name for name in DNS_MAPS.values()]
+            if any(p.exists() for p in pinned):
+                # A pinned map this object cannot reuse (its size changed): start afresh.
+                for p in pinned:
+                    p.unlink(missing_ok=True)
+                with contextlib.suppress(ProbeLoadError, OSError):
+                    self._load()
+                    return
+            # No usable bpffs there: run unpinned; what is not reported yet then dies
+            # with the process.
+            LOG.warning("DNS maps not pinned at %s (%s); running without", self._pin, err)
+            self._pin = None
+            self._load()
+
+    def _load(self) -> None:
         obj = libbpf.BpfObject(path=self._path)
         try:
             obj.set_rodata(data=self._config)
+            if self._pin is not None:
+                self._pin.mkdir(parents=True, exist_ok=True)
+                for name, pinned in DNS_MAPS.items():
+                    obj.set_pin_path(map_name=name, path=self._pin / pinned)
             obj.load()
             self._prog_fd = obj.prog_fd(name=PROG)
             self._rows_fd = obj.map_fd(name="dns_rows")
@@ -167,12 +216,16 @@ class DnsCollector:
             self._inflight_fd = obj.map_fd(name="dns_inflight")
         except BaseException:
             obj.close()
-            self._state.release()
             raise
         self._obj = obj
 
+    @property
+    def pin_dir(self) -> Path | None:
+        """Where the maps are pinned (None: unpinned)."""
+        return self._pin
+
     def close(self) -> None:
-        """Detach from every interface, unload, forget the state file."""
+        """Detach from every interface, unload, forget the state file (and the pins)."""
         with self._lock:
             errors: list[str] = []
             for name in list(self._state.attachments):
@@ -183,6 +236,8 @@ class DnsCollector:
             if self._obj is not None:
                 self._obj.close()
                 self._obj = None
+            # a clean stop drained and reported everything
+            pins.unpin(directory=self._pin, names=DNS_MAPS.values())
             if not errors:
                 self._state.release()
         if errors:

@@ -11,6 +11,10 @@ import struct
 from enum import IntEnum
 
 DNS_NAME_MAX = 128
+# ORB8_DNS_LAYOUT: bumped whenever dns_key, dns_value or dns_inflight_key changes
+# shape; it is part of the pinned maps' names, so a map pinned by another layout
+# is never reused.
+DNS_LAYOUT = 1
 RCODE_QUERY = 0xFF
 FLAG_NAME_TRUNCATED = 0x01
 FLAG_TCP = 0x02

@@ -11,7 +11,7 @@ from types import TracebackType
 
 from orb8_common.errors import ProbeLoadError, UsageError
 
-from . import libbpf, maps, tc
+from . import libbpf, maps, pins, tc
 from .abi import FLOW4_KEY, FLOW6_KEY, FLOW_LAYOUT, FLOW_VALUE, FlowsConfig, FlowStat
 from .flowcodec import AddressNames, FlowColumns, decode4, decode6
 from .libbpf import BPF_TC_EGRESS, BPF_TC_INGRESS
@@ -74,7 +74,15 @@ class FlowCollector:
             tc.remove_attachment(attachment=left, priority=self._state.priority)
         self._state.attachments.clear()
         self._state.save()
-        self._drop_foreign_pins()
+        # other probes pin their maps here too (tcp_health, dns_*): leave those alone
+        pins.drop_foreign_layouts(directory=self._pin, prefix="flows", keep=FLOW_MAPS.values())
+        try:
+            self._load_pinned_or_not()
+        except BaseException:
+            self._state.release()  # nothing loaded: the agent id is free again
+            raise
+
+    def _load_pinned_or_not(self) -> None:
         try:
             self._load()
         except (ProbeLoadError, OSError) as err:
@@ -93,22 +101,6 @@ class FlowCollector:
             LOG.warning("flow map not pinned at %s (%s); running without", self._pin, err)
             self._pin = None
             self._load()
-
-    def _drop_foreign_pins(self) -> None:
-        """Remove what this agent pinned under another map layout (an older version).
-
-        Its keys and values have another shape: read with this layout they would
-        be misread, so they are dropped (a version change loses at most one
-        unreported interval) and the maps are created afresh.
-        """
-        if self._pin is None or not self._pin.is_dir():
-            return
-        for path in self._pin.iterdir():
-            # other probes pin their maps here too (tcp_health): leave those alone
-            if path.name.startswith("flows") and path.name not in FLOW_MAPS.values():
-                LOG.warning("dropping %s: a flow map pinned by another layout", path)
-                with contextlib.suppress(OSError):
-                    path.unlink()
 
     def _load(self) -> None:
         obj = libbpf.BpfObject(path=self._path)
@@ -134,7 +126,6 @@ class FlowCollector:
             self._stats_fd = obj.map_fd(name="flow_stats")
         except BaseException:
             obj.close()
-            self._state.release()
             raise
         self._obj = obj
 
@@ -150,12 +141,8 @@ class FlowCollector:
             if self._obj is not None:
                 self._obj.close()
                 self._obj = None
-            if self._pin is not None:
-                # a clean stop drained and reported everything
-                for pinned in FLOW_MAPS.values():
-                    (self._pin / pinned).unlink(missing_ok=True)
-                with contextlib.suppress(OSError):
-                    self._pin.rmdir()
+            # a clean stop drained and reported everything
+            pins.unpin(directory=self._pin, names=FLOW_MAPS.values())
             if not errors:
                 self._state.release()
         if errors:

@@ -79,7 +79,7 @@ def start_probes(
 ) -> ProbeSet:
     """Open the requested probes. Raises ProbeLoadError only if none loads.
 
-    ``pin_dir``: keep the flow and TCP health maps pinned there (see FlowCollector).
+    ``pin_dir``: keep the flow, TCP health and DNS maps pinned there (see pins.py).
     ``hostflows``: also load the hostNetwork probe (cgroup_skb; never fatal).
     """
     probes = ProbeSet()
@@ -96,7 +96,7 @@ def start_probes(
         probes.tcp = _opened(TcpHealthCollector(agent_id=agent_id, pin_dir=pin_dir),
                              name="tcp", failures=fail)  # fmt: skip
     if dns:
-        probes.dns = _opened(DnsCollector(agent_id=agent_id, run_dir=run_dir),
+        probes.dns = _opened(DnsCollector(agent_id=agent_id, run_dir=run_dir, pin_dir=pin_dir),
                              name="dns", failures=fail)  # fmt: skip
     if hostflows:
         probes.hostflows = _opened(HostFlowCollector(), name="hostflows", failures=fail)

@@ -144,3 +144,66 @@ def test_flow_row_carries_service_and_backend_named_by_local_pods() -> None:
     assert (row.backend.namespace, row.backend.pod, row.backend.port) == ("shop", "web-2", 8080)
     wire = to_wire(row)
     assert wire["service"] == "shop/web:80" and wire["backend"]["ip"] == "10.244.0.12"
+
+
+def test_watch_events_change_the_index_in_place_object_by_object() -> None:
+    """What the Service and EndpointSlice watches do to the index: each object's share comes
+    and goes with it, and a listing of one kind replaces only that kind."""
+    index = ServiceIndex()
+    index.apply_service(event_type="ADDED", obj=_service("cart", "10.96.0.10", (80, "http", "TCP")))
+    cart = index.service_at(ip="10.96.0.10", port=80, protocol="TCP")
+    assert cart is not None and index.backends(service=cart) == []
+    one = _slice("cart", ("10.244.0.7", "cart-1", True))
+    two = {**_slice("cart", ("10.244.0.8", "cart-2", True)),
+           "metadata": {**one["metadata"], "name": "cart-y"}}  # fmt: skip
+    index.apply_slice(event_type="ADDED", obj=one)
+    index.apply_slice(event_type="ADDED", obj=two)
+    assert [b.pod for b in index.backends(service=cart)] == ["cart-1", "cart-2"]
+    # a slice changes: its old endpoints go, the other slice's stay
+    index.apply_slice(event_type="MODIFIED", obj=_slice("cart", ("10.244.0.9", "cart-3", True)))
+    assert [b.pod for b in index.backends(service=cart)] == ["cart-2", "cart-3"]
+    assert index.backend(ip="10.244.0.7", port=8080).pod == ""
+    index.apply_slice(event_type="DELETED", obj=two)
+    assert [b.pod for b in index.backends(service=cart)] == ["cart-3"]
+    # the Service moves to another port, then goes
+    index.apply_service(
+        event_type="MODIFIED", obj=_service("cart", "10.96.0.10", (81, "http", "TCP"))
+    )
+    assert index.service_at(ip="10.96.0.10", port=80, protocol="TCP") is None
+    assert index.service_at(ip="10.96.0.10", port=81, protocol="TCP") is not None
+    index.apply_service(event_type="DELETED", obj=_service("cart", "10.96.0.10"))
+    assert len(index) == 0
+    # a relist of Services keeps the slices, and vice versa
+    index.replace_services(objs=[_service("cart", "10.96.0.10", (80, "http", "TCP"))])
+    assert [b.pod for b in index.backends(service=cart)] == ["cart-3"]
+    index.replace_slices(objs=[])
+    assert index.backends(service=cart) == [] and len(index) == 1
+
+
+def test_a_changed_index_names_flows_afresh() -> None:
+    """A Service added after the first flows names the next ones; a backend that moved is
+    not served from the per-connection cache."""
+    attributor = ServiceAttributor(conntrack=None)
+    attributor.index.apply_service(
+        event_type="ADDED", obj=_service("other", "10.96.0.40", (80, "http", "TCP"))
+    )
+
+    def flow() -> tuple[str, Backend | None] | None:
+        return attributor.attribute(
+            src_ip="10.244.0.5", src_port=4000, dst_ip="10.96.0.30", dst_port=80, protocol="TCP"
+        )
+
+    assert flow() is None
+    attributor.index.apply_service(
+        event_type="ADDED", obj=_service("late", "10.96.0.30", (80, "http", "TCP"))
+    )
+    attributor.index.apply_slice(
+        event_type="ADDED", obj=_slice("late", ("10.244.0.20", "late-1", True))
+    )
+    attributor.changed()
+    assert flow() == ("shop/late:80", Backend("10.244.0.20", 8080, "shop", "late-1"))
+    attributor.index.apply_slice(
+        event_type="MODIFIED", obj=_slice("late", ("10.244.0.21", "late-2", True))
+    )
+    attributor.changed()
+    assert flow() == ("shop/late:80", Backend("10.244.0.21", 8080, "shop", "late-2"))

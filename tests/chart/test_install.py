@@ -57,10 +57,14 @@ RBAC_TABLE = [
     (AGENT, "delete", "tracesessions.orb8.io", "shop", False),
     (AGENT, "get", "tracesessions.orb8.io", "shop", True),
     (AGENT, "list", "pods", None, False),
-    # ClusterIP flows name their Service and backend: list only, never written.
+    # ClusterIP flows name their Service and backend: listed and watched, never written,
+    # never one object read.
     (AGENT, "list", "services", None, True),
     (AGENT, "list", "endpointslices.discovery.k8s.io", None, True),
-    (AGENT, "watch", "services", None, False),
+    (AGENT, "watch", "services", None, True),
+    (AGENT, "watch", "endpointslices.discovery.k8s.io", None, True),
+    (AGENT, "get", "services", "shop", False),
+    (AGENT, "get", "endpointslices.discovery.k8s.io", "shop", False),
     (AGENT, "patch", "services", "shop", False),
     (AGENT, "update", "endpointslices.discovery.k8s.io", "shop", False),
     (AGENT, "create", "events", "shop", False),

@@ -13,6 +13,8 @@ import pytest
 
 from orb8_agent.dataplane import tc
 from orb8_agent.dataplane.abi import FLOW4_KEY, FLOW_LAYOUT, FLOW_VALUE
+from orb8_agent.dataplane.dns import DNS_MAPS, DnsCollector
+from orb8_agent.dataplane.dns_abi import DNS_KEY, DNS_LAYOUT, DNS_VALUE
 from orb8_agent.dataplane.flows import FLOW_MAPS, FlowCollector
 from orb8_agent.dataplane.libbpf import BPF_TC_INGRESS
 from orb8_agent.dataplane.objects import object_path
@@ -261,19 +263,22 @@ def test_flow_maps_pinned_by_another_layout_are_replaced_not_misread(
     pins = Path("/sys/fs/bpf") / f"orb8-test-{agent_id}"
     old = pins / agent_id / "flows"
     same_size = pins / agent_id / f"flows4_v{FLOW_LAYOUT - 1}"
-    # another probe's map pinned in the same directory (the TCP health probe's)
+    # other probes' maps pinned in the same directory (TCP health's, DNS's)
     neighbour = pins / agent_id / "tcp_health"
+    dns_rows = pins / agent_id / DNS_MAPS["dns_rows"]
     try:
         old.parent.mkdir(parents=True)
         _pin_map(old, key=40, value=40, entries=131072)
         _pin_map(same_size, key=FLOW4_KEY.size, value=FLOW_VALUE.size, entries=131072)
         _pin_map(neighbour, key=8, value=8, entries=16)
+        _pin_map(dns_rows, key=DNS_KEY.size, value=DNS_VALUE.size, entries=16)
         with netns.enter(pair.ns_a):
             c = FlowCollector(agent_id=agent_id, run_dir=run_dir, pin_dir=pins)
             c.open()
         try:
             assert not old.exists() and not same_size.exists()
             assert neighbour.exists(), "the flow probe removed another probe's pinned map"
+            assert dns_rows.exists(), "the flow probe removed the DNS probe's pinned map"
             assert all((pins / agent_id / name).exists() for name in FLOW_MAPS.values())
             with netns.enter(pair.ns_a):
                 assert c.read_flows() == []
@@ -304,3 +309,60 @@ def test_without_a_bpffs_the_flow_probe_loads_unpinned(
         assert not (tmp_path / "not-bpffs" / agent_id / "flows4_v2").exists()
     finally:
         c.close()
+
+
+def test_dns_maps_pinned_by_another_layout_are_replaced_and_other_probes_pins_kept(
+    pair: netns.VethPair, run_dir: Path, agent_id: str
+) -> None:
+    """The DNS probe pins dns_rows/dns_inflight under its layout version next to the flow
+    and TCP health probes' pins. On open it drops only DNS pins of another layout; on a
+    clean close it removes only its own pins, so the others' survive both."""
+    pins = Path("/sys/fs/bpf") / f"orb8-test-{agent_id}"
+    directory = pins / agent_id
+    old = directory / f"dns_rows_v{DNS_LAYOUT - 1}"
+    others = [directory / name for name in (*FLOW_MAPS.values(), "tcp_health")]
+    try:
+        directory.mkdir(parents=True)
+        _pin_map(old, key=DNS_KEY.size, value=DNS_VALUE.size, entries=16384)
+        for path in others:
+            _pin_map(path, key=8, value=8, entries=16)
+        with netns.enter(pair.ns_a):
+            c = DnsCollector(agent_id=agent_id, run_dir=run_dir, pin_dir=pins)
+            c.open()
+        try:
+            assert not old.exists()
+            assert all((directory / name).exists() for name in DNS_MAPS.values())
+            assert all(p.exists() for p in others), "the DNS probe removed another probe's pin"
+            # nothing of the old map's all-0x01 entry comes through
+            with netns.enter(pair.ns_a):
+                assert c.read_rows() == []
+        finally:
+            with netns.enter(pair.ns_a):
+                c.close()
+        assert not any((directory / name).exists() for name in DNS_MAPS.values())
+        assert all(p.exists() for p in others), "the DNS probe's close removed another's pin"
+    finally:
+        _remove_tree(pins)
+
+
+@pytest.mark.parametrize("probe", ["flows", "dns"])
+def test_without_a_bpffs_a_probe_loads_unpinned_and_attaches(
+    pair: netns.VethPair, run_dir: Path, agent_id: str, tmp_path: Path, probe: str
+) -> None:
+    """A pin directory that is no bpffs (the host's /sys/fs/bpf not mounted in): the probe
+    loads unpinned, keeps its state file, and attaches and detaches as usual."""
+    pin_dir = tmp_path / "not-bpffs"
+    with netns.enter(pair.ns_a):
+        c: FlowCollector | DnsCollector = (
+            FlowCollector(agent_id=agent_id, run_dir=run_dir, pin_dir=pin_dir)
+            if probe == "flows"
+            else DnsCollector(agent_id=agent_id, run_dir=run_dir, pin_dir=pin_dir)
+        )
+        c.open()
+        try:
+            c.attach(interface=pair.if_a)
+            assert f"orb8_{probe}" in tc_filters(pair.ns_a, pair.if_a)
+        finally:
+            c.close()
+    assert tc_filters(pair.ns_a, pair.if_a) == ""
+    assert not any(p.is_file() for p in pin_dir.rglob("*"))

@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
-from orb8_agent.dataplane.dns import DnsCollector, DnsRow
+from orb8_agent.dataplane.dns import DNS_MAPS, DnsCollector, DnsRow
 from orb8_dev import dnswire, netns
+from orb8_dev.traffic_ctl import tc_filters
 
 pytestmark = pytest.mark.kernel
 
@@ -244,3 +245,108 @@ def test_shares_clsact_with_the_flow_probe(pair: netns.VethPair, run_dir: Path) 
             flows.close()
             dns.close()
     assert "orb8" not in tc_filters(pair.ns_a, pair.if_a)
+
+
+# In the host's namespaces (``ip netns exec`` would remount /sys, without the bpffs),
+# entering the pair's network namespace only to load and attach.
+HOLDER = """
+import json, sys
+from pathlib import Path
+from orb8_agent.dataplane.dns import DnsCollector
+from orb8_dev import netns
+agent_id, pins, run_dir, ns, interface = sys.argv[1:6]
+with netns.enter(ns):
+    c = DnsCollector(agent_id=agent_id, run_dir=Path(run_dir), pin_dir=Path(pins))
+    c.open()
+    c.attach(interface=interface)
+print("ready", flush=True)
+for line in sys.stdin:
+    rows = [{"name": r.key.name, "qtype": r.key.qtype, "rcode": r.key.rcode, "tcp": r.key.tcp,
+             "count": r.count, "matched": r.matched} for r in c.read_rows()]
+    print(json.dumps(rows), flush=True)
+"""
+
+
+def _phase(name: str) -> list[dict[str, Any]]:
+    """Queries whose names say which phase asked them: answered, NXDOMAIN, over TCP."""
+    return (
+        [{"name": f"{name}.shop", "qtype": "A"}] * 3
+        + [{"name": f"{name}.nx", "qtype": "AAAA"}] * 2
+        + [{"name": f"{name}-tcp.shop", "qtype": "A", "tcp": True}]
+    )
+
+
+def test_rows_survive_a_restart_in_the_pinned_maps_once(
+    server: netns.VethPair, run_dir: Path, agent_id: str
+) -> None:
+    """A collector with a pin directory is SIGKILLed (a crashed agent) and its successor
+    with the same agent id opens the same pins. Rows the first one had reported are not read
+    again; rows it had not reported yet, and what its still-attached filter counted while no
+    collector was open, are read by the successor: against the client's log, nothing lost
+    and nothing doubled, and every answer still found its query (the in-flight map is pinned
+    too). A clean close unpins."""
+    pair = server
+    pins = Path("/sys/fs/bpf") / f"orb8-test-{agent_id}"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, agent_id, str(pins), str(run_dir), pair.ns_a, pair.if_a],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdin is not None and holder.stdout is not None
+        assert holder.stdout.readline().strip() == "ready"
+        pinned = [pins / agent_id / name for name in DNS_MAPS.values()]
+        assert all(p.exists() for p in pinned)
+        log = ask(pair, server=pair.ip4_b, plan=_phase("reported"))
+        holder.stdin.write("read\n")
+        holder.stdin.flush()
+        first = json.loads(holder.stdout.readline())
+        log += ask(pair, server=pair.ip4_b, plan=_phase("unreported"))
+        holder.kill()
+        holder.wait(timeout=30)
+        # dead, but its filter is still attached and counts into the pinned maps
+        assert "orb8_dns" in tc_filters(pair.ns_a, pair.if_a)
+        log += ask(pair, server=pair.ip4_b, plan=_phase("while-down"))
+        with netns.enter(pair.ns_a):
+            c = DnsCollector(agent_id=agent_id, run_dir=run_dir, pin_dir=pins)
+            c.open()
+        try:
+            assert c.pin_dir == pins / agent_id
+            with netns.enter(pair.ns_a):
+                c.attach(interface=pair.if_a)
+            log += ask(pair, server=pair.ip4_b, plan=_phase("reopened"))
+            rows = read(c, pair)
+        finally:
+            with netns.enter(pair.ns_a):
+                c.close()
+        assert not any(p.exists() for p in pinned) and not (pins / agent_id).exists()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        for path in sorted(pins.rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        if pins.exists():
+            pins.rmdir()
+
+    assert len(log) == 4 * len(_phase("x"))
+    assert all(e["rcode"] is not None for e in log)  # every query was answered
+    sent = Counter((e["name"].lower(), e["qtype"], e["tcp"]) for e in log)
+    answered = Counter((e["name"].lower(), e["qtype"], e["tcp"], RCODES[e["rcode"]]) for e in log)
+    queries = Counter[tuple[str, str, bool]]()
+    answers = Counter[tuple[str, str, bool, str]]()
+    matched = 0
+    for row in [*first, *({"name": r.key.name, "qtype": r.key.qtype, "rcode": r.key.rcode,
+                           "tcp": r.key.tcp, "count": r.count, "matched": r.matched}
+                          for r in rows)]:  # fmt: skip
+        if row["rcode"] is None:
+            queries[(row["name"], row["qtype"], row["tcp"])] += row["count"]
+        else:
+            answers[(row["name"], row["qtype"], row["tcp"], row["rcode"])] += row["count"]
+            matched += row["matched"]
+    assert queries == sent
+    assert answers == answered
+    assert matched == len(log)
+    # what the first collector reported is exactly the first phase, and not read again
+    assert {r["name"].split(".")[0].removesuffix("-tcp") for r in first} == {"reported"}
+    assert {r.key.name.split(".")[0].removesuffix("-tcp") for r in rows} == {
+        "unreported", "while-down", "reopened"
+    }  # fmt: skip

@@ -9,6 +9,7 @@ column, ``orb8 get dns`` and the agent's metrics.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -182,6 +183,69 @@ def test_server_pod_in_the_same_session_counts_each_query_once(
         assert "latencyMs" not in unanswered[0]
         flows = get_json(control_plane, "ts", "dns-debug", "-n", namespace)["status"]["flows"]
         assert any(f["destination"].get("port") == 53 for f in flows)
+    finally:
+        dns.kill()
+        dns.wait(timeout=30)
+
+
+def test_dns_totals_survive_an_agent_sigkill_once(
+    control_plane: ControlPlane, kubelet: SimKubelet, namespace: str, operator: Any,
+    start_agent: Any,
+) -> None:  # fmt: skip
+    """SIGKILL the agent mid-session: queries it had reported, queries it had not, and
+    queries answered while no agent ran (its filter stays and counts into the pinned maps)
+    all reach status.dns once after the restart, against the client's log."""
+    kubelet.add_node(name="node-a")
+    client = kubelet.run_pod(namespace=namespace, name="client", node="node-a", labels=SHOP)
+    server = kubelet.run_pod(namespace=namespace, name="dns", node="node-a")
+    dns = server.spawn([*DNSLOAD, "server", "--bind", server.ip], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, cwd=REPO_ROOT)  # fmt: skip
+    log: list[dict[str, Any]] = []
+
+    def ask(name: str) -> None:
+        plan = [{"name": f"{name}.shop", "qtype": "A"}] * 3 + [
+            {"name": f"{name}.nx", "qtype": "AAAA"}
+        ] * 2
+        out = client.run([*DNSLOAD, "client", "--server", server.ip, "--timeout", "5",
+                          "--plan", json.dumps(plan)])  # fmt: skip
+        log.extend(json.loads(out.strip().splitlines()[-1])["log"])
+
+    def reached(total: int) -> dict[str, Any] | None:
+        st = dns_status(control_plane, namespace)
+        return st if st.get("queries") == total and st.get("answers") == total else None
+
+    try:
+        assert dns.stdout is not None and b"listening" in dns.stdout.readline()
+        agent = start_agent("node-a")
+        body = {
+            "apiVersion": "orb8.io/v1alpha1", "kind": "TraceSession",
+            "metadata": {"name": "dns-debug", "namespace": namespace},
+            "spec": {"selector": {"podSelector": {"matchLabels": SHOP}},
+                     "probes": {"dns": {"enabled": True}}, "reportInterval": "5s"},
+        }  # fmt: skip
+        control_plane.kubectl("apply", "-f", "-", input=json.dumps(body))
+        wait_for(lambda: "orb8_dns" in tc_filters(None, client.host_if), timeout=90,
+                 what="the DNS probe on the client's host veth")  # fmt: skip
+        ask("reported")
+        wait_for(lambda: reached(len(log)), timeout=60, what="the first queries reported")
+        ask("unreported")
+        agent.proc.send_signal(signal.SIGKILL)
+        agent.proc.wait(timeout=30)
+        assert "orb8_dns" in tc_filters(None, client.host_if)  # outlives the agent
+        ask("while-down")
+        again = start_agent("node-a")
+        wait_for(lambda: reached(len(log)), timeout=90,
+                 what="every query in status.dns after the restart")  # fmt: skip
+        # and no more: one more round lands on exactly the new total
+        ask("after")
+        st = wait_for(lambda: reached(len(log)), timeout=60, what="the round after the restart")
+        got = Counter[tuple[str, str, str]]()
+        for row in st["names"]:
+            got[(row["query"], row["qtype"], row["rcode"])] += row["count"]
+        want = Counter((e["name"], e["qtype"], RCODES[e["rcode"]]) for e in log)
+        assert got == want
+        assert st["nxdomain"] == 2 * 4 and st["unanswered"] == 0
+        assert again.proc.poll() is None, again.logs()
     finally:
         dns.kill()
         dns.wait(timeout=30)
