@@ -320,9 +320,8 @@ class FlowFilter(_Model):
 
     def matches(self, *, protocol: str, ports: tuple[int, int], peer_ip: str) -> bool:
         """The semantics above, for one flow; ``peer_ip`` is the pod's peer."""
-        if self.ports:
-            if protocol not in ("TCP", "UDP") or not (set(ports) & set(self.ports)):
-                return False
+        if self.ports and (protocol not in ("TCP", "UDP") or not set(ports) & set(self.ports)):
+            return False
         if self.cidrs:
             try:
                 peer = ipaddress.ip_address(peer_ip)

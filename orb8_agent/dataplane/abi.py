@@ -28,6 +28,7 @@ class FlowStat(IntEnum):
     SAMPLED_OUT = 2
     MAP_FULL = 3
     INSERTED = 4
+    FILTERED = 5
 
 
 class SyscallStat(IntEnum):
@@ -66,3 +67,13 @@ FLOW_VALUE = struct.Struct("=QQQQQQ")
 SYSCALL_COUNT_KEY = struct.Struct("=QIxxxx")
 # struct syscall_event: ts_ns cgroup_id pid tgid nr pad comm[16]
 SYSCALL_EVENT = struct.Struct("=QQIIIxxxx16s")
+# flow filters (ORB8_FILTER_CLAUSES clauses per interface, bit i = clause i)
+FILTER_CLAUSES = 32
+# struct flow_filter_if: any_port any_peer
+FILTER_IF = struct.Struct("=II")
+# struct flow_filter_port_key: ifindex port pad
+FILTER_PORT_KEY = struct.Struct("=IHxx")
+# struct flow_filter_cidr4_key / cidr6_key: prefixlen (32 ifindex bits + the CIDR's) ifindex addr
+FILTER_CIDR4_KEY = struct.Struct("=II4s")
+FILTER_CIDR6_KEY = struct.Struct("=II16s")
+FILTER_MASK = struct.Struct("=I")

@@ -1,0 +1,109 @@
+"""Flow filters in the kernel: each interface's sessions' filters as map entries.
+
+A TraceSession's ``spec.probes.network.filter`` (orb8_common.models.FlowFilter)
+says which packets it wants. The flow probe sits once on a pod's host veth,
+whichever sessions trace that pod, so the kernel holds the union: each
+distinct session filter on the interface becomes one clause (bit i of a
+32-bit mask), and a packet is counted when some clause takes both its ports
+and its peer address (bpf/orb8_common.bpf.h). User space then gives each
+session only the flows its own filter takes (control/flows.py), so the
+union costs nothing in precision.
+
+An interface counts everything (no entry) when one of its sessions does not
+filter, or when it has more distinct filters than there are clause bits.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from orb8_common.models import FlowFilter
+
+from .abi import (
+    FILTER_CIDR4_KEY,
+    FILTER_CIDR6_KEY,
+    FILTER_CLAUSES,
+    FILTER_IF,
+    FILTER_MASK,
+    FILTER_PORT_KEY,
+)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class InterfaceFilter:
+    """One interface's filter as the kernel holds it."""
+
+    any_port: int  # clauses without a port list
+    any_peer: int  # clauses without a CIDR list
+    ports: Mapping[int, int] = field(default_factory=dict)  # port → clauses listing it
+    # network → clauses with a CIDR that contains it (so the longest match suffices)
+    cidrs: Mapping[Network, int] = field(default_factory=dict)
+
+
+def compile_filter(*, filters: Iterable[FlowFilter]) -> InterfaceFilter | None:
+    """The kernel filter for an interface whose sessions ask for ``filters``.
+
+    None means "count everything": no filters, one that lets everything
+    through, or more distinct ones than the kernel has clause bits.
+    """
+    clauses = list(dict.fromkeys(filters))
+    if not clauses or len(clauses) > FILTER_CLAUSES or any(not c.filters for c in clauses):
+        return None
+    any_port = any_peer = 0
+    ports: dict[int, int] = {}
+    listed: list[tuple[Network, int]] = []
+    for i, clause in enumerate(clauses):
+        bit = 1 << i
+        if not clause.ports:
+            any_port |= bit
+        if not clause.cidrs:
+            any_peer |= bit
+        for port in clause.ports:
+            ports[port] = ports.get(port, 0) | bit
+        listed += [(ipaddress.ip_network(c), bit) for c in clause.cidrs]
+    cidrs: dict[Network, int] = {}
+    for network, _ in listed:
+        cidrs[network] = 0
+        for outer, bit in listed:
+            if outer.version == network.version and network.subnet_of(outer):  # type: ignore[arg-type]
+                cidrs[network] |= bit
+    return InterfaceFilter(any_port=any_port, any_peer=any_peer, ports=ports, cidrs=cidrs)
+
+
+@dataclass(frozen=True)
+class FilterEntries:
+    """The packed map entries of one interface's filter (key bytes → value bytes)."""
+
+    interface: bytes
+    ports: dict[bytes, bytes]
+    cidrs4: dict[bytes, bytes]
+    cidrs6: dict[bytes, bytes]
+
+
+def entries(*, ifindex: int, compiled: InterfaceFilter) -> FilterEntries:
+    """What the flow probe's filter maps hold for ``compiled`` on ``ifindex``."""
+    ports = {
+        FILTER_PORT_KEY.pack(ifindex, port): FILTER_MASK.pack(mask)
+        for port, mask in compiled.ports.items()
+    }
+    cidrs4: dict[bytes, bytes] = {}
+    cidrs6: dict[bytes, bytes] = {}
+    for network, mask in compiled.cidrs.items():
+        # 32 bits of ifindex come first in the trie key, then the address
+        packed = network.network_address.packed
+        if network.version == 4:
+            key = FILTER_CIDR4_KEY.pack(32 + network.prefixlen, ifindex, packed)
+            cidrs4[key] = FILTER_MASK.pack(mask)
+        else:
+            key = FILTER_CIDR6_KEY.pack(32 + network.prefixlen, ifindex, packed)
+            cidrs6[key] = FILTER_MASK.pack(mask)
+    return FilterEntries(
+        interface=FILTER_IF.pack(compiled.any_port, compiled.any_peer),
+        ports=ports,
+        cidrs4=cidrs4,
+        cidrs6=cidrs6,
+    )
