@@ -19,6 +19,7 @@ from prometheus_client.samples import Sample
 
 from orb8_agent.control.agent import NodeAgent
 from orb8_agent.control.gpu_sessions import GpuSessions
+from orb8_agent.dataplane.flowfilter import InterfaceFilter
 from orb8_agent.dataplane.models import Alert, Flow, SyscallCount, TcpHealth
 from orb8_agent.dataplane.probes import ProbeSet
 from orb8_agent.metrics import build_registry
@@ -55,6 +56,9 @@ class IdleDataPlane:
 
     def attach_interface(self, *, ifname: str) -> None: ...
     def detach_interface(self, *, ifname: str) -> None: ...
+    def set_flow_filters(self, *, filters: Mapping[int, InterfaceFilter]) -> Sequence[str]:
+        return []
+
     def attach_cgroup(self, *, path: Path) -> int:
         return 0
 
