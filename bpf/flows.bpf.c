@@ -311,12 +311,23 @@ static __always_inline __u32 port_clauses(const struct flow_filter_if *f, __u32 
 {
 	struct flow_filter_port_key pk = { .ifindex = ifindex, .port = sport };
 	__u32 mask = f->any_port;
+	__u32 n = f->nports;
 	__u32 *m;
+	int i;
 
 	/* a port list only ever matches TCP and UDP: ICMP keeps type/code in
 	 * dport, and a later fragment has no ports (0, never listed) */
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return mask;
+	if (n != ORB8_FILTER_IN_MAP) {
+		for (i = 0; i < ORB8_FILTER_PORTS; i++) {
+			if (i >= n)
+				break;
+			if (f->ports[i] == sport || f->ports[i] == dport)
+				mask |= f->port_clauses[i];
+		}
+		return mask;
+	}
 	m = bpf_map_lookup_elem(&flow_filter_ports, &pk);
 	if (m)
 		mask |= *m;
@@ -337,13 +348,26 @@ static __always_inline int filtered_out4(const struct flow_filter_if *f,
 {
 	struct flow_filter_cidr4_key ck = { .prefixlen = 64, .ifindex = key->ifindex };
 	__u32 ports = port_clauses(f, key->ifindex, key->proto, key->sport, key->dport);
+	__u32 peer = key->direction == ORB8_DIR_INGRESS ? key->daddr : key->saddr;
+	__u32 n = f->ncidr4;
+	__u32 peers = 0;
 	__u32 *m;
+	int i;
 
 	if (ports & f->any_peer)
 		return 0;
 	if (!ports)
 		return 1;
-	ck.addr = key->direction == ORB8_DIR_INGRESS ? key->daddr : key->saddr;
+	if (n != ORB8_FILTER_IN_MAP) {
+		for (i = 0; i < ORB8_FILTER_CIDR4; i++) {
+			if (i >= n)
+				break;
+			if ((peer & f->cidr4[i].mask) == f->cidr4[i].net)
+				peers |= f->cidr4[i].clauses;
+		}
+		return !(peers & ports);
+	}
+	ck.addr = peer;
 	m = bpf_map_lookup_elem(&flow_filter_cidr4, &ck);
 	return !(m && (*m & ports));
 }

@@ -22,12 +22,15 @@ from dataclasses import dataclass, field
 from orb8_common.models import FlowFilter
 
 from .abi import (
+    FILTER_CIDR4,
     FILTER_CIDR4_KEY,
     FILTER_CIDR6_KEY,
     FILTER_CLAUSES,
     FILTER_IF,
+    FILTER_IN_MAP,
     FILTER_MASK,
     FILTER_PORT_KEY,
+    FILTER_PORTS,
 )
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -85,25 +88,49 @@ class FilterEntries:
 
 
 def entries(*, ifindex: int, compiled: InterfaceFilter) -> FilterEntries:
-    """What the flow probe's filter maps hold for ``compiled`` on ``ifindex``."""
-    ports = {
-        FILTER_PORT_KEY.pack(ifindex, port): FILTER_MASK.pack(mask)
-        for port, mask in compiled.ports.items()
-    }
+    """What the flow probe's filter maps hold for ``compiled`` on ``ifindex``.
+
+    Up to FILTER_PORTS ports and FILTER_CIDR4 IPv4 CIDRs go into the
+    interface's own entry (scanned there, no further lookup per packet); longer
+    lists go into the port hash and the IPv4 trie. IPv6 CIDRs always go into
+    their trie.
+    """
+    ports: dict[bytes, bytes] = {}
+    inline_ports = sorted(compiled.ports.items())
+    if len(inline_ports) > FILTER_PORTS:
+        ports = {
+            FILTER_PORT_KEY.pack(ifindex, port): FILTER_MASK.pack(mask)
+            for port, mask in inline_ports
+        }
+        nports, inline_ports = FILTER_IN_MAP, []
+    else:
+        nports = len(inline_ports)
+    v4 = [(n, m) for n, m in compiled.cidrs.items() if isinstance(n, ipaddress.IPv4Network)]
     cidrs4: dict[bytes, bytes] = {}
-    cidrs6: dict[bytes, bytes] = {}
-    for network, mask in compiled.cidrs.items():
-        # 32 bits of ifindex come first in the trie key, then the address
-        packed = network.network_address.packed
-        if network.version == 4:
-            key = FILTER_CIDR4_KEY.pack(32 + network.prefixlen, ifindex, packed)
+    if len(v4) > FILTER_CIDR4:
+        ncidr4 = FILTER_IN_MAP
+        for network, mask in v4:
+            # 32 bits of ifindex come first in the trie key, then the address
+            key = FILTER_CIDR4_KEY.pack(
+                32 + network.prefixlen, ifindex, network.network_address.packed
+            )
             cidrs4[key] = FILTER_MASK.pack(mask)
-        else:
-            key = FILTER_CIDR6_KEY.pack(32 + network.prefixlen, ifindex, packed)
-            cidrs6[key] = FILTER_MASK.pack(mask)
-    return FilterEntries(
-        interface=FILTER_IF.pack(compiled.any_port, compiled.any_peer),
-        ports=ports,
-        cidrs4=cidrs4,
-        cidrs6=cidrs6,
-    )
+        v4 = []
+    else:
+        ncidr4 = len(v4)
+    cidrs6 = {
+        FILTER_CIDR6_KEY.pack(32 + network.prefixlen, ifindex, network.network_address.packed):
+        FILTER_MASK.pack(mask)
+        for network, mask in compiled.cidrs.items()
+        if isinstance(network, ipaddress.IPv6Network)
+    }  # fmt: skip
+    port_slots = inline_ports + [(0, 0)] * (FILTER_PORTS - len(inline_ports))
+    cidr_slots: list[object] = []
+    for network, mask in v4:
+        cidr_slots += [network.network_address.packed, network.netmask.packed, mask]
+    cidr_slots += [bytes(4), bytes(4), 0] * (FILTER_CIDR4 - len(v4))
+    interface = FILTER_IF.pack(
+        compiled.any_port, compiled.any_peer, nports, ncidr4,
+        *(port for port, _ in port_slots), *(mask for _, mask in port_slots), *cidr_slots,
+    )  # fmt: skip
+    return FilterEntries(interface=interface, ports=ports, cidrs4=cidrs4, cidrs6=cidrs6)

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from orb8_agent.dataplane import tc
-from orb8_agent.dataplane.flowfilter import InterfaceFilter, compile_filter
+from orb8_agent.dataplane.abi import FILTER_CIDR4, FILTER_PORTS
+from orb8_agent.dataplane.flowfilter import InterfaceFilter, compile_filter, entries
 from orb8_agent.dataplane.flows import FlowCollector
 from orb8_agent.dataplane.models import Flow
 from orb8_common.models import FlowFilter
@@ -82,16 +83,34 @@ def _rows(flows: list[Flow], *, dst: str, port: int) -> list[Flow]:
     return [f for f in flows if f.dst_ip == dst and f.dst_port == port and f.protocol == 17]
 
 
+# A second session's filter that matches no test traffic: with it the interface's
+# ports and IPv4 CIDRs no longer fit its own map entry and move to the port hash
+# and the IPv4 LPM trie instead.
+FILLER = FlowFilter(
+    ports=tuple(range(6000, 6000 + FILTER_PORTS)),
+    cidrs=tuple(f"192.0.2.{i}/32" for i in range(FILTER_CIDR4)),
+)
+SPILL = pytest.mark.parametrize("spill", [False, True], ids=["inline", "in-maps"])
+
+
+def _held_in_maps(compiled: InterfaceFilter) -> tuple[bool, bool]:
+    """Whether the ports and the IPv4 CIDRs went to their maps."""
+    held = entries(ifindex=1, compiled=compiled)
+    return bool(held.ports), bool(held.cidrs4)
+
+
 def _family(v6: bool) -> str:
     return "ip6" if v6 else "ip"
 
 
+@SPILL
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
 def test_port_filter_counts_only_listed_ports(
-    pair: netns.VethPair, collector: FlowCollector, v6: bool
+    pair: netns.VethPair, collector: FlowCollector, v6: bool, spill: bool
 ) -> None:
     dst = pair.ip6_a if v6 else pair.ip4_a
-    _set(collector, pair, FlowFilter(ports=(5300,)))
+    compiled = _set(collector, pair, FlowFilter(ports=(5300,)), *([FILLER] if spill else []))
+    assert _held_in_maps(compiled) == (spill, False)
     with netns.enter(pair.ns_a):
         filtered_before = collector.stats().filtered
     rules = {"taken": "udp dport 5300", "left": "udp dport 5301"}
@@ -114,14 +133,16 @@ def test_port_filter_counts_only_listed_ports(
     assert filtered >= left_packets
 
 
+@SPILL
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
 def test_cidr_filter_counts_only_listed_peers(
-    pair: netns.VethPair, collector: FlowCollector, v6: bool
+    pair: netns.VethPair, collector: FlowCollector, v6: bool, spill: bool
 ) -> None:
     inside, outside = _extra(pair, v6=v6), (pair.ip6_a if v6 else pair.ip4_a)
     # a network around the extra address that leaves the first one out
     network = f"{inside.rsplit('::', 1)[0]}::200/125" if v6 else f"{inside[: -len('200')]}192/26"
-    _set(collector, pair, FlowFilter(cidrs=(network,)))
+    compiled = _set(collector, pair, FlowFilter(cidrs=(network,)), *([FILLER] if spill else []))
+    assert _held_in_maps(compiled) == (False, spill and not v6)  # IPv6 CIDRs: always the trie
     fam = _family(v6)
     rules = {"taken": f"{fam} daddr {inside} udp dport 5300",
              "left": f"{fam} daddr {outside} udp dport 5300"}  # fmt: skip
@@ -140,8 +161,9 @@ def test_cidr_filter_counts_only_listed_peers(
     assert all((f.dst_ip if f.direction == "ingress" else f.src_ip) == inside for f in flows)
 
 
+@SPILL
 def test_two_sessions_on_one_pod_get_the_union(
-    pair: netns.VethPair, collector: FlowCollector
+    pair: netns.VethPair, collector: FlowCollector, spill: bool
 ) -> None:
     """Session A: port 5300 to the /24; session B: port 5301 to the extra /32 only.
 
@@ -152,8 +174,9 @@ def test_two_sessions_on_one_pod_get_the_union(
     extra, first = _extra(pair, v6=False), pair.ip4_a
     session_a = FlowFilter(ports=(5300,), cidrs=(subnet,))
     session_b = FlowFilter(ports=(5301,), cidrs=(f"{extra}/32",))
-    compiled = _set(collector, pair, session_a, session_b)
+    compiled = _set(collector, pair, session_a, session_b, *([FILLER] if spill else []))
     assert compiled.any_port == compiled.any_peer == 0
+    assert _held_in_maps(compiled) == (spill, spill)
     rules = {
         "a": f"ip daddr {extra} udp dport 5300",
         "b": f"ip daddr {extra} udp dport 5301",
