@@ -462,7 +462,6 @@ static __always_inline int count_skb(struct __sk_buff *skb, __u8 direction)
 	 * step over up to two to reach the ethertype of what they carry. */
 	proto = skb->protocol;
 	l3 = ETH_HLEN;
-	filter = filter_of(skb->ifindex);
 	for (i = 0; i < MAX_VLAN_TAGS; i++) {
 		struct { __u16 tci, type; } tag;
 
@@ -487,6 +486,8 @@ static __always_inline int count_skb(struct __sk_buff *skb, __u8 direction)
 		}
 		key.ifindex = skb->ifindex;
 		key.direction = direction;
+		/* looked up here, not earlier: nothing stays live across the parser */
+		filter = filter_of(key.ifindex);
 		if (filter && filtered_out4(filter, &key)) {
 			stat_inc(FLOW_STAT_FILTERED);
 			return TC_ACT_UNSPEC;
@@ -501,6 +502,7 @@ static __always_inline int count_skb(struct __sk_buff *skb, __u8 direction)
 		}
 		key.ifindex = skb->ifindex;
 		key.direction = direction;
+		filter = filter_of(key.ifindex);
 		if (filter && filtered_out6(filter, &key)) {
 			stat_inc(FLOW_STAT_FILTERED);
 			return TC_ACT_UNSPEC;
