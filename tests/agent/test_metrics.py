@@ -254,6 +254,7 @@ def test_every_agent_family_is_exposed_with_orb8_names_and_units(tmp_path: Path)
         "orb8_active_sessions": "gauge", "orb8_pods_tracked": "gauge",
         "orb8_attached_interfaces": "gauge", "orb8_probes_loaded": "gauge",
         "orb8_map_full_errors": "counter", "orb8_flow_map_evictions": "counter",
+        "orb8_flow_filtered_packets": "counter",
         "orb8_ringbuf_events": "counter", "orb8_ringbuf_dropped_events": "counter",
         "orb8_ringbuf_used_bytes": "gauge", "orb8_ringbuf_size_bytes": "gauge",
         "orb8_watch_connected": "gauge", "orb8_watch_reconnects": "counter",
