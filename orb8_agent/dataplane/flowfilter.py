@@ -53,7 +53,9 @@ def compile_filter(*, filters: Iterable[FlowFilter]) -> InterfaceFilter | None:
     None means "count everything": no filters, one that lets everything
     through, or more distinct ones than the kernel has clause bits.
     """
-    clauses = list(dict.fromkeys(filters))
+    # one clause per distinct filter, in a fixed order: the same sessions give the
+    # same entries whatever order they come in, so nothing is rewritten for it
+    clauses = sorted(set(filters), key=lambda c: (c.ports, c.cidrs))
     if not clauses or len(clauses) > FILTER_CLAUSES or any(not c.filters for c in clauses):
         return None
     any_port = any_peer = 0

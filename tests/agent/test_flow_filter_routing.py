@@ -82,12 +82,14 @@ def test_union_clauses_and_nested_cidrs() -> None:
     c = FlowFilter(cidrs=("10.0.0.0/16",))
     compiled = compile_filter(filters=[a, b, a, c])  # a twice: one clause
     assert compiled is not None
-    assert (compiled.any_port, compiled.any_peer) == (0b100, 0)
-    assert dict(compiled.ports) == {5300: 0b011, 5301: 0b010}
+    assert compile_filter(filters=[c, b, a]) == compiled  # the order does not matter
+    # clauses in (ports, cidrs) order: c (no ports) = bit 0, a = bit 1, b = bit 2
+    assert (compiled.any_port, compiled.any_peer) == (0b001, 0)
+    assert dict(compiled.ports) == {5300: 0b110, 5301: 0b100}
     masks = {str(network): mask for network, mask in compiled.cidrs.items()}
     # each CIDR carries every clause whose CIDRs contain it: the longest match is enough
     assert masks == {
-        "10.0.0.0/24": 0b101, "10.0.0.200/32": 0b111, "fd00::/64": 0b010, "10.0.0.0/16": 0b100,
+        "10.0.0.0/24": 0b011, "10.0.0.200/32": 0b111, "fd00::/64": 0b100, "10.0.0.0/16": 0b001,
     }  # fmt: skip
 
 

@@ -124,7 +124,9 @@ def test_two_filtered_sessions_on_one_pod(pair: netns.VethPair, probes: ProbeSet
             with netns.enter(pair.ns_a):
                 agent.configure(sessions=_served(pod=pod, filters=filters))
                 assert list(flows.filters) == [host_veth.ifindex]
-                assert flows.filters[host_veth.ifindex].ports == {5300: 0b01}
+                held = flows.filters[host_veth.ifindex]
+                assert set(held.ports) == {5300}
+                assert [str(n) for n in held.cidrs] == [f"{extra}/32"]
                 agent.collect()  # start from empty accumulators and maps
                 filtered_before = flows.stats().filtered
             rules = {
