@@ -174,7 +174,7 @@ def _test_packet() -> bytes:
 LO_IFINDEX = 1
 FILTER_MODES: dict[str, dict[int, FlowFilter]] = {
     "flows_tc": {},
-    "flows_tc_other_if_filtered": {987654: FlowFilter(ports=(443,))},
+    "flows_tc_other_if_filtered": {1000: FlowFilter(ports=(443,))},
     "flows_tc_filter_taken": {LO_IFINDEX: FlowFilter(ports=(443,), cidrs=("10.0.0.0/8",))},
     "flows_tc_filter_left_out": {LO_IFINDEX: FlowFilter(ports=(80,))},
 }

@@ -69,9 +69,20 @@ struct {
 	__type(value, __u64);
 } flow_stats SEC(".maps");
 
-/* Flow filters (layout and meaning in orb8_common.bpf.h). The gate holds
- * how many interfaces have a filter: while it is 0 (no session on this node
- * filters) the only cost is this one array load, which the JIT inlines. */
+/* Flow filters (layout and meaning in orb8_common.bpf.h). Whether an
+ * interface has a filter at all is one bit, bit ifindex % 64 of word
+ * ifindex / 64, for ifindexes below ORB8_FILTER_BITMAP_IFS: an array load the
+ * JIT inlines, so an unfiltered interface pays that and nothing more, also
+ * on a node where other interfaces filter. Larger ifindexes (a node that
+ * has created that many interfaces) go by the gate, how many interfaces
+ * have a filter, and then the hash. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ORB8_FILTER_BITMAP_IFS / 64);
+	__type(key, __u32);
+	__type(value, __u64);
+} flow_filter_bits SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -297,11 +308,20 @@ static __always_inline int fast_ipv4(void *data, void *end, struct flow4_key *ke
 /* The filter of ifindex, or NULL when it counts everything. */
 static __always_inline struct flow_filter_if *filter_of(__u32 ifindex)
 {
-	__u32 zero = 0;
-	__u32 *gate = bpf_map_lookup_elem(&flow_filter_gate, &zero);
+	__u32 key = ifindex / 64;
+	__u64 *bits;
+	__u32 *gate;
 
-	if (!gate || !*gate)
-		return NULL;
+	if (ifindex < ORB8_FILTER_BITMAP_IFS) {
+		bits = bpf_map_lookup_elem(&flow_filter_bits, &key);
+		if (!bits || !(*bits & (1ULL << (ifindex % 64))))
+			return NULL;
+	} else {
+		key = 0;
+		gate = bpf_map_lookup_elem(&flow_filter_gate, &key);
+		if (!gate || !*gate)
+			return NULL;
+	}
 	return bpf_map_lookup_elem(&flow_filter_ifs, &ifindex);
 }
 

@@ -85,6 +85,8 @@ enum flow_stat {
  * flow_filter_cidr4 LPM trie, and IPv6 CIDRs always do (flow_filter_cidr6).
  * An interface without an entry counts everything. */
 #define ORB8_FILTER_CLAUSES 32
+/* ifindexes below this have their "filtered?" bit in flow_filter_bits */
+#define ORB8_FILTER_BITMAP_IFS 65536
 #define ORB8_FILTER_PORTS 16
 #define ORB8_FILTER_CIDR4 8
 /* nports / ncidr4 value: the list is in the map instead */

@@ -69,6 +69,7 @@ SYSCALL_COUNT_KEY = struct.Struct("=QIxxxx")
 SYSCALL_EVENT = struct.Struct("=QQIIIxxxx16s")
 # flow filters (ORB8_FILTER_CLAUSES clauses per interface, bit i = clause i)
 FILTER_CLAUSES = 32
+FILTER_BITMAP_IFS = 65536  # ORB8_FILTER_BITMAP_IFS: ifindexes with a bit in flow_filter_bits
 FILTER_PORTS = 16  # ORB8_FILTER_PORTS: ports kept in the interface's own entry
 FILTER_CIDR4 = 8  # ORB8_FILTER_CIDR4: IPv4 CIDRs kept there
 FILTER_IN_MAP = 0xFFFF  # nports / ncidr4: that list is in its map instead

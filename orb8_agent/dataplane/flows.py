@@ -14,7 +14,15 @@ from types import TracebackType
 from orb8_common.errors import ProbeLoadError, UsageError
 
 from . import libbpf, maps, tc
-from .abi import FLOW4_KEY, FLOW6_KEY, FLOW_LAYOUT, FLOW_VALUE, FlowsConfig, FlowStat
+from .abi import (
+    FILTER_BITMAP_IFS,
+    FLOW4_KEY,
+    FLOW6_KEY,
+    FLOW_LAYOUT,
+    FLOW_VALUE,
+    FlowsConfig,
+    FlowStat,
+)
 from .flowcodec import AddressNames, FlowColumns, decode4, decode6
 from .flowfilter import FilterEntries, InterfaceFilter, entries
 from .libbpf import BPF_TC_EGRESS, BPF_TC_INGRESS
@@ -30,7 +38,7 @@ EGRESS_PROG = "orb8_flows_egress"
 FLOW_MAPS = {"flows4": f"flows4_v{FLOW_LAYOUT}", "flows6": f"flows6_v{FLOW_LAYOUT}"}
 # flow filter maps (never pinned: the agent writes them again from its config)
 FILTER_MAPS = (
-    "flow_filter_gate", "flow_filter_ifs", "flow_filter_ports",
+    "flow_filter_bits", "flow_filter_gate", "flow_filter_ifs", "flow_filter_ports",
     "flow_filter_cidr4", "flow_filter_cidr6",
 )  # fmt: skip
 
@@ -76,6 +84,7 @@ class FlowCollector:
         # flow filters: map name → fd, and what each filtered ifindex holds now
         self._filter_fds: dict[str, int] = {}
         self._filters: dict[int, tuple[InterfaceFilter, FilterEntries]] = {}
+        self._filter_bits: dict[int, int] = {}  # flow_filter_bits words that are not 0
 
     # lifecycle -----------------------------------------------------------
 
@@ -163,6 +172,7 @@ class FlowCollector:
                 self._obj.close()
                 self._obj = None
                 self._filters.clear()
+                self._filter_bits.clear()
             if self._pin is not None:
                 # a clean stop drained and reported everything
                 for pinned in FLOW_MAPS.values():
@@ -266,7 +276,7 @@ class FlowCollector:
                     problems.append(f"flow filter on ifindex {ifindex} not set: {err}")
                     continue
                 self._filters[ifindex] = (compiled, wanted)
-            # the gate: while it is 0 the probe never looks a filter up
+            # the gate (ifindexes past the bitmap): while 0 they never look a filter up
             maps.update(
                 fd=self._filter_fds["flow_filter_gate"],
                 key=bytes(4),
@@ -288,12 +298,31 @@ class FlowCollector:
             key=ifindex.to_bytes(4, sys.byteorder),
             value=wanted.interface,
         )
+        self._set_bit_locked(ifindex, on=True)
+
+    def _set_bit_locked(self, ifindex: int, *, on: bool) -> None:
+        """Flip the interface's "filtered?" bit (ifindexes below FILTER_BITMAP_IFS)."""
+        if ifindex >= FILTER_BITMAP_IFS:
+            return
+        word = ifindex // 64
+        value = self._filter_bits.get(word, 0)
+        value = value | (1 << ifindex % 64) if on else value & ~(1 << ifindex % 64)
+        maps.update(
+            fd=self._filter_fds["flow_filter_bits"],
+            key=word.to_bytes(4, sys.byteorder),
+            value=value.to_bytes(8, sys.byteorder),
+        )
+        if value:
+            self._filter_bits[word] = value
+        else:
+            self._filter_bits.pop(word, None)
 
     def _unfilter_locked(self, ifindex: int) -> None:
         applied = self._filters.pop(ifindex, None)
         if applied is None:
             return
         # first: from here on the interface counts everything
+        self._set_bit_locked(ifindex, on=False)
         maps.delete(fd=self._filter_fds["flow_filter_ifs"], key=ifindex.to_bytes(4, sys.byteorder))
         self._remove_entries_locked(applied[1])
 

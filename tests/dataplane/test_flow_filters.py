@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from orb8_agent.dataplane import tc
-from orb8_agent.dataplane.abi import FILTER_CIDR4, FILTER_PORTS
+from orb8_agent.dataplane.abi import FILTER_BITMAP_IFS, FILTER_CIDR4, FILTER_PORTS
 from orb8_agent.dataplane.flowfilter import InterfaceFilter, compile_filter, entries
 from orb8_agent.dataplane.flows import FlowCollector
 from orb8_agent.dataplane.models import Flow
@@ -29,6 +29,18 @@ from orb8_dev.traffic_ctl import finish_sink, start_sink, traffic, warm_neighbou
 pytestmark = pytest.mark.kernel
 
 EXTRA = 200  # last part of a second address on if_a: 10.n.m.200, fd00:n:m::200
+
+
+@pytest.fixture
+def pair(request: pytest.FixtureRequest, kernel_ready: None) -> Iterator[netns.VethPair]:
+    """The veth pair; its probed side's ifindex has a bit in the kernel's "filtered?"
+    bitmap, or with ``large-ifindex`` lies past it (then the gate and the hash decide)."""
+    large = getattr(request, "param", "small-ifindex") == "large-ifindex"
+    index_a = FILTER_BITMAP_IFS + 4321 if large else None
+    with netns.veth_pair(index_a=index_a) as p:
+        with netns.enter(p.ns_a):
+            assert (tc.ifindex_of(interface=p.if_a) >= FILTER_BITMAP_IFS) == (index_a is not None)
+        yield p
 
 
 @pytest.fixture
@@ -103,6 +115,11 @@ def _family(v6: bool) -> str:
     return "ip6" if v6 else "ip"
 
 
+# both ways the probe finds an interface's filter
+IFINDEX_SIZES = pytest.mark.parametrize("pair", ["small-ifindex", "large-ifindex"], indirect=True)
+
+
+@IFINDEX_SIZES
 @SPILL
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
 def test_port_filter_counts_only_listed_ports(
@@ -228,15 +245,18 @@ def test_tcp_port_filter_takes_both_directions(
     assert not [f for f in flows if f.protocol == 17]
 
 
+@IFINDEX_SIZES
 def test_unfiltered_interface_and_removed_filter_count_everything(
     pair: netns.VethPair, collector: FlowCollector
 ) -> None:
     dst = pair.ip4_a
     only_5300 = compile_filter(filters=[FlowFilter(ports=(5300,))])
     assert only_5300 is not None
-    # another interface's filter (an ifindex nothing here has) leaves if_a alone
+    # other interfaces' filters (ifindexes nothing here has, in and past the bitmap)
+    # leave if_a alone
     with netns.enter(pair.ns_a):
-        assert collector.set_filters(filters={987654: only_5300}) == []
+        others = {_ifindex(pair) + 1: only_5300, FILTER_BITMAP_IFS + 99: only_5300}
+        assert collector.set_filters(filters=others) == []
         collector.read_flows()
     _send_udp(pair, dst, 5301, 40)
     with netns.enter(pair.ns_a):
