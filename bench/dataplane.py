@@ -170,13 +170,22 @@ def _test_packet() -> bytes:
 # Flow-filter states the probe can be in for the packet above (test runs see it
 # on the loopback device, ifindex 1): none on the node; another interface
 # filtered; this one filtered and the packet taken (port and peer CIDR match);
-# this one filtered and the packet left out (no port matches).
+# this one filtered and the packet left out (no port matches). The "in maps"
+# variants add a second session's filter (16 other ports, 8 other IPv4 CIDRs),
+# so the lists no longer fit the interface's entry and go to the hash and trie.
 LO_IFINDEX = 1
-FILTER_MODES: dict[str, dict[int, FlowFilter]] = {
+_TAKE = FlowFilter(ports=(443,), cidrs=("10.0.0.0/8",))
+_LEAVE = FlowFilter(ports=(80,))
+_FILLER = FlowFilter(
+    ports=tuple(range(6000, 6016)), cidrs=tuple(f"192.0.2.{i}/32" for i in range(8))
+)
+FILTER_MODES: dict[str, dict[int, list[FlowFilter]]] = {
     "flows_tc": {},
-    "flows_tc_other_if_filtered": {1000: FlowFilter(ports=(443,))},
-    "flows_tc_filter_taken": {LO_IFINDEX: FlowFilter(ports=(443,), cidrs=("10.0.0.0/8",))},
-    "flows_tc_filter_left_out": {LO_IFINDEX: FlowFilter(ports=(80,))},
+    "flows_tc_other_if_filtered": {1000: [FlowFilter(ports=(443,))]},
+    "flows_tc_filter_taken": {LO_IFINDEX: [_TAKE]},
+    "flows_tc_filter_left_out": {LO_IFINDEX: [_LEAVE]},
+    "flows_tc_filter_taken_in_maps": {LO_IFINDEX: [_TAKE, _FILLER]},
+    "flows_tc_filter_left_out_in_maps": {LO_IFINDEX: [_LEAVE, _FILLER]},
 }
 
 
@@ -215,7 +224,7 @@ def bench_test_run(
             for name, fd in fds.items():
                 samples.setdefault(name, []).append(_best_ns(fd, pkt, repeat))
             for mode, wanted in FILTER_MODES.items():
-                compiled = {i: compile_filter(filters=[f]) for i, f in wanted.items()}
+                compiled = {i: compile_filter(filters=f) for i, f in wanted.items()}
                 flows.set_filters(filters={i: f for i, f in compiled.items() if f is not None})
                 samples.setdefault(mode, []).append(
                     _best_ns(flows.prog_fd(direction="egress"), pkt, repeat)
