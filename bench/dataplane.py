@@ -30,10 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from orb8_agent.dataplane import libbpf, tc
-from orb8_agent.dataplane.flows import FlowCollector
+from orb8_agent.dataplane.flowfilter import compile_filter
+from orb8_agent.dataplane.flows import EGRESS_PROG, FlowCollector
 from orb8_agent.dataplane.libbpf import BPF_TC_EGRESS, BPF_TC_INGRESS
 from orb8_agent.dataplane.objects import object_path
 from orb8_agent.dataplane.syscalls import Hook, SyscallCollector
+from orb8_common.models import FlowFilter
 from orb8_dev import netns
 from orb8_dev.cgroups import cgroup
 from orb8_dev.traffic_ctl import finish_sink, start_sink, traffic, warm_neighbours
@@ -146,8 +148,8 @@ def bench_network(gen: Path, rounds: int, seconds: float) -> dict[str, Any]:
     }
 
 
-def bench_test_run(repeat: int) -> dict[str, float]:
-    """In-kernel cost per packet (BPF_PROG_TEST_RUN), free of network noise."""
+def _test_packet() -> bytes:
+    """10.0.0.1:40000 -> 10.0.0.2:443, TCP ACK, 100 bytes of payload."""
     ip = struct.pack(
         "!BBHHHBBH4s4s",
         0x45,
@@ -162,25 +164,98 @@ def bench_test_run(repeat: int) -> dict[str, float]:
         bytes([10, 0, 0, 2]),
     )
     tcp = struct.pack("!HHIIBBHHH", 40000, 443, 1, 0, 5 << 4, 0x10, 65535, 0, 0)
-    pkt = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + tcp + b"x" * 100
-    out: dict[str, float] = {}
-    noop = libbpf.BpfObject(path=object_path(name="noop"))
-    try:
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + tcp + b"x" * 100
+
+
+# Flow-filter states the probe can be in for the packet above (test runs see it
+# on the loopback device, ifindex 1): none on the node; another interface
+# filtered; this one filtered and the packet taken (port and peer CIDR match);
+# this one filtered and the packet left out (no port matches). The "in maps"
+# variants add a second session's filter (16 other ports, 8 other IPv4 CIDRs),
+# so the lists no longer fit the interface's entry and go to the hash and trie.
+LO_IFINDEX = 1
+_TAKE = FlowFilter(ports=(443,), cidrs=("10.0.0.0/8",))
+_LEAVE = FlowFilter(ports=(80,))
+_FILLER = FlowFilter(
+    ports=tuple(range(6000, 6016)), cidrs=tuple(f"192.0.2.{i}/32" for i in range(8))
+)
+FILTER_MODES: dict[str, dict[int, list[FlowFilter]]] = {
+    "flows_tc": {},
+    "flows_tc_other_if_filtered": {1000: [FlowFilter(ports=(443,))]},
+    "flows_tc_filter_taken": {LO_IFINDEX: [_TAKE]},
+    "flows_tc_filter_left_out": {LO_IFINDEX: [_LEAVE]},
+    "flows_tc_filter_taken_in_maps": {LO_IFINDEX: [_TAKE, _FILLER]},
+    "flows_tc_filter_left_out_in_maps": {LO_IFINDEX: [_LEAVE, _FILLER]},
+}
+
+
+def _best_ns(fd: int, pkt: bytes, repeat: int) -> float:
+    return min(libbpf.test_run(prog_fd=fd, packet=pkt, repeat=repeat)[1] for _ in range(5))
+
+
+def bench_test_run(
+    repeat: int, *, rounds: int = 1, compare_object: Path | None = None
+) -> dict[str, float]:
+    """In-kernel cost per packet (BPF_PROG_TEST_RUN), free of network noise.
+
+    Each figure is the best of 5 test runs of ``repeat`` packets, then the
+    median over ``rounds`` rounds in which every variant runs once, so
+    background load hits them alike. ``compare_object`` (another build's
+    flows.bpf.o, e.g. main's, loaded as it is) is measured as ``flows_tc_compare``.
+    """
+    pkt = _test_packet()
+    samples: dict[str, list[float]] = {}
+    with contextlib.ExitStack() as stack:
+        noop = libbpf.BpfObject(path=object_path(name="noop"))
+        stack.callback(noop.close)
         for prog in ("orb8_noop_raw", "orb8_noop_tp"):
             noop.set_autoload(prog=prog, enabled=False)
         noop.load()
-        fd = noop.prog_fd(name="orb8_noop_tc")
-        out["noop_tc"] = min(
-            libbpf.test_run(prog_fd=fd, packet=pkt, repeat=repeat)[1] for _ in range(5)
+        fds = {"noop_tc": noop.prog_fd(name="orb8_noop_tc")}
+        if compare_object is not None:
+            other = libbpf.BpfObject(path=compare_object)
+            stack.callback(other.close)
+            other.load()
+            fds["flows_tc_compare"] = other.prog_fd(name=EGRESS_PROG)
+        flows = stack.enter_context(
+            FlowCollector(agent_id="bench-testrun", run_dir=Path(tempfile.mkdtemp()))
         )
-    finally:
-        noop.close()
-    with FlowCollector(agent_id="bench-testrun", run_dir=Path(tempfile.mkdtemp())) as c:
-        fd = c.prog_fd(direction="egress")
-        out["flows_tc"] = min(
-            libbpf.test_run(prog_fd=fd, packet=pkt, repeat=repeat)[1] for _ in range(5)
+        for _ in range(rounds):
+            for name, fd in fds.items():
+                samples.setdefault(name, []).append(_best_ns(fd, pkt, repeat))
+            for mode, wanted in FILTER_MODES.items():
+                compiled = {i: compile_filter(filters=f) for i, f in wanted.items()}
+                flows.set_filters(filters={i: f for i, f in compiled.items() if f is not None})
+                samples.setdefault(mode, []).append(
+                    _best_ns(flows.prog_fd(direction="egress"), pkt, repeat)
+                )
+            flows.set_filters(filters={})
+    result = {mode: statistics.median(values) for mode, values in samples.items()}
+    if "flows_tc_compare" in samples:
+        # paired per round: both ran back to back, so load cancels out of the difference
+        pairs = zip(samples["flows_tc"], samples["flows_tc_compare"], strict=True)
+        result["flows_tc_minus_compare"] = statistics.median(a - b for a, b in pairs)
+    return result
+
+
+def test_run_report(tr: dict[str, float]) -> list[str]:
+    noop = tr["noop_tc"]
+    lines = [
+        f"in-kernel cost per packet (BPF_PROG_TEST_RUN): noop-tc {noop:.0f} ns,"
+        f" flows {tr['flows_tc']:.0f} ns -> flow probe adds {tr['flows_tc'] - noop:.0f} ns"
+    ]
+    if "flows_tc_compare" in tr:
+        lines.append(
+            f"  compared object (no filter): {tr['flows_tc_compare']:.0f} ns"
+            f" -> this build adds {tr['flows_tc_minus_compare']:+.1f} ns"
+            " (median of the per-round differences)"
         )
-    return out
+    for mode in FILTER_MODES:
+        if mode != "flows_tc":
+            lines.append(
+                f"  {mode}: {tr[mode]:.0f} ns ({tr[mode] - tr['flows_tc']:+.0f} ns vs no filter)"
+            )
+    return lines
 
 
 # syscalls --------------------------------------------------------------------
@@ -293,11 +368,7 @@ def report(res: dict[str, Any]) -> str:
         lines.append(f"[{kind} of {res['rounds']} rounds]")
         lines.append("  " + _net_line("TCP bulk", "Gbit/s", 1e9, t, ">= 98%"))
         lines.append("  " + _net_line("UDP 64B", "Mpps", 1e6, u, ">= 95%"))
-    tr = res["test_run"]
-    lines.append(
-        f"in-kernel cost per packet (BPF_PROG_TEST_RUN, best of 5): noop-tc {tr['noop_tc']:.0f} ns,"
-        f" flows {tr['flows_tc']:.0f} ns -> flow probe adds {tr['flows_tc'] - tr['noop_tc']:.0f} ns"
-    )
+    lines += test_run_report(res["test_run"])
     for kind, key in (("median", "ns_per_call"), ("best", "best_ns_per_call")):
         ns = res["syscalls"][key]
         base = ns["none"]
@@ -333,15 +404,33 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=0.5, help="per network sample")
     p.add_argument("--calls", type=int, default=1_000_000, help="getpid calls per sample")
     p.add_argument("--json", type=Path, help="also write raw results here")
+    p.add_argument(
+        "--test-run-only",
+        action="store_true",
+        help="only the in-kernel ns/packet (BPF_PROG_TEST_RUN), over --rounds rounds",
+    )
+    p.add_argument(
+        "--compare-object",
+        type=Path,
+        help="another build's flows.bpf.o, test-run side by side with this one",
+    )
     args = p.parse_args()
     if os.geteuid() != 0:
         print("bench-dataplane: run as root", file=sys.stderr)
         return 2
+    if args.test_run_only:
+        tr = bench_test_run(1_000_000, rounds=args.rounds, compare_object=args.compare_object)
+        if args.json:
+            args.json.write_text(json.dumps({"machine": machine(), "test_run": tr}, indent=2))
+        print("\n".join([f"[median of {args.rounds} rounds]", *test_run_report(tr)]))
+        return 0
     gen = build_gen()
     res = {
         "machine": machine(),
         "rounds": args.rounds,
-        "test_run": bench_test_run(1_000_000),
+        "test_run": bench_test_run(
+            1_000_000, rounds=args.rounds, compare_object=args.compare_object
+        ),
         "network": bench_network(gen, args.rounds, args.seconds),
         "syscalls": bench_syscalls(gen, args.rounds, args.calls),
         "collector": bench_collector(),

@@ -7,7 +7,8 @@
  * bpf_skb_load_bytes() when they are not (paged or GSO skbs), so a packet
  * is never judged malformed just because of how its memory is laid out.
  * Per-packet work is one hash lookup on a family-specific key (20 bytes for
- * IPv4, 44 for IPv6) and two atomic adds (a third when new TCP flags
+ * IPv4, 44 for IPv6), one inlined array load (the flow-filter gate; more
+ * lookups only while some interface on the node has a filter) and two atomic adds (a third when new TCP flags
  * appear). The clock is read when a flow is inserted and then at most once a
  * jiffy per flow: the per-packet test is a load of jiffies, which the JIT
  * inlines. Anything that is not a flow (non-IP, malformed) only bumps a
@@ -67,6 +68,57 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } flow_stats SEC(".maps");
+
+/* Flow filters (layout and meaning in orb8_common.bpf.h). Whether an
+ * interface has a filter at all is one bit, bit ifindex % 64 of word
+ * ifindex / 64, for ifindexes below ORB8_FILTER_BITMAP_IFS: an array load the
+ * JIT inlines, so an unfiltered interface pays that and nothing more, also
+ * on a node where other interfaces filter. Larger ifindexes (a node that
+ * has created that many interfaces) go by the gate, how many interfaces
+ * have a filter, and then the hash. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ORB8_FILTER_BITMAP_IFS / 64);
+	__type(key, __u32);
+	__type(value, __u64);
+} flow_filter_bits SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} flow_filter_gate SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32); /* ifindex */
+	__type(value, struct flow_filter_if);
+} flow_filter_ifs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct flow_filter_port_key);
+	__type(value, __u32); /* clause mask */
+} flow_filter_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct flow_filter_cidr4_key);
+	__type(value, __u32);
+} flow_filter_cidr4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct flow_filter_cidr6_key);
+	__type(value, __u32);
+} flow_filter_cidr6 SEC(".maps");
 
 /* Copy a header into *ptr. Fast path: direct packet access when the bytes
  * sit in the linear area (the usual case). Slow path: bpf_skb_load_bytes()
@@ -253,6 +305,112 @@ static __always_inline int fast_ipv4(void *data, void *end, struct flow4_key *ke
 	return 1;
 }
 
+/* The filter of ifindex, or NULL when it counts everything. */
+static __always_inline struct flow_filter_if *filter_of(__u32 ifindex)
+{
+	__u32 key = ifindex / 64;
+	__u64 *bits;
+	__u32 *gate;
+
+	if (ifindex < ORB8_FILTER_BITMAP_IFS) {
+		bits = bpf_map_lookup_elem(&flow_filter_bits, &key);
+		if (!bits || !(*bits & (1ULL << (ifindex % 64))))
+			return NULL;
+	} else {
+		key = 0;
+		gate = bpf_map_lookup_elem(&flow_filter_gate, &key);
+		if (!gate || !*gate)
+			return NULL;
+	}
+	return bpf_map_lookup_elem(&flow_filter_ifs, &ifindex);
+}
+
+/* The clauses of f whose port lists the packet's ports satisfy. */
+static __always_inline __u32 port_clauses(const struct flow_filter_if *f, __u32 ifindex,
+					  __u8 proto, __u16 sport, __u16 dport)
+{
+	struct flow_filter_port_key pk = { .ifindex = ifindex, .port = sport };
+	__u32 mask = f->any_port;
+	__u32 n = f->nports;
+	__u32 *m;
+	int i;
+
+	/* a port list only ever matches TCP and UDP: ICMP keeps type/code in
+	 * dport, and a later fragment has no ports (0, never listed) */
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return mask;
+	if (n != ORB8_FILTER_IN_MAP) {
+		for (i = 0; i < ORB8_FILTER_PORTS; i++) {
+			if (i >= n)
+				break;
+			if (f->ports[i] == sport || f->ports[i] == dport)
+				mask |= f->port_clauses[i];
+		}
+		return mask;
+	}
+	m = bpf_map_lookup_elem(&flow_filter_ports, &pk);
+	if (m)
+		mask |= *m;
+	if (dport != sport) {
+		pk.port = dport;
+		m = bpf_map_lookup_elem(&flow_filter_ports, &pk);
+		if (m)
+			mask |= *m;
+	}
+	return mask;
+}
+
+/* Whether f leaves the IPv4 packet out. The pod's peer is the destination
+ * of what the pod sends (tc ingress on its host veth) and the source of
+ * what it receives (tc egress). */
+static __always_inline int filtered_out4(const struct flow_filter_if *f,
+					 const struct flow4_key *key)
+{
+	struct flow_filter_cidr4_key ck = { .prefixlen = 64, .ifindex = key->ifindex };
+	__u32 ports = port_clauses(f, key->ifindex, key->proto, key->sport, key->dport);
+	__u32 peer = key->direction == ORB8_DIR_INGRESS ? key->daddr : key->saddr;
+	__u32 n = f->ncidr4;
+	__u32 peers = 0;
+	__u32 *m;
+	int i;
+
+	if (ports & f->any_peer)
+		return 0;
+	if (!ports)
+		return 1;
+	if (n != ORB8_FILTER_IN_MAP) {
+		for (i = 0; i < ORB8_FILTER_CIDR4; i++) {
+			if (i >= n)
+				break;
+			if ((peer & f->cidr4[i].mask) == f->cidr4[i].net)
+				peers |= f->cidr4[i].clauses;
+		}
+		return !(peers & ports);
+	}
+	ck.addr = peer;
+	m = bpf_map_lookup_elem(&flow_filter_cidr4, &ck);
+	return !(m && (*m & ports));
+}
+
+static __always_inline int filtered_out6(const struct flow_filter_if *f,
+					 const struct flow6_key *key)
+{
+	struct flow_filter_cidr6_key ck = { .prefixlen = 160, .ifindex = key->ifindex };
+	__u32 ports = port_clauses(f, key->ifindex, key->proto, key->sport, key->dport);
+	__u32 *m;
+
+	if (ports & f->any_peer)
+		return 0;
+	if (!ports)
+		return 1;
+	if (key->direction == ORB8_DIR_INGRESS)
+		__builtin_memcpy(ck.addr, key->daddr, 16);
+	else
+		__builtin_memcpy(ck.addr, key->saddr, 16);
+	m = bpf_map_lookup_elem(&flow_filter_cidr6, &ck);
+	return !(m && (*m & ports));
+}
+
 /* Add one packet to its flow in map (flows4 or flows6), inserting the flow
  * when it is new. */
 static __always_inline void account(void *map, void *key, struct __sk_buff *skb,
@@ -307,6 +465,7 @@ static __always_inline int count_skb(struct __sk_buff *skb, __u8 direction)
 	__u64 tcp_flags = 0;
 	__u64 weight = 1;
 	__u32 l3;
+	struct flow_filter_if *filter;
 	__u16 proto;
 	int i;
 
@@ -347,6 +506,12 @@ static __always_inline int count_skb(struct __sk_buff *skb, __u8 direction)
 		}
 		key.ifindex = skb->ifindex;
 		key.direction = direction;
+		/* looked up here, not earlier: nothing stays live across the parser */
+		filter = filter_of(key.ifindex);
+		if (filter && filtered_out4(filter, &key)) {
+			stat_inc(FLOW_STAT_FILTERED);
+			return TC_ACT_UNSPEC;
+		}
 		account(&flows4, &key, skb, weight, tcp_flags);
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct flow6_key key = {};
@@ -357,6 +522,11 @@ static __always_inline int count_skb(struct __sk_buff *skb, __u8 direction)
 		}
 		key.ifindex = skb->ifindex;
 		key.direction = direction;
+		filter = filter_of(key.ifindex);
+		if (filter && filtered_out6(filter, &key)) {
+			stat_inc(FLOW_STAT_FILTERED);
+			return TC_ACT_UNSPEC;
+		}
 		account(&flows6, &key, skb, weight, tcp_flags);
 	} else {
 		stat_inc(FLOW_STAT_NOT_IP);

@@ -67,7 +67,64 @@ enum flow_stat {
 	FLOW_STAT_MAP_FULL,      /* new flow could not be inserted */
 	FLOW_STAT_INSERTED,      /* new flows inserted; with the flows user space
 				  * read back this estimates LRU evictions */
+	FLOW_STAT_FILTERED,      /* left out by the interface's flow filter */
 	FLOW_STAT_MAX,
+};
+
+/* Flow filters, per interface (a TraceSession's spec.probes.network.filter).
+ * An interface's filter is up to 32 clauses, bit i of each mask standing for
+ * clause i (one clause per distinct session filter on that pod). A packet is
+ * counted when some clause matches both its ports and its peer address:
+ *   ports: any_port, OR the masks of its source and destination port (TCP
+ *          and UDP only);
+ *   peer:  any_peer, OR the masks of the CIDRs holding the peer (user space
+ *          gives each CIDR the OR of every clause whose CIDRs contain it, so
+ *          the longest match alone gives the same answer).
+ * Up to 16 ports and 8 IPv4 CIDRs sit in the interface's own entry and are
+ * scanned there (no further lookup); more go to flow_filter_ports and the
+ * flow_filter_cidr4 LPM trie, and IPv6 CIDRs always do (flow_filter_cidr6).
+ * An interface without an entry counts everything. */
+#define ORB8_FILTER_CLAUSES 32
+/* ifindexes below this have their "filtered?" bit in flow_filter_bits */
+#define ORB8_FILTER_BITMAP_IFS 65536
+#define ORB8_FILTER_PORTS 16
+#define ORB8_FILTER_CIDR4 8
+/* nports / ncidr4 value: the list is in the map instead */
+#define ORB8_FILTER_IN_MAP 0xffff
+
+struct flow_filter_cidr4 {
+	__u32 net;      /* network byte order, host bits zero */
+	__u32 mask;     /* network byte order */
+	__u32 clauses;
+};
+
+struct flow_filter_if {
+	__u32 any_port; /* clauses without a port list */
+	__u32 any_peer; /* clauses without a CIDR list */
+	__u16 nports;   /* ports[] used, or ORB8_FILTER_IN_MAP */
+	__u16 ncidr4;   /* cidr4[] used, or ORB8_FILTER_IN_MAP */
+	__u16 ports[ORB8_FILTER_PORTS];       /* host byte order */
+	__u32 port_clauses[ORB8_FILTER_PORTS];
+	struct flow_filter_cidr4 cidr4[ORB8_FILTER_CIDR4];
+};
+
+struct flow_filter_port_key {
+	__u32 ifindex;
+	__u16 port;     /* host byte order */
+	__u16 pad;
+};
+
+/* LPM trie keys: prefixlen counts the 32 ifindex bits plus the CIDR's. */
+struct flow_filter_cidr4_key {
+	__u32 prefixlen;
+	__u32 ifindex;
+	__u32 addr;     /* network byte order */
+};
+
+struct flow_filter_cidr6_key {
+	__u32 prefixlen;
+	__u32 ifindex;
+	__u8 addr[16];
 };
 
 struct flows_config {

@@ -182,6 +182,10 @@ class AgentCollector(Collector):
             "orb8_map_full_errors", "Kernel map inserts that failed because the map was full",
             labels=["map"],
         )  # fmt: skip
+        filtered = CounterMetricFamily(
+            "orb8_flow_filtered_packets", "Packets the sessions' flow filters kept out of the "
+            "flow maps (TraceSession spec.probes.network.filter)",
+        )  # fmt: skip
         evictions = CounterMetricFamily(
             "orb8_flow_map_evictions", "Flows the LRU flow map evicted before they were read "
             "(estimate: inserted minus read)",
@@ -203,6 +207,7 @@ class AgentCollector(Collector):
                 fstats = flows.stats()
                 map_full.add_metric(["flows"], fstats.map_full)
                 evictions.add_metric([], fstats.evicted_estimate)
+                filtered.add_metric([], fstats.filtered)
             if syscalls is not None:
                 sstats = syscalls.stats()
                 map_full.add_metric(["syscall_counts"], sstats.count_map_full)
@@ -218,7 +223,7 @@ class AgentCollector(Collector):
                 map_full.add_metric(["tcp_connect_start"], tstats["start_map_full"])
         except (Orb8Error, OSError, ValueError):
             pass  # a probe closing under the scrape: its families stay empty this time
-        yield from (map_full, evictions, events, drops, used, size)
+        yield from (map_full, evictions, filtered, events, drops, used, size)
 
 
 class StatusWrites:

@@ -13,6 +13,9 @@ message naming the offending field.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -49,6 +52,7 @@ __all__ = [
     "DnsSummary",
     "Flow",
     "FlowEndpoint",
+    "FlowFilter",
     "GpuAlert",
     "GpuAlertsSpec",
     "GpuDevice",
@@ -143,6 +147,12 @@ Timestamp = Annotated[datetime, AfterValidator(_utc), PlainSerializer(format_tim
 
 INT32_MAX = 2**31 - 1
 MAX_DNS_NAMES = 200  # the largest spec.probes.dns.topNames
+# spec.probes.network.filter: at most this many ports and this many CIDRs
+MAX_FILTER_PORTS = 16
+MAX_FILTER_CIDRS = 16
+# IPv4 (dotted) or IPv6 (hex and colons; no dotted IPv4-mapped form), then /length
+CIDR_PATTERN = r"^([0-9.]{7,15}|[0-9a-f:]{2,39})/[0-9]{1,3}$"
+MAX_CIDR_CHARS = 43  # 39 for the longest IPv6 address, 4 for "/128"
 # A question name as people read it: 128 wire bytes kept, each byte at most
 # four characters once escaped (\DDD).
 MAX_DNS_QUERY_CHARS = 4 * 128
@@ -258,6 +268,74 @@ class Selector(_Model):
 # --- TraceSession -------------------------------------------------------------
 
 
+def _cidr(value: str) -> str:
+    """A CIDR written as its network in canonical form: 10.0.0.0/8, fd00::/8.
+
+    Canonical form (no host bits, lowercase, RFC 5952 compression) makes the
+    text one-to-one with the network, and it is what the CRD's CEL rule
+    (``string(cidr(self).masked()) == self``) accepts, so both agree.
+    """
+    message = "must be an IPv4 or IPv6 CIDR such as 10.0.0.0/8 or fd00::/8"
+    if not re.fullmatch(CIDR_PATTERN, value):
+        raise ValueError(f"{message}, got {value!r}")
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"{message}, got {value!r}") from None
+    if str(network) != value:
+        raise ValueError(
+            "must be written in canonical form: no host bits, lowercase, :: compression"
+            f" (here {network}), got {value!r}"
+        )
+    return value
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+Cidr = Annotated[str, Field(max_length=MAX_CIDR_CHARS), AfterValidator(_cidr)]
+
+
+class FlowFilter(_Model):
+    """Which packets the flow probe counts for a session (docs/tracesessions.md).
+
+    A packet is counted when (``ports`` is empty, or it is TCP or UDP and its
+    source or destination port is listed) and (``cidrs`` is empty, or the
+    pod's peer address, the end that is not the pod, lies in a listed CIDR
+    of the packet's family). Empty lists do not filter.
+    """
+
+    ports: tuple[Port, ...] = Field(default=(), max_length=MAX_FILTER_PORTS)
+    cidrs: tuple[Cidr, ...] = Field(default=(), max_length=MAX_FILTER_CIDRS)
+
+    @field_validator("ports", "cidrs")
+    @classmethod
+    def _unique(cls, value: tuple[Any, ...]) -> tuple[Any, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("must not repeat entries")
+        return value
+
+    @property
+    def filters(self) -> bool:
+        """Whether it lets only some packets through."""
+        return bool(self.ports or self.cidrs)
+
+    def matches(self, *, protocol: str, ports: tuple[int, int], peer_ip: str) -> bool:
+        """The semantics above, for one flow; ``peer_ip`` is the pod's peer."""
+        if self.ports and (protocol not in ("TCP", "UDP") or not set(ports) & set(self.ports)):
+            return False
+        if self.cidrs:
+            try:
+                peer = ipaddress.ip_address(peer_ip)
+            except ValueError:
+                return False
+            return any(peer in network for network in self._networks[peer.version])
+        return True
+
+    @functools.cached_property
+    def _networks(self) -> dict[int, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]]:
+        networks = [ipaddress.ip_network(c) for c in self.cidrs]
+        return {v: tuple(n for n in networks if n.version == v) for v in (4, 6)}
+
+
 class NetworkProbe(_Model):
     enabled: bool = False
     directions: tuple[Direction, ...] = ("ingress", "egress")
@@ -265,6 +343,8 @@ class NetworkProbe(_Model):
     top_flows: int = Field(default=50, ge=1, le=1000)
     # retransmits, resets and connect latency on TCP flow rows (docs/tcp-health.md)
     tcp_health: bool = True
+    # count only these ports / peer CIDRs, in the kernel (docs/tracesessions.md)
+    filter: FlowFilter = Field(default_factory=FlowFilter)
 
     @field_validator("directions", "protocols")
     @classmethod

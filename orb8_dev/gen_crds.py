@@ -32,6 +32,7 @@ import yaml
 
 from orb8_common.crd import GPU_TELEMETRIES, GROUP, NODE_AGENT_CONFIGS, TRACE_SESSIONS, VERSION
 from orb8_common.durations import MAX_SPEC_DURATION
+from orb8_common.models import CIDR_PATTERN, MAX_CIDR_CHARS, MAX_FILTER_CIDRS, MAX_FILTER_PORTS
 from orb8_common.models import DANGEROUS_SYSCALLS as DEFAULT_ALERT_SYSCALLS
 from orb8_common.syscalls import KNOWN_SYSCALLS
 
@@ -627,6 +628,45 @@ def session_status_common(condition_types: str) -> dict[str, Schema]:
     }
 
 
+def flow_filter() -> Schema:
+    """spec.probes.network.filter; the same checks as orb8_common.models.FlowFilter."""
+    cidr = string(
+        "An IPv4 or IPv6 CIDR in canonical form (no host bits, lowercase, :: compression).",
+        max_length=MAX_CIDR_CHARS,
+        pattern=CIDR_PATTERN,
+    )
+    # The pattern runs first, so the CEL rules only see dotted or hex text.
+    cidr["x-kubernetes-validations"] = [
+        rule("isCIDR(self)", "must be an IPv4 or IPv6 CIDR such as 10.0.0.0/8 or fd00::/8"),
+        # a static message: one naming the canonical form is over the cost budget
+        rule(
+            "!isCIDR(self) || string(cidr(self).masked()) == self",
+            "must be written in canonical form: no host bits, lowercase, :: compression"
+            " (e.g. 10.0.0.0/8, fd00::/8)",
+        ),
+    ]
+    return obj(
+        "Count only these packets, in the kernel: (ports empty, or a TCP/UDP packet whose"
+        " source or destination port is listed) and (cidrs empty, or the pod's peer address"
+        " lies in a listed CIDR of its family). Empty lists do not filter.",
+        {
+            "ports": array(
+                "TCP/UDP ports; a packet matches when its source or destination port is"
+                " listed. Other protocols never match a port list.",
+                integer("A port.", minimum=1, maximum=65535, fmt="int32"),
+                max_items=MAX_FILTER_PORTS,
+                list_type="set",
+            ),
+            "cidrs": array(
+                "Networks of the pod's peer (the end of the packet that is not the pod).",
+                cidr,
+                max_items=MAX_FILTER_CIDRS,
+                list_type="set",
+            ),
+        },
+    )
+
+
 # --- probes (TraceSession spec, copied into NodeAgentConfig sessions) ---------
 
 
@@ -667,6 +707,7 @@ def probes(*, with_defaults: bool) -> Schema:
                 " tracepoints (see docs/tcp-health.md).",
                 default=d(True),
             ),
+            "filter": flow_filter(),
         },
     )
     syscalls = obj(

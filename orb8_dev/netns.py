@@ -103,11 +103,14 @@ def link_counters(*, netns: str | None, interface: str) -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def veth_pair(*, subnet: int | None = None, mtu: int = 1500) -> Iterator[VethPair]:
+def veth_pair(
+    *, subnet: int | None = None, mtu: int = 1500, index_a: int | None = None
+) -> Iterator[VethPair]:
     """Namespaces A and B joined by a veth pair with 10.<n>.<m>.1/.2 and fd00:: addresses.
 
     Addresses are private and live only inside the two namespaces, so test
-    traffic never leaves them.
+    traffic never leaves them. ``index_a``: the ifindex side A gets (its
+    namespace is new, so any free number works).
     """
     n = subnet if subnet is not None else secrets.randbelow(250) + 1
     m = secrets.randbelow(250) + 1
@@ -123,6 +126,7 @@ def veth_pair(*, subnet: int | None = None, mtu: int = 1500) -> Iterator[VethPai
                 ns_a,
                 "mtu",
                 str(mtu),
+                *(["index", str(index_a)] if index_a is not None else []),
                 "type",
                 "veth",
                 "peer",

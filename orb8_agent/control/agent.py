@@ -20,6 +20,7 @@ from orb8_agent.control.baseline import Baselines, ContainerKey, SpikeRule
 from orb8_agent.control.conntrack import ConntrackReader
 from orb8_agent.control.containers import ContainerCgroup, find_container_cgroups, pids_in
 from orb8_agent.control.dns import DnsPodCounts, SessionDns
+from orb8_agent.control.flowfilters import kernel_filters
 from orb8_agent.control.flows import FlowRouter, SessionFlows, TcpTotals
 from orb8_agent.control.report import PodName, trace_node_entry
 from orb8_agent.control.served import TRACE_SESSION, Served, all_pods, container_ids
@@ -28,6 +29,7 @@ from orb8_agent.control.tcphealth import TcpHealthRouter, wants_tcp_health
 from orb8_agent.control.veth import HostVeth, VethNotFoundError, host_veth_of
 from orb8_agent.dataplane import syscall_names
 from orb8_agent.dataplane.dns import DnsRow
+from orb8_agent.dataplane.flowfilter import InterfaceFilter
 from orb8_agent.dataplane.models import Alert, Flow, SyscallCount, TcpHealth
 from orb8_agent.dataplane.tcphealth import netns_of_pid
 from orb8_agent.podmetrics import PodMetrics
@@ -46,6 +48,7 @@ class DataPlane(Protocol):
     def probe_errors(self) -> Mapping[str, str]: ...
     def attach_interface(self, *, ifname: str) -> None: ...
     def detach_interface(self, *, ifname: str) -> None: ...
+    def set_flow_filters(self, *, filters: Mapping[int, InterfaceFilter]) -> Sequence[str]: ...
     def attach_cgroup(self, *, path: Path) -> int: ...
     def detach_cgroup(self, *, path: Path) -> None: ...
     def set_watched_cgroups(self, *, cgroup_ids: Collection[int]) -> None: ...
@@ -232,6 +235,7 @@ class NodeAgent:
             veth.ifindex: uid for uid, veth in self._resolved.veths.items()
             if veth.name in self._attached
         }  # fmt: skip
+        self._configure_flow_filters(pod_by_ifindex=pod_by_ifindex)
         pod_by_cgroup = {cgroup_id: uid for uid, cgroup_id in self._host_cgroups.values()}
         self._router = FlowRouter(
             sessions=self._targets, pod_by_ifindex=pod_by_ifindex, pod_by_cgroup=pod_by_cgroup
@@ -251,6 +255,22 @@ class NodeAgent:
         present = {(pod.namespace, pod.name) for pod in pods.values()}
         self.pod_metrics.retain(present=present)
         self.dns_counts.forget(gone={k for k in self.dns_counts.queries if k not in present})
+
+    def _configure_flow_filters(self, *, pod_by_ifindex: Mapping[int, str]) -> None:
+        """Give each attached veth the union of its pod's sessions' flow filters."""
+        if FLOWS not in self._dataplane.loaded_probes():
+            return
+        filters = kernel_filters(sessions=self._targets, pod_by_ifindex=pod_by_ifindex)
+        problems: Sequence[str] = ()
+
+        def apply() -> None:
+            nonlocal problems
+            problems = self._dataplane.set_flow_filters(filters=filters)
+
+        self._safely("set flow filters", apply, probe=FLOWS)
+        for problem in problems:
+            # that interface counts everything; each session still filters its own rows
+            log.warning("%s", problem)
 
     def _configure_dns(self, *, pods: Mapping[str, AgentPod]) -> None:
         """Attach the DNS probe to the veths of the DNS sessions' pods (alongside flows)."""

@@ -237,5 +237,11 @@ class FlowRouter:
                 and observation.src_ip in self._local_ips[session.uid]
             ):
                 continue  # counted at the sender's veth
+            if network.filter.filters and not network.filter.matches(
+                protocol=observation.protocol_name,
+                ports=(observation.src_port, observation.dst_port),
+                peer_ip=observation.dst_ip if direction == "egress" else observation.src_ip,
+            ):
+                continue  # the kernel counts the union of the pod's sessions' filters
             matched.append(session)
         return matched

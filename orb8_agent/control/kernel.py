@@ -6,6 +6,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from orb8_agent.dataplane.dns import DnsCollector, DnsRow
+from orb8_agent.dataplane.flowfilter import InterfaceFilter
 from orb8_agent.dataplane.flows import FlowCollector
 from orb8_agent.dataplane.models import Alert, Flow, SyscallCount, TcpHealth
 from orb8_agent.dataplane.probes import ProbeSet
@@ -38,6 +39,9 @@ class KernelDataPlane:
 
     def detach_interface(self, *, ifname: str) -> None:
         self._flows().detach(interface=ifname)
+
+    def set_flow_filters(self, *, filters: Mapping[int, InterfaceFilter]) -> list[str]:
+        return self._flows().set_filters(filters=filters)
 
     def attach_dns_interface(self, *, ifname: str) -> None:
         self._dns().attach(interface=ifname)

@@ -21,6 +21,16 @@ def wants_tcp_health(*, session: Served) -> bool:
     return network is not None and network.tcp_health and "TCP" in network.protocols
 
 
+def _wanted(*, session: Served, health: TcpHealth) -> bool:
+    """The socket passes the session's flow filter (its peer is the remote end)."""
+    network = session.network
+    if network is None or not network.filter.filters:
+        return True
+    return network.filter.matches(
+        protocol="TCP", ports=(health.local_port, health.remote_port), peer_ip=health.remote_ip
+    )
+
+
 class TcpHealthRouter:
     """netns inode → pod → the sessions that want that pod's TCP health."""
 
@@ -41,7 +51,11 @@ class TcpHealthRouter:
         pod_uid = self._pod_by_netns.get(health.netns)
         if pod_uid is None:
             return []
-        return list(self._sessions_by_pod.get(pod_uid, ()))
+        return [
+            session
+            for session in self._sessions_by_pod.get(pod_uid, ())
+            if _wanted(session=session, health=health)
+        ]
 
     @property
     def watched_netns(self) -> frozenset[int]:

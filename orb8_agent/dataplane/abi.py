@@ -28,6 +28,7 @@ class FlowStat(IntEnum):
     SAMPLED_OUT = 2
     MAP_FULL = 3
     INSERTED = 4
+    FILTERED = 5
 
 
 class SyscallStat(IntEnum):
@@ -66,3 +67,18 @@ FLOW_VALUE = struct.Struct("=QQQQQQ")
 SYSCALL_COUNT_KEY = struct.Struct("=QIxxxx")
 # struct syscall_event: ts_ns cgroup_id pid tgid nr pad comm[16]
 SYSCALL_EVENT = struct.Struct("=QQIIIxxxx16s")
+# flow filters (ORB8_FILTER_CLAUSES clauses per interface, bit i = clause i)
+FILTER_CLAUSES = 32
+FILTER_BITMAP_IFS = 65536  # ORB8_FILTER_BITMAP_IFS: ifindexes with a bit in flow_filter_bits
+FILTER_PORTS = 16  # ORB8_FILTER_PORTS: ports kept in the interface's own entry
+FILTER_CIDR4 = 8  # ORB8_FILTER_CIDR4: IPv4 CIDRs kept there
+FILTER_IN_MAP = 0xFFFF  # nports / ncidr4: that list is in its map instead
+# struct flow_filter_if: any_port any_peer nports ncidr4 ports[16] port_clauses[16]
+#   cidr4[8] {net mask (network order) clauses}
+FILTER_IF = struct.Struct(f"=IIHH{FILTER_PORTS}H{FILTER_PORTS}I" + "4s4sI" * FILTER_CIDR4)
+# struct flow_filter_port_key: ifindex port pad
+FILTER_PORT_KEY = struct.Struct("=IHxx")
+# struct flow_filter_cidr4_key / cidr6_key: prefixlen (32 ifindex bits + the CIDR's) ifindex addr
+FILTER_CIDR4_KEY = struct.Struct("=II4s")
+FILTER_CIDR6_KEY = struct.Struct("=II16s")
+FILTER_MASK = struct.Struct("=I")

@@ -5,15 +5,26 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
 from orb8_common.errors import ProbeLoadError, UsageError
 
 from . import libbpf, maps, pins, tc
-from .abi import FLOW4_KEY, FLOW6_KEY, FLOW_LAYOUT, FLOW_VALUE, FlowsConfig, FlowStat
+from .abi import (
+    FILTER_BITMAP_IFS,
+    FLOW4_KEY,
+    FLOW6_KEY,
+    FLOW_LAYOUT,
+    FLOW_VALUE,
+    FlowsConfig,
+    FlowStat,
+)
 from .flowcodec import AddressNames, FlowColumns, decode4, decode6
+from .flowfilter import FilterEntries, InterfaceFilter, entries
 from .libbpf import BPF_TC_EGRESS, BPF_TC_INGRESS
 from .models import Flow, FlowStats
 from .objects import object_path
@@ -25,6 +36,11 @@ EGRESS_PROG = "orb8_flows_egress"
 # a map pinned by an agent of another layout is never reused (and so misread)
 # (bpffs refuses dots in names)
 FLOW_MAPS = {"flows4": f"flows4_v{FLOW_LAYOUT}", "flows6": f"flows6_v{FLOW_LAYOUT}"}
+# flow filter maps (never pinned: the agent writes them again from its config)
+FILTER_MAPS = (
+    "flow_filter_bits", "flow_filter_gate", "flow_filter_ifs", "flow_filter_ports",
+    "flow_filter_cidr4", "flow_filter_cidr6",
+)  # fmt: skip
 
 
 class FlowCollector:
@@ -65,6 +81,10 @@ class FlowCollector:
         self._flows4_fd = -1
         self._flows6_fd = -1
         self._stats_fd = -1
+        # flow filters: map name → fd, and what each filtered ifindex holds now
+        self._filter_fds: dict[str, int] = {}
+        self._filters: dict[int, tuple[InterfaceFilter, FilterEntries]] = {}
+        self._filter_bits: dict[int, int] = {}  # flow_filter_bits words that are not 0
 
     # lifecycle -----------------------------------------------------------
 
@@ -124,6 +144,7 @@ class FlowCollector:
             self._flows4_fd = obj.map_fd(name="flows4")
             self._flows6_fd = obj.map_fd(name="flows6")
             self._stats_fd = obj.map_fd(name="flow_stats")
+            self._filter_fds = {name: obj.map_fd(name=name) for name in FILTER_MAPS}
         except BaseException:
             obj.close()
             raise
@@ -141,6 +162,8 @@ class FlowCollector:
             if self._obj is not None:
                 self._obj.close()
                 self._obj = None
+                self._filters.clear()
+                self._filter_bits.clear()
             # a clean stop drained and reported everything
             pins.unpin(directory=self._pin, names=FLOW_MAPS.values())
             if not errors:
@@ -207,6 +230,98 @@ class FlowCollector:
         del self._state.attachments[interface]
         self._state.save()
 
+    # filters -------------------------------------------------------------
+
+    @property
+    def filters(self) -> dict[int, InterfaceFilter]:
+        """The filter each filtered ifindex has in the kernel now."""
+        return {ifindex: applied[0] for ifindex, applied in self._filters.items()}
+
+    def set_filters(self, *, filters: Mapping[int, InterfaceFilter]) -> list[str]:
+        """Make the kernel filter exactly ``filters`` (ifindex → filter); others count all.
+
+        An interface whose filter changes counts everything while its entries
+        are rewritten (never less than any session asked for). One that cannot
+        be written (a map full) stays unfiltered; its problem is returned.
+        """
+        problems: list[str] = []
+        with self._lock:
+            if self._obj is None:
+                raise ProbeLoadError("flow probe is not loaded; call open() first")
+            for ifindex in sorted(set(self._filters) - set(filters)):
+                self._unfilter_locked(ifindex)
+            for ifindex, compiled in sorted(filters.items()):
+                applied = self._filters.get(ifindex)
+                if applied is not None and applied[0] == compiled:
+                    continue
+                self._unfilter_locked(ifindex)
+                wanted = entries(ifindex=ifindex, compiled=compiled)
+                try:
+                    self._write_locked(ifindex, wanted)
+                except ProbeLoadError as err:
+                    self._remove_entries_locked(wanted)
+                    problems.append(f"flow filter on ifindex {ifindex} not set: {err}")
+                    continue
+                self._filters[ifindex] = (compiled, wanted)
+            # the gate (ifindexes past the bitmap): while 0 they never look a filter up
+            maps.update(
+                fd=self._filter_fds["flow_filter_gate"],
+                key=bytes(4),
+                value=len(self._filters).to_bytes(4, sys.byteorder),
+            )
+        return problems
+
+    def _write_locked(self, ifindex: int, wanted: FilterEntries) -> None:
+        for name, table in (
+            ("flow_filter_ports", wanted.ports),
+            ("flow_filter_cidr4", wanted.cidrs4),
+            ("flow_filter_cidr6", wanted.cidrs6),
+        ):
+            for key, value in table.items():
+                maps.update(fd=self._filter_fds[name], key=key, value=value)
+        # last: the interface is filtered only once its clauses are all there
+        maps.update(
+            fd=self._filter_fds["flow_filter_ifs"],
+            key=ifindex.to_bytes(4, sys.byteorder),
+            value=wanted.interface,
+        )
+        self._set_bit_locked(ifindex, on=True)
+
+    def _set_bit_locked(self, ifindex: int, *, on: bool) -> None:
+        """Flip the interface's "filtered?" bit (ifindexes below FILTER_BITMAP_IFS)."""
+        if ifindex >= FILTER_BITMAP_IFS:
+            return
+        word = ifindex // 64
+        value = self._filter_bits.get(word, 0)
+        value = value | (1 << ifindex % 64) if on else value & ~(1 << ifindex % 64)
+        maps.update(
+            fd=self._filter_fds["flow_filter_bits"],
+            key=word.to_bytes(4, sys.byteorder),
+            value=value.to_bytes(8, sys.byteorder),
+        )
+        if value:
+            self._filter_bits[word] = value
+        else:
+            self._filter_bits.pop(word, None)
+
+    def _unfilter_locked(self, ifindex: int) -> None:
+        applied = self._filters.pop(ifindex, None)
+        if applied is None:
+            return
+        # first: from here on the interface counts everything
+        self._set_bit_locked(ifindex, on=False)
+        maps.delete(fd=self._filter_fds["flow_filter_ifs"], key=ifindex.to_bytes(4, sys.byteorder))
+        self._remove_entries_locked(applied[1])
+
+    def _remove_entries_locked(self, held: FilterEntries) -> None:
+        for name, table in (
+            ("flow_filter_ports", held.ports),
+            ("flow_filter_cidr4", held.cidrs4),
+            ("flow_filter_cidr6", held.cidrs6),
+        ):
+            for key in table:
+                maps.delete(fd=self._filter_fds[name], key=key)
+
     # reading -------------------------------------------------------------
 
     def read_flows(self) -> list[Flow]:
@@ -253,6 +368,7 @@ class FlowCollector:
             map_full=v[FlowStat.MAP_FULL],
             inserted=v[FlowStat.INSERTED],
             evicted_estimate=self._evicted,
+            filtered=v[FlowStat.FILTERED],
         )
 
     def prog_fd(self, *, direction: str) -> int:

@@ -123,6 +123,7 @@ class FlowStats:
     map_full: int
     inserted: int = 0
     evicted_estimate: int = 0  # LRU evictions: inserted minus what reads returned
+    filtered: int = 0  # packets an interface's flow filter left out
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from prometheus_client.samples import Sample
 
 from orb8_agent.control.agent import NodeAgent
 from orb8_agent.control.gpu_sessions import GpuSessions
+from orb8_agent.dataplane.flowfilter import InterfaceFilter
 from orb8_agent.dataplane.models import Alert, Flow, SyscallCount, TcpHealth
 from orb8_agent.dataplane.probes import ProbeSet
 from orb8_agent.metrics import build_registry
@@ -55,6 +56,9 @@ class IdleDataPlane:
 
     def attach_interface(self, *, ifname: str) -> None: ...
     def detach_interface(self, *, ifname: str) -> None: ...
+    def set_flow_filters(self, *, filters: Mapping[int, InterfaceFilter]) -> Sequence[str]:
+        return []
+
     def attach_cgroup(self, *, path: Path) -> int:
         return 0
 
@@ -250,6 +254,7 @@ def test_every_agent_family_is_exposed_with_orb8_names_and_units(tmp_path: Path)
         "orb8_active_sessions": "gauge", "orb8_pods_tracked": "gauge",
         "orb8_attached_interfaces": "gauge", "orb8_probes_loaded": "gauge",
         "orb8_map_full_errors": "counter", "orb8_flow_map_evictions": "counter",
+        "orb8_flow_filtered_packets": "counter",
         "orb8_ringbuf_events": "counter", "orb8_ringbuf_dropped_events": "counter",
         "orb8_ringbuf_used_bytes": "gauge", "orb8_ringbuf_size_bytes": "gauge",
         "orb8_watch_connected": "gauge", "orb8_watch_reconnects": "counter",

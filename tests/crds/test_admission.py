@@ -52,6 +52,13 @@ def sys_probe(**fields: Any) -> dict[str, Any]:
     return {"syscalls": {"enabled": True, **fields}}
 
 
+def net_filter(**fields: Any) -> dict[str, Any]:
+    return {"network": {"enabled": True, "filter": fields}}
+
+
+FILTER = "spec.probes.network.filter"
+
+
 CASES = [
     # durations: pattern first, then CEL's duration() for the value
     ts("negative-duration", ("spec.duration", "should match"), duration="-5m"),
@@ -125,6 +132,72 @@ CASES = [
         probes={"network": {"enabled": True, "sampleRate": 10}},
     ),
     ts("unknown-spec-field", ('unknown field "spec.durration"',), durration="10m"),
+    # flow filters: ports, then CIDRs (pattern first, then CEL's isCIDR and canonical form)
+    ts(
+        "filter-port-zero",
+        (f"{FILTER}.ports[0]", "greater than or equal to 1"),
+        probes=net_filter(ports=[0]),
+    ),
+    ts(
+        "filter-port-over-65535",
+        (f"{FILTER}.ports[1]", "less than or equal to 65535"),
+        probes=net_filter(ports=[53, 65536]),
+    ),
+    ts(
+        "filter-port-repeated",
+        (f"{FILTER}.ports[1]", "Duplicate value"),
+        probes=net_filter(ports=[80, 80]),
+    ),
+    ts(
+        "filter-too-many-ports",
+        (f"{FILTER}.ports", "must have at most 16 items"),
+        probes=net_filter(ports=list(range(1, 18))),
+    ),
+    ts(
+        "filter-cidr-without-length",
+        (f"{FILTER}.cidrs[0]", "should match"),
+        probes=net_filter(cidrs=["10.0.0.0"]),
+    ),
+    ts(
+        "filter-cidr-uppercase",
+        (f"{FILTER}.cidrs[0]", "should match"),
+        probes=net_filter(cidrs=["FD00::/8"]),
+    ),
+    ts(
+        "filter-cidr-ipv4-mapped",
+        (f"{FILTER}.cidrs[0]", "should match"),
+        probes=net_filter(cidrs=["::ffff:10.0.0.0/104"]),
+    ),
+    ts(
+        "filter-cidr-prefix-too-long",
+        (f"{FILTER}.cidrs[1]", "must be an IPv4 or IPv6 CIDR such as 10.0.0.0/8"),
+        probes=net_filter(cidrs=["10.0.0.0/8", "10.0.0.0/33"]),
+    ),
+    ts(
+        "filter-cidr-bad-address",
+        (f"{FILTER}.cidrs[0]", "must be an IPv4 or IPv6 CIDR"),
+        probes=net_filter(cidrs=["10.0.0.256/32"]),
+    ),
+    ts(
+        "filter-cidr-host-bits",
+        (f"{FILTER}.cidrs[0]", "must be written in canonical form"),
+        probes=net_filter(cidrs=["10.1.2.3/8"]),
+    ),
+    ts(
+        "filter-cidr-not-compressed",
+        (f"{FILTER}.cidrs[0]", "must be written in canonical form"),
+        probes=net_filter(cidrs=["fd00:0:0:0::/64"]),
+    ),
+    ts(
+        "filter-cidr-repeated",
+        (f"{FILTER}.cidrs[1]", "Duplicate value"),
+        probes=net_filter(cidrs=["fd00::/8", "fd00::/8"]),
+    ),
+    ts(
+        "filter-too-many-cidrs",
+        (f"{FILTER}.cidrs", "must have at most 16 items"),
+        probes=net_filter(cidrs=[f"10.{i}.0.0/16" for i in range(17)]),
+    ),
     ts(
         "unknown-protocol",
         ("spec.probes.network.protocols[1]", "Unsupported value", '"SCTP"'),
@@ -470,6 +543,28 @@ def test_every_known_syscall_and_longest_values_are_accepted(cluster: Cluster) -
     assert result.returncode == 0, result.stderr[:2000]
     stored = cluster.get_json("tracesession", "all-syscalls")["spec"]
     assert stored["probes"]["syscalls"]["alertOn"] == list(KNOWN_SYSCALLS)
+
+
+def test_largest_flow_filter_is_accepted_and_read_back_alike(cluster: Cluster) -> None:
+    """16 ports and 16 CIDRs of both families: admission and orb8's model agree."""
+    from orb8_common.models import parse_trace_session_spec
+
+    ports = [1, 53, 80, 443, 8080, 65535, *range(2000, 2010)]
+    cidrs = [
+        "0.0.0.0/0", "10.0.0.0/8", "10.96.0.0/12", "192.168.1.128/25", "203.0.113.7/32",
+        "::/0", "fd00::/8", "2001:db8::/32", "2001:db8:0:1::/64", "fe80::/10",
+        "2001:db8::1/128", "fd12:3456:789a:1::/64", "255.255.255.255/32",
+        "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128", "1:0:1:1:1:1:1:0/127", "172.16.0.0/12",
+    ]  # fmt: skip
+    assert len(ports) == len(cidrs) == 16
+    manifest = trace_session("wide-filter", probes=net_filter(ports=ports, cidrs=cidrs))
+    result = cluster.apply(manifest)
+    assert result.returncode == 0, result.stderr
+    stored = cluster.get_json("tracesession", "wide-filter")["spec"]
+    assert stored["probes"]["network"]["filter"] == {"ports": ports, "cidrs": cidrs}
+    spec = parse_trace_session_spec(stored)
+    assert spec.probes.network.filter.ports == tuple(ports)
+    assert spec.probes.network.filter.cidrs == tuple(cidrs)
 
 
 def test_unknown_fields_are_pruned_without_strict_validation(cluster: Cluster) -> None:

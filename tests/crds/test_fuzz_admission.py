@@ -52,6 +52,7 @@ BASES = {
                 "directions": ["ingress", "egress"],
                 "protocols": ["TCP", "UDP"],
                 "topFlows": 100,
+                "filter": {"ports": [80, 443], "cidrs": ["10.0.0.0/8", "fd00::/64"]},
             },
             "syscalls": {
                 "enabled": True,

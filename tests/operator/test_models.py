@@ -141,6 +141,30 @@ def test_trace_session_accepts_camel_case_and_round_trips() -> None:
             },
             "spec.selector.podSelector.matchExpressions[0].operator: Input should be 'In'",
         ),
+        *[
+            (
+                {"probes": {"network": {"enabled": True, "filter": flt}}},
+                f"spec.probes.network.filter.{where}: {message}",
+            )
+            for flt, where, message in [
+                ({"ports": [0]}, "ports[0]", "Input should be greater than or equal to 1"),
+                ({"ports": [65536]}, "ports[0]", "Input should be less than or equal to 65535"),
+                ({"ports": [80, 80]}, "ports", "must not repeat entries"),
+                ({"ports": list(range(1, 18))}, "ports", "Tuple should have at most 16"),
+                ({"cidrs": ["10.0.0.0"]}, "cidrs[0]", "must be an IPv4 or IPv6 CIDR"),
+                ({"cidrs": ["10.0.0.0/33"]}, "cidrs[0]", "must be an IPv4 or IPv6 CIDR"),
+                ({"cidrs": ["FD00::/8"]}, "cidrs[0]", "must be an IPv4 or IPv6 CIDR"),
+                ({"cidrs": ["::ffff:10.0.0.0/104"]}, "cidrs[0]", "must be an IPv4 or IPv6 CIDR"),
+                ({"cidrs": ["10.0.0.1/8"]}, "cidrs[0]", "must be written in canonical form"),
+                ({"cidrs": ["fd00:0::/8"]}, "cidrs[0]", "must be written in canonical form"),
+                ({"cidrs": ["10.0.0.0/8", "10.0.0.0/8"]}, "cidrs", "must not repeat entries"),
+                (
+                    {"cidrs": [f"10.{i}.0.0/16" for i in range(17)]},
+                    "cidrs",
+                    "Tuple should have at most 16",
+                ),
+            ]
+        ],
     ],
 )
 def test_trace_session_invalid(raw: Any, message: str) -> None:
