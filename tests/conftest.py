@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,15 @@ from orb8_dev import node
 from orb8_dev.controlplane import CRD_DIR, ControlPlane, attach, start, stop
 from orb8_dev.load import busy_cores
 from orb8_dev.node import LocalNode
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A shell without job control (a CI runner, `make test &` in a script) starts
+    # background jobs with SIGINT ignored, and an ignored signal stays ignored across
+    # exec: every CLI under test would then shrug off the Ctrl-C the tests send it.
+    # Handled here, it is reset to the default in each child at exec.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
