@@ -106,7 +106,8 @@ async def list_watch(
             started = asyncio.get_running_loop().time()
             async with RawWatch() as stream:
                 async for event in stream.stream(
-                    list_func, *args, **kwargs, resource_version=version,
+                    _marking_accepted(list_func, state=state), *args, **kwargs,
+                    resource_version=version,
                     timeout_seconds=timeout_s, allow_watch_bookmarks=True,
                     _request_timeout=timeout_s + 30,
                 ):  # fmt: skip
@@ -134,6 +135,25 @@ async def list_watch(
                 what, state.last_error, "relisting" if gone else "retrying", delay,
             )  # fmt: skip
             await asyncio.sleep(delay)
+
+
+def _marking_accepted(
+    list_func: Callable[..., Awaitable[Any]], *, state: WatchState
+) -> Callable[..., Awaitable[Any]]:
+    """``list_func`` that marks the watch synced once the apiserver accepts it.
+
+    A watch resumed from a version is as good as a fresh one the moment the
+    server answers 2xx; waiting for its first event would keep /readyz false
+    for as long as nothing changes (up to the next bookmark, about a minute).
+    """
+
+    async def accepted(*args: Any, **kwargs: Any) -> Any:
+        response = await list_func(*args, **kwargs)
+        if 200 <= getattr(response, "status", 0) <= 299:
+            state.synced()
+        return response
+
+    return accepted
 
 
 async def _list(
