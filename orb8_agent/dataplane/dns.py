@@ -15,7 +15,6 @@ before the restart still finds it for its latency. A clean close unpins.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
 import threading
@@ -182,24 +181,13 @@ class DnsCollector:
             raise
 
     def _load_pinned_or_not(self) -> None:
-        try:
-            self._load()
-        except (ProbeLoadError, OSError) as err:
-            if self._pin is None:
-                raise
-            pinned = [self._pin / name for name in DNS_MAPS.values()]
-            if any(p.exists() for p in pinned):
-                # A pinned map this object cannot reuse (its size changed): start afresh.
-                for p in pinned:
-                    p.unlink(missing_ok=True)
-                with contextlib.suppress(ProbeLoadError, OSError):
-                    self._load()
-                    return
-            # No usable bpffs there: run unpinned; what is not reported yet then dies
-            # with the process.
-            LOG.warning("DNS maps not pinned at %s (%s); running without", self._pin, err)
-            self._pin = None
-            self._load()
+        self._pin = pins.load_reusing(
+            directory=self._pin, names=DNS_MAPS.values(), load=self._load_at, what="DNS maps"
+        )
+
+    def _load_at(self, pin: Path | None) -> None:
+        self._pin = pin
+        self._load()
 
     def _load(self) -> None:
         obj = libbpf.BpfObject(path=self._path)

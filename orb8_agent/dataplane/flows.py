@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import sys
@@ -103,24 +102,13 @@ class FlowCollector:
             raise
 
     def _load_pinned_or_not(self) -> None:
-        try:
-            self._load()
-        except (ProbeLoadError, OSError) as err:
-            if self._pin is None:
-                raise
-            pinned = [self._pin / name for name in FLOW_MAPS.values()]
-            if any(p.exists() for p in pinned):
-                # A pinned map this object cannot reuse (its size changed): start afresh.
-                for p in pinned:
-                    p.unlink(missing_ok=True)
-                with contextlib.suppress(ProbeLoadError, OSError):
-                    self._load()
-                    return
-            # No usable bpffs there (e.g. /sys/fs/bpf not mounted into the container):
-            # run unpinned; what is not reported yet then dies with the process.
-            LOG.warning("flow map not pinned at %s (%s); running without", self._pin, err)
-            self._pin = None
-            self._load()
+        self._pin = pins.load_reusing(
+            directory=self._pin, names=FLOW_MAPS.values(), load=self._load_at, what="flow maps"
+        )
+
+    def _load_at(self, pin: Path | None) -> None:
+        self._pin = pin
+        self._load()
 
     def _load(self) -> None:
         obj = libbpf.BpfObject(path=self._path)

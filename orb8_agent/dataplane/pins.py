@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
+
+from orb8_common.errors import ProbeLoadError
 
 LOG = logging.getLogger(__name__)
 
@@ -47,3 +49,31 @@ def unpin(*, directory: Path | None, names: Collection[str]) -> None:
         (directory / name).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         directory.rmdir()
+
+
+def load_reusing(
+    *, directory: Path | None, names: Collection[str], load: Callable[[Path | None], None],
+    what: str,
+) -> Path | None:  # fmt: skip
+    """``load(directory)``, reusing the maps pinned there; returns where they are pinned.
+
+    A pinned map the object cannot reuse (its size changed) is dropped and the
+    load tried again; with no usable bpffs the probe runs unpinned (None), and
+    what is not reported yet then dies with the process.
+    """
+    try:
+        load(directory)
+        return directory
+    except (ProbeLoadError, OSError) as err:
+        if directory is None:
+            raise
+        pinned = [directory / name for name in names]
+        if any(p.exists() for p in pinned):
+            for p in pinned:
+                p.unlink(missing_ok=True)
+            with contextlib.suppress(ProbeLoadError, OSError):
+                load(directory)
+                return directory
+        LOG.warning("%s not pinned at %s (%s); running without", what, directory, err)
+        load(None)
+        return None
