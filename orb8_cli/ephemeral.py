@@ -1,4 +1,4 @@
-"""``orb8 trace network|syscalls --pod NS/POD``: trace one pod of a cluster without orb8.
+"""``orb8 trace network|syscalls|dns --pod NS/POD``: trace one pod of a cluster without orb8.
 
 From a workstation, with only the kubeconfig's rights (docs/cli.md lists
 them as a Role):
@@ -41,6 +41,8 @@ from orb8_cli.kube import core_api, current_namespace
 from orb8_common.errors import ClusterUnavailableError, Orb8Error, UsageError
 
 RESULT_PREFIX = "ORB8-TRACE-RESULT"
+# Probes that trace the pod's host-side veth (a hostNetwork pod has none).
+VETH_PROBES = frozenset({"network", "dns"})
 MANAGED_BY = "orb8-trace"
 DEFAULT_IMAGE_REPO = "ghcr.io/orb8/orb8-agent"
 GRACE_SECONDS = 30
@@ -110,7 +112,7 @@ def run(*, args: argparse.Namespace, probe: str, duration: float) -> int:
     namespace = given_namespace or current_namespace(kubeconfig=args.kubeconfig)
     core = core_api(kubeconfig=args.kubeconfig)
     target = read_target(core=core, namespace=namespace, name=name)
-    if probe == "network" and target.host_network:
+    if probe in VETH_PROBES and target.host_network:
         raise UsageError(f"pod {namespace}/{name} uses the host's network: it has no veth to trace")
     manifest = pod_manifest(
         target=target, image=args.image or f"{DEFAULT_IMAGE_REPO}:{dist_version('orb8')}",
@@ -160,6 +162,7 @@ def in_pod_command(
         for flag in ("protocol", "port", "direction"):
             if getattr(args, f"filter_{flag}", None) is not None:
                 command += [f"--{flag}", str(getattr(args, f"filter_{flag}"))]
+    if probe in VETH_PROBES:
         if args.top:
             command += ["--top", str(args.top)]
     else:
@@ -277,11 +280,16 @@ def _lifecycle(
 
 
 def _print_result(*, result: dict[str, Any], probe: str, output: str) -> None:
+    from orb8_cli.dns import print_dns
     from orb8_cli.trace import print_flows, print_syscalls
 
     if probe == "network":
         print_flows(rows=result.get("flows") or [], output=output,
                     summary=str(result.get("summary", "")))  # fmt: skip
+    elif probe == "dns":
+        print_dns(rows=result.get("rows") or [], output=output,
+                  summary=str(result.get("summary", "")),
+                  where=",".join(result.get("interfaces") or []))  # fmt: skip
     else:
         doc = {k: v for k, v in result.items() if k != "probe"}
         print_syscalls(doc=doc, output=output)
