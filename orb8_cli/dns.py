@@ -55,6 +55,7 @@ def run_trace(args: argparse.Namespace) -> int:
     # imported here: trace imports this module to register it
     from orb8_cli.trace import (
         CLI_AGENT_PREFIX,
+        _announce,
         _check_common,
         _loop,
         _pod_target,
@@ -93,6 +94,7 @@ def run_trace(args: argparse.Namespace) -> int:
                 seen = f"{dns.queries} queries"
                 return f"tracing DNS on {','.join(names)}: {seen}, {remaining:.0f}s left"
 
+            _announce(args=args, where=",".join(names), duration=duration)
             _loop(duration=duration, stopper=stopper, tick=tick)
             for name in names:
                 collector.detach(interface=name)

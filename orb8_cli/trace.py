@@ -158,6 +158,16 @@ class _Stopper:
                 signal.signal(s, h)
 
 
+def _announce(*, args: argparse.Namespace, where: str, duration: float) -> None:
+    """In a trace pod: say once that the probe is live, which the workstation shows
+    as ``[trace pod] orb8: probe attached …`` (start reproducing now)."""
+    if args.result_prefix:
+        print(f"orb8: {PROBE_ATTACHED} to {where} for {duration:g}s", file=sys.stderr, flush=True)
+
+
+PROBE_ATTACHED = "probe attached"
+
+
 def _loop(
     *, duration: float, stopper: _Stopper, tick: Callable[[float], str], step: float = 0.2
 ) -> None:
@@ -225,6 +235,7 @@ def run_network(args: argparse.Namespace) -> int:
                     f"{human_bytes(flows.total_bytes)}, {remaining:.0f}s left"
                 )
 
+            _announce(args=args, where=",".join(names), duration=duration)
             _loop(duration=duration, stopper=stopper, tick=tick)
             for name in names:
                 collector.detach(interface=name)
@@ -450,6 +461,7 @@ def run_syscalls(args: argparse.Namespace) -> int:
                     f"{len(alerts)} alerts, {remaining:.0f}s left"
                 )
 
+            _announce(args=args, where=where, duration=duration)
             _loop(duration=duration, stopper=stopper, tick=tick)
             for _, cgroup_id in cgroups:
                 collector.unwatch_cgroup(cgroup_id=cgroup_id)
