@@ -7,7 +7,8 @@ a process it does not trace, unshare(0).
 ``--seccomp-deny CALLS`` first installs a seccomp filter that refuses those
 calls with EPERM (as a runtime's default profile does), and ``--errnos``
 prints each call's last errno to stderr (``ptrace=ESRCH``): the oracle of
-whether a call ran in the kernel or was refused by seccomp.
+whether a call ran in the kernel or was refused by seccomp. ``--hold`` keeps
+the process alive after its calls until its stdin closes.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main() -> int:
     p.add_argument("--calls", default="mount,ptrace,unshare")
     p.add_argument("--seccomp-deny", default="", metavar="CALLS")
     p.add_argument("--errnos", action="store_true")
+    p.add_argument("--hold", action="store_true", help="then wait until stdin closes")
     args = p.parse_args()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_NAME, b"orb8-victim", 0, 0, 0)
@@ -61,6 +63,8 @@ def main() -> int:
         )
         print(line, file=sys.stderr, flush=True)
     print(os.getpid(), flush=True)
+    if args.hold:
+        sys.stdin.read()
     return 0
 
 
