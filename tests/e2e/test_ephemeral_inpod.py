@@ -150,11 +150,17 @@ def test_the_dns_trace_pod_traces_the_targets_veth(
     # the workstation prints it as `orb8 trace dns --local -o json` would
     ephemeral._print_result(result=result, probe="dns", output="json")
     assert json.loads(capsys.readouterr().out) == result["rows"]
+    ephemeral._print_result(result=result, probe="dns", output="table")
+    table, summary = capsys.readouterr()
+    with capsys.disabled():
+        print(f"\n{table}{summary}")  # the example in docs/cli.md
+    assert table.split()[:3] == ["QUERY", "TYPE", "RCODE"] and "typo.nx" in table
 
 
 def test_the_syscalls_trace_pod_counts_the_targets_calls(
-    control_plane: ControlPlane, kubelet: SimKubelet, client: SimPod
-) -> None:
+    control_plane: ControlPlane, kubelet: SimKubelet, client: SimPod,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
     argv = ["syscalls", "--alert", "mount", "--alert", "ptrace", "-o", "json"]
     trace = InPodTrace(_command(control_plane, kubelet, client, argv))
     trace.wait_attached()
@@ -168,6 +174,11 @@ def test_the_syscalls_trace_pod_counts_the_targets_calls(
     assert (counts["mount"], counts["ptrace"]) == (7, 7)
     assert Counter(a["syscall"] for a in result["alerts"]) == {"mount": 7, "ptrace": 7}
     assert {(a["pid"], a["comm"]) for a in result["alerts"]} == {(pid, "orb8-victim")}
+    ephemeral._print_result(result=result, probe="syscalls", output="table")
+    table = capsys.readouterr().out
+    with capsys.disabled():
+        print(f"\n{table}")  # the example in docs/cli.md
+    assert f"{pid}  {pid}  orb8-victim  ptrace" in table
 
 
 def test_the_syscalls_trace_pod_names_what_seccomp_hides(
