@@ -52,7 +52,7 @@ def program(
     """The classic BPF filter: wrong arch → allow; a listed nr → ERRNO(err); else allow."""
     nrs = [nr_of(name=name) for name in syscalls]
     n = len(nrs)
-    insns = [(_LD_W_ABS, 0, 0, 4), (_JEQ_K, 0, n + 2, _AUDIT_ARCH[arch]), (_LD_W_ABS, 0, 0, 0)]
+    insns = [(_LD_W_ABS, 0, 0, 4), (_JEQ_K, 0, n + 1, _AUDIT_ARCH[arch]), (_LD_W_ABS, 0, 0, 0)]
     for i, nr in enumerate(nrs):
         insns.append((_JEQ_K, n - i, 0, nr))  # jump to the ERRNO return
     insns.append((_RET_K, 0, 0, SECCOMP_RET_ALLOW))
