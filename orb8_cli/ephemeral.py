@@ -41,6 +41,8 @@ from orb8_cli.kube import core_api, current_namespace
 from orb8_common.errors import ClusterUnavailableError, Orb8Error, UsageError
 
 RESULT_PREFIX = "ORB8-TRACE-RESULT"
+# What the trace in the pod says once its probe is live (relayed to the user).
+PROBE_ATTACHED = "probe attached"
 # Probes that trace the pod's host-side veth (a hostNetwork pod has none).
 VETH_PROBES = frozenset({"network", "dns"})
 MANAGED_BY = "orb8-trace"
@@ -252,8 +254,7 @@ def _lifecycle(
                                  read_timeout=duration + 4 * GRACE_SECONDS)  # fmt: skip
             code = _exit_code(core=core, namespace=namespace, name=name)
             if code not in (0, None) or result is None:
-                why = notes[-1] if notes else f"exit code {code}"
-                raise EphemeralTraceError(f"the trace pod failed: {why.removeprefix('orb8: ')}")
+                raise EphemeralTraceError(f"the trace pod failed: {failure_reason(notes, code)}")
         except (KeyboardInterrupt, _Terminated):
             interrupted = True
             _say(f"interrupted: stopping the trace pod {namespace}/{name}")
@@ -277,6 +278,14 @@ def _lifecycle(
         return 130 if interrupted else 1
     _print_result(result=result, probe=probe, output=args.output)
     return 0
+
+
+def failure_reason(notes: list[str], code: int | None) -> str:
+    """The pod's last line that is not its "probe attached" notice, else its exit code."""
+    for note in reversed(notes):
+        if PROBE_ATTACHED not in note:
+            return note.removeprefix("orb8: ")
+    return f"exit code {code}"
 
 
 def _print_result(*, result: dict[str, Any], probe: str, output: str) -> None:

@@ -162,10 +162,8 @@ def _announce(*, args: argparse.Namespace, where: str, duration: float) -> None:
     """In a trace pod: say once that the probe is live, which the workstation shows
     as ``[trace pod] orb8: probe attached …`` (start reproducing now)."""
     if args.result_prefix:
-        print(f"orb8: {PROBE_ATTACHED} to {where} for {duration:g}s", file=sys.stderr, flush=True)
-
-
-PROBE_ATTACHED = "probe attached"
+        print(f"orb8: {ephemeral.PROBE_ATTACHED} to {where} for {duration:g}s", file=sys.stderr,
+              flush=True)  # fmt: skip
 
 
 def _loop(

@@ -155,3 +155,12 @@ def test_a_syscalls_result_line_prints_alerts_and_the_seccomp_note(
                             probe="syscalls", output="table")  # fmt: skip
     out, err = capsys.readouterr()
     assert "orb8-victim" in out and "mount" in out and err == ""
+
+
+def test_a_failed_trace_pod_is_explained_by_its_last_error_not_its_notice() -> None:
+    attached = f"orb8: {ephemeral.PROBE_ATTACHED} to veth3c1a2b for 20s"
+    assert ephemeral.failure_reason([attached], 137) == "exit code 137"
+    assert ephemeral.failure_reason([], None) == "exit code None"
+    assert ephemeral.failure_reason(["orb8: no cgroup of containers aaa111 under /host/cgroup",
+                                     attached], 1) == \
+        "no cgroup of containers aaa111 under /host/cgroup"  # fmt: skip

@@ -27,9 +27,9 @@ from typing import Any
 import pytest
 
 from orb8_cli import ephemeral
+from orb8_cli.ephemeral import PROBE_ATTACHED
 from orb8_cli.kube import core_api
 from orb8_cli.main import build_parser
-from orb8_cli.trace import PROBE_ATTACHED
 from orb8_dev.controlplane import REPO_ROOT, ControlPlane
 from orb8_dev.kubelet import SimKubelet, SimPod
 from orb8_dev.traffic_ctl import tc_filters

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from orb8_cli.trace import PROBE_ATTACHED
+from orb8_cli.ephemeral import PROBE_ATTACHED
 from orb8_dev import nodepods, release
 from orb8_dev.controlplane import REPO_ROOT
 from orb8_dev.node import LocalNode
