@@ -1,9 +1,10 @@
-"""``orb8 trace dns --local`` and ``orb8 get dns SESSION``.
+"""``orb8 trace dns --local|--pod NS/POD`` and ``orb8 get dns SESSION``.
 
-``trace dns`` loads the DNS probe on this machine's interfaces, reads its
-rows once a second and prints one row per (client, server, name, qtype,
-rcode) when the duration ends or on Ctrl-C / SIGTERM. ``get dns`` prints a
-TraceSession's ``status.dns``.
+``trace dns`` loads the DNS probe on this machine's interfaces (``--local``)
+or, in a short-lived pod on the target's node, on that pod's host veth
+(``--pod``, ``orb8_cli.ephemeral``), reads its rows once a second and prints
+one row per (client, server, name, qtype, rcode) when the duration ends or on
+Ctrl-C / SIGTERM. ``get dns`` prints a TraceSession's ``status.dns``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from orb8_agent.dataplane import interfaces, tc
 from orb8_agent.dataplane.dns import DnsCollector
 from orb8_agent.dataplane.dns_table import DnsResult, DnsTable
+from orb8_cli import ephemeral, podtarget
 from orb8_cli.humanize import table
 from orb8_cli.kube import current_namespace, get_session
 from orb8_common.crd import TRACE_SESSIONS
@@ -51,16 +53,28 @@ def register_get(kinds: Any) -> None:
 
 def run_trace(args: argparse.Namespace) -> int:
     # imported here: trace imports this module to register it
-    from orb8_cli.trace import CLI_AGENT_PREFIX, _check_common, _loop, _require_root, _Stopper
+    from orb8_cli.trace import (
+        CLI_AGENT_PREFIX,
+        _announce,
+        _check_common,
+        _loop,
+        _pod_target,
+        _require_root,
+        _Stopper,
+    )
 
     duration = _check_common(args)
-    if args.pod:
-        raise UsageError(
-            "trace dns --pod is not supported yet: run `orb8 trace dns --local` on the node"
-        )
     if args.top < 0:
         raise UsageError("--top must not be negative")
-    names: list[str] = list(dict.fromkeys(args.interface)) or interfaces.default_interfaces()
+    if args.pod:
+        if args.interface:
+            raise UsageError("--interface does not apply with --pod: the pod's veth is traced")
+        return ephemeral.run(args=args, probe="dns", duration=duration)
+    names: list[str]
+    if args.target_container:  # in the trace pod of `trace dns --pod`
+        names = [podtarget.host_veth(target=_pod_target(args)).name]
+    else:
+        names = list(dict.fromkeys(args.interface)) or interfaces.default_interfaces()
     if not names:
         raise UsageError("no interface to trace: none is up; pass --interface")
     index = {name: tc.ifindex_of(interface=name) for name in names}  # UsageError if unknown
@@ -80,6 +94,7 @@ def run_trace(args: argparse.Namespace) -> int:
                 seen = f"{dns.queries} queries"
                 return f"tracing DNS on {','.join(names)}: {seen}, {remaining:.0f}s left"
 
+            _announce(args=args, where=",".join(names), duration=duration)
             _loop(duration=duration, stopper=stopper, tick=tick)
             for name in names:
                 collector.detach(interface=name)
@@ -88,20 +103,29 @@ def run_trace(args: argparse.Namespace) -> int:
         finally:
             collector.close()
     by_index = {i: n for n, i in index.items()}
-    results = dns.results()[: args.top or None]
-    if args.output == "json":
-        print(json.dumps([result_json(r, by_index) for r in results], indent=2))
-        return 0
-    print(result_table(results) if results else f"no DNS seen on {','.join(names)}")
-    print(
-        f"\n{dns.queries} queries on {','.join(names)}; not counted: {stats.malformed} malformed "
+    rows = [result_json(r, by_index) for r in dns.results()[: args.top or None]]
+    summary = (
+        f"{dns.queries} queries on {','.join(names)}; not counted: {stats.malformed} malformed "
         f"({stats.compressed} with a compression pointer), {stats.qdcount} qdcount != 1, "
         f"{stats.not_query} not a standard query, {stats.tcp_skipped} TCP segments not one "
         f"whole message; names cut: {stats.name_truncated}; answers without a query: "
-        f"{stats.unmatched}; map full: {stats.map_full}",
-        file=sys.stderr,
+        f"{stats.unmatched}; map full: {stats.map_full}"
     )
+    if args.result_prefix:
+        doc = {"probe": "dns", "interfaces": names, "rows": rows, "summary": summary}
+        print(f"{args.result_prefix} {json.dumps(doc, separators=(',', ':'))}", flush=True)
+        return 0
+    print_dns(rows=rows, output=args.output, summary=summary, where=",".join(names))
     return 0
+
+
+def print_dns(*, rows: list[dict[str, Any]], output: str, summary: str, where: str) -> None:
+    """A trace's rows (:func:`result_json`) as a table (summary on stderr) or JSON."""
+    if output == "json":
+        print(json.dumps(rows, indent=2))
+        return
+    print(result_table(rows) if rows else f"no DNS seen on {where}")
+    print(f"\n{summary}", file=sys.stderr)
 
 
 def _ms(value: float | None) -> float | None:
@@ -129,18 +153,17 @@ def _fmt_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def result_table(results: Sequence[DnsResult]) -> str:
-    rows = [
+def result_table(rows: Sequence[dict[str, Any]]) -> str:
+    cells = [
         [
-            r.name + ("…" if r.truncated else ""), r.qtype, r.rcode, str(r.totals.count),
-            _fmt_ms(r.totals.latency_avg_ms),
-            _fmt_ms(r.totals.latency_max_ns / 1e6 if r.totals.matched else None),
-            r.client_ip, r.server_ip, "TCP" if r.tcp else "UDP",
+            r["query"] + ("…" if r["truncated"] else ""), r["qtype"], r["rcode"], str(r["count"]),
+            _fmt_ms(r["latency_ms"]), _fmt_ms(r["latency_max_ms"]),
+            r["src_ip"], r["dst_ip"], r["protocol"],
         ]
-        for r in results
+        for r in rows
     ]  # fmt: skip
     headers = ["QUERY", "TYPE", "RCODE", "COUNT", "AVG MS", "MAX MS", "CLIENT", "SERVER", "PROTO"]
-    return table(headers=headers, rows=rows)
+    return table(headers=headers, rows=cells)
 
 
 # get -----------------------------------------------------------------------

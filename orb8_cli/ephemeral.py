@@ -1,4 +1,4 @@
-"""``orb8 trace network|syscalls --pod NS/POD``: trace one pod of a cluster without orb8.
+"""``orb8 trace network|syscalls|dns --pod NS/POD``: trace one pod of a cluster without orb8.
 
 From a workstation, with only the kubeconfig's rights (docs/cli.md lists
 them as a Role):
@@ -41,6 +41,10 @@ from orb8_cli.kube import core_api, current_namespace
 from orb8_common.errors import ClusterUnavailableError, Orb8Error, UsageError
 
 RESULT_PREFIX = "ORB8-TRACE-RESULT"
+# What the trace in the pod says once its probe is live (relayed to the user).
+PROBE_ATTACHED = "probe attached"
+# Probes that trace the pod's host-side veth (a hostNetwork pod has none).
+VETH_PROBES = frozenset({"network", "dns"})
 MANAGED_BY = "orb8-trace"
 DEFAULT_IMAGE_REPO = "ghcr.io/orb8/orb8-agent"
 GRACE_SECONDS = 30
@@ -110,7 +114,7 @@ def run(*, args: argparse.Namespace, probe: str, duration: float) -> int:
     namespace = given_namespace or current_namespace(kubeconfig=args.kubeconfig)
     core = core_api(kubeconfig=args.kubeconfig)
     target = read_target(core=core, namespace=namespace, name=name)
-    if probe == "network" and target.host_network:
+    if probe in VETH_PROBES and target.host_network:
         raise UsageError(f"pod {namespace}/{name} uses the host's network: it has no veth to trace")
     manifest = pod_manifest(
         target=target, image=args.image or f"{DEFAULT_IMAGE_REPO}:{dist_version('orb8')}",
@@ -160,6 +164,7 @@ def in_pod_command(
         for flag in ("protocol", "port", "direction"):
             if getattr(args, f"filter_{flag}", None) is not None:
                 command += [f"--{flag}", str(getattr(args, f"filter_{flag}"))]
+    if probe in VETH_PROBES:
         if args.top:
             command += ["--top", str(args.top)]
     else:
@@ -249,8 +254,7 @@ def _lifecycle(
                                  read_timeout=duration + 4 * GRACE_SECONDS)  # fmt: skip
             code = _exit_code(core=core, namespace=namespace, name=name)
             if code not in (0, None) or result is None:
-                why = notes[-1] if notes else f"exit code {code}"
-                raise EphemeralTraceError(f"the trace pod failed: {why.removeprefix('orb8: ')}")
+                raise EphemeralTraceError(f"the trace pod failed: {failure_reason(notes, code)}")
         except (KeyboardInterrupt, _Terminated):
             interrupted = True
             _say(f"interrupted: stopping the trace pod {namespace}/{name}")
@@ -276,12 +280,25 @@ def _lifecycle(
     return 0
 
 
+def failure_reason(notes: list[str], code: int | None) -> str:
+    """The pod's last line that is not its "probe attached" notice, else its exit code."""
+    for note in reversed(notes):
+        if PROBE_ATTACHED not in note:
+            return note.removeprefix("orb8: ")
+    return f"exit code {code}"
+
+
 def _print_result(*, result: dict[str, Any], probe: str, output: str) -> None:
+    from orb8_cli.dns import print_dns
     from orb8_cli.trace import print_flows, print_syscalls
 
     if probe == "network":
         print_flows(rows=result.get("flows") or [], output=output,
                     summary=str(result.get("summary", "")))  # fmt: skip
+    elif probe == "dns":
+        print_dns(rows=result.get("rows") or [], output=output,
+                  summary=str(result.get("summary", "")),
+                  where=",".join(result.get("interfaces") or []))  # fmt: skip
     else:
         doc = {k: v for k, v in result.items() if k != "probe"}
         print_syscalls(doc=doc, output=output)

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from orb8_agent.control.containers import pids_in
 from orb8_agent.control.flows import pod_direction
 from orb8_agent.dataplane import cgroupfs, interfaces, syscall_names, tc
 from orb8_agent.dataplane.aggregate import FlowTable, SyscallTable
@@ -157,6 +158,14 @@ class _Stopper:
                 signal.signal(s, h)
 
 
+def _announce(*, args: argparse.Namespace, where: str, duration: float) -> None:
+    """In a trace pod: say once that the probe is live, which the workstation shows
+    as ``[trace pod] orb8: probe attached …`` (start reproducing now)."""
+    if args.result_prefix:
+        print(f"orb8: {ephemeral.PROBE_ATTACHED} to {where} for {duration:g}s", file=sys.stderr,
+              flush=True)  # fmt: skip
+
+
 def _loop(
     *, duration: float, stopper: _Stopper, tick: Callable[[float], str], step: float = 0.2
 ) -> None:
@@ -224,6 +233,7 @@ def run_network(args: argparse.Namespace) -> int:
                     f"{human_bytes(flows.total_bytes)}, {remaining:.0f}s left"
                 )
 
+            _announce(args=args, where=",".join(names), duration=duration)
             _loop(duration=duration, stopper=stopper, tick=tick)
             for name in names:
                 collector.detach(interface=name)
@@ -412,12 +422,9 @@ def run_syscalls(args: argparse.Namespace) -> int:
     for name in alert_list:
         syscall_names.nr_of(name=name)  # raises UsageError for unknown names
     if args.pod:
-        # On the real node the trace pod counted the container's syscalls but missed
-        # the alert-list ones: refused until that is found (docs/cli.md)
-        raise UsageError(
-            "trace syscalls --pod is not supported yet: run `orb8 trace syscalls --local "
-            "--cgroup PATH` on the node"
-        )
+        if args.cgroup or args.pid is not None:
+            raise UsageError("--cgroup and --pid do not apply with --pod: the pod's are traced")
+        return ephemeral.run(args=args, probe="syscalls", duration=duration)
     if args.target_container:
         cgroups = [(c.path, c.cgroup_id) for c in _pod_target(args).cgroups]
     elif args.cgroup or args.pid is not None:
@@ -435,6 +442,7 @@ def run_syscalls(args: argparse.Namespace) -> int:
     stopper = _Stopper()
     collector = SyscallCollector(hook=Hook(args.hook))
     where = str(cgroups[0][0]) if len(cgroups) == 1 else f"{len(cgroups)} cgroups"
+    filtered: set[int] = set()
     with stopper.installed():
         collector.open()
         try:
@@ -443,6 +451,7 @@ def run_syscalls(args: argparse.Namespace) -> int:
                 collector.watch_cgroup(cgroup_id=cgroup_id)
 
             def tick(remaining: float) -> str:
+                filtered.update(seccomp_filtered(paths=[p for p, _ in cgroups]))
                 alerts.extend(collector.poll_alerts(timeout_ms=0))
                 counts.add(collector.read_counts())
                 return (
@@ -450,6 +459,7 @@ def run_syscalls(args: argparse.Namespace) -> int:
                     f"{len(alerts)} alerts, {remaining:.0f}s left"
                 )
 
+            _announce(args=args, where=where, duration=duration)
             _loop(duration=duration, stopper=stopper, tick=tick)
             for _, cgroup_id in cgroups:
                 collector.unwatch_cgroup(cgroup_id=cgroup_id)
@@ -458,6 +468,7 @@ def run_syscalls(args: argparse.Namespace) -> int:
             stats = collector.stats()
         finally:
             collector.close()
+    filtered.update(seccomp_filtered(paths=[p for p, _ in cgroups]))
     doc: dict[str, Any] = {
         "cgroup": str(cgroups[0][0]),
         "cgroup_id": cgroups[0][1],
@@ -469,6 +480,8 @@ def run_syscalls(args: argparse.Namespace) -> int:
             "ringbuf_full": stats.ringbuf_full,
             "count_map_full": stats.count_map_full,
         },
+        # Processes under a seccomp filter: calls it refuses never reach the probe.
+        "seccomp_filtered_pids": sorted(filtered),
     }
     if len(cgroups) > 1:
         doc["cgroups"] = [{"path": str(p), "cgroup_id": i} for p, i in cgroups]
@@ -481,6 +494,8 @@ def run_syscalls(args: argparse.Namespace) -> int:
 
 
 def print_syscalls(*, doc: dict[str, Any], output: str) -> None:
+    if doc.get("seccomp_filtered_pids"):
+        print(SECCOMP_NOTE.format(n=len(doc["seccomp_filtered_pids"])), file=sys.stderr)
     if output == "json":
         print(json.dumps(doc, indent=2))
         return
@@ -499,6 +514,30 @@ def print_syscalls(*, doc: dict[str, Any], output: str) -> None:
         print(f"no alerts ({','.join(doc.get('alert_list') or DEFAULT_ALERTS)})")
     if any(doc["dropped"].values()):
         print(f"dropped alerts: {doc['dropped']}", file=sys.stderr)
+
+
+SECCOMP_NOTE = (
+    "note: {n} traced processes ran under a seccomp filter (a runtime's default profile?): "
+    "calls it refused are neither counted nor alerted on (docs/dataplane.md)"
+)
+
+
+def seccomp_filtered(*, paths: list[Path]) -> set[int]:
+    """Pids in these cgroups whose ``/proc/PID/status`` says ``Seccomp: 2`` (filter mode).
+
+    The kernel runs seccomp before the raw_syscalls:sys_enter tracepoint, so the
+    probe never sees a call such a filter refuses; the note says so."""
+    found: set[int] = set()
+    for path in paths:
+        for pid in pids_in(path=path):
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue  # exited meanwhile
+            for line in status.splitlines():
+                if line.startswith("Seccomp:") and line.split()[1:] == ["2"]:
+                    found.add(pid)
+    return found
 
 
 def alert_json(a: Alert) -> dict[str, Any]:

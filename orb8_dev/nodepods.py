@@ -72,6 +72,32 @@ def app_pod(
     }
 
 
+def python_pod(
+    *, name: str, namespace: str, image: str, args: list[str], source: Path,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """A Pod running ``python3 ARGS`` in ``image`` (one with Python, e.g. the agent image)
+    with this checkout's ``source`` mounted read-only on ``PYTHONPATH``, so tools such as
+    ``orb8_dev.dnsload`` run in a pod without an image of their own. Container ``app``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
+        "spec": {
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{
+                "name": "app",
+                "image": image,
+                "imagePullPolicy": "Never",
+                "command": ["python3", *args],
+                "env": [{"name": "PYTHONPATH", "value": "/orb8-src"}],
+                "volumeMounts": [{"name": "src", "mountPath": "/orb8-src", "readOnly": True}],
+            }],
+            "volumes": [{"name": "src", "hostPath": {"path": str(source), "type": "Directory"}}],
+        },
+    }  # fmt: skip
+
+
 def create_namespace(*, node: LocalNode, name: str, timeout: float = 60.0) -> None:
     """Create a namespace and wait for its ``default`` ServiceAccount (the
     controller-manager makes it; until then the admission plugin refuses pods)."""

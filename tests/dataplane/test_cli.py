@@ -189,6 +189,7 @@ def test_trace_syscalls_json(kernel_ready: None) -> None:
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert doc["cgroup_id"] == cg_id
+    assert doc["seccomp_filtered_pids"] == []  # no filter: nothing to warn about
     counts = {c["syscall"]: c["count"] for c in doc["counts"]}
     assert counts["mount"] >= 1
     assert doc["alerts"] and {a["syscall"] for a in doc["alerts"]} == {"mount"}
@@ -286,3 +287,30 @@ def test_trace_network_defaults_to_up_ethernet_interfaces(pair: netns.VethPair) 
         timeout=60,
     )
     assert done.returncode == 2 and "no interface to trace" in done.stderr
+
+
+@pytest.mark.kernel
+def test_trace_syscalls_names_processes_under_a_seccomp_filter(kernel_ready: None) -> None:
+    """A seccomp-refused call is invisible to the probe (tests/dataplane/test_syscalls.py):
+    the trace lists the filtered processes and says so on stderr."""
+    with cgroup() as cg:
+        victim = cg.spawn(
+            [sys.executable, "-m", "orb8_dev.victim", "--calls", "mount,ptrace",
+             "--seccomp-deny", "ptrace", "--repeat", "1000000", "--interval", "0.1"],
+            stdout=subprocess.PIPE,
+        )  # fmt: skip
+        done = subprocess.run(
+            [*ORB8, "trace", "syscalls", "--local", "--cgroup", str(cg.path), "--duration", "3s",
+             "--alert", "mount", "--alert", "ptrace", "--output", "json"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        victim.kill()
+        victim.communicate(timeout=30)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["seccomp_filtered_pids"] == [victim.pid]
+    counts = {c["syscall"]: c["count"] for c in doc["counts"]}
+    assert counts["mount"] >= 1 and "ptrace" not in counts
+    assert {a["syscall"] for a in doc["alerts"]} == {"mount"}
+    notes = [line for line in done.stderr.splitlines() if "seccomp filter" in line]
+    assert len(notes) == 1 and notes[0].startswith("note: 1 traced processes"), done.stderr

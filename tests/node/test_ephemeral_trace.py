@@ -1,27 +1,34 @@
-"""``orb8 trace network|syscalls --pod NS/POD`` on the real node, where orb8 is NOT
-installed: no chart, no CRDs in use, only the orb8-agent image imported into the
-node's containerd (as a registry would serve it).
+"""``orb8 trace network|syscalls|dns --pod NS/POD`` on the real node, where orb8 is
+NOT installed: no chart, no CRDs in use, only the orb8-agent image imported into
+the node's containerd (as a registry would serve it).
 
-Oracles are the kernel's: the target's host-side veth rx counter (bytes the pod
-sent) brackets the flows' egress bytes, the container's cgroup inode is the
-alerts' cgroup id, and afterwards no pod the CLI made and no tc filter of orb8
-is left, also when the CLI is stopped by SIGINT or SIGTERM mid-trace.
+Oracles: the target's host-side veth rx counter (bytes the pod sent) brackets
+the flows' egress bytes; the victim's own output (one pid per run, each run one
+mount and one ptrace) is the syscall counts and alerts, whose cgroup id is the
+container's cgroup inode; the DNS client's own log of queries and rcodes is the
+DNS rows. Afterwards no pod the CLI made and no tc filter of orb8 is left, also
+when the CLI is stopped by SIGINT or SIGTERM mid-trace.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from orb8_cli.ephemeral import PROBE_ATTACHED
 from orb8_dev import nodepods, release
+from orb8_dev.controlplane import REPO_ROOT
 from orb8_dev.node import LocalNode
 from orb8_dev.nodepods import RunningPod
 
@@ -166,3 +173,172 @@ def test_errors_are_one_line(
         assert fragment in err and "Traceback" not in err, err
         assert any(fragment in line for line in lines), err
     assert _trace_pods(real_node, client.namespace) == []
+
+
+class _Stderr:
+    """The CLI's stderr, read line by line as it comes (the trace pod's lines are
+    relayed as ``[trace pod] …``), so a test can wait for the probe to be live."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc.stderr,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self.lines.append(line)
+
+    def text(self) -> str:
+        self._thread.join(timeout=60)
+        return "".join(self.lines)
+
+
+def _finish(proc: subprocess.Popen[str], err: _Stderr) -> tuple[str, str]:
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    proc.wait(timeout=300)
+    return out, err.text()
+
+
+VICTIM_RUNS = 20  # 2 alerts each: well under the probe's 100 alerts/s per cgroup
+
+
+def test_trace_syscalls_of_a_pod_counts_exactly_the_victims_calls(
+    real_node: LocalNode, agent_image: str, pods: tuple[RunningPod, RunningPod]
+) -> None:
+    """The earlier miss (no alert-list call seen) was the victim never running: the
+    app image has no ``nohup``, and its "not found" went to /dev/null. Here the
+    victim runs in the foreground of ``kubectl exec`` once the trace pod says its
+    probe is live, and prints one pid per run: that output is the oracle."""
+    _, client = pods
+    cgroup = nodepods.container_cgroup(node=real_node, pod=client)
+    veth = nodepods.host_veth(node=real_node, pod=client)
+    proc = _trace(real_node, agent_image, "syscalls", "--pod", f"{client.namespace}/{client.name}",
+                  "--duration", "10m", "--alert", "mount", "--alert", "ptrace",
+                  "-o", "json")  # fmt: skip
+    err = _Stderr(proc)
+    wait_for(lambda: any(PROBE_ATTACHED in line for line in err.lines) or proc.poll() is not None,
+             what="the trace pod's probe to be live")  # fmt: skip
+    assert proc.poll() is None, _finish(proc, err)
+    ran = nodepods.exec_in(node=real_node, pod=client, command=(
+        f"i=0; while [ $i -lt {VICTIM_RUNS} ]; do orb8-victim mount ptrace || exit 1; "
+        "i=$((i+1)); done"))  # fmt: skip
+    assert len(ran.stdout.split()) == VICTIM_RUNS, ran.stdout  # one pid per run
+    proc.send_signal(signal.SIGTERM)  # the workload is done: stop early, still get the result
+    out, text = _finish(proc, err)
+    assert proc.returncode == 0, text
+    assert "Traceback" not in text and "interrupted" in text and "removed pod" in text
+    doc = json.loads(out)
+    assert doc["cgroup_id"] == cgroup.stat().st_ino
+    assert doc["seccomp_filtered_pids"] == []  # the pod runs unconfined: nothing hidden
+    assert doc["dropped"] == {"rate_limited": 0, "ringbuf_full": 0, "count_map_full": 0}
+    counts = {c["syscall"]: c["count"] for c in doc["counts"]}
+    assert (counts.get("mount"), counts.get("ptrace")) == (VICTIM_RUNS, VICTIM_RUNS), counts
+    assert Counter(a["syscall"] for a in doc["alerts"]) == {"mount": VICTIM_RUNS,
+                                                             "ptrace": VICTIM_RUNS}  # fmt: skip
+    assert {a["comm"] for a in doc["alerts"]} == {"orb8-victim"}
+    assert {a["cgroup_id"] for a in doc["alerts"]} == {cgroup.stat().st_ino}
+    assert len({a["pid"] for a in doc["alerts"]}) == VICTIM_RUNS  # one process per run
+    _assert_clean(real_node, namespace=client.namespace, veth=veth)
+
+
+DNS_PLAN: list[dict[str, Any]] = (
+    [{"name": "cart.shop", "qtype": "A"}] * 6
+    + [{"name": "typo.nx", "qtype": "A"}] * 4
+    + [{"name": "flaky.fail", "qtype": "AAAA"}] * 3
+    + [{"name": "tcp.shop", "qtype": "A", "tcp": True}] * 2
+)
+RCODES = {0: "NOERROR", 2: "SERVFAIL", 3: "NXDOMAIN"}
+HOLD = ["-c", "import signal; signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}); "
+        "signal.sigwait({signal.SIGTERM})"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dns_pods(
+    real_node: LocalNode, agent_image: str, pods: tuple[RunningPod, RunningPod]
+) -> tuple[RunningPod, RunningPod]:
+    """A DNS server and a client pod: orb8_dev.dnsload from this checkout, run by the
+    agent image's Python (the app image has none)."""
+    namespace = pods[0].namespace
+    started = []
+    for name, args in (("dns", ["-m", "orb8_dev.dnsload", "server", "--bind", "0.0.0.0"]),
+                       ("resolver-client", HOLD)):  # fmt: skip
+        manifest = nodepods.python_pod(name=name, namespace=namespace, image=agent_image,
+                                       args=args, source=REPO_ROOT)  # fmt: skip
+        nodepods.apply(node=real_node, manifest=manifest)
+        started.append(nodepods.wait_running(node=real_node, namespace=namespace, name=name))
+    server = started[0]
+    wait_for(lambda: "listening" in real_node.plane.kubectl(
+        "logs", server.name, "-n", namespace, check=False).stdout,
+        what="the DNS server to listen")  # fmt: skip
+    return server, started[1]
+
+
+def test_trace_dns_of_a_pod_matches_the_clients_log(
+    real_node: LocalNode, agent_image: str, dns_pods: tuple[RunningPod, RunningPod]
+) -> None:
+    server, client = dns_pods
+    veth = nodepods.host_veth(node=real_node, pod=client)
+    proc = _trace(real_node, agent_image, "dns", "--pod", f"{client.namespace}/{client.name}",
+                  "--duration", "10m", "-o", "json")  # fmt: skip
+    err = _Stderr(proc)
+    wait_for(lambda: nodepods.orb8_tc_filters(interface=veth) or proc.poll() is not None,
+             what="the trace pod's DNS probe on the client's veth")  # fmt: skip
+    assert proc.poll() is None, _finish(proc, err)
+    ran = nodepods.exec_in(node=real_node, pod=client, command=(
+        f"python3 -m orb8_dev.dnsload client --server {server.ip} --timeout 5 "
+        f"--plan {shlex.quote(json.dumps(DNS_PLAN))}"))  # fmt: skip
+    log = json.loads(ran.stdout.strip().splitlines()[-1])["log"]
+    assert len(log) == len(DNS_PLAN) and all(e["rcode"] is not None for e in log)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C: the rows seen so far, and nothing left behind
+    out, text = _finish(proc, err)
+    assert proc.returncode == 0, text
+    assert "Traceback" not in text and "interrupted" in text and "removed pod" in text
+    rows = json.loads(out)
+    got = Counter[tuple[str, str, str]]()
+    for row in rows:
+        assert (row["src_ip"], row["dst_ip"]) == (client.ip, server.ip), row
+        assert row["interface"] == veth and row["latency_ms"] > 0
+        got[(row["query"], row["qtype"], row["rcode"])] += row["count"]
+    want = Counter((e["name"], e["qtype"], RCODES[e["rcode"]]) for e in log)
+    assert got == want
+    assert {r["protocol"] for r in rows if r["query"] == "tcp.shop"} == {"TCP"}
+    _assert_clean(real_node, namespace=client.namespace, veth=veth)
+
+
+def test_trace_syscalls_of_a_pod_under_runtime_default_seccomp_names_what_it_hides(
+    real_node: LocalNode, agent_image: str, pods: tuple[RunningPod, RunningPod]
+) -> None:
+    """The limitation orb8 lives with (docs/dataplane.md): containerd's RuntimeDefault
+    profile refuses mount(2) with EPERM before the raw_syscalls:sys_enter tracepoint, so
+    the probe never sees it. The victim's prctl (one per run, comm orb8-victim) proves
+    each run happened inside the trace; its mount is absent, and the result names the
+    filtered processes. Fails if the runtime or the kernel stop hiding it."""
+    namespace = pods[0].namespace
+    manifest = nodepods.app_pod(name="confined", namespace=namespace)
+    manifest["spec"]["securityContext"] = {"seccompProfile": {"type": "RuntimeDefault"}}
+    nodepods.apply(node=real_node, manifest=manifest)
+    confined = nodepods.wait_running(node=real_node, namespace=namespace, name="confined")
+    veth = nodepods.host_veth(node=real_node, pod=confined)
+    proc = _trace(real_node, agent_image, "syscalls", "--pod", f"{namespace}/confined",
+                  "--duration", "60s", "--alert", "mount", "--alert", "prctl",
+                  "-o", "json")  # fmt: skip
+    err = _Stderr(proc)
+    wait_for(lambda: any(PROBE_ATTACHED in line for line in err.lines) or proc.poll() is not None,
+             what="the trace pod's probe to be live")  # fmt: skip
+    assert proc.poll() is None, _finish(proc, err)
+    ran = nodepods.exec_in(node=real_node, pod=confined, command=(
+        f"i=0; while [ $i -lt {VICTIM_RUNS} ]; do orb8-victim mount || exit 1; "
+        "i=$((i+1)); done"))  # fmt: skip
+    assert len(ran.stdout.split()) == VICTIM_RUNS, ran.stdout
+    out, text = _finish(proc, err)
+    assert proc.returncode == 0, text
+    assert "seccomp filter" in text  # the note on stderr
+    doc = json.loads(out)
+    assert doc["seccomp_filtered_pids"]
+    assert doc["dropped"]["rate_limited"] == 0, doc["dropped"]  # every prctl alert kept
+    victim = Counter(a["syscall"] for a in doc["alerts"] if a["comm"] == "orb8-victim")
+    assert victim == {"prctl": VICTIM_RUNS}  # every run seen, none of its mounts
+    assert "mount" not in {c["syscall"] for c in doc["counts"]}
+    _assert_clean(real_node, namespace=namespace, veth=veth)
