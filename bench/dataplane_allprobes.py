@@ -256,6 +256,10 @@ def bench_live(gen: Path, *, rounds: int, seconds: float) -> dict[str, Any]:
             "over_flows": {
                 v: summary(values=ratios(num=per[v], den=per["flows"])) for v in VARIANTS[3:]
             },
+            # what the TCP health probe adds on top of the other two
+            "tcp_over_flows_dns": summary(
+                values=ratios(num=per["flows_dns_tcp"], den=per["flows_dns"])
+            ),
         }
     return out
 
@@ -312,14 +316,15 @@ def report(res: dict[str, Any]) -> list[str]:
         f"all probes together: {res['rounds']} rounds, {res['seconds_per_sample']} s per sample, "
         f"load average {min(load):.1f} to {max(load):.1f} (1-minute, per round)",
         "| workload | none | noop ÷ none | flows ÷ none | flows+dns ÷ none | flows+dns+tcp ÷ none "
-        "| flows+dns ÷ flows | flows+dns+tcp ÷ flows |",
-        "|---|---|---|---|---|---|---|---|",
+        "| flows+dns ÷ flows | flows+dns+tcp ÷ flows | flows+dns+tcp ÷ flows+dns |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for w, (title, unit, scale) in _UNITS.items():
         fig = live[w]
         cells = [f"{title} ({unit})", f"{fig['value']['none']['median'] / scale:.2f}"]
         cells += [_r(fig["over_none"][v]) for v in VARIANTS[1:]]
         cells += [_r(fig["over_flows"][v]) for v in VARIANTS[3:]]
+        cells.append(_r(fig["tcp_over_flows_dns"]))
         lines.append("| " + " | ".join(cells) + " |")
     d, c = live["live_bpf_stats"]["dns_workload"], live["live_bpf_stats"]["crr_workload"]
     progs = d["programs"]
@@ -329,6 +334,12 @@ def report(res: dict[str, Any]) -> list[str]:
         f", ingress {progs['flows_ingress']['ns_per_run']:.0f} ns on the same packets); "
         f"{d['workload']['queries']} queries / {d['workload']['answers']} answers sent, "
         f"{d['queries_counted']} / {d['answers_counted']} counted"
+    )
+    cp = c["programs"]
+    lines.append(
+        f"live, bpf_stats, connect+close packets: DNS probe {cp['dns']['ns_per_run']:.0f} ns "
+        f"({cp['dns']['runs']} runs), flow probe egress {cp['flows_egress']['ns_per_run']:.0f}"
+        f", ingress {cp['flows_ingress']['ns_per_run']:.0f} ns"
     )
     lines.append(
         f"live, bpf_stats: TCP health {c['tcp_probe_ns_per_connection']:.0f} ns per connection "
