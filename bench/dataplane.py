@@ -422,7 +422,8 @@ def main() -> int:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="a smoke run: 2 rounds, 0.2 s samples, 100k getpid calls, 50 connects",
+        help="a smoke run: 2 rounds, 0.2 s samples, 100k getpid calls, 50 connects;"
+        " writes only --json",
     )
     p.add_argument("--connects", type=int, default=300, help="connects per TCP health event pass")
     p.add_argument(
@@ -449,7 +450,8 @@ def main() -> int:
     if args.all_probes_only:
         ap = allprobes.run(gen, rounds=args.rounds, seconds=args.seconds, connects=args.connects)
         ap["machine"] = machine()
-        allprobes.write(ap)
+        if not args.quick:  # a smoke run leaves the recorded results alone
+            allprobes.write(ap)
         if args.json:
             args.json.write_text(json.dumps({"machine": machine(), "all_probes": ap}, indent=2))
         print("\n".join(allprobes.report(ap)))
@@ -467,7 +469,8 @@ def main() -> int:
             gen, rounds=args.rounds, seconds=args.seconds, connects=args.connects
         ),
     }
-    allprobes.write({"machine": res["machine"], **res["all_probes"]})
+    if not args.quick:
+        allprobes.write({"machine": res["machine"], **res["all_probes"]})
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))
     print(report(res))

@@ -77,8 +77,9 @@ class Probes:
 @contextlib.contextmanager
 def probe_stack(pair: netns.VethPair, *, dns: bool, tcp: bool) -> Iterator[Probes]:
     """The flow probe, and the DNS and TCP health probes if asked, as the agent sets them up."""
-    run_dir = Path(tempfile.mkdtemp(prefix="orb8-bench-all-"))
     with contextlib.ExitStack() as stack:
+        # removed last: the collectors' state files live in it until they close
+        run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orb8-bench-all-")))
         flows = stack.enter_context(FlowCollector(agent_id=AGENT, run_dir=run_dir))
         flows.attach(interface=pair.if_a)
         probes = Probes(flows=flows, dns=None, tcp=None)
@@ -130,7 +131,7 @@ def gen_server(ns: str, gen: Path, *args: str) -> Iterator[None]:
         yield
     finally:
         proc.kill()
-        proc.wait()
+        proc.communicate()
 
 
 def gen_json(pair: netns.VethPair, gen: Path, *args: str) -> dict[str, Any]:
@@ -267,11 +268,12 @@ def bench_live(gen: Path, *, rounds: int, seconds: float) -> dict[str, Any]:
 def bench_isolated(*, rounds: int, connects: int) -> dict[str, Any]:
     """The DNS probe per frame (bench.dnscost) and TCP health per event (bench.tcphealth)."""
     dns = dnscost.report(dnscost.measure(rounds=rounds, repeat=200_000))
-    floor = tcphealth.build_floor(out=Path(tempfile.mkdtemp(prefix="orb8-tcp-bench-")))
-    tcp = [
-        tcphealth.measure(hook=TcpHook.TP_BTF, watched=watched, connects=connects, floor=floor)
-        for watched in (True, False)
-    ]
+    with tempfile.TemporaryDirectory(prefix="orb8-tcp-bench-") as tmp:
+        floor = tcphealth.build_floor(out=Path(tmp))
+        tcp = [
+            tcphealth.measure(hook=TcpHook.TP_BTF, watched=watched, connects=connects, floor=floor)
+            for watched in (True, False)
+        ]
     return {"dns_test_run": dns, "tcp_health_events": tcp}
 
 
