@@ -30,7 +30,7 @@ help:
 	@echo "make images           build the orb8-agent and orb8-operator images into build/images/*.tar"
 	@echo "                      (buildah, no Docker engine, no registry; content-cached)"
 	@echo "make bench            orb8 against nft, conntrack, bpftrace, tcpdump, syscount, perf (root; BENCH_ARGS=--quick)"
-	@echo "make bench-dataplane  probe overhead and collector cost, as ratios"
+	@echo "make bench-dataplane  probe overhead (flows, DNS, TCP health) and collector cost, as ratios"
 	@echo "make bench-operator   500 sessions, 50 nodes, 5,000 pods, reporting agents; both layouts"
 	@echo "make bench-gpu        GPU parse + join and collector CPU"
 	@echo "make gpu-deps         pack Python deps for hack/gpu-device-check.sh (real-GPU check, no network)"
@@ -143,7 +143,9 @@ clean:
 	-@$(MAKE) -s -C bpf clean
 
 # Data-plane cost side by side (flow probe vs none vs empty tc program, syscall
-# probe hooks, collector CPU/RSS); needs root. Results go in docs/performance.md.
+# probe hooks, collector CPU/RSS, and all probes together: flows + DNS + TCP
+# health); needs root. Results go in docs/performance.md.
+# BENCH_ARGS="--quick" for a smoke run, "--all-probes-only" for the last part alone.
 bench-dataplane: venv bpf
 	$(PY) -m bench.dataplane $(BENCH_ARGS)
 

@@ -6,6 +6,11 @@
   (unwatched and watched cgroup) on raw tracepoint, tp_btf and classic
   tracepoint hooks.
 * Collector CPU time, read time and RSS at 10k and 100k flows.
+* All probes together (bench/dataplane_allprobes.py): no probe, empty tc,
+  flow probe, + DNS probe, + TCP health probe, on TCP bulk, 64-byte UDP, DNS
+  queries and TCP connect + close; with the DNS probe's ns per frame and the
+  TCP health probe's ns per event. Also written to
+  bench/results/dataplane_allprobes.json.
 
 Modes are interleaved over several rounds and the median is reported, so
 background load hits all of them alike. All traffic stays inside the two
@@ -410,11 +415,25 @@ def main() -> int:
         help="only the in-kernel ns/packet (BPF_PROG_TEST_RUN), over --rounds rounds",
     )
     p.add_argument(
+        "--all-probes-only",
+        action="store_true",
+        help="only the all-probes side by side (DNS and TCP health added to the flow probe)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: 2 rounds, 0.2 s samples, 100k getpid calls, 50 connects;"
+        " writes only --json",
+    )
+    p.add_argument("--connects", type=int, default=300, help="connects per TCP health event pass")
+    p.add_argument(
         "--compare-object",
         type=Path,
         help="another build's flows.bpf.o, test-run side by side with this one",
     )
     args = p.parse_args()
+    if args.quick:
+        args.rounds, args.seconds, args.calls, args.connects = 2, 0.2, 100_000, 50
     if os.geteuid() != 0:
         print("bench-dataplane: run as root", file=sys.stderr)
         return 2
@@ -424,7 +443,19 @@ def main() -> int:
             args.json.write_text(json.dumps({"machine": machine(), "test_run": tr}, indent=2))
         print("\n".join([f"[median of {args.rounds} rounds]", *test_run_report(tr)]))
         return 0
+    # imported here: it imports this module's network helpers
+    from . import dataplane_allprobes as allprobes
+
     gen = build_gen()
+    if args.all_probes_only:
+        ap = allprobes.run(gen, rounds=args.rounds, seconds=args.seconds, connects=args.connects)
+        ap["machine"] = machine()
+        if not args.quick:  # a smoke run leaves the recorded results alone
+            allprobes.write(ap)
+        if args.json:
+            args.json.write_text(json.dumps({"machine": machine(), "all_probes": ap}, indent=2))
+        print("\n".join(allprobes.report(ap)))
+        return 0
     res = {
         "machine": machine(),
         "rounds": args.rounds,
@@ -434,10 +465,16 @@ def main() -> int:
         "network": bench_network(gen, args.rounds, args.seconds),
         "syscalls": bench_syscalls(gen, args.rounds, args.calls),
         "collector": bench_collector(),
+        "all_probes": allprobes.run(
+            gen, rounds=args.rounds, seconds=args.seconds, connects=args.connects
+        ),
     }
+    if not args.quick:
+        allprobes.write({"machine": res["machine"], **res["all_probes"]})
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))
     print(report(res))
+    print("\n".join(allprobes.report(res["all_probes"])))
     return 0
 
 

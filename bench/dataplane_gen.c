@@ -15,6 +15,18 @@
  *       TCP echo of 1-byte requests, one client, until it closes
  *   orb8-gen rr <dst-ipv4> <port> <seconds>
  *       1-byte TCP request/response round trips; prints p50/p99 in us
+ *   orb8-gen dns-server <port>
+ *       a resolver stand-in on UDP: answers every query with its question
+ *       and one A record (a compression pointer to the name, as real
+ *       servers write), until killed
+ *   orb8-gen dns <dst-ipv4> <port> <seconds>
+ *       A queries for one cluster name, one at a time, each waiting for its
+ *       answer; prints {"queries", "answers", "lost", "queries_per_second", ...}
+ *   orb8-gen crr-server <port>
+ *       accepts TCP connections and closes each at once (the server closes
+ *       first, so TIME_WAIT stays on its side), until killed
+ *   orb8-gen crr <dst-ipv4> <port> <seconds>
+ *       connect, wait for the server's FIN, close; prints connections/s
  *
  * C rather than Python so that the generator's own per-packet and per-call
  * cost is small next to the probe cost being measured. */
@@ -267,6 +279,170 @@ static int rr(const char *dst, int port, double seconds)
 	return 0;
 }
 
+#define DNS_NAME "cart.shop.svc.cluster.local"
+
+static int dns_server(int port)
+{
+	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(port) }, peer;
+	/* one A record: pointer to the question's name, type A, class IN, TTL 30, 10.0.0.1 */
+	static const unsigned char record[] = { 0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4,
+						10, 0, 0, 1 };
+	unsigned char buf[512 + sizeof(record)];
+	socklen_t plen;
+	ssize_t n;
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+
+	if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		perror("dns-server bind");
+		return 1;
+	}
+	printf("{\"listening\": true}\n");
+	fflush(stdout);
+	for (;;) {
+		plen = sizeof(peer);
+		n = recvfrom(fd, buf, 512, 0, (struct sockaddr *)&peer, &plen);
+		if (n < 12)
+			continue;
+		buf[2] |= 0x80; /* QR */
+		buf[3] = 0x80;  /* RA, NOERROR */
+		buf[6] = 0;
+		buf[7] = 1; /* ANCOUNT */
+		memcpy(buf + n, record, sizeof(record));
+		sendto(fd, buf, n + sizeof(record), 0, (struct sockaddr *)&peer, plen);
+	}
+}
+
+static size_t dns_query(unsigned char *buf, unsigned short id)
+{
+	const char *p = DNS_NAME;
+	size_t n = 12;
+
+	memset(buf, 0, 12);
+	buf[0] = id >> 8;
+	buf[1] = id & 0xff;
+	buf[2] = 0x01; /* RD */
+	buf[5] = 1;    /* QDCOUNT */
+	while (*p) {
+		const char *dot = strchr(p, '.');
+		size_t len = dot ? (size_t)(dot - p) : strlen(p);
+
+		buf[n++] = (unsigned char)len;
+		memcpy(buf + n, p, len);
+		n += len;
+		p += len + (dot ? 1 : 0);
+	}
+	buf[n++] = 0; /* root */
+	buf[n++] = 0;
+	buf[n++] = 1; /* A */
+	buf[n++] = 0;
+	buf[n++] = 1; /* IN */
+	return n;
+}
+
+static int dns_client(const char *dst, int port, double seconds)
+{
+	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(port) };
+	struct timeval tv = { 0, 200000 };
+	unsigned long long queries = 0, answers = 0, lost = 0;
+	unsigned char q[512], a[1024];
+	unsigned short id = 1;
+	double start, end, cpu0;
+	int fd;
+
+	if (inet_pton(AF_INET, dst, &addr.sin_addr) != 1)
+		return 2;
+	fd = socket(AF_INET, SOCK_DGRAM, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0) {
+		perror("dns socket");
+		return 1;
+	}
+	start = now_s();
+	cpu0 = cpu_s();
+	end = start + seconds;
+	while (now_s() < end) {
+		size_t len = dns_query(q, ++id);
+
+		if (send(fd, q, len, 0) != (ssize_t)len) {
+			perror("dns send");
+			return 1;
+		}
+		queries++;
+		/* wait for this query's answer; a timeout counts it lost */
+		for (;;) {
+			ssize_t n = recv(fd, a, sizeof(a), 0);
+
+			if (n < 0) {
+				lost++;
+				break;
+			}
+			if (n >= 12 && a[0] == q[0] && a[1] == q[1]) {
+				answers++;
+				break;
+			}
+		}
+	}
+	printf("{\"queries\": %llu, \"answers\": %llu, \"lost\": %llu, \"seconds\": %.6f, "
+	       "\"queries_per_second\": %.1f, \"queries_per_cpu_second\": %.1f}\n",
+	       queries, answers, lost, now_s() - start, answers / (now_s() - start),
+	       answers / (cpu_s() - cpu0));
+	close(fd);
+	return 0;
+}
+
+static int crr_server(int port)
+{
+	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(port) };
+	int one = 1, lfd, fd;
+
+	lfd = socket(AF_INET, SOCK_STREAM, 0);
+	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(lfd, 1024) < 0) {
+		perror("bind/listen");
+		return 1;
+	}
+	printf("{\"listening\": true}\n");
+	fflush(stdout);
+	for (;;) {
+		fd = accept(lfd, NULL, NULL);
+		if (fd >= 0)
+			close(fd);
+	}
+}
+
+static int crr(const char *dst, int port, double seconds)
+{
+	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(port) };
+	unsigned long long made = 0;
+	double start, end, cpu0;
+	char c;
+
+	if (inet_pton(AF_INET, dst, &addr.sin_addr) != 1)
+		return 2;
+	start = now_s();
+	cpu0 = cpu_s();
+	end = start + seconds;
+	while (now_s() < end) {
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+		if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+			perror("crr connect");
+			return 1;
+		}
+		/* the server closes first: read() returns 0 at its FIN */
+		if (read(fd, &c, 1) != 0) {
+			perror("crr read");
+			return 1;
+		}
+		close(fd);
+		made++;
+	}
+	printf("{\"connections\": %llu, \"seconds\": %.6f, \"connections_per_second\": %.1f, "
+	       "\"connections_per_cpu_second\": %.1f}\n",
+	       made, now_s() - start, made / (now_s() - start), made / (cpu_s() - cpu0));
+	return 0;
+}
+
 static int getpid_loop(long calls)
 {
 	double start, elapsed, cpu0;
@@ -318,8 +494,17 @@ int main(int argc, char **argv)
 		return rr_server(atoi(argv[2]));
 	if (argc == 5 && !strcmp(argv[1], "rr"))
 		return rr(argv[2], atoi(argv[3]), atof(argv[4]));
+	if (argc == 3 && !strcmp(argv[1], "dns-server"))
+		return dns_server(atoi(argv[2]));
+	if (argc == 5 && !strcmp(argv[1], "dns"))
+		return dns_client(argv[2], atoi(argv[3]), atof(argv[4]));
+	if (argc == 3 && !strcmp(argv[1], "crr-server"))
+		return crr_server(atoi(argv[2]));
+	if (argc == 5 && !strcmp(argv[1], "crr"))
+		return crr(argv[2], atoi(argv[3]), atof(argv[4]));
 	fprintf(stderr, "usage: %s udp DST PORT SECONDS SIZE | getpid CALLS | read CALLS |"
 		" flows DST PORT0 SECONDS N | rr-server PORT | rr DST PORT SECONDS |"
-		" paced RATE SECONDS\n", argv[0]);
+		" paced RATE SECONDS | dns-server PORT | dns DST PORT SECONDS |"
+		" crr-server PORT | crr DST PORT SECONDS\n", argv[0]);
 	return 2;
 }
