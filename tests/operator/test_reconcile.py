@@ -55,6 +55,7 @@ def test_first_pass_is_pending_with_targets_on_two_nodes() -> None:
         "resetsSent": 0,
         "resetsReceived": 0,
         "connects": 0,
+        "unfilteredPods": 0,
     }
     assert out.status["nodes"] == []  # no node has reported yet
     assert out.active is not None
