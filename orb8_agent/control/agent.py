@@ -19,7 +19,7 @@ from orb8_agent.control.alerts import ContainerRef, SessionAlerts
 from orb8_agent.control.baseline import Baselines, ContainerKey, SpikeRule
 from orb8_agent.control.conntrack import ConntrackReader
 from orb8_agent.control.containers import ContainerCgroup, find_container_cgroups, pids_in
-from orb8_agent.control.dns import DnsPodCounts, SessionDns
+from orb8_agent.control.dns import DnsPodCounts, SessionDns, dns_share
 from orb8_agent.control.flowfilters import kernel_filters, unapplied_problem
 from orb8_agent.control.flows import FlowRouter, SessionFlows, TcpTotals
 from orb8_agent.control.report import PodName, trace_node_entry
@@ -765,10 +765,11 @@ class NodeAgent:
             pods_by_ip=self._pods_by_ip, dropped_events=self._dataplane.dropped_events(),
             tcp_health=TCP in wanted & loaded, unfiltered_pods=unfiltered,
         )  # fmt: skip
-        if state.dns is None or target.dns is None:
-            return entry
-        top = int(target.dns.top_names * scale)
-        return entry.model_copy(update={"dns": state.dns.summary(node=self.node, top=top)})
+        share = dns_share(
+            dns=state.dns if target.dns is not None else None, probe_loaded=DNS in loaded,
+            node=self.node, top=int(target.dns.top_names * scale) if target.dns else 0,
+        )  # fmt: skip
+        return entry if share is None else entry.model_copy(update={"dns": share})
 
     def shutdown(self) -> None:
         """Detach from every interface (the data plane unloads itself)."""
