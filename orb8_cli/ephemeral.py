@@ -162,6 +162,10 @@ def in_pod_command(
                 command += [f"--{flag}", str(getattr(args, f"filter_{flag}"))]
         if args.top:
             command += ["--top", str(args.top)]
+        for port in getattr(args, "kernel_port", ()):
+            command += ["--kernel-port", str(port)]
+        for cidr in getattr(args, "kernel_cidr", ()):
+            command += ["--kernel-cidr", cidr]
     else:
         for name in args.alert:
             command += ["--alert", name]
