@@ -41,7 +41,7 @@ def test_cidr_needs_veths_unless_the_trace_is_pod_relative() -> None:
 
 
 def test_too_many_ports_name_the_flag() -> None:
-    with pytest.raises(UsageError, match="^--kernel-port: .*at most 16"):
+    with pytest.raises(UsageError, match=r"^--kernel-port: .*at most 16"):
         kernelfilter.flow_filter(ports=[str(p) for p in range(1, 18)], cidrs=[])
 
 
