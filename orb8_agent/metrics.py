@@ -168,6 +168,16 @@ class AgentCollector(Collector):
             "orb8_attached_interfaces", "Host veths the flow probe is attached to",
             value=len(self._agent.attached_interfaces),
         )  # fmt: skip
+        yield GaugeMetricFamily(
+            "orb8_flow_filter_unapplied_pods", "Target pods whose kernel flow filter could not "
+            "be written (a filter map full): their veths count every packet, sessions still "
+            "filter their rows", value=self._agent.filter_unapplied_pods,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "orb8_flow_filter_write_failures", "Interfaces whose kernel flow filter write was "
+            "refused, counted at each attempt (TraceSession spec.probes.network.filter)",
+            value=self._agent.filter_write_failures,
+        )  # fmt: skip
 
     def _probe_families(self) -> Iterator[Metric]:
         loaded = GaugeMetricFamily(

@@ -167,6 +167,10 @@ def in_pod_command(
     if probe in VETH_PROBES:
         if args.top:
             command += ["--top", str(args.top)]
+        for port in getattr(args, "kernel_port", ()):
+            command += ["--kernel-port", str(port)]
+        for cidr in getattr(args, "kernel_cidr", ()):
+            command += ["--kernel-cidr", cidr]
     else:
         for name in args.alert:
             command += ["--alert", name]

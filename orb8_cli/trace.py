@@ -31,7 +31,7 @@ from orb8_agent.dataplane.flows import FlowCollector
 from orb8_agent.dataplane.models import Alert, Flow, TcpHealth, tcp_flag_names, tcp_state
 from orb8_agent.dataplane.syscalls import Hook, SyscallCollector
 from orb8_agent.dataplane.tcphealth import TcpHealthCollector
-from orb8_cli import ephemeral, podtarget
+from orb8_cli import ephemeral, kernelfilter, podtarget
 from orb8_cli.durations import parse_cli_duration
 from orb8_cli.filters import (
     DIRECTION,
@@ -43,7 +43,7 @@ from orb8_cli.filters import (
     filter_from_args,
 )
 from orb8_cli.humanize import human_bytes, human_count, table
-from orb8_common.errors import Orb8Error, UsageError
+from orb8_common.errors import Orb8Error, ProbeLoadError, UsageError
 
 DEFAULT_ALERTS = (
     "ptrace",
@@ -84,6 +84,7 @@ def register(subparsers: Any) -> None:
     )
     net.add_argument("--top", type=int, default=0, help="print only the N largest flows")
     add_filter_arguments(net, pod=False, pod_namespace=False)
+    kernelfilter.add_arguments(net)
     net.set_defaults(func=run_network)
 
     sys_ = kinds.add_parser("syscalls", help="syscall counts and alerts of one cgroup or pod")
@@ -197,6 +198,7 @@ def run_network(args: argparse.Namespace) -> int:
     if args.top < 0:
         raise UsageError("--top must not be negative")
     row_filter = filter_from_args(args, kind="trace network", applies=LOCAL_FLOW_FILTERS)
+    wanted = kernelfilter.flow_filter(ports=args.kernel_port, cidrs=args.kernel_cidr)
     if args.pod:
         if args.interface:
             raise UsageError("--interface does not apply with --pod: the pod's veth is traced")
@@ -209,8 +211,8 @@ def run_network(args: argparse.Namespace) -> int:
         names = list(dict.fromkeys(args.interface)) or interfaces.default_interfaces()
     if not names:
         raise UsageError("no interface to trace: none is up; pass --interface")
-    for name in names:
-        tc.ifindex_of(interface=name)  # raises UsageError for unknown names
+    ifindexes = [tc.ifindex_of(interface=name) for name in names]  # UsageError if unknown
+    kernel = kernelfilter.compiled(wanted=wanted, interfaces=names, pod_relative=pod_relative)
     _require_root()
     flows = FlowTable()
     health = HealthTable()
@@ -221,6 +223,16 @@ def run_network(args: argparse.Namespace) -> int:
     with stopper.installed():
         collector.open()
         try:
+            if kernel is not None:
+                # before attaching: not one packet is counted past the filter
+                refused = collector.set_filters(filters=dict.fromkeys(ifindexes, kernel))
+                if refused:
+                    raise ProbeLoadError(
+                        "kernel filter not set: "
+                        + "; ".join(
+                            f"{names[ifindexes.index(i)]}: {why}" for i, why in refused.items()
+                        )
+                    )
             for name in names:
                 collector.attach(interface=name)
 
@@ -256,6 +268,8 @@ def run_network(args: argparse.Namespace) -> int:
         f"{stats.not_ip} non-IP, {stats.malformed} malformed; map full: {stats.map_full}, "
         f"LRU evictions (est.): {stats.evicted_estimate}"
     )
+    if kernel is not None:
+        summary += f"; kernel filter left out {stats.filtered} packets"
     if args.result_prefix:
         doc = {"probe": "network", "interfaces": names, "flows": rows, "summary": summary}
         print(f"{args.result_prefix} {json.dumps(doc, separators=(',', ':'))}", flush=True)

@@ -689,6 +689,9 @@ class NodeEntry(_Model):
     packets: int = Field(default=0, ge=0)
     alert_count: int = Field(default=0, ge=0)
     dropped_events: int = Field(default=0, ge=0)
+    # target pods whose veth's kernel flow filter could not be written (a filter map full):
+    # the kernel counts all their packets, the session's rows are still filtered exactly
+    unfiltered_pods: int = Field(default=0, ge=0)
     # TCP health totals of this node's target pods' sockets (all flows, not only the top)
     retransmits: int = Field(default=0, ge=0)
     resets_sent: int = Field(default=0, ge=0)
@@ -724,6 +727,8 @@ class TraceSummary(_Model):
     resets_received: int = 0
     connects: int = 0
     connect_latency_ms: float | None = None  # mean over ``connects``; None when there were none
+    # pods whose kernel flow filter is not applied (their nodes count all their packets)
+    unfiltered_pods: int = 0
 
 
 class GpuSummary(_Model):

@@ -871,6 +871,10 @@ def trace_node_entry() -> Schema:
             "packets": counter("Packets seen on this node."),
             "alertCount": counter("Alerts raised on this node (all, not only those listed)."),
             "droppedEvents": counter("Events the node could not record (full maps or buffers)."),
+            "unfilteredPods": counter(
+                "Target pods whose kernel flow filter could not be written (a filter map full): "
+                "the kernel counts all their packets; the rows are still filtered."
+            ),
             "retransmits": counter("TCP segments the node's target pods sent again."),
             "resetsSent": counter("TCP RSTs the node's target pods sent."),
             "resetsReceived": counter("TCP RSTs that reset a socket of the node's target pods."),
@@ -958,6 +962,10 @@ def trace_session_schema() -> Schema:
                     "connectLatencyMs": number(
                         "Mean connect latency (SYN sent to ESTABLISHED), in milliseconds.",
                         minimum=0,
+                    ),
+                    "unfilteredPods": counter(
+                        "Pods whose kernel flow filter is not applied (their nodes count all "
+                        "their packets; the rows are still filtered)."
                     ),
                 },
             ),

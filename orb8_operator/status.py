@@ -355,6 +355,7 @@ def trace_status(
         resets_received=sum(n.resets_received for n in nodes),
         connects=connects,
         connect_latency_ms=round(connect_ms / connects, 3) if connects else None,
+        unfiltered_pods=sum(n.unfiltered_pods for n in nodes if n.state != "Stopped"),
     )
     named = name_endpoints(flows=flows.flows, pods=pods, owner_of=owner_of)
     return TraceMerge(summary=summary, flows=named, alerts=alerts.alerts)

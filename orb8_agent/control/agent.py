@@ -19,8 +19,8 @@ from orb8_agent.control.alerts import ContainerRef, SessionAlerts
 from orb8_agent.control.baseline import Baselines, ContainerKey, SpikeRule
 from orb8_agent.control.conntrack import ConntrackReader
 from orb8_agent.control.containers import ContainerCgroup, find_container_cgroups, pids_in
-from orb8_agent.control.dns import DnsPodCounts, SessionDns
-from orb8_agent.control.flowfilters import kernel_filters
+from orb8_agent.control.dns import DnsPodCounts, SessionDns, dns_share
+from orb8_agent.control.flowfilters import kernel_filters, unapplied_problem
 from orb8_agent.control.flows import FlowRouter, SessionFlows, TcpTotals
 from orb8_agent.control.report import PodName, trace_node_entry
 from orb8_agent.control.served import TRACE_SESSION, Served, all_pods, container_ids
@@ -48,7 +48,7 @@ class DataPlane(Protocol):
     def probe_errors(self) -> Mapping[str, str]: ...
     def attach_interface(self, *, ifname: str) -> None: ...
     def detach_interface(self, *, ifname: str) -> None: ...
-    def set_flow_filters(self, *, filters: Mapping[int, InterfaceFilter]) -> Sequence[str]: ...
+    def set_flow_filters(self, *, filters: Mapping[int, InterfaceFilter]) -> Mapping[int, str]: ...
     def attach_cgroup(self, *, path: Path) -> int: ...
     def detach_cgroup(self, *, path: Path) -> None: ...
     def set_watched_cgroups(self, *, cgroup_ids: Collection[int]) -> None: ...
@@ -128,6 +128,10 @@ class NodeAgent:
         )
         self._saved_uids: set[str] = set(self._saved_baselines)
         self._dns_attached: dict[str, int] = {}  # host veth name → ifindex (DNS probe)
+        # pods whose veth's kernel flow filter could not be written (they count everything):
+        # pod uid → why; and how many such writes failed since start (a metric)
+        self._filter_unapplied: dict[str, str] = {}
+        self.filter_write_failures = 0
         self._dns_pod_by_ifindex: dict[int, AgentPod] = {}
         self.dns_counts = DnsPodCounts()
         self._pod_key_by_cgroup: dict[int, tuple[str, str]] = {}
@@ -259,18 +263,29 @@ class NodeAgent:
     def _configure_flow_filters(self, *, pod_by_ifindex: Mapping[int, str]) -> None:
         """Give each attached veth the union of its pod's sessions' flow filters."""
         if FLOWS not in self._dataplane.loaded_probes():
+            self._filter_unapplied = {}
             return
         filters = kernel_filters(sessions=self._targets, pod_by_ifindex=pod_by_ifindex)
-        problems: Sequence[str] = ()
+        problems: Mapping[int, str] = {}
 
         def apply() -> None:
             nonlocal problems
             problems = self._dataplane.set_flow_filters(filters=filters)
 
-        self._safely("set flow filters", apply, probe=FLOWS)
-        for problem in problems:
-            # that interface counts everything; each session still filters its own rows
-            log.warning("%s", problem)
+        if not self._safely("set flow filters", apply, probe=FLOWS):
+            return  # every session using the flow probe shows that failure already
+        self.filter_write_failures += len(problems)
+        unapplied = {pod_by_ifindex[i]: why for i, why in problems.items() if i in pod_by_ifindex}
+        for uid, why in sorted(unapplied.items()):
+            if self._filter_unapplied.get(uid) != why:
+                # that interface counts everything; each session still filters its own rows
+                log.warning("kernel flow filter of pod %s not applied: %s", uid, why)
+        self._filter_unapplied = unapplied
+
+    @property
+    def filter_unapplied_pods(self) -> int:
+        """Pods whose veth counts everything because their kernel flow filter was refused."""
+        return len(self._filter_unapplied)
 
     def _configure_dns(self, *, pods: Mapping[str, AgentPod]) -> None:
         """Attach the DNS probe to the veths of the DNS sessions' pods (alongside flows)."""
@@ -718,6 +733,12 @@ class NodeAgent:
             for pod in target.pods if pod.uid in self._resolved.problems
         ]  # fmt: skip
         problems += [why for probe, why in self._resolved.node_problems.values() if probe in wanted]
+        unfiltered = 0
+        if target.network is not None and FLOWS in wanted & loaded:
+            unfiltered, line = unapplied_problem(
+                filter_=target.network.filter, pods=target.pods, unapplied=self._filter_unapplied
+            )
+            problems += [line] if line else []
         if target.syscalls is not None and SYSCALLS in loaded:
             unknown = self._unknown_syscalls(names=target.syscalls.alert_on)
             if unknown:
@@ -742,12 +763,13 @@ class NodeAgent:
             alerts=state.alerts,
             max_alerts=int(syscalls.max_alerts * scale) if syscalls else 0,
             pods_by_ip=self._pods_by_ip, dropped_events=self._dataplane.dropped_events(),
-            tcp_health=TCP in wanted & loaded,
+            tcp_health=TCP in wanted & loaded, unfiltered_pods=unfiltered,
         )  # fmt: skip
-        if state.dns is None or target.dns is None:
-            return entry
-        top = int(target.dns.top_names * scale)
-        return entry.model_copy(update={"dns": state.dns.summary(node=self.node, top=top)})
+        share = dns_share(
+            dns=state.dns if target.dns is not None else None, probe_loaded=DNS in loaded,
+            node=self.node, top=int(target.dns.top_names * scale) if target.dns else 0,
+        )  # fmt: skip
+        return entry if share is None else entry.model_copy(update={"dns": share})
 
     def shutdown(self) -> None:
         """Detach from every interface (the data plane unloads itself)."""

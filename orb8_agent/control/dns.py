@@ -34,6 +34,11 @@ class SessionDns:
     untracked: int = 0
     base: DnsSummary = field(default_factory=DnsSummary)  # from before an agent restart
 
+    @property
+    def empty(self) -> bool:
+        """Nothing counted here, nor carried over from before a restart."""
+        return not self.rows and not self.untracked and self.base == DnsSummary()
+
     def restore(self, *, earlier: DnsSummary) -> None:
         """Continue from this node's last report: its totals and listed rows carry on."""
         self.base = earlier
@@ -144,3 +149,19 @@ class DnsPodCounts:
     def forget(self, *, gone: set[tuple[str, str]]) -> None:
         self.queries = {k: v for k, v in self.queries.items() if k not in gone}
         self.answers = {k: v for k, v in self.answers.items() if (k[0], k[1]) not in gone}
+
+
+def dns_share(
+    *, dns: SessionDns | None, probe_loaded: bool, node: str, top: int
+) -> DnsSummary | None:
+    """A session's DNS share in its node entry; None leaves the share out.
+
+    A session without the DNS probe (``dns`` None) has no share, so its
+    DNS-ERRORS column stays empty. With the probe loaded the share is there
+    from the first report, zeros until a query is seen, so the column reads
+    0. Where the probe is not loaded and nothing was counted before, there
+    is no share either: a 0 would read as "no errors" while nothing watches.
+    """
+    if dns is None or (not probe_loaded and dns.empty):
+        return None
+    return dns.summary(node=node, top=top)

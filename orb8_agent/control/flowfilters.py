@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 
 from orb8_agent.control.served import Served
 from orb8_agent.dataplane.flowfilter import InterfaceFilter, compile_filter
-from orb8_common.models import FlowFilter
+from orb8_common.models import AgentPod, FlowFilter
 
 
 def kernel_filters(
@@ -33,3 +33,33 @@ def kernel_filters(
         if compiled is not None:
             found[ifindex] = compiled
     return found
+
+
+# pods named in one session's message; the rest are counted ("+3 more")
+UNAPPLIED_NAMED = 3
+
+
+def unapplied_problem(
+    *, filter_: FlowFilter, pods: Iterable[AgentPod], unapplied: Mapping[str, str]
+) -> tuple[int, str]:
+    """How many of a session's pods lack its kernel filter, and the status line saying so.
+
+    ``unapplied``: pod uid → why its veth's filter could not be written. A
+    session that does not filter has nothing missing; (0, "") then, as when
+    every pod's filter is in place.
+    """
+    if not filter_.filters:
+        return 0, ""
+    missing = sorted(
+        (f"{pod.namespace}/{pod.name}", unapplied[pod.uid]) for pod in pods if pod.uid in unapplied
+    )
+    if not missing:
+        return 0, ""
+    names = ", ".join(name for name, _ in missing[:UNAPPLIED_NAMED])
+    if len(missing) > UNAPPLIED_NAMED:
+        names += f" (+{len(missing) - UNAPPLIED_NAMED} more)"
+    reasons = "; ".join(sorted({why for _, why in missing}))
+    return len(missing), (
+        f"kernel flow filter not applied on {names} ({reasons}): counting all packets there, "
+        "rows still filtered"
+    )

@@ -40,7 +40,7 @@ class KernelDataPlane:
     def detach_interface(self, *, ifname: str) -> None:
         self._flows().detach(interface=ifname)
 
-    def set_flow_filters(self, *, filters: Mapping[int, InterfaceFilter]) -> list[str]:
+    def set_flow_filters(self, *, filters: Mapping[int, InterfaceFilter]) -> dict[int, str]:
         return self._flows().set_filters(filters=filters)
 
     def attach_dns_interface(self, *, ifname: str) -> None:

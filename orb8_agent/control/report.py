@@ -101,6 +101,7 @@ def trace_node_entry(
     pods_by_ip: Mapping[str, PodName],
     dropped_events: int,
     tcp_health: bool = False,
+    unfiltered_pods: int = 0,
 ) -> NodeEntry:
     """This node's bounded entry for one TraceSession: totals, top flows, alerts."""
     alert_rows = alerts.rows() if alerts else []
@@ -116,6 +117,7 @@ def trace_node_entry(
             "packets": flows.packets if flows else 0,
             "alertCount": alerts.count if alerts else 0,
             "droppedEvents": dropped_events + (alerts.suppressed if alerts else 0),
+            "unfilteredPods": unfiltered_pods,
             **(_tcp_totals(flows.tcp) if flows else {}),
             "flows": [
                 flow_row(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import sys
@@ -40,6 +41,25 @@ FILTER_MAPS = (
     "flow_filter_bits", "flow_filter_gate", "flow_filter_ifs", "flow_filter_ports",
     "flow_filter_cidr4", "flow_filter_cidr6",
 )  # fmt: skip
+
+# a map that refuses a new key because it holds max_entries already: E2BIG from a hash,
+# ENOSPC from an LPM trie
+_FULL = frozenset({errno.E2BIG, errno.ENOSPC})
+
+
+class _FilterWriteError(ProbeLoadError):
+    """A filter map refused an entry; the message is the short reason status shows."""
+
+
+def _write(*, name: str, fd: int, key: bytes, value: bytes) -> None:
+    try:
+        maps.update(fd=fd, key=key, value=value)
+    except ProbeLoadError as err:
+        code = getattr(err, "errno", None)
+        if code in _FULL:
+            raise _FilterWriteError(f"BPF map {name} is full") from err
+        short = str(err).split(" | ")[0]  # libbpf's log stays in the agent's log
+        raise _FilterWriteError(f"writing BPF map {name} failed: {short}") from err
 
 
 class FlowCollector:
@@ -225,14 +245,15 @@ class FlowCollector:
         """The filter each filtered ifindex has in the kernel now."""
         return {ifindex: applied[0] for ifindex, applied in self._filters.items()}
 
-    def set_filters(self, *, filters: Mapping[int, InterfaceFilter]) -> list[str]:
+    def set_filters(self, *, filters: Mapping[int, InterfaceFilter]) -> dict[int, str]:
         """Make the kernel filter exactly ``filters`` (ifindex → filter); others count all.
 
         An interface whose filter changes counts everything while its entries
         are rewritten (never less than any session asked for). One that cannot
-        be written (a map full) stays unfiltered; its problem is returned.
+        be written (a map full) stays unfiltered: it is returned, ifindex → why,
+        and written again at the next call that asks for it.
         """
-        problems: list[str] = []
+        problems: dict[int, str] = {}
         with self._lock:
             if self._obj is None:
                 raise ProbeLoadError("flow probe is not loaded; call open() first")
@@ -246,9 +267,9 @@ class FlowCollector:
                 wanted = entries(ifindex=ifindex, compiled=compiled)
                 try:
                     self._write_locked(ifindex, wanted)
-                except ProbeLoadError as err:
+                except _FilterWriteError as err:
                     self._remove_entries_locked(wanted)
-                    problems.append(f"flow filter on ifindex {ifindex} not set: {err}")
+                    problems[ifindex] = str(err)
                     continue
                 self._filters[ifindex] = (compiled, wanted)
             # the gate (ifindexes past the bitmap): while 0 they never look a filter up
@@ -266,9 +287,10 @@ class FlowCollector:
             ("flow_filter_cidr6", wanted.cidrs6),
         ):
             for key, value in table.items():
-                maps.update(fd=self._filter_fds[name], key=key, value=value)
+                _write(name=name, fd=self._filter_fds[name], key=key, value=value)
         # last: the interface is filtered only once its clauses are all there
-        maps.update(
+        _write(
+            name="flow_filter_ifs",
             fd=self._filter_fds["flow_filter_ifs"],
             key=ifindex.to_bytes(4, sys.byteorder),
             value=wanted.interface,

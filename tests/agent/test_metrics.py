@@ -56,8 +56,8 @@ class IdleDataPlane:
 
     def attach_interface(self, *, ifname: str) -> None: ...
     def detach_interface(self, *, ifname: str) -> None: ...
-    def set_flow_filters(self, *, filters: Mapping[int, InterfaceFilter]) -> Sequence[str]:
-        return []
+    def set_flow_filters(self, *, filters: Mapping[int, InterfaceFilter]) -> Mapping[int, str]:
+        return {}
 
     def attach_cgroup(self, *, path: Path) -> int:
         return 0
@@ -255,6 +255,7 @@ def test_every_agent_family_is_exposed_with_orb8_names_and_units(tmp_path: Path)
         "orb8_attached_interfaces": "gauge", "orb8_probes_loaded": "gauge",
         "orb8_map_full_errors": "counter", "orb8_flow_map_evictions": "counter",
         "orb8_flow_filtered_packets": "counter",
+        "orb8_flow_filter_unapplied_pods": "gauge", "orb8_flow_filter_write_failures": "counter",
         "orb8_ringbuf_events": "counter", "orb8_ringbuf_dropped_events": "counter",
         "orb8_ringbuf_used_bytes": "gauge", "orb8_ringbuf_size_bytes": "gauge",
         "orb8_watch_connected": "gauge", "orb8_watch_reconnects": "counter",

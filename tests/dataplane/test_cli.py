@@ -15,6 +15,7 @@ import pytest
 from orb8_cli.main import main
 from orb8_dev import netns
 from orb8_dev.cgroups import cgroup
+from orb8_dev.nftcount import ETH_HLEN, ingress_counters
 from orb8_dev.traffic_ctl import finish_sink, start_sink, tc_filters, traffic, warm_neighbours
 
 ORB8 = [sys.executable, "-m", "orb8_cli.main"]
@@ -219,6 +220,29 @@ def test_diagnose_json(kernel_ready: None) -> None:
         (["trace", "network", "--local", "-d", "soon"], "invalid duration"),
         (["trace", "network", "-d", "1s"], "--local"),
         (["trace", "network", "--local", "--top", "-1"], "--top"),
+        (["trace", "network", "--local", "-i", "lo", "--kernel-port", "0"], "invalid port '0'"),
+        (
+            ["trace", "network", "--local", "-i", "lo", "--kernel-cidr", "10.1.2.3/8"],
+            "--kernel-cidr '10.1.2.3/8': must be written in canonical form",
+        ),
+        (
+            [
+                "trace",
+                "network",
+                "--local",
+                "-i",
+                "lo",
+                "--kernel-port",
+                "53",
+                "--kernel-port",
+                "53",
+            ],
+            "--kernel-port: must not repeat entries",
+        ),
+        (
+            ["trace", "network", "--local", "-i", "lo", "--kernel-cidr", "10.0.0.0/8"],
+            "lo is not a veth",
+        ),
         (["trace", "syscalls", "--local", "--cgroup", "/orb8/no/such/cgroup"], "not a cgroup"),
         (["trace", "syscalls", "--local"], "required"),
         (["trace", "syscalls", "--local", "--pid", "999999999"], "no process"),
@@ -314,3 +338,83 @@ def test_trace_syscalls_names_processes_under_a_seccomp_filter(kernel_ready: Non
     assert {a["syscall"] for a in doc["alerts"]} == {"mount"}
     notes = [line for line in done.stderr.splitlines() if "seccomp filter" in line]
     assert len(notes) == 1 and notes[0].startswith("note: 1 traced processes"), done.stderr
+
+
+def _trace_kernel_filtered(
+    pair: netns.VethPair, *, flags: list[str], sends: list[tuple[str, int, int]],
+    rules: dict[str, str],
+) -> tuple[list[dict[str, Any]], dict[str, tuple[int, int]]]:  # fmt: skip
+    """Run ``trace network --local -o json`` on if_a with ``flags`` while ns_b sends
+    (dst, port, count) UDP datagrams into it: the flows, and nft's counts of ``rules``."""
+    warm_neighbours(pair)
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", pair.ns_a, *ORB8, "trace", "network", "--local", "-i", pair.if_a,
+         "--duration", "5m", "--output", "json", "--agent-id", f"cli-{pair.ns_a}", *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while "orb8_flows" not in tc_filters(pair.ns_a, pair.if_a):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    with ingress_counters(netns=pair.ns_a, interface=pair.if_a, rules=rules) as counted:
+        for dst, port, count in sends:
+            sink = start_sink(pair.ns_a, "udp-sink", "--bind", dst, "--port", str(port),
+                              "--duration", "1")  # fmt: skip
+            sent = traffic(pair.ns_b, "udp-send", "--dst", dst, "--port", str(port), "--size",
+                           "100", "--count", str(count))  # fmt: skip
+            finish_sink(sink)
+            assert sent["sent"] == count
+        oracle = counted()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    flows: list[dict[str, Any]] = json.loads(out)
+    return flows, oracle
+
+
+def _udp_in(flows: list[dict[str, Any]], dst: str, port: int) -> list[tuple[int, int]]:
+    """(bytes, packets) of the UDP flows into ``dst``:``port`` (tc ingress on if_a)."""
+    return [
+        (f["bytes"], f["packets"]) for f in flows
+        if f["protocol"] == "UDP" and f["direction"] == "ingress" and f["dst_ip"] == dst
+        and f["dst_port"] == port
+    ]  # fmt: skip
+
+
+@pytest.mark.kernel
+def test_trace_network_kernel_port_counts_only_that_port(pair: netns.VethPair) -> None:
+    """--kernel-port 5300: the kernel counts 5300 (bytes as nft counted them), not 5302."""
+    rules = {
+        "p5300": f"ip daddr {pair.ip4_a} udp dport 5300",
+        "p5302": f"ip daddr {pair.ip4_a} udp dport 5302",
+    }
+    flows, oracle = _trace_kernel_filtered(
+        pair, flags=["--kernel-port", "5300"], rules=rules,
+        sends=[(pair.ip4_a, 5300, 100), (pair.ip4_a, 5302, 40)],
+    )  # fmt: skip
+    packets, nbytes = oracle["p5300"]
+    assert packets == 100 and oracle["p5302"][0] == 40
+    assert _udp_in(flows, pair.ip4_a, 5300) == [(nbytes + ETH_HLEN * packets, packets)]
+    assert _udp_in(flows, pair.ip4_a, 5302) == []
+    # nothing else either: a port filter keeps out every packet without a listed port
+    assert all(5300 in (f["src_port"], f["dst_port"]) for f in flows), flows
+
+
+@pytest.mark.kernel
+def test_trace_network_kernel_cidr_counts_only_that_peer(pair: netns.VethPair) -> None:
+    """--kernel-cidr X/32 on a veth: the pod (ns_b) sending to X is counted, to .1 is not."""
+    extra = pair.ip4_a.rsplit(".", 1)[0] + ".200"
+    netns.run(["ip", "addr", "add", f"{extra}/24", "dev", pair.if_a], netns=pair.ns_a)
+    assert traffic(pair.ns_b, "icmp", "--dst", extra, "--count", "1")["replies"] == 1
+    rules = {
+        "extra": f"ip daddr {extra} udp dport 5301",
+        "own": f"ip daddr {pair.ip4_a} udp dport 5301",
+    }
+    flows, oracle = _trace_kernel_filtered(
+        pair, flags=["--kernel-cidr", f"{extra}/32"], rules=rules,
+        sends=[(extra, 5301, 70), (pair.ip4_a, 5301, 30)],
+    )  # fmt: skip
+    packets, nbytes = oracle["extra"]
+    assert packets == 70 and oracle["own"][0] == 30
+    assert _udp_in(flows, extra, 5301) == [(nbytes + ETH_HLEN * packets, packets)]
+    assert _udp_in(flows, pair.ip4_a, 5301) == []

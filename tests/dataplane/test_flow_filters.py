@@ -75,7 +75,7 @@ def _set(c: FlowCollector, pair: netns.VethPair, *filters: FlowFilter) -> Interf
     compiled = compile_filter(filters=filters)
     assert compiled is not None
     with netns.enter(pair.ns_a):
-        assert c.set_filters(filters={_ifindex(pair): compiled}) == []
+        assert c.set_filters(filters={_ifindex(pair): compiled}) == {}
         c.read_flows()  # start from an empty map
     return compiled
 
@@ -256,17 +256,17 @@ def test_unfiltered_interface_and_removed_filter_count_everything(
     # leave if_a alone
     with netns.enter(pair.ns_a):
         others = {_ifindex(pair) + 1: only_5300, FILTER_BITMAP_IFS + 99: only_5300}
-        assert collector.set_filters(filters=others) == []
+        assert collector.set_filters(filters=others) == {}
         collector.read_flows()
     _send_udp(pair, dst, 5301, 40)
     with netns.enter(pair.ns_a):
         assert [r.packets for r in _rows(collector.read_flows(), dst=dst, port=5301)] == [40]
         # filter if_a, then take the filter away again
-        assert collector.set_filters(filters={_ifindex(pair): only_5300}) == []
+        assert collector.set_filters(filters={_ifindex(pair): only_5300}) == {}
     _send_udp(pair, dst, 5301, 30)
     with netns.enter(pair.ns_a):
         assert _rows(collector.read_flows(), dst=dst, port=5301) == []
-        assert collector.set_filters(filters={}) == []
+        assert collector.set_filters(filters={}) == {}
         assert collector.filters == {}
     _send_udp(pair, dst, 5301, 20)
     with netns.enter(pair.ns_a):

@@ -68,6 +68,14 @@ def test_dns_reaches_status_printer_column_cli_and_metrics(
         assert "orb8_dns" not in tc_filters(None, server.host_if)  # not a target
         assert "orb8_flows" not in tc_filters(None, client.host_if)  # network not asked for
 
+        def zero_before_any_query() -> bool:
+            # the probe runs, no query yet: DNS-ERRORS reads 0, not an empty cell
+            table = control_plane.kubectl("get", "ts", "-n", namespace).stdout.splitlines()
+            cells, headers = table[1].split(), table[0].split()
+            return cells[headers.index("DNS-ERRORS")] == "0"
+
+        wait_for(zero_before_any_query, timeout=60, what="DNS-ERRORS 0 before the first query")
+
         out = client.run([*DNSLOAD, "client", "--server", server.ip, "--timeout", "5",
                           "--plan", json.dumps(PLAN)])  # fmt: skip
         log = json.loads(out.strip().splitlines()[-1])["log"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orb8_common.models import DnsName, DnsSummary, NodeEntry
+from orb8_common.models import DnsName, DnsSummary, NodeEntry, to_wire
 from orb8_operator.dns import merge_dns
 
 
@@ -50,3 +50,11 @@ def test_top_names_cut_and_no_dns_is_none() -> None:
     assert merged is not None and [r.query for r in merged.names] == ["n0", "n1", "n2", "n3", "n4"]
     assert merged.queries == 10_000  # totals cover the rows left out
     assert merge_dns(nodes=[NodeEntry(node="a")], top_names=5) is None
+
+
+def test_a_running_probe_without_queries_gives_a_zero_column_no_probe_none() -> None:
+    # the agents' shares: zeros from a node whose probe runs, none from one without
+    merged = merge_dns(nodes=[NodeEntry(node="a", dns=DnsSummary()), NodeEntry(node="b")],
+                       top_names=10)  # fmt: skip
+    assert merged is not None and to_wire(merged)["errors"] == 0
+    assert merge_dns(nodes=[NodeEntry(node="a"), NodeEntry(node="b")], top_names=10) is None

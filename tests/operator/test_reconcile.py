@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orb8_common.models import NodeEntry, format_time, to_wire
+from orb8_common.models import DnsSummary, NodeEntry, format_time, to_wire
 from orb8_operator.reconcile import changed_fields, reconcile_session
 
 from .factories import at, flow, pod
@@ -55,6 +55,7 @@ def test_first_pass_is_pending_with_targets_on_two_nodes() -> None:
         "resetsSent": 0,
         "resetsReceived": 0,
         "connects": 0,
+        "unfilteredPods": 0,
     }
     assert out.status["nodes"] == []  # no node has reported yet
     assert out.active is not None
@@ -290,3 +291,23 @@ def test_gpu_summary_patch_names_unknown_readings_as_none() -> None:
     summary = out.status["summary"]
     assert summary["gpus"] == 1
     assert summary["memoryUsedBytes"] is None and summary["avgUtilization"] is None
+
+
+def test_dns_errors_column_is_zero_with_the_probe_running_and_empty_without_it() -> None:
+    """.status.dns.errors (DNS-ERRORS) once a node's DNS probe reports, before any query."""
+    dns_spec = {**SPEC, "probes": {"dns": {"enabled": True}}}
+    report = NodeEntry(node="node-a", state="Running", last_report_time=at(0), probes=("dns",),
+                       dns=DnsSummary())  # fmt: skip
+    out = reconcile_session(
+        kind="TraceSession", body=body(dns_spec), pods=PODS, node_labels={}, now=at(0),
+        reports={"node-a": report},
+    )  # fmt: skip
+    assert out.status["dns"]["errors"] == 0
+    assert out.status["nodes"][0]["dns"]["errors"] == 0
+    # no DNS probe asked for: the agents send no share and the column stays empty
+    plain = NodeEntry(node="node-a", state="Running", last_report_time=at(0), probes=("flows",))
+    out = reconcile_session(
+        kind="TraceSession", body=body(SPEC), pods=PODS, node_labels={}, now=at(0),
+        reports={"node-a": plain},
+    )  # fmt: skip
+    assert "dns" not in out.status
