@@ -56,20 +56,10 @@ def app_pod(
     }
     if ports:
         container["ports"] = ports
-    spec_extra: dict[str, Any] = {}
+    spec: dict[str, Any] = {"hostNetwork": host_network}
     if node_name:
-        spec_extra["nodeSelector"] = {"kubernetes.io/hostname": node_name}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
-        "spec": {
-            "terminationGracePeriodSeconds": 2,
-            "hostNetwork": host_network,
-            "containers": [container],
-            **spec_extra,
-        },
-    }
+        spec["nodeSelector"] = {"kubernetes.io/hostname": node_name}
+    return _pod(name=name, namespace=namespace, labels=labels, container=container, spec=spec)
 
 
 def python_pod(
@@ -79,23 +69,30 @@ def python_pod(
     """A Pod running ``python3 ARGS`` in ``image`` (one with Python, e.g. the agent image)
     with this checkout's ``source`` mounted read-only on ``PYTHONPATH``, so tools such as
     ``orb8_dev.dnsload`` run in a pod without an image of their own. Container ``app``."""
+    container = {
+        "name": "app",
+        "image": image,
+        "imagePullPolicy": "Never",
+        "command": ["python3", *args],
+        "env": [{"name": "PYTHONPATH", "value": "/orb8-src"}],
+        "volumeMounts": [{"name": "src", "mountPath": "/orb8-src", "readOnly": True}],
+    }
+    volumes = [{"name": "src", "hostPath": {"path": str(source), "type": "Directory"}}]
+    return _pod(name=name, namespace=namespace, labels=labels, container=container,
+                spec={"volumes": volumes})  # fmt: skip
+
+
+def _pod(
+    *, name: str, namespace: str, labels: dict[str, str] | None, container: dict[str, Any],
+    spec: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """A one-container Pod that stops within 2 s of its deletion."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
-        "spec": {
-            "terminationGracePeriodSeconds": 2,
-            "containers": [{
-                "name": "app",
-                "image": image,
-                "imagePullPolicy": "Never",
-                "command": ["python3", *args],
-                "env": [{"name": "PYTHONPATH", "value": "/orb8-src"}],
-                "volumeMounts": [{"name": "src", "mountPath": "/orb8-src", "readOnly": True}],
-            }],
-            "volumes": [{"name": "src", "hostPath": {"path": str(source), "type": "Directory"}}],
-        },
-    }  # fmt: skip
+        "spec": {"terminationGracePeriodSeconds": 2, "containers": [container], **spec},
+    }
 
 
 def create_namespace(*, node: LocalNode, name: str, timeout: float = 60.0) -> None:

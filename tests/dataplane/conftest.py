@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from orb8_agent.dataplane.objects import object_path
+from orb8_agent.dataplane.probes import ProbeSet, start_probes
 from orb8_agent.preflight import run_preflight
 from orb8_dev import netns
 
@@ -46,3 +47,14 @@ def agent_id() -> str:
 def pair(kernel_ready: None) -> Iterator[netns.VethPair]:
     with netns.veth_pair() as p:
         yield p
+
+
+@pytest.fixture
+def flow_probes(kernel_ready: None, run_dir: Path, agent_id: str) -> Iterator[ProbeSet]:
+    """The flow probe alone, loaded as the agent loads it."""
+    loaded = start_probes(agent_id=agent_id, flows=True, syscalls=False, run_dir=run_dir)
+    assert loaded.flows is not None, loaded.failures
+    try:
+        yield loaded
+    finally:
+        loaded.close()

@@ -12,8 +12,6 @@ the two filtered sessions still get only their own flows.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -22,7 +20,7 @@ from orb8_agent.control.kernel import KernelDataPlane
 from orb8_agent.control.served import Served
 from orb8_agent.control.veth import HostVeth
 from orb8_agent.dataplane import tc
-from orb8_agent.dataplane.probes import ProbeSet, start_probes
+from orb8_agent.dataplane.probes import ProbeSet
 from orb8_common.models import NodeAgentConfigSpec, SessionReport, parse_trace_session_spec
 from orb8_dev import cgroups, netns
 from orb8_dev.nftcount import ETH_HLEN, ingress_counters
@@ -34,16 +32,6 @@ pytestmark = pytest.mark.kernel
 def _uid() -> str:
     h = secrets.token_hex(16)
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-@pytest.fixture
-def probes(kernel_ready: None, run_dir: Path, agent_id: str) -> Iterator[ProbeSet]:
-    loaded = start_probes(agent_id=agent_id, flows=True, syscalls=False, run_dir=run_dir)
-    assert loaded.flows is not None, loaded.failures
-    try:
-        yield loaded
-    finally:
-        loaded.close()
 
 
 def _served(
@@ -96,8 +84,8 @@ def _rows(reports: list[SessionReport]) -> dict[str, set[tuple[str, int, int, in
     return found
 
 
-def test_two_filtered_sessions_on_one_pod(pair: netns.VethPair, probes: ProbeSet) -> None:
-    flows = probes.flows
+def test_two_filtered_sessions_on_one_pod(pair: netns.VethPair, flow_probes: ProbeSet) -> None:
+    flows = flow_probes.flows
     assert flows is not None
     extra = pair.ip4_a.rsplit(".", 1)[0] + ".200"
     netns.run(["ip", "addr", "add", f"{extra}/24", "dev", pair.if_a], netns=pair.ns_a)
@@ -115,7 +103,7 @@ def test_two_filtered_sessions_on_one_pod(pair: netns.VethPair, probes: ProbeSet
         try:
             root = cg.path.parents[3]
             agent = NodeAgent(
-                node="node-a", dataplane=KernelDataPlane(probes=probes), cgroup_root=root,
+                node="node-a", dataplane=KernelDataPlane(probes=flow_probes), cgroup_root=root,
                 veth_resolver=lambda pid: host_veth,
             )  # fmt: skip
             filters: dict[str, dict[str, object] | None] = {

@@ -21,7 +21,6 @@ import contextlib
 import secrets
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
@@ -34,7 +33,7 @@ from orb8_agent.control.veth import HostVeth
 from orb8_agent.dataplane import libbpf, tc
 from orb8_agent.dataplane.abi import FILTER_CLAUSES
 from orb8_agent.dataplane.objects import object_path
-from orb8_agent.dataplane.probes import ProbeSet, start_probes
+from orb8_agent.dataplane.probes import ProbeSet
 from orb8_agent.metrics import build_registry
 from orb8_common.models import (
     MAX_FILTER_PORTS,
@@ -65,16 +64,6 @@ def _port_map_entries() -> int:
         return int(libbpf.lib().bpf_map__max_entries(obj.map_ptr(name="flow_filter_ports")))
     finally:
         obj.close()
-
-
-@pytest.fixture
-def probes(kernel_ready: None, run_dir: Path, agent_id: str) -> Iterator[ProbeSet]:
-    loaded = start_probes(agent_id=agent_id, flows=True, syscalls=False, run_dir=run_dir)
-    assert loaded.flows is not None, loaded.failures
-    try:
-        yield loaded
-    finally:
-        loaded.close()
 
 
 @contextlib.contextmanager
@@ -162,8 +151,8 @@ def _send_unlisted(pair: netns.VethPair, count: int) -> None:
     assert sent["sent"] == count
 
 
-def test_a_filter_the_maps_cannot_hold_shows_in_status_and_metrics(probes: ProbeSet) -> None:
-    flows = probes.flows
+def test_a_filter_the_maps_cannot_hold_shows_in_status_and_metrics(flow_probes: ProbeSet) -> None:
+    flows = flow_probes.flows
     assert flows is not None
     capacity = _port_map_entries()
     count = capacity // PORTS_PER_IF + 1  # one interface more than the hash holds
@@ -196,7 +185,7 @@ def test_a_filter_the_maps_cannot_hold_shows_in_status_and_metrics(probes: Probe
                 "containers": [{"name": "app", "id": f"containerd://{cid}"}],
             })  # fmt: skip
         agent = NodeAgent(
-            node="node-a", dataplane=KernelDataPlane(probes=probes), cgroup_root=root,
+            node="node-a", dataplane=KernelDataPlane(probes=flow_probes), cgroup_root=root,
             veth_resolver=lambda pid: veth_of_pid[pid],
         )  # fmt: skip
 
@@ -219,8 +208,8 @@ def test_a_filter_the_maps_cannot_hold_shows_in_status_and_metrics(probes: Probe
             f"kernel flow filter not applied on shop/pod-{index} (BPF map flow_filter_ports is "
             "full): counting all packets there, rows still filtered",
         )}  # fmt: skip
-        assert _metric(agent, probes, "orb8_flow_filter_unapplied_pods") == 1
-        assert _metric(agent, probes, "orb8_flow_filter_write_failures_total") >= 1
+        assert _metric(agent, flow_probes, "orb8_flow_filter_unapplied_pods") == 1
+        assert _metric(agent, flow_probes, "orb8_flow_filter_write_failures_total") >= 1
 
         # in the kernel: the refused veth counts a port no session lists, a filtered one does not
         other = 0 if index != 0 else 1
@@ -256,4 +245,4 @@ def test_a_filter_the_maps_cannot_hold_shows_in_status_and_metrics(probes: Probe
             agent.collect()
             reports = agent.reports()
         assert _entries(reports) == {("Running", 0, "")}
-        assert _metric(agent, probes, "orb8_flow_filter_unapplied_pods") == 0
+        assert _metric(agent, flow_probes, "orb8_flow_filter_unapplied_pods") == 0

@@ -204,6 +204,24 @@ def _finish(proc: subprocess.Popen[str], err: _Stderr) -> tuple[str, str]:
 VICTIM_RUNS = 20  # 2 alerts each: well under the probe's 100 alerts/s per cgroup
 
 
+def _live(proc: subprocess.Popen[str]) -> _Stderr:
+    """The trace's stderr, once its pod says the probe is live (the cue to reproduce)."""
+    err = _Stderr(proc)
+    wait_for(lambda: any(PROBE_ATTACHED in line for line in err.lines) or proc.poll() is not None,
+             what="the trace pod's probe to be live")  # fmt: skip
+    assert proc.poll() is None, _finish(proc, err)
+    return err
+
+
+def _run_victim(node: LocalNode, pod: RunningPod, calls: str) -> None:
+    """``orb8-victim CALLS`` VICTIM_RUNS times in the foreground of ``kubectl exec``; each
+    run prints its pid, so the output proves every run happened."""
+    ran = nodepods.exec_in(node=node, pod=pod, command=(
+        f"i=0; while [ $i -lt {VICTIM_RUNS} ]; do orb8-victim {calls} || exit 1; "
+        "i=$((i+1)); done"))  # fmt: skip
+    assert len(ran.stdout.split()) == VICTIM_RUNS, ran.stdout  # one pid per run
+
+
 def test_trace_syscalls_of_a_pod_counts_exactly_the_victims_calls(
     real_node: LocalNode, agent_image: str, pods: tuple[RunningPod, RunningPod]
 ) -> None:
@@ -217,14 +235,8 @@ def test_trace_syscalls_of_a_pod_counts_exactly_the_victims_calls(
     proc = _trace(real_node, agent_image, "syscalls", "--pod", f"{client.namespace}/{client.name}",
                   "--duration", "10m", "--alert", "mount", "--alert", "ptrace",
                   "-o", "json")  # fmt: skip
-    err = _Stderr(proc)
-    wait_for(lambda: any(PROBE_ATTACHED in line for line in err.lines) or proc.poll() is not None,
-             what="the trace pod's probe to be live")  # fmt: skip
-    assert proc.poll() is None, _finish(proc, err)
-    ran = nodepods.exec_in(node=real_node, pod=client, command=(
-        f"i=0; while [ $i -lt {VICTIM_RUNS} ]; do orb8-victim mount ptrace || exit 1; "
-        "i=$((i+1)); done"))  # fmt: skip
-    assert len(ran.stdout.split()) == VICTIM_RUNS, ran.stdout  # one pid per run
+    err = _live(proc)
+    _run_victim(real_node, client, "mount ptrace")
     proc.send_signal(signal.SIGTERM)  # the workload is done: stop early, still get the result
     out, text = _finish(proc, err)
     assert proc.returncode == 0, text
@@ -326,14 +338,8 @@ def test_trace_syscalls_of_a_pod_under_runtime_default_seccomp_names_what_it_hid
     proc = _trace(real_node, agent_image, "syscalls", "--pod", f"{namespace}/confined",
                   "--duration", "60s", "--alert", "mount", "--alert", "getpid",
                   "-o", "json")  # fmt: skip
-    err = _Stderr(proc)
-    wait_for(lambda: any(PROBE_ATTACHED in line for line in err.lines) or proc.poll() is not None,
-             what="the trace pod's probe to be live")  # fmt: skip
-    assert proc.poll() is None, _finish(proc, err)
-    ran = nodepods.exec_in(node=real_node, pod=confined, command=(
-        f"i=0; while [ $i -lt {VICTIM_RUNS} ]; do orb8-victim mount || exit 1; "
-        "i=$((i+1)); done"))  # fmt: skip
-    assert len(ran.stdout.split()) == VICTIM_RUNS, ran.stdout
+    err = _live(proc)
+    _run_victim(real_node, confined, "mount")
     out, text = _finish(proc, err)
     assert proc.returncode == 0, text
     assert "seccomp filter" in text  # the note on stderr
