@@ -156,6 +156,12 @@ def icmp_echo(args: argparse.Namespace) -> dict[str, float]:
     return {"sent": args.count, "replies": replies}
 
 
+# Addresses of the crafted frames: TEST-NET-2 (RFC 5737), which veth_pair never
+# hands out, so a flow carrying them can only have come from a crafted frame.
+CRAFTED_SRC_IP4 = "198.51.100.1"
+CRAFTED_DST_IP4 = "198.51.100.2"
+
+
 def raw_frames(args: argparse.Namespace) -> dict[str, float]:
     """Send crafted Ethernet frames that a parser must not count as flows."""
     src = b"\x02\x00\x00\x00\x00\x01"
@@ -170,8 +176,8 @@ def raw_frames(args: argparse.Namespace) -> dict[str, float]:
         64,
         6,
         0,
-        socket.inet_aton("10.250.0.1"),
-        socket.inet_aton("10.250.0.2"),
+        socket.inet_aton(CRAFTED_SRC_IP4),
+        socket.inet_aton(CRAFTED_DST_IP4),
     )
     frames = {
         # IPv4 ethertype, header cut at 10 bytes
