@@ -15,7 +15,10 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
+
+from pydantic import ValidationError
 
 from orb8_cli import dns
 from orb8_cli.filters import add_filter_arguments, filter_from_args
@@ -25,6 +28,7 @@ from orb8_cli.output import OUTPUTS, Row, RowKind, WatchPrinter, render
 from orb8_cli.rowkinds import ALERTS, FLOWS
 from orb8_cli.sessionwatch import follow_session
 from orb8_common.crd import GPU_TELEMETRIES, TRACE_SESSIONS
+from orb8_common.models import GpuNodeEntry, NodeEntry, format_time, to_wire
 
 # The row kinds of a TraceSession's status: kind -> (status field, RowKind).
 SESSION_ROWS: dict[str, tuple[str, RowKind]] = {
@@ -116,18 +120,56 @@ def _emit(
     return 0
 
 
-def run_nodes(args: argparse.Namespace) -> int:
-    plural = TRACE_SESSIONS if args.kind == "ts" else GPU_TELEMETRIES
-    nodes = _status(args, plural=plural).get("nodes") or []
-    slim = [{k: v for k, v in n.items() if k not in ("flows", "alerts", "pods")} for n in nodes]
+def _node_entries(
+    raw: Any, model: type[NodeEntry] | type[GpuNodeEntry], session: str
+) -> list[NodeEntry | GpuNodeEntry]:
+    """The status's node entries through the contract; an entry that does not parse
+    (an agent of another version) is named on stderr and left out."""
+    out: list[NodeEntry | GpuNodeEntry] = []
+    for i, item in enumerate(raw if isinstance(raw, list) else []):
+        try:
+            out.append(model.model_validate(item))
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "entry"
+            print(f"orb8: {session}: status.nodes[{i}].{where}: {first['msg']} (left out)",
+                  file=sys.stderr)  # fmt: skip
+    return out
 
-    def render(rows: Sequence[Row]) -> str:
+
+def _when(value: datetime | None) -> str:
+    return format_time(value) if value is not None else "-"
+
+
+def run_nodes(args: argparse.Namespace) -> int:
+    trace = args.kind == "ts"
+    plural = TRACE_SESSIONS if trace else GPU_TELEMETRIES
+    raw = _status(args, plural=plural).get("nodes")
+    entries = _node_entries(raw, NodeEntry if trace else GpuNodeEntry, args.session)
+    # the per-node state, not the rows the session's own lists already carry
+    slim = [
+        {k: v for k, v in to_wire(e).items() if k not in ("flows", "alerts", "pods")}
+        for e in entries
+    ]
+
+    def render(_rows: Sequence[Row]) -> str:
+        if trace:
+            return table(
+                headers=("NODE", "STATE", "PROBES", "FLOWS", "BYTES", "ALERTS", "UNFILTERED",
+                         "LAST REPORT", "MESSAGE"),
+                rows=[
+                    (e.node, e.state, ",".join(e.probes) or "-", str(e.flow_count),
+                     human_bytes(e.bytes), str(e.alert_count), str(e.unfiltered_pods),
+                     _when(e.last_report_time), e.message)
+                    for e in entries if isinstance(e, NodeEntry)
+                ],
+            )  # fmt: skip
         return table(
-            headers=("NODE", "STATE", "PROBES", "LAST REPORT", "MESSAGE"),
+            headers=("NODE", "STATE", "SOURCE", "PODS", "LAST REPORT", "MESSAGE"),
             rows=[
-                (r["node"], r.get("state", ""), ",".join(r.get("probes") or [r.get("source", "")]),
-                 r.get("lastReportTime", ""), r.get("message", ""))
-                for r in rows
+                (e.node, e.state, e.source or "-", str(len(e.pods)), _when(e.last_report_time),
+                 e.message)
+                for e in entries if isinstance(e, GpuNodeEntry)
             ],
         )  # fmt: skip
 

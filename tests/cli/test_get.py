@@ -40,6 +40,15 @@ STATUS = {
             "process": {"pid": 4242, "comm": "gdb"},
         }
     ],
+    "nodes": [
+        {
+            "node": "node-a", "state": "Degraded", "probes": ["network", "syscalls"],
+            "message": "flow filter not applied for 2 pods (filter map full)",
+            "lastReportTime": "2026-11-29T05:00:10Z", "flowCount": 2, "bytes": 3147776,
+            "packets": 2104, "alertCount": 3, "unfilteredPods": 2,
+        },
+        {"node": "node-b", "state": "Running", "probes": ["network"], "flowCount": 0},
+    ],
 }  # fmt: skip
 
 
@@ -87,6 +96,41 @@ def test_get_alerts_table(control_plane: ControlPlane, session: tuple[str, str])
     assert out[1].split()[:6] == ["High", "shop/checkout", "app", "ptrace", "3", "gdb[4242]"]
     assert out[0].split()[-1] == "REASON"
     assert out[1].rstrip().endswith("on the alert list")
+
+
+def test_get_nodes_shows_each_nodes_share(
+    control_plane: ControlPlane, session: tuple[str, str]
+) -> None:
+    namespace, name = session
+    out = orb8(control_plane, "get", "nodes", name, "-n", namespace)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["NODE", "STATE", "PROBES", "FLOWS", "BYTES", "ALERTS",
+                                "UNFILTERED", "LAST", "REPORT", "MESSAGE"]  # fmt: skip
+    assert lines[1].split()[:9] == ["node-a", "Degraded", "network,syscalls", "2", "3.0", "MiB",
+                                    "3", "2", "2026-11-29T05:00:10Z"]  # fmt: skip
+    assert lines[1].rstrip().endswith("(filter map full)")
+    assert lines[2].split() == ["node-b", "Running", "network", "0", "0", "B", "0", "0", "-"]
+    as_json = json.loads(orb8(control_plane, "get", "nodes", name, "-n", namespace,
+                              "-o", "json").stdout)  # fmt: skip
+    assert [(n["node"], n["unfilteredPods"], n["bytes"]) for n in as_json] == [
+        ("node-a", 2, 3147776), ("node-b", 0, 0),
+    ]  # fmt: skip
+    assert not any("flows" in n for n in as_json)
+
+
+def test_node_entries_an_agent_of_another_version_wrote_are_named_and_left_out(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from orb8_cli.get import _node_entries
+    from orb8_common.models import NodeEntry
+
+    raw = [{"node": "a", "state": "Running"}, {"node": "b", "bytes": "lots"}, "junk"]
+    assert [e.node for e in _node_entries(raw, NodeEntry, "s")] == ["a"]
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("orb8: s: status.nodes[1].bytes: ")
+    assert err[1].startswith("orb8: s: status.nodes[2].")
+    assert len(err) == 2
 
 
 def test_missing_session_is_one_line_and_exit_1(control_plane: ControlPlane) -> None:
