@@ -22,6 +22,7 @@ from orb8_agent.dataplane.dns_table import DnsResult, DnsTable
 from orb8_cli import ephemeral, podtarget
 from orb8_cli.humanize import table
 from orb8_cli.kube import current_namespace, get_session
+from orb8_cli.status import as_stored, read_trace_status
 from orb8_common.crd import TRACE_SESSIONS
 from orb8_common.errors import UsageError
 
@@ -173,12 +174,15 @@ def run_get(args: argparse.Namespace) -> int:
     namespace = args.namespace or current_namespace(kubeconfig=args.kubeconfig)
     body = get_session(kubeconfig=args.kubeconfig, plural=TRACE_SESSIONS, namespace=namespace,
                        name=args.session)  # fmt: skip
-    dns: dict[str, Any] = (body.get("status") or {}).get("dns") or {}
+    status = read_trace_status(body=body)
+    for line in status.problems:
+        if line.startswith("status.dns"):
+            print(f"orb8: {args.session}: {line}", file=sys.stderr)
+    dns = status.dns
     if args.output == "json":
-        print(json.dumps(dns, indent=2))
+        print(json.dumps(as_stored(dns) if dns else {}, indent=2))
         return 0
-    names = dns.get("names") or []
-    if not names:
+    if dns is None or not dns.names:
         print(f"no DNS reported yet for {args.session}")
         return 0
     print(
@@ -186,22 +190,22 @@ def run_get(args: argparse.Namespace) -> int:
             headers=("POD", "QUERY", "TYPE", "RCODE", "COUNT", "AVG MS", "MAX MS", "NODE"),
             rows=[
                 (
-                    f"{r['namespace']}/{r['pod']}" if r.get("pod") else "-",
-                    r["query"],
-                    r["qtype"],
-                    r["rcode"],
-                    str(r["count"]),
-                    _fmt_ms(r.get("latencyMs")),
-                    _fmt_ms(r.get("latencyMaxMs")),
-                    r.get("node", ""),
+                    f"{r.namespace}/{r.pod}" if r.pod else "-",
+                    r.query,
+                    r.qtype,
+                    r.rcode,
+                    str(r.count),
+                    _fmt_ms(r.latency_ms),
+                    _fmt_ms(r.latency_max_ms),
+                    r.node,
                 )
-                for r in names
+                for r in dns.names
             ],
         )
     )
     print(
-        f"\n{dns.get('queries', 0)} queries, {dns.get('nxdomain', 0)} NXDOMAIN, "
-        f"{dns.get('servfail', 0)} SERVFAIL, {dns.get('unanswered', 0)} unanswered",
+        f"\n{dns.queries} queries, {dns.nxdomain} NXDOMAIN, "
+        f"{dns.servfail} SERVFAIL, {dns.unanswered} unanswered",
         file=sys.stderr,
     )
     return 0

@@ -14,26 +14,32 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel
 
 from orb8_cli import dns
 from orb8_cli.filters import add_filter_arguments, filter_from_args
 from orb8_cli.humanize import human_bytes, table
 from orb8_cli.kube import current_namespace, get_session
-from orb8_cli.output import OUTPUTS, Row, RowKind, WatchPrinter, render
-from orb8_cli.rowkinds import ALERTS, FLOWS
+from orb8_cli.output import OUTPUTS, RowKind, WatchPrinter, render
+from orb8_cli.rowkinds import ALERTS, FLOWS, when
 from orb8_cli.sessionwatch import follow_session
+from orb8_cli.status import (
+    GpuTelemetryStatus,
+    TraceSessionStatus,
+    as_stored,
+    read_gpu_status,
+    read_trace_status,
+)
 from orb8_common.crd import GPU_TELEMETRIES, TRACE_SESSIONS
-from orb8_common.models import GpuNodeEntry, NodeEntry, format_time, to_wire
+from orb8_common.models import GpuDevice, GpuPodRow
 
-# The row kinds of a TraceSession's status: kind -> (status field, RowKind).
-SESSION_ROWS: dict[str, tuple[str, RowKind]] = {
-    "flows": ("flows", FLOWS),
-    "alerts": ("alerts", ALERTS),
+# The row kinds of a TraceSession's status: kind -> (RowKind, its rows in the status).
+SESSION_ROWS: dict[str, tuple[RowKind[Any], Callable[[TraceSessionStatus], Sequence[Any]]]] = {
+    "flows": (FLOWS, lambda status: status.flows),
+    "alerts": (ALERTS, lambda status: status.alerts),
 }
 
 
@@ -75,128 +81,135 @@ def add_row_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_rows(args: argparse.Namespace) -> int:
     """``orb8 get flows|alerts|…``: the session's rows of that kind, filtered."""
-    field, kind = SESSION_ROWS[args.what]
+    kind, rows_of = SESSION_ROWS[args.what]
     row_filter = filter_from_args(args, kind=kind.name, applies=kind.filters)
     namespace = args.namespace or current_namespace(kubeconfig=args.kubeconfig)
     empty = f"{kind.empty} for {args.session}"
+    problems = ProblemPrinter(session=args.session)
     if not args.watch:
         body = get_session(kubeconfig=args.kubeconfig, plural=TRACE_SESSIONS,
                            namespace=namespace, name=args.session)  # fmt: skip
-        rows = kind.select(_rows(body, field), row_filter)
-        text = render(kind=kind, rows=rows, output=args.output, empty=empty)
+        status = read_trace_status(body=body)
+        problems.show(status.problems)
+        text = render(kind=kind, rows=kind.select(rows_of(status), row_filter),
+                      output=args.output, empty=empty)  # fmt: skip
         if text:
             print(text)
         return 0
     printer = WatchPrinter(kind=kind, output=args.output, stream=sys.stdout, empty=empty)
     for body in follow_session(kubeconfig=args.kubeconfig, plural=TRACE_SESSIONS,
                                namespace=namespace, name=args.session):  # fmt: skip
-        printer.update(kind.select(_rows(body, field), row_filter))
+        status = read_trace_status(body=body)
+        problems.show(status.problems)
+        printer.update(kind.select(rows_of(status), row_filter))
     return 0
 
 
-def _rows(body: Mapping[str, Any], field: str) -> list[Row]:
-    rows = (body.get("status") or {}).get(field) or []
-    return [r for r in rows if isinstance(r, Mapping)]
+class ProblemPrinter:
+    """Says on stderr, once each, which parts of a status were left out."""
+
+    def __init__(self, *, session: str) -> None:
+        self._session = session
+        self._said: set[str] = set()
+
+    def show(self, problems: Sequence[str]) -> None:
+        for line in problems:
+            if line not in self._said:
+                self._said.add(line)
+                print(f"orb8: {self._session}: {line}", file=sys.stderr)
 
 
-def _status(args: argparse.Namespace, *, plural: str) -> dict[str, Any]:
+def _read(args: argparse.Namespace, *, plural: str) -> dict[str, Any]:
     namespace = args.namespace or current_namespace(kubeconfig=args.kubeconfig)
-    body = get_session(kubeconfig=args.kubeconfig, plural=plural, namespace=namespace,
+    return get_session(kubeconfig=args.kubeconfig, plural=plural, namespace=namespace,
                        name=args.session)  # fmt: skip
-    status: dict[str, Any] = body.get("status") or {}
-    return status
 
 
 def _emit(
-    args: argparse.Namespace, rows: Sequence[Row], render: Callable[[Sequence[Row]], str],
-    empty: str,
+    args: argparse.Namespace, rows: Sequence[Any], wire: Callable[[Any], dict[str, Any]],
+    render: Callable[[], str], empty: str,
 ) -> int:  # fmt: skip
     if args.output == "json":
-        print(json.dumps(list(rows), indent=2))
+        print(json.dumps([wire(r) for r in rows], indent=2))
     elif rows:
-        print(render(rows))
+        print(render())
     else:
         print(empty)
     return 0
 
 
-def _node_entries(
-    raw: Any, model: type[NodeEntry] | type[GpuNodeEntry], session: str
-) -> list[NodeEntry | GpuNodeEntry]:
-    """The status's node entries through the contract; an entry that does not parse
-    (an agent of another version) is named on stderr and left out."""
-    out: list[NodeEntry | GpuNodeEntry] = []
-    for i, item in enumerate(raw if isinstance(raw, list) else []):
-        try:
-            out.append(model.model_validate(item))
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "entry"
-            print(f"orb8: {session}: status.nodes[{i}].{where}: {first['msg']} (left out)",
-                  file=sys.stderr)  # fmt: skip
-    return out
+def _trace_status(args: argparse.Namespace) -> TraceSessionStatus:
+    status = read_trace_status(body=_read(args, plural=TRACE_SESSIONS))
+    ProblemPrinter(session=args.session).show(status.problems)
+    return status
 
 
-def _when(value: datetime | None) -> str:
-    return format_time(value) if value is not None else "-"
+def _gpu_status(args: argparse.Namespace) -> GpuTelemetryStatus:
+    status = read_gpu_status(body=_read(args, plural=GPU_TELEMETRIES))
+    ProblemPrinter(session=args.session).show(status.problems)
+    return status
+
+
+def _node_state(entry: BaseModel) -> dict[str, Any]:
+    # the per-node state, not the rows the session's own lists already carry
+    return {k: v for k, v in as_stored(entry).items() if k not in ("flows", "alerts", "pods")}
 
 
 def run_nodes(args: argparse.Namespace) -> int:
-    trace = args.kind == "ts"
-    plural = TRACE_SESSIONS if trace else GPU_TELEMETRIES
-    raw = _status(args, plural=plural).get("nodes")
-    entries = _node_entries(raw, NodeEntry if trace else GpuNodeEntry, args.session)
-    # the per-node state, not the rows the session's own lists already carry
-    slim = [
-        {k: v for k, v in to_wire(e).items() if k not in ("flows", "alerts", "pods")}
-        for e in entries
-    ]
+    empty = f"no node has reported for {args.session} yet"
+    if args.kind == "ts":
+        trace = _trace_status(args).nodes
 
-    def render(_rows: Sequence[Row]) -> str:
-        if trace:
+        def render_trace() -> str:
             return table(
                 headers=("NODE", "STATE", "PROBES", "FLOWS", "BYTES", "ALERTS", "UNFILTERED",
                          "LAST REPORT", "MESSAGE"),
                 rows=[
                     (e.node, e.state, ",".join(e.probes) or "-", str(e.flow_count),
                      human_bytes(e.bytes), str(e.alert_count), str(e.unfiltered_pods),
-                     _when(e.last_report_time), e.message)
-                    for e in entries if isinstance(e, NodeEntry)
+                     when(e.last_report_time) or "-", e.message)
+                    for e in trace
                 ],
             )  # fmt: skip
+
+        return _emit(args, trace, _node_state, render_trace, empty)
+    gpu = _gpu_status(args).nodes
+
+    def render_gpu() -> str:
         return table(
             headers=("NODE", "STATE", "SOURCE", "PODS", "LAST REPORT", "MESSAGE"),
             rows=[
-                (e.node, e.state, e.source or "-", str(len(e.pods)), _when(e.last_report_time),
-                 e.message)
-                for e in entries if isinstance(e, GpuNodeEntry)
+                (e.node, e.state, e.source or "-", str(len(e.pods)),
+                 when(e.last_report_time) or "-", e.message)
+                for e in gpu
             ],
         )  # fmt: skip
 
-    return _emit(args, slim, render, f"no node has reported for {args.session} yet")
+    return _emit(args, gpu, _node_state, render_gpu, empty)
+
+
+def _gpu_row(pair: tuple[GpuPodRow, GpuDevice]) -> dict[str, Any]:
+    pod, gpu = pair
+    return {"namespace": pod.namespace, "pod": pod.pod, "container": pod.container,
+            "node": pod.node, **as_stored(gpu)}  # fmt: skip
 
 
 def run_gpus(args: argparse.Namespace) -> int:
-    pods = _status(args, plural=GPU_TELEMETRIES).get("pods") or []
-    rows = [
-        {"namespace": p["namespace"], "pod": p["pod"], "container": p.get("container", ""),
-         "node": p.get("node", ""), **gpu}
-        for p in pods for gpu in p.get("gpus") or []
-    ]  # fmt: skip
+    rows = [(pod, gpu) for pod in _gpu_status(args).pods for gpu in pod.gpus]
 
-    def render(rows: Sequence[Row]) -> str:
-        def pct(value: float | None) -> str:
-            return "-" if value is None else f"{value:.0f}%"
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f}%"
 
+    def render_gpus() -> str:
         return table(
             headers=("POD", "CONTAINER", "NODE", "GPU", "MODEL", "SHARING", "UTIL", "MEMORY"),
             rows=[
-                (f"{r['namespace']}/{r['pod']}", r["container"], r["node"],
-                 r["uuid"] if not r.get("migProfile") else f"{r['uuid']} ({r['migProfile']})",
-                 r.get("model", ""), r.get("sharing", ""), pct(r.get("utilizationPercent")),
-                 human_bytes(r["memoryUsedBytes"]) if "memoryUsedBytes" in r else "-")
-                for r in rows
+                (f"{p.namespace}/{p.pod}", p.container, p.node,
+                 g.uuid if not g.mig_profile else f"{g.uuid} ({g.mig_profile})",
+                 g.model, g.sharing, pct(g.utilization_percent),
+                 human_bytes(g.memory_used_bytes) if g.memory_used_bytes is not None else "-")
+                for p, g in rows
             ],
         )  # fmt: skip
 
-    return _emit(args, rows, render, f"no GPU use reported yet for {args.session}")
+    return _emit(args, rows, _gpu_row, render_gpus, f"no GPU use reported yet for {args.session}")

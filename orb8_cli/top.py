@@ -30,15 +30,15 @@ from typing import Any
 from orb8_cli.filters import RowFilter, add_filter_arguments, filter_from_args
 from orb8_cli.humanize import human_bytes, table
 from orb8_cli.kube import current_namespace, get_session
-from orb8_cli.output import Row
-from orb8_cli.rowkinds import ALERTS, FLOWS, endpoint
+from orb8_cli.rowkinds import ALERTS, FLOWS, endpoint, when
 from orb8_cli.sessionwatch import follow_session
+from orb8_cli.status import read_trace_status
 from orb8_common.crd import TRACE_SESSIONS
 from orb8_common.errors import Orb8Error, UsageError
+from orb8_common.models import Alert, DnsSummary, Flow, FlowEndpoint
 
 ENTER = "\x1b[?1049h\x1b[?25l"  # alternate screen, hide the cursor
 LEAVE = "\x1b[?25h\x1b[?1049l"
-DNS_ERROR_WORDS = ("nxdomain", "servfail", "refused", "error")
 
 
 def register(subparsers: Any) -> None:
@@ -141,16 +141,20 @@ def render(
     size: os.terminal_size,
 ) -> list[str]:  # fmt: skip
     """The screen's lines, cut to the terminal's size (the last line is the key help)."""
-    meta, status = body.get("metadata") or {}, body.get("status") or {}
-    summary = status.get("summary") or {}
-    flows = FLOWS.select(_rows(status.get("flows")), row_filter)
-    alerts = ALERTS.select(_rows(status.get("alerts")), row_filter)
+    meta = body.get("metadata") or {}
+    status = read_trace_status(body=body)
+    summary = status.summary
+    flows = FLOWS.select(status.flows, row_filter)
+    alerts = ALERTS.select(status.alerts, row_filter)
     name = f"{meta.get('namespace', '?')}/{meta.get('name', '?')}" if meta else "(reading…)"
+    if not problem and status.problems:
+        more = len(status.problems) - 1
+        problem = status.problems[0] + (f" (+{more} more)" if more else "")
     head = [
-        f"orb8 top  {name}  phase {status.get('phase', '-')}  pods {status.get('matchedPods', 0)}"
-        f"  nodes {summary.get('nodes', 0)}  flows {summary.get('flows', 0)}"
-        f"  bytes {human_bytes(int(summary.get('bytes', 0) or 0))}"
-        f"  alerts {summary.get('alerts', 0)}",
+        f"orb8 top  {name}  phase {status.phase or '-'}  pods {status.matched_pods}"
+        f"  nodes {summary.nodes}  flows {summary.flows}"
+        f"  bytes {human_bytes(summary.bytes)}"
+        f"  alerts {summary.alerts}",
         f"updated {updated.strftime('%H:%M:%S') if updated else '-'}"
         + ("" if row_filter.empty else f"  filter: {_describe(row_filter)}")
         + (f"  ! {problem}" if problem else ""),
@@ -158,7 +162,7 @@ def render(
     budget = max(3, size.lines - len(head) - 1)
     sections = [
         ("TOP TALKERS", talkers_table(flows)),
-        ("DNS ERRORS", dns_errors(status.get("dns"))),
+        ("DNS ERRORS", dns_errors(status.dns)),
         ("ALERTS", alerts_table(alerts)),
     ]
     share = max(2, budget // len(sections))
@@ -172,31 +176,25 @@ def render(
     return [line[: size.columns] for line in lines]
 
 
-def _rows(value: Any) -> list[Row]:
-    return [r for r in value or [] if isinstance(r, Mapping)]
-
-
 def _describe(row_filter: RowFilter) -> str:
     parts = [f"{k}={v}" for k, v in vars(row_filter).items() if v is not None]
     return " ".join(parts)
 
 
-def talkers_table(flows: Sequence[Row]) -> list[str]:
+def talkers_table(flows: Sequence[Flow]) -> list[str]:
     """Each end (pod, else address) with bytes sent and received, largest first."""
     sent: dict[str, int] = {}
     received: dict[str, int] = {}
     count: dict[str, int] = {}
     peer: dict[str, dict[str, int]] = {}
     for flow in flows:
-        size = int(flow.get("bytes", 0) or 0)
-        src, dst = flow.get("source") or {}, flow.get("destination") or {}
-        a, b = _who(src), _who(dst)
-        sent[a] = sent.get(a, 0) + size
-        received[b] = received.get(b, 0) + size
-        for who, other in ((a, dst), (b, src)):
+        a, b = _who(flow.source), _who(flow.destination)
+        sent[a] = sent.get(a, 0) + flow.bytes
+        received[b] = received.get(b, 0) + flow.bytes
+        for who, other in ((a, flow.destination), (b, flow.source)):
             count[who] = count.get(who, 0) + 1
             peers = peer.setdefault(who, {})
-            peers[endpoint(other)] = peers.get(endpoint(other), 0) + size
+            peers[endpoint(other)] = peers.get(endpoint(other), 0) + flow.bytes
     if not count:
         return ["no flows reported yet"]
     ranked = sorted(count, key=lambda w: (-(sent.get(w, 0) + received.get(w, 0)), w))
@@ -208,49 +206,36 @@ def talkers_table(flows: Sequence[Row]) -> list[str]:
     return table(headers=["TALKER", "SENT", "RECEIVED", "FLOWS", "TOP PEER"], rows=rows).split("\n")
 
 
-def _who(end: Mapping[str, Any]) -> str:
-    return f"{end['namespace']}/{end['pod']}" if end.get("pod") else str(end.get("ip", "?"))
+def _who(end: FlowEndpoint) -> str:
+    return f"{end.namespace}/{end.pod}" if end.pod else end.ip
 
 
-def alerts_table(alerts: Sequence[Row]) -> list[str]:
+def alerts_table(alerts: Sequence[Alert]) -> list[str]:
     if not alerts:
         return ["no alerts"]
-    ranked = sorted(alerts, key=lambda r: str(r.get("lastSeen", "")), reverse=True)
+    never = datetime.min.replace(tzinfo=UTC)
+    ranked = sorted(alerts, key=lambda r: r.last_seen or never, reverse=True)
     rows = [
-        [str(r.get("severity", "")), f"{r.get('namespace')}/{r.get('pod')}", str(r.get("syscall")),
-         str(r.get("count", "")), str(r.get("reason", "")), str(r.get("lastSeen", ""))]
+        [r.severity, f"{r.namespace}/{r.pod}", r.syscall, str(r.count), r.reason, when(r.last_seen)]
         for r in ranked
-    ]  # fmt: skip
+    ]
     headers = ["SEVERITY", "POD", "SYSCALL", "COUNT", "REASON", "LAST SEEN"]
     return table(headers=headers, rows=rows).split("\n")
 
 
-def dns_errors(dns: Any) -> list[str]:
-    """Error counts and failing names from ``status.dns``, whatever its exact shape:
-    integer fields named like an error (nxdomain, servfail…) and the rows of any list
-    whose rcode is not NOERROR. Absent: says so."""
-    if not dns:
+def dns_errors(dns: DnsSummary | None) -> list[str]:
+    """NXDOMAIN and SERVFAIL counts, and the names answered with an error, most first."""
+    if dns is None:
         return ["not reported by this session"]
-    counts: list[str] = []
-    lists: list[Any] = []
-    if isinstance(dns, Mapping):
-        for key, value in dns.items():
-            if isinstance(value, int) and any(w in key.lower() for w in DNS_ERROR_WORDS):
-                counts.append(f"{key} {value}")
-            elif isinstance(value, list):
-                lists.append(value)
-    elif isinstance(dns, list):
-        lists.append(dns)
-    rows = []
-    for entry in (e for value in lists for e in value if isinstance(e, Mapping)):
-        rcode = str(entry.get("rcode", "NOERROR"))
-        if rcode.upper() in ("NOERROR", "0"):
-            continue
-        pod = f"{entry['namespace']}/{entry['pod']}" if entry.get("pod") else ""
-        query = str(entry.get("query") or entry.get("name") or "?")
-        rows.append([query, str(entry.get("qtype", "")), rcode, str(entry.get("count", "")), pod])
+    counts = [f"{label} {value}" for label, value in (
+        ("nxdomain", dns.nxdomain), ("servfail", dns.servfail), ("unanswered", dns.unanswered),
+    ) if value]  # fmt: skip
+    failing = sorted((n for n in dns.names if n.rcode != "NOERROR"), key=lambda n: -n.count)
+    rows = [
+        [n.query, n.qtype, n.rcode, str(n.count), f"{n.namespace}/{n.pod}" if n.pod else ""]
+        for n in failing
+    ]
     lines = ["  ".join(counts)] if counts else []
     if rows:
-        rows.sort(key=lambda r: -int(r[3]) if r[3].isdigit() else 0)
         lines += table(headers=["QUERY", "TYPE", "RCODE", "COUNT", "POD"], rows=rows).split("\n")
     return lines or ["no DNS errors"]

@@ -15,6 +15,7 @@ from orb8_cli.rowkinds import ALERTS, FLOWS
 from orb8_cli.top import dns_errors, talkers_table
 from orb8_cli.trace import flow_view
 from orb8_common.errors import UsageError
+from orb8_common.models import Alert, DnsSummary, Flow
 
 
 def flow(
@@ -28,12 +29,13 @@ WEB = {"namespace": "shop", "pod": "web-1", "ip": "10.0.0.1", "port": 40000}
 DB = {"namespace": "data", "pod": "db-0", "ip": "10.0.0.2", "port": 5432}
 EXTERNAL = {"ip": "192.0.2.7", "port": 443}
 DNS = {"namespace": "kube-system", "pod": "coredns-1", "ip": "10.0.0.10", "port": 53}
-ROWS = [
+RAW = [
     flow(WEB, DB, size=500),  # shop/web-1 -> data/db-0:5432
     flow(WEB, EXTERNAL, size=300),  # shop/web-1 -> 192.0.2.7:443
     flow({**WEB, "port": 51000}, DNS, proto="UDP", size=80),
     flow({**DB, "port": 5432}, {**WEB, "port": 40001}, size=40),  # db answering web
 ]
+ROWS = [Flow.model_validate(r) for r in RAW]  # as orb8 get parses them from the status
 
 
 def parse(*argv: str) -> RowFilter:
@@ -97,8 +99,8 @@ def test_filters_that_mean_nothing_for_alerts_are_refused() -> None:
 
 
 def test_alerts_filter_by_pod() -> None:
-    alerts = [{"namespace": "shop", "pod": "web-1", "syscall": "ptrace"},
-              {"namespace": "data", "pod": "db-0", "syscall": "mount"}]  # fmt: skip
+    alerts = [Alert(namespace="shop", pod="web-1", syscall="ptrace"),
+              Alert(namespace="data", pod="db-0", syscall="mount")]  # fmt: skip
     parser = argparse.ArgumentParser()
     add_filter_arguments(parser)
     row_filter = filter_from_args(parser.parse_args(["--pod", "data/*"]), kind="alerts",
@@ -116,10 +118,13 @@ def test_local_flows_use_their_own_direction_and_ignore_icmp_ports() -> None:
 
 def test_outputs() -> None:
     rows = ROWS[:2]
-    assert json.loads(render(kind=FLOWS, rows=rows, output="json")) == rows
+    # json/ndjson: each row as the status holds it (no defaults added), parsed on the way
+    as_json = json.loads(render(kind=FLOWS, rows=rows, output="json"))
+    assert as_json == RAW[:2]
+    assert [Flow.model_validate(r) for r in as_json] == rows
     assert [
         json.loads(line) for line in render(kind=FLOWS, rows=rows, output="ndjson").splitlines()
-    ] == rows
+    ] == as_json
     table = render(kind=FLOWS, rows=rows, output="table").splitlines()
     wide = render(kind=FLOWS, rows=rows, output="wide").splitlines()
     assert table[0].split()[:3] == ["SOURCE", "DESTINATION", "PROTO"]
@@ -134,16 +139,16 @@ def test_watch_printer_prints_only_what_changed() -> None:
     printer = WatchPrinter(kind=FLOWS, output="ndjson", stream=out)
     assert printer.update(ROWS[:2]) == 2
     assert printer.update(ROWS[:2]) == 0
-    grown = [{**ROWS[0], "bytes": 900}, ROWS[1], ROWS[2]]
+    grown = [ROWS[0].model_copy(update={"bytes": 900}), ROWS[1], ROWS[2]]
     assert printer.update(grown) == 2
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert lines == [ROWS[0], ROWS[1], grown[0], ROWS[2]]
+    assert lines == [RAW[0], RAW[1], {**RAW[0], "bytes": 900}, RAW[2]]
 
     out = io.StringIO()
     printer = WatchPrinter(kind=FLOWS, output="table", stream=out, empty="none yet")
     printer.update([])
     printer.update(ROWS[:1])
-    printer.update([{**ROWS[0], "bytes": 2048}])
+    printer.update([ROWS[0].model_copy(update={"bytes": 2048})])
     text = out.getvalue().splitlines()
     assert text[0] == "none yet" and text[1].startswith("SOURCE")
     assert "500 B" in text[2] and "2.0 KiB" in text[3] and len(text) == 4
@@ -158,7 +163,7 @@ def test_top_talkers_and_dns_errors() -> None:
         {"query": "bad.example.", "qtype": "A", "rcode": "NXDOMAIN", "count": 3},
         {"query": "ok.example.", "qtype": "A", "rcode": "NOERROR", "count": 6},
     ]
-    dns = {"nxdomain": 3, "servfail": 1, "total": 9, "names": names}
+    dns = DnsSummary.model_validate({"queries": 9, "nxdomain": 3, "servfail": 1, "names": names})
     text = "\n".join(dns_errors(dns))
-    assert "nxdomain 3" in text and "servfail 1" in text and "total" not in text
+    assert "nxdomain 3" in text and "servfail 1" in text and "queries" not in text
     assert "bad.example." in text and "ok.example." not in text

@@ -14,7 +14,7 @@ import pytest
 
 from orb8_dev.controlplane import ControlPlane
 
-STATUS = {
+STATUS: dict[str, Any] = {
     "phase": "Running",
     "flows": [
         {
@@ -113,24 +113,36 @@ def test_get_nodes_shows_each_nodes_share(
     assert lines[2].split() == ["node-b", "Running", "network", "0", "0", "B", "0", "0", "-"]
     as_json = json.loads(orb8(control_plane, "get", "nodes", name, "-n", namespace,
                               "-o", "json").stdout)  # fmt: skip
-    assert [(n["node"], n["unfilteredPods"], n["bytes"]) for n in as_json] == [
-        ("node-a", 2, 3147776), ("node-b", 0, 0),
+    # each node's state as the status holds it, without the rows the session lists
+    assert as_json == STATUS["nodes"]
+
+
+def test_status_parts_another_version_wrote_are_named_and_left_out() -> None:
+    from orb8_cli.status import read_trace_status
+
+    body = {
+        "status": {
+            "phase": "Running", "matchedPods": "three",
+            "flows": [STATUS["flows"][0], {**STATUS["flows"][1], "protocol": "SCTP"}],
+            "alerts": "not a list",
+            "nodes": [{"node": "a", "state": "Running"}, {"node": "b", "bytes": "lots"}, "junk"],
+            "dns": {"queries": -1},
+            "summary": {"flows": 2, "bytes": 10},
+        }
+    }  # fmt: skip
+    status = read_trace_status(body=body)
+    assert [f.source.port for f in status.flows] == [43122]
+    assert [n.node for n in status.nodes] == ["a"]
+    assert status.alerts == () and status.dns is None
+    assert (status.phase, status.matched_pods, status.summary.bytes) == ("Running", 0, 10)
+    assert [p.split(":")[0] for p in status.problems] == [
+        "status.matchedPods", "status.flows[1].protocol", "status.alerts", "status.dns.queries",
+        "status.nodes[1].bytes", "status.nodes[2]",
     ]  # fmt: skip
-    assert not any("flows" in n for n in as_json)
-
-
-def test_node_entries_an_agent_of_another_version_wrote_are_named_and_left_out(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    from orb8_cli.get import _node_entries
-    from orb8_common.models import NodeEntry
-
-    raw = [{"node": "a", "state": "Running"}, {"node": "b", "bytes": "lots"}, "junk"]
-    assert [e.node for e in _node_entries(raw, NodeEntry, "s")] == ["a"]
-    err = capsys.readouterr().err.splitlines()
-    assert err[0].startswith("orb8: s: status.nodes[1].bytes: ")
-    assert err[1].startswith("orb8: s: status.nodes[2].")
-    assert len(err) == 2
+    assert all(p.endswith("(left out)") for p in status.problems)
+    # an empty object (before the operator's first write) is an empty status, no problem
+    empty = read_trace_status(body={})
+    assert (empty.flows, empty.nodes, empty.problems, empty.phase) == ((), (), (), "")
 
 
 def test_missing_session_is_one_line_and_exit_1(control_plane: ControlPlane) -> None:
