@@ -63,7 +63,7 @@ from orb8_operator.reconcile import (
 )
 from orb8_operator.selectors import resolve_namespaces
 
-__all__ = ["OperatorState", "configure_settings", "state", "to_kopf_error"]
+__all__ = ["NoDiffBase", "OperatorState", "configure_settings", "state", "to_kopf_error"]
 
 GROUP, VERSION = kube.GROUP, kube.VERSION
 # orb8-operator's --session-resync / --node-config-resync set these before this module loads.
@@ -130,13 +130,34 @@ def to_kopf_error(*, err: Orb8Error) -> kopf.TemporaryError | kopf.PermanentErro
     return kopf.PermanentError(str(err))
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's change detection, turned off: every object's essence is the same empty one.
+
+    No handler here reacts to creation or spec changes (the on.event cache does),
+    so the essence kopf would keep per object (a deep copy of every body per
+    event, and a ``last-handled-configuration`` annotation written by one more
+    PATCH per new session) served nothing. With an unchanging essence every
+    event is a no-op cause to kopf; deletion still runs ``on.delete`` through
+    the finalizer, which depends on the deletion timestamp only.
+    """
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return kopf.BodyEssence()
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def configure_settings(*, settings: kopf.OperatorSettings) -> None:
     """orb8's own prefixes, watch timeouts that notice a dead watch, bounded retries."""
     settings.persistence.finalizer = "orb8.io/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="orb8.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="orb8.io", key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
     settings.watching.connect_timeout = 30

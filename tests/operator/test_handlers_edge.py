@@ -6,7 +6,7 @@ import kopf
 import pytest
 
 from orb8_common.errors import ClusterUnavailableError, InvalidSpecError
-from orb8_operator.handlers import configure_settings, to_kopf_error
+from orb8_operator.handlers import NoDiffBase, configure_settings, to_kopf_error
 from orb8_operator.main import _parser
 
 
@@ -16,13 +16,26 @@ def test_settings_use_orb8_prefixes_and_watch_timeouts() -> None:
     assert settings.persistence.finalizer == "orb8.io/finalizer"
     assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
     assert settings.persistence.progress_storage.prefix == "orb8.io"
+    # No diff-base: kopf keeps no essence per object and writes no annotation for it.
     diffbase = settings.persistence.diffbase_storage
-    assert isinstance(diffbase, kopf.AnnotationsDiffBaseStorage)
-    assert diffbase.prefix == "orb8.io" and diffbase.key == "last-handled-configuration"
+    assert isinstance(diffbase, NoDiffBase)
     assert settings.watching.server_timeout is not None
     assert settings.watching.client_timeout is not None
     assert settings.watching.client_timeout > settings.watching.server_timeout
     assert settings.execution.max_workers == 4
+
+
+def test_no_diff_base_sees_every_body_as_unchanged() -> None:
+    """kopf compares fetch() (last handled) with build() (now): equal and empty for any
+    body, so no event is a creation or update to kopf, and store() patches nothing."""
+    storage = NoDiffBase()
+    raw_before: kopf.RawBody = {"metadata": {"name": "a", "uid": "u1"}, "spec": {"x": 1}}
+    raw_after: kopf.RawBody = {"metadata": {"name": "a", "uid": "u1"}, "spec": {"x": 2}}
+    before, after = kopf.Body(raw_before), kopf.Body(raw_after)
+    assert storage.fetch(body=before) == storage.build(body=after) == {}
+    patch = kopf.Patch()
+    storage.store(body=after, patch=patch, essence=storage.build(body=after))
+    assert not patch
 
 
 @pytest.mark.parametrize(
