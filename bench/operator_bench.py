@@ -24,6 +24,13 @@ flows each) and writes them with one merge patch of its status per interval,
 shrinking every session's flow list by one factor when the whole would pass
 the agent's byte budget. No kernel is involved: this measures the control
 loop, not the data plane.
+
+The sessions are applied once the operator's /readyz says its caches are in.
+To see where the time goes: ORB8_BENCH_KEEP=<prefix> keeps the operator's
+log and the apiserver's /metrics (request counts and latencies by resource
+and verb); ORB8_BENCH_PYSPY=<prefix> samples the operator with py-spy, when
+installed, for the first ORB8_BENCH_PYSPY_S seconds (default 30) after it is
+ready.
 """
 
 from __future__ import annotations
@@ -32,11 +39,13 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -278,6 +287,57 @@ class SimAgents:
         }  # fmt: skip
 
 
+# --- the operator ------------------------------------------------------------------------
+
+
+def wait_ready(*, proc: subprocess.Popen[bytes], port: int, tag: str, log: Path) -> None:
+    """Until the operator's /readyz answers 200 (its list-then-watch caches are synced)."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{tag}: the operator exited; see {log}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass  # not listening yet, or 503 until the caches are in
+        time.sleep(0.5)
+    raise SystemExit(f"{tag}: the operator was not ready after 180s; see {log}")
+
+
+def profile(*, pid: int, layout: str) -> None:
+    """ORB8_BENCH_PYSPY=<prefix>: sample the operator with py-spy (when installed) for
+    ORB8_BENCH_PYSPY_S seconds (default 30) from now into <prefix>-<layout>.txt
+    (collapsed stacks)."""
+    prefix = os.environ.get("ORB8_BENCH_PYSPY")
+    spy = Path(sys.executable).parent / "py-spy"
+    if not prefix or not spy.exists():
+        return
+    seconds = os.environ.get("ORB8_BENCH_PYSPY_S", "30")
+    subprocess.Popen(
+        [str(spy), "record", "-r", "40", "-f", "raw", "-o", f"{prefix}-{layout}.txt",
+         "--duration", seconds, "--pid", str(pid)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def keep_logs(*, plane: ControlPlane, state: Path, layout: str) -> None:
+    """ORB8_BENCH_KEEP=<prefix>: keep the operator's log and the apiserver's /metrics
+    as <prefix>-<layout>-operator.log and <prefix>-<layout>-apiserver-metrics.txt."""
+    prefix = os.environ.get("ORB8_BENCH_KEEP")
+    if not prefix:
+        return
+    try:
+        metrics = plane.kubectl("get", "--raw", "/metrics").stdout
+        Path(f"{prefix}-{layout}-apiserver-metrics.txt").write_text(metrics)
+    except (OSError, subprocess.SubprocessError) as err:
+        print(f"bench-operator: apiserver metrics not kept: {err}", flush=True)
+    log = state / "operator.log"
+    if log.exists():
+        shutil.copy(log, f"{prefix}-{layout}-operator.log")
+
+
 # --- one run -----------------------------------------------------------------------------
 
 
@@ -310,15 +370,17 @@ def run(
         print(f"{tag}: nodes and running pods in {time.monotonic() - t0:.1f}s", flush=True)
 
         log = (state / "operator.log").open("w")
+        metrics_port = free_port()
         operator = proc = subprocess.Popen(
             [sys.executable, "-m", "orb8_operator.main", "--liveness",
              f"http://127.0.0.1:{free_port()}/healthz", "--metrics-host", "127.0.0.1",
-             "--metrics-port", str(free_port())],
+             "--metrics-port", str(metrics_port)],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=plane.env(),
         )  # fmt: skip
-        time.sleep(3)  # let it list pods and nodes into its indexes
-        if proc.poll() is not None:
-            raise SystemExit(f"{tag}: the operator exited; see {state / 'operator.log'}")
+        # Sessions are applied once its pod and node-config caches are in (/readyz):
+        # convergence measures the running operator, not its start-up.
+        wait_ready(proc=proc, port=metrics_port, tag=tag, log=state / "operator.log")
+        profile(pid=proc.pid, layout=layout)
 
         manifests = sessions_spec(count=sessions, layout=pod_layout, interval=f"{interval_s}s")
         want = expected_configs(sessions=manifests, pods=pod_layout)
@@ -416,6 +478,7 @@ def run(
                 operator.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 operator.kill()
+        keep_logs(plane=plane, state=state, layout=layout)
         stop(state_dir=state)
 
 
