@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import kopf
 import pytest
+from kubernetes_asyncio import client
 
 from orb8_common.errors import ClusterUnavailableError, InvalidSpecError
-from orb8_operator.handlers import NoDiffBase, configure_settings, to_kopf_error
+from orb8_operator.handlers import (
+    NoDiffBase,
+    OperatorState,
+    configure_settings,
+    shutdown,
+    to_kopf_error,
+)
 from orb8_operator.main import _parser
 
 
@@ -81,3 +90,32 @@ def test_transport_errors_are_retryable() -> None:
     err = translate(aiohttp.ClientConnectionError("refused"), what="list nodeagentconfigs")
     assert err.retryable
     assert str(err) == "list nodeagentconfigs: ClientConnectionError: refused"
+
+
+def test_cleanup_ends_status_writes_before_closing_their_client() -> None:
+    """A write still waiting on the apiserver at shutdown is cancelled while its client is
+    open (it used to fail on the closed client and log a traceback per session)."""
+
+    async def scenario() -> None:
+        st = OperatorState()
+        api = client.ApiClient()  # makes no request here
+        seen_closed: list[bool] = []
+        started = asyncio.Event()
+
+        async def in_flight() -> None:
+            started.set()
+            try:
+                await asyncio.Event().wait()  # the apiserver has not answered yet
+            except asyncio.CancelledError:
+                seen_closed.append(api.rest_client.pool_manager.closed)
+                raise
+
+        st.api = api
+        task = asyncio.create_task(in_flight())
+        st.write_tasks.add(task)
+        await asyncio.wait_for(started.wait(), timeout=60)
+        await shutdown(st=st)
+        assert task.cancelled()
+        assert seen_closed == [False]
+
+    asyncio.run(scenario())
