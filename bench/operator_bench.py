@@ -53,7 +53,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config
+import urllib3
+from kubernetes import client, config, watch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -175,7 +176,22 @@ def actual_configs(items: list[dict[str, Any]]) -> dict[str, set[tuple[str, str]
 
 
 def _list(custom: Any, plural: str) -> list[dict[str, Any]]:
-    """Every object, 50 per page (NodeAgentConfigs with reports are up to 512 KiB each)."""
+    """Every object, 50 per page (NodeAgentConfigs with reports are up to 512 KiB each).
+
+    A loaded test apiserver answers 5xx/429 now and then (504 "Too large resource
+    version" while its watch cache catches up): the whole listing is tried again,
+    a few times, instead of ending the run."""
+    for attempt in range(5):
+        try:
+            return _list_once(custom, plural)
+        except client.ApiException as err:
+            if err.status not in (429, 500, 503, 504) or attempt == 4:
+                raise
+            time.sleep(1.0 + attempt)
+    raise AssertionError("unreachable")
+
+
+def _list_once(custom: Any, plural: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     token = None
     while True:
@@ -186,6 +202,95 @@ def _list(custom: Any, plural: str) -> list[dict[str, Any]]:
         token = page["metadata"].get("continue")
         if not token:
             return items
+
+
+class ConfigWatch:
+    """node → {(session, pod)} as the NodeAgentConfigs list them, kept by a watch, and
+    the moment they first equal ``want``.
+
+    A watch, as each agent keeps on its own config, rather than listing every
+    config each second: in the spread layout one listing is ~10 MB of JSON for
+    the apiserver to encode and this process to parse, on the same cores as the
+    operator being measured. Each written config is read once, when its event
+    arrives, so the time is that of the write that completed the picture.
+    """
+
+    def __init__(self, *, custom: Any, want: dict[str, set[tuple[str, str]]]) -> None:
+        self._custom = custom
+        self._want = want
+        self._lock = threading.Lock()
+        self._got: dict[str, set[tuple[str, str]]] = {}
+        self._stop = threading.Event()
+        self.done = threading.Event()
+        self.converged_at: float | None = None
+        self._version = ""
+        self._thread = threading.Thread(target=self._run, name="config-watch", daemon=True)
+
+    def start(self) -> None:
+        """Lists the configs there are now, then watches from there."""
+        self._relist()
+        self._thread.start()
+
+    def _relist(self) -> None:
+        listing = self._custom.list_cluster_custom_object(
+            GROUP, VERSION, NODE_AGENT_CONFIGS, _request_timeout=120
+        )
+        with self._lock:
+            self._got = actual_configs(listing["items"])
+        self._version = listing["metadata"]["resourceVersion"]
+        self._check()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=70)
+
+    def snapshot(self) -> dict[str, set[tuple[str, str]]]:
+        with self._lock:
+            return dict(self._got)
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and not self.done.is_set():
+            try:
+                stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
+                    self._custom.list_cluster_custom_object, GROUP, VERSION, NODE_AGENT_CONFIGS,
+                    resource_version=self._version, timeout_seconds=30,
+                    allow_watch_bookmarks=True,
+                )  # fmt: skip
+                for event in stream:
+                    self._fold(event)
+                    if self._stop.is_set() or self.done.is_set():
+                        return
+            except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as err:
+                if getattr(err, "status", None) != 410:  # 410 Gone: too old; list again
+                    print(f"bench-operator: config watch: {err}", flush=True)
+                    time.sleep(1.0)
+                try:
+                    self._relist()
+                except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as relist:
+                    print(f"bench-operator: config list: {relist}", flush=True)
+
+    def _fold(self, event: dict[str, Any]) -> None:
+        obj = event["object"]
+        meta = obj.get("metadata") or {}
+        if meta.get("resourceVersion"):
+            self._version = meta["resourceVersion"]
+        if event["type"] == "BOOKMARK":
+            return
+        if event["type"] == "ERROR":
+            raise client.ApiException(status=int(obj.get("code") or 0), reason=obj.get("reason"))
+        with self._lock:
+            if event["type"] == "DELETED":
+                self._got.pop(meta["name"], None)
+            else:
+                self._got.update(actual_configs([obj]))
+        self._check()
+
+    def _check(self) -> None:
+        with self._lock:
+            equal = self._got == self._want
+        if equal and self.converged_at is None:
+            self.converged_at = time.monotonic()
+            self.done.set()
 
 
 def mutating_requests(plane: ControlPlane) -> int:
@@ -352,7 +457,7 @@ def _spanned(want: dict[str, set[tuple[str, str]]]) -> dict[str, int]:
 
 def run(
     *, nodes: int, pods: int, sessions: int, layout: str, interval_s: int,
-    steady_s: float, idle_s: float,
+    steady_s: float, idle_s: float, configs_only: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     state = Path(tempfile.mkdtemp(prefix="orb8-bench-"))
     plane: ControlPlane = start(state_dir=state)
@@ -386,23 +491,27 @@ def run(
         want = expected_configs(sessions=manifests, pods=pod_layout)
         spans = _spanned(want)
         agents = SimAgents(custom=custom, nodes=sorted(want), interval_s=interval_s)
+        configs = ConfigWatch(custom=custom, want=want)
+        configs.start()
         applied = time.monotonic()
         _parallel(lambda m: custom.create_namespaced_custom_object(
             GROUP, VERSION, m["metadata"]["namespace"], TRACE_SESSIONS, m), manifests)  # fmt: skip
         applied_all = time.monotonic()
         converged_at = status_at = None
-        got: dict[str, set[tuple[str, str]]] = {}
         wanted_pairs = sum(len(pairs) for pairs in want.values())
         last_print = applied
         while time.monotonic() - applied < 240 and status_at is None:
+            if configs_only and converged_at is not None:
+                break
             if converged_at is None:
-                got = actual_configs(_list(custom, NODE_AGENT_CONFIGS))
-                if got == want:
-                    converged_at = time.monotonic()
+                if configs.done.wait(timeout=1.0):
+                    converged_at = configs.converged_at
+                    assert converged_at is not None
+                    configs.stop()
                     print(f"{tag}: node configs correct after {converged_at - applied:.1f}s",
                           flush=True)  # fmt: skip
-                    # The agents start once their configs are there (as new sessions go).
-                    agents.start()
+                    if not configs_only:  # they start once their configs are there
+                        agents.start()
             else:
                 merged = 0
                 for item in _list(custom, TRACE_SESSIONS):
@@ -415,13 +524,24 @@ def run(
             if time.monotonic() - last_print >= 10:
                 last_print = time.monotonic()
                 if converged_at is None:
+                    got = configs.snapshot()
                     right = sum(len(got.get(n, set()) & pairs) for n, pairs in want.items())
                     what = f"node configs ({right}/{wanted_pairs} (session, pod) pairs right)"
                 else:
                     what = "statuses"
                 print(f"{tag}: {time.monotonic() - applied:.0f}s, waiting for {what}", flush=True)
-            time.sleep(1.0 if converged_at is None else 3.0)
+            if converged_at is not None:
+                time.sleep(3.0)
+        if converged_at is None:
+            configs.stop()
         convergence = (converged_at - applied) if converged_at else float("inf")
+        if configs_only:
+            _, rss = _proc_usage(proc.pid)
+            return {
+                "nodes": nodes, "sessions": sessions, "pods": pods, "layout": layout,
+                "converge_s": round(convergence, 2), "apply_s": round(applied_all - applied, 2),
+                "operator_rss_mib": round(rss / 2**20, 1),
+            }  # fmt: skip
         status_convergence = (status_at - applied) if status_at else float("inf")
         print(f"{tag}: statuses merged after {status_convergence:.1f}s", flush=True)
 
@@ -480,6 +600,7 @@ def run(
                 operator.kill()
         keep_logs(plane=plane, state=state, layout=layout)
         stop(state_dir=state)
+        shutil.rmtree(state, ignore_errors=True)  # etcd's data: 100-300 MB a run
 
 
 def main() -> int:
@@ -491,6 +612,10 @@ def main() -> int:
     parser.add_argument("--interval", type=int, default=15, help="report interval, seconds")
     parser.add_argument("--steady-seconds", type=float, default=45.0)
     parser.add_argument("--idle-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--configs-only", action="store_true",
+        help="stop once the node configs are right (converge_s, apply_s); no agents",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     layouts = ["clustered", "spread"] if args.layout == "both" else [args.layout]
@@ -499,7 +624,8 @@ def main() -> int:
     for layout in layouts:
         results.append(
             run(nodes=args.nodes, pods=args.pods, sessions=args.sessions, layout=layout,
-                interval_s=args.interval, steady_s=args.steady_seconds, idle_s=args.idle_seconds)
+                interval_s=args.interval, steady_s=args.steady_seconds, idle_s=args.idle_seconds,
+                configs_only=args.configs_only)
         )  # fmt: skip
         text = json.dumps(results if len(results) > 1 else results[0], indent=2)
         print(text, flush=True)
