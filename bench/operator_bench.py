@@ -24,19 +24,29 @@ flows each) and writes them with one merge patch of its status per interval,
 shrinking every session's flow list by one factor when the whole would pass
 the agent's byte budget. No kernel is involved: this measures the control
 loop, not the data plane.
+
+The sessions are applied once the operator's /readyz says its caches are in.
+To see where the time goes: ORB8_BENCH_KEEP=<prefix> keeps the operator's
+log and the apiserver's /metrics (request counts and latencies by resource
+and verb); ORB8_BENCH_PYSPY=<prefix> samples the operator with py-spy, when
+installed, for the first ORB8_BENCH_PYSPY_S seconds (default 30) after it is
+ready.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +54,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config
+import urllib3
+from kubernetes import client, config, watch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -166,7 +177,22 @@ def actual_configs(items: list[dict[str, Any]]) -> dict[str, set[tuple[str, str]
 
 
 def _list(custom: Any, plural: str) -> list[dict[str, Any]]:
-    """Every object, 50 per page (NodeAgentConfigs with reports are up to 512 KiB each)."""
+    """Every object, 50 per page (NodeAgentConfigs with reports are up to 512 KiB each).
+
+    A loaded test apiserver answers 5xx/429 now and then (504 "Too large resource
+    version" while its watch cache catches up): the whole listing is tried again,
+    a few times, instead of ending the run."""
+    for attempt in range(5):
+        try:
+            return _list_once(custom, plural)
+        except client.ApiException as err:
+            if err.status not in (429, 500, 503, 504) or attempt == 4:
+                raise
+            time.sleep(1.0 + attempt)
+    raise AssertionError("unreachable")
+
+
+def _list_once(custom: Any, plural: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     token = None
     while True:
@@ -177,6 +203,95 @@ def _list(custom: Any, plural: str) -> list[dict[str, Any]]:
         token = page["metadata"].get("continue")
         if not token:
             return items
+
+
+class ConfigWatch:
+    """node → {(session, pod)} as the NodeAgentConfigs list them, kept by a watch, and
+    the moment they first equal ``want``.
+
+    A watch, as each agent keeps on its own config, rather than listing every
+    config each second: in the spread layout one listing is ~10 MB of JSON for
+    the apiserver to encode and this process to parse, on the same cores as the
+    operator being measured. Each written config is read once, when its event
+    arrives, so the time is that of the write that completed the picture.
+    """
+
+    def __init__(self, *, custom: Any, want: dict[str, set[tuple[str, str]]]) -> None:
+        self._custom = custom
+        self._want = want
+        self._lock = threading.Lock()
+        self._got: dict[str, set[tuple[str, str]]] = {}
+        self._stop = threading.Event()
+        self.done = threading.Event()
+        self.converged_at: float | None = None
+        self._version = ""
+        self._thread = threading.Thread(target=self._run, name="config-watch", daemon=True)
+
+    def start(self) -> None:
+        """Lists the configs there are now, then watches from there."""
+        self._relist()
+        self._thread.start()
+
+    def _relist(self) -> None:
+        listing = self._custom.list_cluster_custom_object(
+            GROUP, VERSION, NODE_AGENT_CONFIGS, _request_timeout=120
+        )
+        with self._lock:
+            self._got = actual_configs(listing["items"])
+        self._version = listing["metadata"]["resourceVersion"]
+        self._check()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=70)
+
+    def snapshot(self) -> dict[str, set[tuple[str, str]]]:
+        with self._lock:
+            return dict(self._got)
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and not self.done.is_set():
+            try:
+                stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
+                    self._custom.list_cluster_custom_object, GROUP, VERSION, NODE_AGENT_CONFIGS,
+                    resource_version=self._version, timeout_seconds=30,
+                    allow_watch_bookmarks=True,
+                )  # fmt: skip
+                for event in stream:
+                    self._fold(event)
+                    if self._stop.is_set() or self.done.is_set():
+                        return
+            except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as err:
+                if getattr(err, "status", None) != 410:  # 410 Gone: too old; list again
+                    print(f"bench-operator: config watch: {err}", flush=True)
+                    time.sleep(1.0)
+                try:
+                    self._relist()
+                except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as relist:
+                    print(f"bench-operator: config list: {relist}", flush=True)
+
+    def _fold(self, event: dict[str, Any]) -> None:
+        obj = event["object"]
+        meta = obj.get("metadata") or {}
+        if meta.get("resourceVersion"):
+            self._version = meta["resourceVersion"]
+        if event["type"] == "BOOKMARK":
+            return
+        if event["type"] == "ERROR":
+            raise client.ApiException(status=int(obj.get("code") or 0), reason=obj.get("reason"))
+        with self._lock:
+            if event["type"] == "DELETED":
+                self._got.pop(meta["name"], None)
+            else:
+                self._got.update(actual_configs([obj]))
+        self._check()
+
+    def _check(self) -> None:
+        with self._lock:
+            equal = self._got == self._want
+        if equal and self.converged_at is None:
+            self.converged_at = time.monotonic()
+            self.done.set()
 
 
 def mutating_requests(plane: ControlPlane) -> int:
@@ -278,6 +393,57 @@ class SimAgents:
         }  # fmt: skip
 
 
+# --- the operator ------------------------------------------------------------------------
+
+
+def wait_ready(*, proc: subprocess.Popen[bytes], port: int, tag: str, log: Path) -> None:
+    """Until the operator's /readyz answers 200 (its list-then-watch caches are synced)."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{tag}: the operator exited; see {log}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass  # not listening yet, or 503 until the caches are in
+        time.sleep(0.5)
+    raise SystemExit(f"{tag}: the operator was not ready after 180s; see {log}")
+
+
+def profile(*, pid: int, layout: str) -> None:
+    """ORB8_BENCH_PYSPY=<prefix>: sample the operator with py-spy (when installed) for
+    ORB8_BENCH_PYSPY_S seconds (default 30) from now into <prefix>-<layout>.txt
+    (collapsed stacks)."""
+    prefix = os.environ.get("ORB8_BENCH_PYSPY")
+    spy = Path(sys.executable).parent / "py-spy"
+    if not prefix or not spy.exists():
+        return
+    seconds = os.environ.get("ORB8_BENCH_PYSPY_S", "30")
+    subprocess.Popen(
+        [str(spy), "record", "-r", "40", "-f", "raw", "-o", f"{prefix}-{layout}.txt",
+         "--duration", seconds, "--pid", str(pid)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def keep_logs(*, plane: ControlPlane, state: Path, layout: str) -> None:
+    """ORB8_BENCH_KEEP=<prefix>: keep the operator's log and the apiserver's /metrics
+    as <prefix>-<layout>-operator.log and <prefix>-<layout>-apiserver-metrics.txt."""
+    prefix = os.environ.get("ORB8_BENCH_KEEP")
+    if not prefix:
+        return
+    try:
+        metrics = plane.kubectl("get", "--raw", "/metrics").stdout
+        Path(f"{prefix}-{layout}-apiserver-metrics.txt").write_text(metrics)
+    except (OSError, subprocess.SubprocessError) as err:
+        print(f"bench-operator: apiserver metrics not kept: {err}", flush=True)
+    log = state / "operator.log"
+    if log.exists():
+        shutil.copy(log, f"{prefix}-{layout}-operator.log")
+
+
 # --- one run -----------------------------------------------------------------------------
 
 
@@ -292,7 +458,7 @@ def _spanned(want: dict[str, set[tuple[str, str]]]) -> dict[str, int]:
 
 def run(
     *, nodes: int, pods: int, sessions: int, layout: str, interval_s: int,
-    steady_s: float, idle_s: float,
+    steady_s: float, idle_s: float, configs_only: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     state = Path(tempfile.mkdtemp(prefix="orb8-bench-"))
     plane: ControlPlane = start(state_dir=state)
@@ -310,37 +476,43 @@ def run(
         print(f"{tag}: nodes and running pods in {time.monotonic() - t0:.1f}s", flush=True)
 
         log = (state / "operator.log").open("w")
+        metrics_port = free_port()
         operator = proc = subprocess.Popen(
             [sys.executable, "-m", "orb8_operator.main", "--liveness",
              f"http://127.0.0.1:{free_port()}/healthz", "--metrics-host", "127.0.0.1",
-             "--metrics-port", str(free_port())],
+             "--metrics-port", str(metrics_port)],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=plane.env(),
         )  # fmt: skip
-        time.sleep(3)  # let it list pods and nodes into its indexes
-        if proc.poll() is not None:
-            raise SystemExit(f"{tag}: the operator exited; see {state / 'operator.log'}")
+        # Sessions are applied once its pod and node-config caches are in (/readyz):
+        # convergence measures the running operator, not its start-up.
+        wait_ready(proc=proc, port=metrics_port, tag=tag, log=state / "operator.log")
+        profile(pid=proc.pid, layout=layout)
 
         manifests = sessions_spec(count=sessions, layout=pod_layout, interval=f"{interval_s}s")
         want = expected_configs(sessions=manifests, pods=pod_layout)
         spans = _spanned(want)
         agents = SimAgents(custom=custom, nodes=sorted(want), interval_s=interval_s)
+        configs = ConfigWatch(custom=custom, want=want)
+        configs.start()
         applied = time.monotonic()
         _parallel(lambda m: custom.create_namespaced_custom_object(
             GROUP, VERSION, m["metadata"]["namespace"], TRACE_SESSIONS, m), manifests)  # fmt: skip
         applied_all = time.monotonic()
         converged_at = status_at = None
-        got: dict[str, set[tuple[str, str]]] = {}
         wanted_pairs = sum(len(pairs) for pairs in want.values())
         last_print = applied
         while time.monotonic() - applied < 240 and status_at is None:
+            if configs_only and converged_at is not None:
+                break
             if converged_at is None:
-                got = actual_configs(_list(custom, NODE_AGENT_CONFIGS))
-                if got == want:
-                    converged_at = time.monotonic()
+                if configs.done.wait(timeout=1.0):
+                    converged_at = configs.converged_at
+                    assert converged_at is not None
+                    configs.stop()
                     print(f"{tag}: node configs correct after {converged_at - applied:.1f}s",
                           flush=True)  # fmt: skip
-                    # The agents start once their configs are there (as new sessions go).
-                    agents.start()
+                    if not configs_only:  # they start once their configs are there
+                        agents.start()
             else:
                 merged = 0
                 for item in _list(custom, TRACE_SESSIONS):
@@ -353,13 +525,24 @@ def run(
             if time.monotonic() - last_print >= 10:
                 last_print = time.monotonic()
                 if converged_at is None:
+                    got = configs.snapshot()
                     right = sum(len(got.get(n, set()) & pairs) for n, pairs in want.items())
                     what = f"node configs ({right}/{wanted_pairs} (session, pod) pairs right)"
                 else:
                     what = "statuses"
                 print(f"{tag}: {time.monotonic() - applied:.0f}s, waiting for {what}", flush=True)
-            time.sleep(1.0 if converged_at is None else 3.0)
+            if converged_at is not None:
+                time.sleep(3.0)
+        if converged_at is None:
+            configs.stop()
         convergence = (converged_at - applied) if converged_at else float("inf")
+        if configs_only:
+            _, rss = _proc_usage(proc.pid)
+            return {
+                "nodes": nodes, "sessions": sessions, "pods": pods, "layout": layout,
+                "converge_s": round(convergence, 2), "apply_s": round(applied_all - applied, 2),
+                "operator_rss_mib": round(rss / 2**20, 1),
+            }  # fmt: skip
         status_convergence = (status_at - applied) if status_at else float("inf")
         print(f"{tag}: statuses merged after {status_convergence:.1f}s", flush=True)
 
@@ -394,7 +577,10 @@ def run(
             "nodes": nodes, "sessions": sessions, "pods": pods, "layout": layout,
             "report_interval_s": interval_s,
             "converge_s": round(convergence, 2),
-            "status_converge_s": round(status_convergence, 2),
+            # null: not reached within the bench's 240 s (JSON has no Infinity)
+            "status_converge_s": (
+                round(status_convergence, 2) if math.isfinite(status_convergence) else None
+            ),
             "apply_s": round(applied_all - applied, 2),
             "apiserver_writes_per_s": round(writes_per_s, 2),
             "write_budget_per_s": round((nodes + sessions) / interval_s, 2),
@@ -416,7 +602,9 @@ def run(
                 operator.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 operator.kill()
+        keep_logs(plane=plane, state=state, layout=layout)
         stop(state_dir=state)
+        shutil.rmtree(state, ignore_errors=True)  # etcd's data: 100-300 MB a run
 
 
 def main() -> int:
@@ -428,6 +616,10 @@ def main() -> int:
     parser.add_argument("--interval", type=int, default=15, help="report interval, seconds")
     parser.add_argument("--steady-seconds", type=float, default=45.0)
     parser.add_argument("--idle-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--configs-only", action="store_true",
+        help="stop once the node configs are right (converge_s, apply_s); no agents",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     layouts = ["clustered", "spread"] if args.layout == "both" else [args.layout]
@@ -436,7 +628,8 @@ def main() -> int:
     for layout in layouts:
         results.append(
             run(nodes=args.nodes, pods=args.pods, sessions=args.sessions, layout=layout,
-                interval_s=args.interval, steady_s=args.steady_seconds, idle_s=args.idle_seconds)
+                interval_s=args.interval, steady_s=args.steady_seconds, idle_s=args.idle_seconds,
+                configs_only=args.configs_only)
         )  # fmt: skip
         text = json.dumps(results if len(results) > 1 else results[0], indent=2)
         print(text, flush=True)

@@ -62,8 +62,9 @@ from orb8_operator.reconcile import (
     slim_body,
 )
 from orb8_operator.selectors import resolve_namespaces
+from orb8_operator.writeorder import ConfigsFirst
 
-__all__ = ["OperatorState", "configure_settings", "state", "to_kopf_error"]
+__all__ = ["NoDiffBase", "OperatorState", "configure_settings", "state", "to_kopf_error"]
 
 GROUP, VERSION = kube.GROUP, kube.VERSION
 # orb8-operator's --session-resync / --node-config-resync set these before this module loads.
@@ -74,10 +75,14 @@ RESYNC_INTERVAL = float(os.environ.get("ORB8_NODE_CONFIG_RESYNC_S", "30"))  # No
 DELETE_SETTLE_MAX_S = 30.0  # a deleted session waits this long at most for its node configs
 SYNC_COALESCE_S = 0.5  # changes arriving this close together are written together
 SYNC_COALESCE_MAX_S = 3.0  # ... but a long burst is written at least this often
+# ... unless new sessions keep arriving: every round rewrites each node's whole config, so a
+# burst of new sessions (500 applied at once) is written in one round when it pauses.
+SESSION_BURST_MAX_S = 10.0
 LOOP_TICK_S = 1.0  # the resync loop's clock granularity
 YIELD_EVERY = 25  # sessions reconciled between yields to the event loop
 STATUS_WRITES_IN_FLIGHT = 8
 CONFIGS_FIRST_MAX_WAIT_S = 10.0  # a status write waits at most this long for node configs
+CONFIG_ROUND_HOLD_MAX_S = 30.0  # ... and then at most this long for a round being written
 SLOW_PASS_S = 1.0
 # A node's state change is merged sooner than the interval, but not more often than this:
 # a session spanning 50 nodes must not be written 50 times while their first reports arrive.
@@ -114,6 +119,12 @@ class OperatorState:
         default_factory=dict
     )  # uid → (generation, parsed spec)
     merged_states: dict[str, dict[str, str]] = field(default_factory=dict)  # uid → node → state
+    arrivals: int = 0  # sessions registered for the first time, ever (a counter)
+    order: ConfigsFirst = field(  # node-config rounds first, status writes after
+        default_factory=lambda: ConfigsFirst(
+            status_writes=STATUS_WRITES_IN_FLIGHT, hold_max_s=CONFIG_ROUND_HOLD_MAX_S
+        )
+    )
 
 
 _STATE = OperatorState()
@@ -130,13 +141,34 @@ def to_kopf_error(*, err: Orb8Error) -> kopf.TemporaryError | kopf.PermanentErro
     return kopf.PermanentError(str(err))
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's change detection, turned off: every object's essence is the same empty one.
+
+    No handler here reacts to creation or spec changes (the on.event cache does),
+    so the essence kopf would keep per object (a deep copy of every body per
+    event, and a ``last-handled-configuration`` annotation written by one more
+    PATCH per new session) served nothing. With an unchanging essence every
+    event is a no-op cause to kopf; deletion still runs ``on.delete`` through
+    the finalizer, which depends on the deletion timestamp only.
+    """
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return kopf.BodyEssence()
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def configure_settings(*, settings: kopf.OperatorSettings) -> None:
     """orb8's own prefixes, watch timeouts that notice a dead watch, bounded retries."""
     settings.persistence.finalizer = "orb8.io/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="orb8.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="orb8.io", key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
     settings.watching.connect_timeout = 30
@@ -194,7 +226,11 @@ def _count_kinds(sessions: list[ActiveSession]) -> dict[str, int]:
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
-    st = state()
+    await shutdown(st=state())
+
+
+async def shutdown(*, st: OperatorState) -> None:
+    """Stop the loops, end the status writes in flight, then close the API client."""
     for task in (st.resync_task, st.sync_task, st.nodes_task, st.pods_task):
         if task is not None:
             task.cancel()
@@ -204,6 +240,12 @@ async def cleanup(**_: Any) -> None:
                 pass
             except Exception:  # a loop that died must not keep the operator from exiting
                 _log.exception("%s had failed", task.get_name())
+    # Status writes still in flight end here, before their client closes under them
+    # (each would log "resync crashed: Session is closed").
+    writes = list(st.write_tasks)
+    for write in writes:
+        write.cancel()
+    await asyncio.gather(*writes, return_exceptions=True)
     if st.api is not None:
         await st.api.close()
 
@@ -273,10 +315,36 @@ async def sync_node_configs(*, st: OperatorState) -> None:
             sorted(plan.patch),
             list(plan.delete),
         )
-        written = await kube.apply_node_config_plan(api=st.api, plan=plan)
+        async with st.order.configs():  # queued status writes wait for this round
+            written = await kube.apply_node_config_plan(api=st.api, plan=plan)
         for node, spec in written.items():
             # What we wrote is what is stored; the watch confirms it a moment later.
-            st.nodes.put_spec(node=node, spec=spec, uids=named.get(node, ()))
+            st.nodes.put_spec(node=node, spec=spec, uids=named.get(node, ()),
+                              text=texts.get(node) if spec is not None else None)  # fmt: skip
+
+
+async def coalesce(
+    st: OperatorState,
+    *,
+    quiet_s: float = SYNC_COALESCE_S,
+    max_s: float = SYNC_COALESCE_MAX_S,
+    burst_max_s: float = SESSION_BURST_MAX_S,
+) -> None:
+    """Wait until changes pause for ``quiet_s``, but no longer than ``max_s``; while new
+    sessions keep arriving, up to ``burst_max_s`` (one round of writes for a burst)."""
+    began = time.monotonic()
+    until = began + max_s
+    while True:
+        st.dirty.clear()
+        arrivals = st.arrivals
+        await asyncio.sleep(quiet_s)
+        if not st.dirty.is_set():
+            return
+        now = time.monotonic()
+        if st.arrivals != arrivals:
+            until = max(until, min(began + burst_max_s, now + quiet_s))
+        if now >= until:
+            return
 
 
 async def _sync_loop(st: OperatorState) -> None:
@@ -284,14 +352,7 @@ async def _sync_loop(st: OperatorState) -> None:
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(st.dirty.wait(), timeout=RESYNC_INTERVAL)
-        # Coalesce a burst (many sessions applied at once) into one round of writes:
-        # wait until changes pause for SYNC_COALESCE_S, but no longer than SYNC_COALESCE_MAX_S.
-        burst_end = time.monotonic() + SYNC_COALESCE_MAX_S
-        while True:
-            st.dirty.clear()
-            await asyncio.sleep(SYNC_COALESCE_S)
-            if not st.dirty.is_set() or time.monotonic() >= burst_end:
-                break
+        await coalesce(st)  # many sessions applied at once: one round of writes
         st.dirty.clear()
         try:
             await sync_node_configs(st=st)
@@ -323,6 +384,8 @@ def _configs_changed(st: OperatorState) -> None:
 def _register(st: OperatorState, outcome: SessionOutcome) -> None:
     st.seen.add(outcome.uid)
     before = st.sessions.get(outcome.uid)
+    if before is None and outcome.active is not None:
+        st.arrivals += 1
     if outcome.active is None:
         st.sessions.pop(outcome.uid, None)
     elif before != outcome.active:
@@ -494,19 +557,19 @@ async def _resync_loop(st: OperatorState) -> None:
 
     Each pass reconciles every picked session (registering its targets, so the
     node-config loop can write at once) and hands its status write to a
-    background task, 8 in flight; the next pass never waits for the writes, and
-    a session whose write is still in flight waits for the pass after it.
+    background task, 8 in flight, none while node configs are being written
+    (``st.order``); the next pass never waits for the writes, and a session
+    whose write is still in flight waits for the pass after it.
     """
     await st.pods.ready.wait()
     await st.nodes.ready.wait()
-    limit = asyncio.Semaphore(STATUS_WRITES_IN_FLIGHT)
 
     async def write(uid: str, kind: SessionKind, body: dict[str, Any], out: SessionOutcome) -> None:
         try:
             # Node configs first: agents need them to start; statuses can trail a moment.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(st.settled.wait(), timeout=CONFIGS_FIRST_MAX_WAIT_S)
-            async with limit:
+            async with st.order.status():
                 await _carry_out(st, uid, kind, body, out)
         except Exception as err:  # reported, retried per session
             _failed(st, uid, err)

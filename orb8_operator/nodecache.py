@@ -90,15 +90,21 @@ class NodeConfigCache:
         self.watch = WatchState(name="nodeagentconfigs")  # for /readyz and /metrics
 
     def put_spec(
-        self, *, node: str, spec: Mapping[str, Any] | None, uids: Collection[str] = ()
+        self,
+        *,
+        node: str,
+        spec: Mapping[str, Any] | None,
+        uids: Collection[str] = (),
+        text: str | None = None,
     ) -> None:
         """Record what was just written (None: deleted) and the session uids it names;
-        the watch confirms it later."""
+        the watch confirms it later. ``text``: the spec's canonical JSON, when the
+        caller has it (it wrote that text)."""
         if spec is None:
             self.specs.pop(node, None)
             self.session_uids.pop(node, None)
         else:
-            self.specs[node] = canonical_json(spec)
+            self.specs[node] = text if text is not None else canonical_json(spec)
             self.session_uids[node] = frozenset(uids)
         self._generations.pop(node, None)
 
@@ -147,8 +153,11 @@ class NodeConfigCache:
                     and node in self.specs):  # fmt: skip
                 spec = canonical_json(body.get("spec") or {})
                 changed = self.specs.get(node) != spec
+                if changed or node not in self.session_uids:
+                    # Our own write comes back as the text put_spec recorded, with its
+                    # uids: a whole spec is parsed only when someone else changed it.
+                    self.session_uids[node] = _session_uids(spec)
                 self.specs[node] = spec
-                self.session_uids[node] = _session_uids(spec)
                 if isinstance(generation, int):
                     self._generations[node] = generation
         else:

@@ -14,6 +14,7 @@ import yaml
 from tests.crds.conftest import Cluster
 from tests.crds.manifests import (
     API_VERSION,
+    CONTAINER_ID,
     T1,
     condition,
     gpu_telemetry,
@@ -183,6 +184,40 @@ def test_node_agent_config_contract_is_kept(cluster: Cluster) -> None:
     stored = cluster.get_json("nac", node, namespaced=False)
     assert stored["spec"] == nac["spec"]
     assert stored["status"] == node_agent_config_status()
+
+
+def test_node_agent_config_lists_are_tracked_whole(cluster: Cluster) -> None:
+    """spec.pods, each session's podUids and status.reports are atomic lists: their
+    writer replaces them whole, so managedFields names each list once instead of
+    every pod and uid in it (which doubled a NodeAgentConfig's size and the
+    apiserver's time per write). spec.sessions stays a list-map keyed by uid."""
+    node = f"{cluster.namespace}-atomic"
+    pods = [
+        {"uid": f"pod-uid-{i}", "namespace": "shop", "name": f"web-{i}", "ips": [f"10.0.0.{i}"],
+         "hostNetwork": False, "containers": [{"name": "app", "id": CONTAINER_ID}]}
+        for i in range(3)
+    ]  # fmt: skip
+    session = {"uid": "session-uid", "kind": "TraceSession", "namespace": "shop",
+               "name": "web", "generation": 1, "podUids": [p["uid"] for p in pods]}  # fmt: skip
+    nac = {
+        "apiVersion": API_VERSION, "kind": "NodeAgentConfig", "metadata": {"name": node},
+        "spec": {"nodeName": node, "pods": pods, "sessions": [session]},
+    }  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(nac))
+    patch_status(cluster, "nac", node, node_agent_config_status())  # kubectl ignores -n here
+    stored = cluster.get_json("nac", node, "--show-managed-fields", namespaced=False)
+    assert stored["spec"] == nac["spec"]
+    spec_fields: dict[str, Any] = {}
+    status_fields: dict[str, Any] = {}
+    for entry in stored["metadata"]["managedFields"]:
+        fields = entry.get("fieldsV1") or {}
+        spec_fields.update(fields.get("f:spec") or {})
+        status_fields.update(fields.get("f:status") or {})
+    assert spec_fields["f:pods"] == {}, spec_fields["f:pods"]
+    sessions = spec_fields["f:sessions"]
+    assert [key for key in sessions if key != "."] == ['k:{"uid":"session-uid"}']  # by uid
+    assert sessions['k:{"uid":"session-uid"}']["f:podUids"] == {}
+    assert status_fields["f:reports"] == {}, status_fields["f:reports"]
 
 
 def test_status_is_only_written_through_the_subresource(cluster: Cluster) -> None:

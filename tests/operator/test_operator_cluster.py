@@ -343,6 +343,13 @@ def test_gpu_telemetry_merge_and_delete(
     }
     assert status["pods"][0]["node"] == node
     assert status["alerts"] == [{**alert, "node": node, "message": ""}]
+    # kopf's only write to a session is its finalizer: no diff-base annotation (one
+    # PATCH more per new session, for change detection no handler uses).
+    stored = _get(plane, "-n", ns, "gputelemetry", "train")
+    assert stored is not None
+    assert stored["metadata"]["finalizers"] == ["orb8.io/finalizer"]
+    annotations = stored["metadata"].get("annotations") or {}
+    assert not [key for key in annotations if key.startswith("orb8.io/")], annotations
 
     # Deleting the session empties its node's config before the finalizer lets go.
     plane.kubectl("-n", ns, "delete", "gputelemetry", "train", "--wait=true", "--timeout=30s")
