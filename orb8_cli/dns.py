@@ -22,7 +22,7 @@ from orb8_agent.dataplane.dns_table import DnsResult, DnsTable
 from orb8_cli import ephemeral, podtarget
 from orb8_cli.humanize import table
 from orb8_cli.kube import current_namespace, get_session
-from orb8_cli.status import as_stored, read_trace_status
+from orb8_cli.status import ProblemPrinter, as_stored, read_trace_status
 from orb8_common.crd import TRACE_SESSIONS
 from orb8_common.errors import UsageError
 
@@ -175,9 +175,9 @@ def run_get(args: argparse.Namespace) -> int:
     body = get_session(kubeconfig=args.kubeconfig, plural=TRACE_SESSIONS, namespace=namespace,
                        name=args.session)  # fmt: skip
     status = read_trace_status(body=body)
-    for line in status.problems:
-        if line.startswith("status.dns"):
-            print(f"orb8: {args.session}: {line}", file=sys.stderr)
+    ProblemPrinter(session=args.session).show(
+        [p for p in status.problems if p.startswith("status.dns")]
+    )
     dns = status.dns
     if args.output == "json":
         print(json.dumps(as_stored(dns) if dns else {}, indent=2))

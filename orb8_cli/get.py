@@ -28,6 +28,7 @@ from orb8_cli.rowkinds import ALERTS, FLOWS, when
 from orb8_cli.sessionwatch import follow_session
 from orb8_cli.status import (
     GpuTelemetryStatus,
+    ProblemPrinter,
     TraceSessionStatus,
     as_stored,
     read_gpu_status,
@@ -103,20 +104,6 @@ def run_rows(args: argparse.Namespace) -> int:
         problems.show(status.problems)
         printer.update(kind.select(rows_of(status), row_filter))
     return 0
-
-
-class ProblemPrinter:
-    """Says on stderr, once each, which parts of a status were left out."""
-
-    def __init__(self, *, session: str) -> None:
-        self._session = session
-        self._said: set[str] = set()
-
-    def show(self, problems: Sequence[str]) -> None:
-        for line in problems:
-            if line not in self._said:
-                self._said.add(line)
-                print(f"orb8: {self._session}: {line}", file=sys.stderr)
 
 
 def _read(args: argparse.Namespace, *, plural: str) -> dict[str, Any]:

@@ -9,7 +9,8 @@ one line each, so the rest of the session still shows.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -23,6 +24,7 @@ from orb8_common.models import (
     GpuPodRow,
     NodeEntry,
     TraceSummary,
+    validation_message,
 )
 
 M = TypeVar("M", bound=BaseModel)
@@ -34,13 +36,6 @@ def as_stored(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
-def _why(err: ValidationError, where: str) -> str:
-    """``status.<where>.<field>: <what is wrong>`` of the first error."""
-    first = err.errors()[0]
-    path = ".".join(["status." + where, *(str(p) for p in first["loc"])])
-    return f"{path}: {first['msg']}"
-
-
 def parse_one(raw: Any, *, model: type[M], where: str, problems: list[str]) -> M | None:
     """``raw`` as ``model``; None (and a line in ``problems``) when it does not parse."""
     if raw is None:
@@ -48,7 +43,7 @@ def parse_one(raw: Any, *, model: type[M], where: str, problems: list[str]) -> M
     try:
         return model.model_validate(raw)
     except ValidationError as err:
-        problems.append(f"{_why(err, where)} (left out)")
+        problems.append(f"{validation_message(err, where='status.' + where)} (left out)")
         return None
 
 
@@ -66,6 +61,20 @@ def parse_rows(raw: Any, *, model: type[M], where: str, problems: list[str]) -> 
         if row is not None:
             rows.append(row)
     return tuple(rows)
+
+
+class ProblemPrinter:
+    """Says on stderr, once each, which parts of a session's status were left out."""
+
+    def __init__(self, *, session: str) -> None:
+        self._session = session
+        self._said: set[str] = set()
+
+    def show(self, problems: Sequence[str]) -> None:
+        for line in problems:
+            if line not in self._said:
+                self._said.add(line)
+                print(f"orb8: {self._session}: {line}", file=sys.stderr)
 
 
 def _scalar(

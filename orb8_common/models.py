@@ -213,6 +213,21 @@ def to_wire(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+def validation_message(err: ValidationError, *, where: str) -> str:
+    """``<where>.<field>: <what is wrong>`` for the first error, on one line."""
+    first = err.errors()[0]
+    loc = where
+    for part in first["loc"]:
+        loc += f"[{part}]" if isinstance(part, int) else f".{part}"
+    msg = first["msg"].removeprefix("Value error, ")
+    # Model-level checks name their field as "<field>: <message>".
+    field, sep, rest = msg.partition(": ")
+    if sep and field.isidentifier():
+        loc, msg = f"{loc}.{field}", rest
+    extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{loc}: {msg}{extra}"
+
+
 def _parse(model: type[M], raw: Any, where: str) -> M:
     """Validate ``raw`` into ``model``; one-line InvalidSpecError naming the field."""
     if raw is None:
@@ -220,17 +235,7 @@ def _parse(model: type[M], raw: Any, where: str) -> M:
     try:
         return model.model_validate(raw)
     except ValidationError as err:
-        first = err.errors()[0]
-        loc = where
-        for part in first["loc"]:
-            loc += f"[{part}]" if isinstance(part, int) else f".{part}"
-        msg = first["msg"].removeprefix("Value error, ")
-        # Model-level checks name their field as "<field>: <message>".
-        field, sep, rest = msg.partition(": ")
-        if sep and field.isidentifier():
-            loc, msg = f"{loc}.{field}", rest
-        extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-        raise InvalidSpecError(f"{loc}: {msg}{extra}") from None
+        raise InvalidSpecError(validation_message(err, where=where)) from None
 
 
 # --- selectors --------------------------------------------------------------
