@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import urllib3
 from kubernetes import client, config, watch
@@ -184,7 +184,7 @@ def _list(custom: Any, plural: str) -> list[dict[str, Any]]:
     a few times, instead of ending the run."""
     for attempt in range(5):
         try:
-            return _list_once(custom, plural)
+            return _list_once(custom, plural)[0]
         except client.ApiException as err:
             if err.status not in (429, 500, 503, 504) or attempt == 4:
                 raise
@@ -192,7 +192,8 @@ def _list(custom: Any, plural: str) -> list[dict[str, Any]]:
     raise AssertionError("unreachable")
 
 
-def _list_once(custom: Any, plural: str) -> list[dict[str, Any]]:
+def _list_once(custom: Any, plural: str) -> tuple[list[dict[str, Any]], str]:
+    """Every object, and the resourceVersion of the snapshot all pages came from."""
     items: list[dict[str, Any]] = []
     token = None
     while True:
@@ -202,50 +203,72 @@ def _list_once(custom: Any, plural: str) -> list[dict[str, Any]]:
         items.extend(page["items"])
         token = page["metadata"].get("continue")
         if not token:
-            return items
+            return items, str(page["metadata"].get("resourceVersion", ""))
 
 
-class ConfigWatch:
-    """node → {(session, pod)} as the NodeAgentConfigs list them, kept by a watch, and
-    the moment they first equal ``want``.
+V = TypeVar("V")
+
+
+def merged_sessions(
+    items: list[dict[str, Any]], *, spans: dict[str, int]
+) -> dict[str, bool]:
+    """session namespace/name → Running with every node it spans merged as Running."""
+    out = {}
+    for item in items:
+        st = item.get("status") or {}
+        key = f"{item['metadata']['namespace']}/{item['metadata']['name']}"
+        running = sum(1 for n in st.get("nodes") or [] if n.get("state") == "Running")
+        out[key] = st.get("phase") == "Running" and running == spans.get(key, -1)
+    return out
+
+
+class ObjectWatch(Generic[V]):
+    """name → ``summarize``'s view of each object of one plural, kept by a watch, and
+    the moment ``complete`` first holds for the whole picture.
 
     A watch, as each agent keeps on its own config, rather than listing every
-    config each second: in the spread layout one listing is ~10 MB of JSON for
-    the apiserver to encode and this process to parse, on the same cores as the
-    operator being measured. Each written config is read once, when its event
-    arrives, so the time is that of the write that completed the picture.
+    object each few seconds: in the spread layout one listing of the configs is
+    ~10 MB of JSON and one of the sessions ~20 MB, for the apiserver to encode
+    and this process to parse, on the same cores as the operator being
+    measured. Each written object is read once, when its event arrives, so the
+    time is that of the write that completed the picture.
     """
 
-    def __init__(self, *, custom: Any, want: dict[str, set[tuple[str, str]]]) -> None:
+    def __init__(
+        self, *, custom: Any, plural: str,
+        summarize: Callable[[list[dict[str, Any]]], dict[str, V]],
+        complete: Callable[[dict[str, V]], bool],
+    ) -> None:  # fmt: skip
         self._custom = custom
-        self._want = want
+        self._plural = plural
+        self._summarize = summarize
+        self._complete = complete
         self._lock = threading.Lock()
-        self._got: dict[str, set[tuple[str, str]]] = {}
+        self._got: dict[str, V] = {}
         self._stop = threading.Event()
         self.done = threading.Event()
         self.converged_at: float | None = None
         self._version = ""
-        self._thread = threading.Thread(target=self._run, name="config-watch", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"watch-{plural}", daemon=True)
 
     def start(self) -> None:
-        """Lists the configs there are now, then watches from there."""
+        """Lists the objects there are now, then watches from there."""
         self._relist()
         self._thread.start()
 
     def _relist(self) -> None:
-        listing = self._custom.list_cluster_custom_object(
-            GROUP, VERSION, NODE_AGENT_CONFIGS, _request_timeout=120
-        )
+        items, version = _list_once(self._custom, self._plural)
         with self._lock:
-            self._got = actual_configs(listing["items"])
-        self._version = listing["metadata"]["resourceVersion"]
+            self._got = self._summarize(items)
+        self._version = version
         self._check()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=70)
+        if self._thread.is_alive():
+            self._thread.join(timeout=70)
 
-    def snapshot(self) -> dict[str, set[tuple[str, str]]]:
+    def snapshot(self) -> dict[str, V]:
         with self._lock:
             return dict(self._got)
 
@@ -253,7 +276,7 @@ class ConfigWatch:
         while not self._stop.is_set() and not self.done.is_set():
             try:
                 stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
-                    self._custom.list_cluster_custom_object, GROUP, VERSION, NODE_AGENT_CONFIGS,
+                    self._custom.list_cluster_custom_object, GROUP, VERSION, self._plural,
                     resource_version=self._version, timeout_seconds=30,
                     allow_watch_bookmarks=True,
                 )  # fmt: skip
@@ -263,12 +286,12 @@ class ConfigWatch:
                         return
             except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as err:
                 if getattr(err, "status", None) != 410:  # 410 Gone: too old; list again
-                    print(f"bench-operator: config watch: {err}", flush=True)
+                    print(f"bench-operator: {self._plural} watch: {err}", flush=True)
                     time.sleep(1.0)
                 try:
                     self._relist()
                 except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as relist:
-                    print(f"bench-operator: config list: {relist}", flush=True)
+                    print(f"bench-operator: {self._plural} list: {relist}", flush=True)
 
     def _fold(self, event: dict[str, Any]) -> None:
         obj = event["object"]
@@ -281,15 +304,16 @@ class ConfigWatch:
             raise client.ApiException(status=int(obj.get("code") or 0), reason=obj.get("reason"))
         with self._lock:
             if event["type"] == "DELETED":
-                self._got.pop(meta["name"], None)
+                for key in self._summarize([obj]):
+                    self._got.pop(key, None)
             else:
-                self._got.update(actual_configs([obj]))
+                self._got.update(self._summarize([obj]))
         self._check()
 
     def _check(self) -> None:
         with self._lock:
-            equal = self._got == self._want
-        if equal and self.converged_at is None:
+            complete = self._complete(self._got)
+        if complete and self.converged_at is None:
             self.converged_at = time.monotonic()
             self.done.set()
 
@@ -492,7 +516,15 @@ def run(
         want = expected_configs(sessions=manifests, pods=pod_layout)
         spans = _spanned(want)
         agents = SimAgents(custom=custom, nodes=sorted(want), interval_s=interval_s)
-        configs = ConfigWatch(custom=custom, want=want)
+        configs: ObjectWatch[set[tuple[str, str]]] = ObjectWatch(
+            custom=custom, plural=NODE_AGENT_CONFIGS, summarize=actual_configs,
+            complete=lambda got: got == want,
+        )  # fmt: skip
+        statuses: ObjectWatch[bool] = ObjectWatch(
+            custom=custom, plural=TRACE_SESSIONS,
+            summarize=lambda items: merged_sessions(items, spans=spans),
+            complete=lambda got: len(got) == sessions and all(got.values()),
+        )  # fmt: skip
         configs.start()
         applied = time.monotonic()
         _parallel(lambda m: custom.create_namespaced_custom_object(
@@ -513,15 +545,9 @@ def run(
                           flush=True)  # fmt: skip
                     if not configs_only:  # they start once their configs are there
                         agents.start()
-            else:
-                merged = 0
-                for item in _list(custom, TRACE_SESSIONS):
-                    st = item.get("status") or {}
-                    key = f"{item['metadata']['namespace']}/{item['metadata']['name']}"
-                    running = sum(1 for n in st.get("nodes") or [] if n.get("state") == "Running")
-                    merged += st.get("phase") == "Running" and running == spans[key]
-                if merged == sessions:
-                    status_at = time.monotonic()
+                        statuses.start()
+            elif statuses.done.wait(timeout=1.0):
+                status_at = statuses.converged_at
             if time.monotonic() - last_print >= 10:
                 last_print = time.monotonic()
                 if converged_at is None:
@@ -529,12 +555,12 @@ def run(
                     right = sum(len(got.get(n, set()) & pairs) for n, pairs in want.items())
                     what = f"node configs ({right}/{wanted_pairs} (session, pod) pairs right)"
                 else:
-                    what = "statuses"
+                    merged = sum(statuses.snapshot().values())
+                    what = f"statuses ({merged}/{sessions} sessions merged)"
                 print(f"{tag}: {time.monotonic() - applied:.0f}s, waiting for {what}", flush=True)
-            if converged_at is not None:
-                time.sleep(3.0)
         if converged_at is None:
             configs.stop()
+        statuses.stop()
         convergence = (converged_at - applied) if converged_at else float("inf")
         if configs_only:
             _, rss = _proc_usage(proc.pid)

@@ -545,6 +545,20 @@ class NodeAgentConfigSpec(_Model):
     pods: tuple[AgentPod, ...] = ()
     sessions: tuple[AgentSession, ...] = ()
 
+    @field_validator("sessions")
+    @classmethod
+    def _one_entry_per_session(
+        cls, sessions: tuple[AgentSession, ...]
+    ) -> tuple[AgentSession, ...]:
+        # spec.sessions is an atomic list (cheap for the apiserver), so uniqueness
+        # by uid is this contract's rule, not the apiserver's.
+        seen: set[str] = set()
+        for session in sessions:
+            if session.uid in seen:
+                raise ValueError(f"session uid {session.uid!r} is listed more than once")
+            seen.add(session.uid)
+        return sessions
+
     @model_validator(mode="after")
     def _link_pods(self) -> NodeAgentConfigSpec:
         # Both directions, so readers see session.pods and writers always emit podUids

@@ -856,7 +856,7 @@ def trace_node_entry() -> Schema:
         "One node's share of the session: its agent reports it in NodeAgentConfig/<node>"
         " status.reports; the operator keeps each node's state and totals here.",
         {
-            "node": string("Node name; the list-map key.", max_length=MAX_NAME, min_length=1),
+            "node": string("Node name.", max_length=MAX_NAME, min_length=1),
             "state": enum("The agent's state for this session.", NODE_STATES),
             "probes": array(
                 "Probes loaded for this session on this node (e.g. flows, syscalls).",
@@ -895,7 +895,7 @@ def gpu_node_entry() -> Schema:
         "One node's share: its agent reports it in NodeAgentConfig/<node> status.reports;"
         " the operator keeps each node's state here.",
         {
-            "node": string("Node name; the list-map key.", max_length=MAX_NAME, min_length=1),
+            "node": string("Node name.", max_length=MAX_NAME, min_length=1),
             "state": enum("The agent's state for this resource.", NODE_STATES),
             "source": string(
                 "The source the agent reads (dcgmExporter or nvml).", max_length=MAX_LABEL
@@ -940,11 +940,10 @@ def trace_session_schema() -> Schema:
         {
             **session_status_common("Ready, Degraded, Complete"),
             "nodes": array(
-                "Per-node reports, one entry per node (list-map keyed by node).",
+                "Each node's state and totals, one entry per node (atomic: the operator"
+                " replaces the list whole).",
                 node,
                 max_items=MAX_NODES,
-                list_type="map",
-                map_keys=["node"],
             ),
             "summary": obj(
                 "Totals over all nodes.",
@@ -1000,11 +999,10 @@ def gpu_telemetry_schema() -> Schema:
         {
             **session_status_common("Ready, Degraded, Complete"),
             "nodes": array(
-                "Per-node reports, one entry per node (list-map keyed by node).",
+                "Each node's state and totals, one entry per node (atomic: the operator"
+                " replaces the list whole).",
                 node,
                 max_items=MAX_NODES,
-                list_type="map",
-                map_keys=["node"],
             ),
             "summary": obj(
                 "Totals over all nodes.",
@@ -1075,7 +1073,7 @@ def node_agent_config_schema() -> Schema:
         "One TraceSession or GpuTelemetry with target pods on this node.",
         {
             "uid": string(
-                "The session's metadata.uid; the list-map key.", max_length=128, min_length=1
+                "The session's metadata.uid.", max_length=128, min_length=1
             ),
             "kind": enum("Kind of the session.", SESSION_KINDS),
             "namespace": string("Namespace of the session.", max_length=MAX_LABEL),
@@ -1096,8 +1094,6 @@ def node_agent_config_schema() -> Schema:
                 "Target pods inline (older operators); read as if listed in spec.pods.",
                 pod,
                 max_items=MAX_PODS_PER_NODE,
-                list_type="map",
-                map_keys=["uid"],
             ),
         },
         required=["uid", "kind", "namespace", "name"],
@@ -1114,13 +1110,15 @@ def node_agent_config_schema() -> Schema:
                 pod,
                 max_items=MAX_PODS_PER_NODE,
             ),
+            # Atomic like the lists above; one entry per uid is the writer's rule
+            # (NodeAgentConfigSpec refuses duplicates), as a list-map it named every
+            # session again in managedFields.
             "sessions": array(
-                "Sessions with target pods on this node (list-map keyed by uid).",
+                "Sessions with target pods on this node, one per uid (atomic: the operator"
+                " replaces the list whole).",
                 session,
                 # Every session can touch every node: this bounds sessions per cluster.
                 max_items=MAX_SESSIONS_PER_NODE,
-                list_type="map",
-                map_keys=["uid"],
             ),
         },
         required=["nodeName"],

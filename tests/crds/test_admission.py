@@ -398,16 +398,6 @@ NAC_CASES = [
         {"sessions": [{"kind": "TraceSession", "namespace": "a", "name": "b"}]},
         ("spec.sessions[0].uid", "Required value"),
     ),
-    (
-        "nac-duplicate-session-uid",
-        {
-            "sessions": [
-                {"uid": "u1", "kind": "TraceSession", "namespace": "a", "name": "b"},
-                {"uid": "u1", "kind": "GpuTelemetry", "namespace": "a", "name": "c"},
-            ]
-        },
-        ("spec.sessions[1]", "Duplicate value"),
-    ),
 ]
 
 

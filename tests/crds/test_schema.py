@@ -149,11 +149,17 @@ def test_conditions_are_metav1_conditions(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["TraceSession", "GpuTelemetry"])
-def test_status_nodes_is_a_list_map_keyed_by_node(kind: str) -> None:
+def test_status_nodes_is_an_atomic_list_of_named_nodes(kind: str) -> None:
     nodes = schema_of(kind)["properties"]["status"]["properties"]["nodes"]
-    assert nodes["x-kubernetes-list-type"] == "map"
-    assert nodes["x-kubernetes-list-map-keys"] == ["node"]
+    assert nodes["x-kubernetes-list-type"] == "atomic"
+    assert "x-kubernetes-list-map-keys" not in nodes
     assert nodes["items"]["required"] == ["node"]
+
+
+def test_node_agent_config_sessions_is_an_atomic_list() -> None:
+    sessions = schema_of("NodeAgentConfig")["properties"]["spec"]["properties"]["sessions"]
+    assert sessions["x-kubernetes-list-type"] == "atomic"
+    assert sessions["items"]["required"][0] == "uid"
 
 
 def test_counters_are_int64_and_readings_are_numbers() -> None:

@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from orb8_common.errors import InvalidSpecError
 from orb8_common.models import (
@@ -265,3 +266,17 @@ def test_condition_and_node_agent_config_wire_shape() -> None:
     }
     nac = NodeAgentConfigSpec.model_validate({"nodeName": "node-a", "sessions": []})
     assert to_wire(nac) == {"nodeName": "node-a", "pods": [], "sessions": []}
+
+
+def test_node_agent_config_lists_each_session_once() -> None:
+    """spec.sessions is an atomic list, so the apiserver no longer refuses a repeated
+    uid: the contract does, naming the uid, and the agent ignores such a spec."""
+    entry = {"uid": "u1", "kind": "TraceSession", "namespace": "a", "name": "b"}
+    other = {**entry, "kind": "GpuTelemetry", "name": "c"}
+    with pytest.raises(ValidationError) as err:
+        NodeAgentConfigSpec.model_validate({"nodeName": "n", "sessions": [entry, other]})
+    assert "session uid 'u1' is listed more than once" in str(err.value)
+    ok = NodeAgentConfigSpec.model_validate(
+        {"nodeName": "n", "sessions": [entry, {**other, "uid": "u2"}]}
+    )
+    assert [s.uid for s in ok.sessions] == ["u1", "u2"]
