@@ -209,9 +209,7 @@ def _list_once(custom: Any, plural: str) -> tuple[list[dict[str, Any]], str]:
 V = TypeVar("V")
 
 
-def merged_sessions(
-    items: list[dict[str, Any]], *, spans: dict[str, int]
-) -> dict[str, bool]:
+def merged_sessions(items: list[dict[str, Any]], *, spans: dict[str, int]) -> dict[str, bool]:
     """session namespace/name → Running with every node it spans merged as Running."""
     out = {}
     for item in items:

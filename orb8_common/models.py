@@ -547,9 +547,7 @@ class NodeAgentConfigSpec(_Model):
 
     @field_validator("sessions")
     @classmethod
-    def _one_entry_per_session(
-        cls, sessions: tuple[AgentSession, ...]
-    ) -> tuple[AgentSession, ...]:
+    def _one_entry_per_session(cls, sessions: tuple[AgentSession, ...]) -> tuple[AgentSession, ...]:
         # spec.sessions is an atomic list (cheap for the apiserver), so uniqueness
         # by uid is this contract's rule, not the apiserver's.
         seen: set[str] = set()

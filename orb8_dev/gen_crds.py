@@ -1072,9 +1072,7 @@ def node_agent_config_schema() -> Schema:
     session = obj(
         "One TraceSession or GpuTelemetry with target pods on this node.",
         {
-            "uid": string(
-                "The session's metadata.uid.", max_length=128, min_length=1
-            ),
+            "uid": string("The session's metadata.uid.", max_length=128, min_length=1),
             "kind": enum("Kind of the session.", SESSION_KINDS),
             "namespace": string("Namespace of the session.", max_length=MAX_LABEL),
             "name": string("Name of the session.", max_length=MAX_NAME),

@@ -388,7 +388,7 @@ def test_unknown_status_fields(cluster: Cluster) -> None:
             cluster, "TraceSession", name, {"nodes": [entry]}, "orb8-agent/node-a", validate
         )
         assert refused.returncode != 0
-        assert '.status.nodes[0].bogus: field not declared in schema' in refused.stderr
+        assert ".status.nodes[0].bogus: field not declared in schema" in refused.stderr
 
     patched = patch_status(cluster, "ts", name, {"nodes": [entry]})
     assert 'Warning: unknown field "status.nodes[0].bogus"' in patched.stderr
