@@ -42,6 +42,7 @@ from orb8_common.models import (
     to_wire,
 )
 from orb8_operator import kube
+from orb8_operator.mergepace import worth_merging_early
 from orb8_operator.metrics import metrics
 from orb8_operator.nodecache import NodeConfigCache
 from orb8_operator.nodeconfig import (
@@ -494,9 +495,13 @@ def _pick(st: OperatorState, now: float) -> list[str]:
 
 
 def _node_states_moved(st: OperatorState, uid: str) -> bool:
-    """A node's state in its report differs from the last merge (e.g. a first report)."""
-    merged = st.merged_states.get(uid, {})
-    return any(merged.get(node) != state for node, state in st.nodes.states_for(uid=uid).items())
+    """The agents' reports moved a node's state in a way worth writing before the interval."""
+    active = st.sessions.get(uid)
+    return worth_merging_early(
+        merged=st.merged_states.get(uid, {}),
+        reported=st.nodes.states_for(uid=uid),
+        targeted=() if active is None else [n for n, pods in active.targets.items() if n and pods],
+    )
 
 
 def _prepare(st: OperatorState, uid: str) -> tuple[SessionKind, dict[str, Any], SessionOutcome]:
