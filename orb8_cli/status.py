@@ -1,10 +1,11 @@
 """A session's status as the CLI reads it: every part through the contract.
 
 The operator writes a TraceSession's or GpuTelemetry's status from the models
-in ``orb8_common.models`` (rows, summary, DNS, node entries); here each part is
-parsed back through the same models. A part that does not parse (written by an
-operator or agent of another version) is left out and named in ``problems``,
-one line each, so the rest of the session still shows.
+in ``orb8_common.models`` (the head: phase, matchedPods, times, conditions;
+rows, summary, DNS, node entries); here each part is parsed back through the
+same models. A part that does not parse (written by an operator or agent of
+another version) is left out and named in ``problems``, one line each, so the
+rest of the session still shows.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from orb8_common.models import (
     GpuNodeEntry,
     GpuPodRow,
     NodeEntry,
+    SessionStatusHead,
     TraceSummary,
+    read_status_head,
     validation_message,
 )
 
@@ -77,16 +80,6 @@ class ProblemPrinter:
                 print(f"orb8: {self._session}: {line}", file=sys.stderr)
 
 
-def _scalar(
-    status: Mapping[str, Any], key: str, kind: type, default: Any, problems: list[str]
-) -> Any:
-    value = status.get(key, default)
-    if isinstance(value, kind) and not isinstance(value, bool):
-        return value
-    problems.append(f"status.{key}: expected {kind.__name__}, got {value!r} (left out)")
-    return default
-
-
 @dataclass(frozen=True)
 class TraceSessionStatus:
     phase: str
@@ -112,15 +105,21 @@ def _status_of(body: Mapping[str, Any]) -> Mapping[str, Any]:
     return status if isinstance(status, Mapping) else {}
 
 
+def _head(status: Mapping[str, Any]) -> tuple[SessionStatusHead, list[str]]:
+    """phase, matchedPods, times and conditions; a line per field left out."""
+    head, problems = read_status_head(raw=status)
+    return head, [f"{line} (left out)" for line in problems]
+
+
 def read_trace_status(*, body: Mapping[str, Any]) -> TraceSessionStatus:
     """A TraceSession's status (an empty one before the operator wrote any)."""
     status = _status_of(body)
-    problems: list[str] = []
+    head, problems = _head(status)
     summary = parse_one(status.get("summary"), model=TraceSummary, where="summary",
                         problems=problems)  # fmt: skip
     return TraceSessionStatus(
-        phase=_scalar(status, "phase", str, "", problems),
-        matched_pods=_scalar(status, "matchedPods", int, 0, problems),
+        phase=head.phase or "",
+        matched_pods=head.matched_pods or 0,
         summary=summary or TraceSummary(),
         flows=parse_rows(status.get("flows"), model=Flow, where="flows", problems=problems),
         alerts=parse_rows(status.get("alerts"), model=Alert, where="alerts", problems=problems),
@@ -133,9 +132,9 @@ def read_trace_status(*, body: Mapping[str, Any]) -> TraceSessionStatus:
 def read_gpu_status(*, body: Mapping[str, Any]) -> GpuTelemetryStatus:
     """A GpuTelemetry's status (an empty one before the operator wrote any)."""
     status = _status_of(body)
-    problems: list[str] = []
+    head, problems = _head(status)
     return GpuTelemetryStatus(
-        phase=_scalar(status, "phase", str, "", problems),
+        phase=head.phase or "",
         pods=parse_rows(status.get("pods"), model=GpuPodRow, where="pods", problems=problems),
         nodes=parse_rows(status.get("nodes"), model=GpuNodeEntry, where="nodes", problems=problems),
         problems=tuple(problems),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -76,7 +77,9 @@ __all__ = [
     "Protocol",
     "Selector",
     "SessionKind",
+    "SessionPhase",
     "SessionReport",
+    "SessionStatusHead",
     "Severity",
     "SyscallBaseline",
     "SyscallProbe",
@@ -87,7 +90,9 @@ __all__ = [
     "format_time",
     "parse_gpu_telemetry_spec",
     "parse_trace_session_spec",
+    "read_status_head",
     "to_wire",
+    "validation_message",
 ]
 
 # Syscalls alerted on when spec.probes.syscalls.alertOn is omitted.
@@ -123,6 +128,8 @@ NodeState = Literal["Pending", "Running", "Degraded", "Failed", "Stopped"]
 Severity = Literal["Low", "Medium", "High", "Critical"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 SessionKind = Literal["TraceSession", "GpuTelemetry"]
+# A TraceSession's or GpuTelemetry's status.phase (the CRD's enum is generated from it).
+SessionPhase = Literal["Pending", "Running", "Completed", "Failed"]
 
 
 def format_time(value: datetime) -> str:
@@ -764,6 +771,65 @@ class Condition(_Model):
     message: str = ""
     last_transition_time: Timestamp
     observed_generation: int | None = None
+
+
+class SessionStatusHead(_Model):
+    """The scalar fields of a TraceSession's or GpuTelemetry's status, which the
+    operator writes (the rows, summaries and node entries have their own models).
+
+    Read a stored status with :func:`read_status_head`, which keeps every field
+    that parses. Integers are strict: ``"5"`` and ``true`` are not counts.
+    """
+
+    phase: SessionPhase | None = None
+    observed_generation: int | None = Field(default=None, ge=0, strict=True)
+    conditions: tuple[Condition, ...] = ()
+    start_time: Timestamp | None = None
+    completion_time: Timestamp | None = None
+    matched_pods: int | None = Field(default=None, ge=0, strict=True)
+
+
+def read_status_head(
+    *, raw: Any, where: str = "status"
+) -> tuple[SessionStatusHead, tuple[str, ...]]:
+    """The head of the status ``raw``, field by field, and a line for each part left out.
+
+    A field that does not parse is left unset and described in one line
+    (``status.matchedPods: Input should be a valid integer``); conditions are
+    read one by one, so a bad one is named and skipped and the others kept.
+    An absent or null field is simply unset; ``raw`` that is not an object is
+    an empty head (and one line, unless it is None).
+    """
+    if not isinstance(raw, Mapping):
+        return SessionStatusHead(), (() if raw is None else (f"{where}: not an object",))
+    kept: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, info in SessionStatusHead.model_fields.items():
+        key = info.alias or name
+        value = raw.get(key, raw.get(name))
+        if value is None:
+            continue
+        if name == "conditions":
+            if isinstance(value, list | tuple):
+                kept[name] = tuple(_each_condition(value, f"{where}.{key}", problems))
+            else:
+                problems.append(f"{where}.{key}: Input should be a valid list")
+            continue
+        try:
+            kept[name] = getattr(SessionStatusHead.model_validate({key: value}), name)
+        except ValidationError as err:
+            problems.append(validation_message(err, where=where))
+    return SessionStatusHead.model_validate(kept), tuple(problems)
+
+
+def _each_condition(items: Sequence[Any], where: str, problems: list[str]) -> list[Condition]:
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(Condition.model_validate(item))
+        except ValidationError as err:
+            problems.append(validation_message(err, where=f"{where}[{i}]"))
+    return out
 
 
 # --- the agent's report: NodeAgentConfig.status --------------------------------

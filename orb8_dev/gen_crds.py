@@ -26,13 +26,19 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
 from orb8_common.crd import GPU_TELEMETRIES, GROUP, NODE_AGENT_CONFIGS, TRACE_SESSIONS, VERSION
 from orb8_common.durations import MAX_SPEC_DURATION
-from orb8_common.models import CIDR_PATTERN, MAX_CIDR_CHARS, MAX_FILTER_CIDRS, MAX_FILTER_PORTS
+from orb8_common.models import (
+    CIDR_PATTERN,
+    MAX_CIDR_CHARS,
+    MAX_FILTER_CIDRS,
+    MAX_FILTER_PORTS,
+    SessionPhase,
+)
 from orb8_common.models import DANGEROUS_SYSCALLS as DEFAULT_ALERT_SYSCALLS
 from orb8_common.syscalls import KNOWN_SYSCALLS
 
@@ -93,7 +99,7 @@ CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 DANGEROUS_SYSCALLS = list(DEFAULT_ALERT_SYSCALLS)  # the operator's default, one source
 PROTOCOLS = ["TCP", "UDP", "ICMP", "ICMPv6"]
 DIRECTIONS = ["ingress", "egress"]
-SESSION_PHASES = ["Pending", "Running", "Completed", "Failed"]
+SESSION_PHASES = list(get_args(SessionPhase))  # the models' Literal, one source
 NODE_STATES = ["Pending", "Running", "Degraded", "Failed", "Stopped"]
 SEVERITIES = ["Low", "Medium", "High", "Critical"]
 GPU_SHARING = ["exclusive", "time-sliced", "mig", "unknown"]

@@ -17,7 +17,14 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from orb8_common.durations import format_duration
-from orb8_common.models import Condition, ConditionStatus, GpuNodeEntry, NodeEntry, format_time
+from orb8_common.models import (
+    Condition,
+    ConditionStatus,
+    GpuNodeEntry,
+    NodeEntry,
+    SessionPhase,
+    format_time,
+)
 
 __all__ = [
     "ACTIVE_PHASES",
@@ -31,7 +38,7 @@ __all__ = [
     "ttl_expiry",
 ]
 
-Phase = Literal["Pending", "Running", "Completed", "Failed"]
+Phase = SessionPhase  # status.phase, defined with the contract
 ACTIVE_PHASES: frozenset[str] = frozenset({"Pending", "Running"})
 _ORDER = ("Ready", "Degraded", "Complete")
 

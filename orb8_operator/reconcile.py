@@ -9,20 +9,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
-
 from orb8_common.errors import InvalidSpecError
 from orb8_common.models import (
-    Condition,
     GpuNodeEntry,
     GpuTelemetrySpec,
     NodeEntry,
     SessionKind,
-    Timestamp,
     TraceSessionSpec,
     format_time,
     parse_gpu_telemetry_spec,
     parse_trace_session_spec,
+    read_status_head,
     to_wire,
 )
 from orb8_operator.dns import merge_dns
@@ -57,7 +54,6 @@ __all__ = [
 DEFAULT_INTERVAL_SECONDS = 15.0
 # A node that has missed this many report intervals counts as degraded.
 STALE_REPORTS = 4
-_TIME = TypeAdapter(Timestamp)
 
 
 @dataclass(frozen=True)
@@ -83,25 +79,6 @@ def parse_spec(*, kind: SessionKind, raw: Any) -> TraceSessionSpec | GpuTelemetr
     if kind == "TraceSession":
         return parse_trace_session_spec(raw)
     return parse_gpu_telemetry_spec(raw)
-
-
-def _time(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return _TIME.validate_python(value)
-    except ValidationError:
-        return None
-
-
-def _conditions(raw: Any) -> list[Condition]:
-    out = []
-    for item in raw if isinstance(raw, list) else ():
-        try:
-            out.append(Condition.model_validate(item))
-        except ValidationError:
-            continue
-    return out
 
 
 def _map(value: Any) -> Mapping[str, Any]:
@@ -215,11 +192,12 @@ def reconcile_session(
             spec_error = refusal_message(session_namespace=namespace, refused=refused)
             spec_error_reason = "CrossNamespaceNotAllowed"
 
-    phase = status.get("phase")
-    stored = status.get("matchedPods")
+    # What the operator wrote last; a field that does not parse counts as unset.
+    head, _ = read_status_head(raw=status)
+    phase = head.phase
     given, targets = targets, {}
-    if phase == "Completed" and type(stored) is int:
-        matched = stored  # final: no need to walk the pod index again
+    if phase == "Completed" and head.matched_pods is not None:
+        matched = head.matched_pods  # final: no need to walk the pod index again
     else:
         if spec is None or spec_error is not None:
             given = {}  # nothing is traced for an invalid or refused spec
@@ -246,10 +224,10 @@ def reconcile_session(
         spec_error_reason=spec_error_reason,
         duration_seconds=duration,
         now=now,
-        previous_phase=phase if isinstance(phase, str) else None,
-        start_time=_time(status.get("startTime")),
-        completion_time=_time(status.get("completionTime")),
-        conditions=_conditions(status.get("conditions")),
+        previous_phase=phase,
+        start_time=head.start_time,
+        completion_time=head.completion_time,
+        conditions=head.conditions,
         nodes=nodes,
         matched_pods=matched,
         stale_after=STALE_REPORTS * _interval(spec),

@@ -145,6 +145,24 @@ def test_status_parts_another_version_wrote_are_named_and_left_out() -> None:
     assert (empty.flows, empty.nodes, empty.problems, empty.phase) == ((), (), (), "")
 
 
+def test_phase_and_matched_pods_are_read_through_the_contract() -> None:
+    """The status head is parsed by the model the operator writes it with: a phase
+    outside the CRD's enum and a count that is not an integer are named and left out."""
+    from orb8_cli.status import read_gpu_status, read_trace_status
+
+    trace = read_trace_status(body={"status": {"phase": "Stopped", "matchedPods": True}})
+    assert (trace.phase, trace.matched_pods) == ("", 0)
+    assert trace.problems == (
+        "status.phase: Input should be 'Pending', 'Running', 'Completed' or 'Failed' (left out)",
+        "status.matchedPods: Input should be a valid integer (left out)",
+    )
+    gpu = read_gpu_status(body={"status": {"phase": "Running", "startTime": "soon"}})
+    assert gpu.phase == "Running"
+    assert [p.split(":")[0] for p in gpu.problems] == ["status.startTime"]
+    good = read_trace_status(body={"status": {"phase": "Completed", "matchedPods": 4}})
+    assert (good.phase, good.matched_pods, good.problems) == ("Completed", 4, ())
+
+
 def test_missing_session_is_one_line_and_exit_1(control_plane: ControlPlane) -> None:
     result = orb8(control_plane, "get", "flows", "nope", "-n", "default")
     assert result.returncode == 1

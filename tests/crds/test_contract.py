@@ -28,6 +28,7 @@ from orb8_common.models import (
     NodeAgentConfigSpec,
     NodeAgentConfigStatus,
     NodeEntry,
+    SessionStatusHead,
     TraceSessionSpec,
     TraceSummary,
 )
@@ -139,6 +140,18 @@ def test_model_and_crd_agree(model: type[BaseModel], kind: str, path: str) -> No
     schema = model.model_json_schema(by_alias=True)
     problems = _compare(schema, _at(_crd_schema(kind), path), schema.get("$defs", {}), path)
     assert problems == []
+
+
+@pytest.mark.parametrize("kind", ["TraceSession", "GpuTelemetry"])
+def test_status_head_and_crd_agree(kind: str) -> None:
+    """SessionStatusHead is the scalar part of a session's status (the rest has its own
+    models, above): each of its fields agrees with the CRD's, the phase enum included."""
+    schema = SessionStatusHead.model_json_schema(by_alias=True)
+    status = _at(_crd_schema(kind), "status")
+    head = {**status, "properties": {
+        k: v for k, v in status["properties"].items() if k in schema["properties"]}}  # fmt: skip
+    assert set(head["properties"]) == set(schema["properties"])
+    assert _compare(schema, head, schema.get("$defs", {}), "status") == []
 
 
 def test_the_comparison_catches_a_drifted_default() -> None:

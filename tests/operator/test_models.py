@@ -12,8 +12,10 @@ from orb8_common.models import (
     Condition,
     Flow,
     NodeAgentConfigSpec,
+    SessionStatusHead,
     parse_gpu_telemetry_spec,
     parse_trace_session_spec,
+    read_status_head,
     to_wire,
 )
 
@@ -280,3 +282,82 @@ def test_node_agent_config_lists_each_session_once() -> None:
         {"nodeName": "n", "sessions": [entry, {**other, "uid": "u2"}]}
     )
     assert [s.uid for s in ok.sessions] == ["u1", "u2"]
+
+
+READY = {
+    "type": "Ready",
+    "status": "True",
+    "reason": "AgentsReporting",
+    "message": "",
+    "lastTransitionTime": "2026-11-29T05:00:00Z",
+    "observedGeneration": 2,
+}
+HEAD: dict[str, Any] = {
+    "phase": "Completed",
+    "observedGeneration": 2,
+    "conditions": [READY, {**READY, "type": "Complete", "reason": "DurationElapsed"}],
+    "startTime": "2026-11-29T05:00:00Z",
+    "completionTime": "2026-11-29T05:10:00Z",
+    "matchedPods": 3,
+}
+
+
+def test_status_head_reads_the_operators_fields_and_round_trips() -> None:
+    # Other status parts (rows, nodes) belong to other models and are ignored here.
+    head, problems = read_status_head(raw={**HEAD, "flows": [], "summary": {"flows": 1}})
+    assert problems == ()
+    assert head.phase == "Completed" and head.matched_pods == 3
+    assert head.observed_generation == 2
+    assert head.start_time == datetime(2026, 11, 29, 5, tzinfo=UTC)
+    assert [c.type for c in head.conditions] == ["Ready", "Complete"]
+    assert to_wire(head) == HEAD
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("phase", "Stopped", "status.phase: Input should be 'Pending', 'Running', 'Completed'"),
+        ("phase", 1, "status.phase: Input should be 'Pending', 'Running', 'Completed'"),
+        ("observedGeneration", "2", "status.observedGeneration: Input should be a valid integer"),
+        ("observedGeneration", -1, "status.observedGeneration: Input should be greater than"),
+        ("matchedPods", "5", "status.matchedPods: Input should be a valid integer"),
+        ("matchedPods", True, "status.matchedPods: Input should be a valid integer"),
+        ("matchedPods", 5.0, "status.matchedPods: Input should be a valid integer"),
+        ("startTime", "yesterday", "status.startTime: Input should be a valid datetime"),
+        ("completionTime", [], "status.completionTime: Input should be a valid datetime"),
+        ("conditions", {"type": "Ready"}, "status.conditions: Input should be a valid list"),
+    ],
+)
+def test_status_head_leaves_out_and_names_a_malformed_field(
+    key: str, value: Any, message: str
+) -> None:
+    head, problems = read_status_head(raw={**HEAD, key: value})
+    assert len(problems) == 1 and problems[0].startswith(message), problems
+    # that field is unset, every other one is kept as it was
+    assert head.model_fields_set == set(SessionStatusHead.model_fields) - {
+        name for name, f in SessionStatusHead.model_fields.items() if f.alias == key
+    }
+    kept = head.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    assert kept == {k: v for k, v in HEAD.items() if k != key}
+
+
+def test_status_head_skips_a_bad_condition_and_keeps_the_others() -> None:
+    bad = {**READY, "type": "Degraded", "status": "Maybe"}
+    raw = {**HEAD, "conditions": [READY, bad, "junk", HEAD["conditions"][1]]}
+    head, problems = read_status_head(raw=raw, where="gpu.status")
+    assert [c.type for c in head.conditions] == ["Ready", "Complete"]
+    assert problems == (
+        "gpu.status.conditions[1].status: Input should be 'True', 'False' or 'Unknown'",
+        "gpu.status.conditions[2]: Input should be a valid dictionary or instance of Condition",
+    )
+    assert head.phase == "Completed" and head.matched_pods == 3
+
+
+def test_status_head_of_an_empty_missing_or_non_object_status() -> None:
+    empty = SessionStatusHead()
+    assert read_status_head(raw={}) == (empty, ())
+    assert read_status_head(raw=None) == (empty, ())
+    # null fields are absent fields (a merge patch's null removes one)
+    assert read_status_head(raw=dict.fromkeys(HEAD)) == (empty, ())
+    assert read_status_head(raw=["phase", "Running"]) == (empty, ("status: not an object",))
+    assert read_status_head(raw="Running") == (empty, ("status: not an object",))

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from orb8_common.models import DnsSummary, NodeEntry, format_time, to_wire
 from orb8_operator.reconcile import changed_fields, reconcile_session
 
@@ -253,6 +255,29 @@ def test_completed_session_keeps_its_matched_pods_without_resolving() -> None:
     )
     assert out.status["matchedPods"] == 7
     assert out.active is None
+
+
+@pytest.mark.parametrize("stored", ["7", True, None])
+def test_completed_session_counts_again_when_matched_pods_is_not_a_count(stored: Any) -> None:
+    status = {"phase": "Completed", "matchedPods": stored, "completionTime": format_time(at(5))}
+    out = reconcile_session(
+        kind="TraceSession", body=body(SPEC, status), pods=PODS, node_labels={}, now=at(10)
+    )
+    assert out.status["matchedPods"] == 2  # the two checkout pods, counted from the index
+    assert out.status["phase"] == "Completed" and out.active is None
+
+
+def test_a_malformed_condition_is_skipped_and_the_others_keep_their_times() -> None:
+    first = reconcile_session(
+        kind="TraceSession", body=body(SPEC), pods=PODS, node_labels={}, now=at(0)
+    ).status
+    junk = {**first, "conditions": [{"type": "Ready", "status": "Maybe"}, *first["conditions"]]}
+    again = reconcile_session(
+        kind="TraceSession", body=body(SPEC, junk), pods=PODS, node_labels={}, now=at(30)
+    )
+    # lastTransitionTime stays at(0): the good conditions were read, not started afresh
+    assert again.status["conditions"] == first["conditions"]
+    assert again.status["startTime"] == first["startTime"] == format_time(at(0))
 
 
 def test_changed_fields_removes_a_summary_reading_that_became_unknown() -> None:
