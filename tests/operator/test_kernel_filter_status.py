@@ -26,7 +26,7 @@ def test_summary_adds_unfiltered_pods_of_active_nodes() -> None:
     summary = trace_status(nodes=nodes, top_flows=10, max_alerts=10, matched_pods=4).summary
     assert summary.unfiltered_pods == 3
     assert to_wire(summary)["unfilteredPods"] == 3
-    assert [s.get("unfilteredPods") for s in node_summaries(entries=nodes)] == [1, 2, 5, 0]
+    assert [s.get("unfilteredPods", 0) for s in node_summaries(entries=nodes)] == [1, 2, 5, 0]
 
 
 def test_degraded_condition_says_which_pod_counts_everything() -> None:

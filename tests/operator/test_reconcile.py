@@ -328,7 +328,9 @@ def test_dns_errors_column_is_zero_with_the_probe_running_and_empty_without_it()
         reports={"node-a": report},
     )  # fmt: skip
     assert out.status["dns"]["errors"] == 0
-    assert out.status["nodes"][0]["dns"]["errors"] == 0
+    # The node's share is there (its probe runs); its zero counters are left out.
+    assert out.status["nodes"][0]["dns"] == {}
+    assert NodeEntry.model_validate(out.status["nodes"][0]).dns == DnsSummary()
     # no DNS probe asked for: the agents send no share and the column stays empty
     plain = NodeEntry(node="node-a", state="Running", last_report_time=at(0), probes=("flows",))
     out = reconcile_session(
