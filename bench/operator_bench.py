@@ -15,7 +15,11 @@ node). For each layout it measures:
   (``apiserver_request_total``, POST/PUT/PATCH/DELETE/APPLY) over a steady
   window while the agents report; target <= (nodes + sessions) / interval;
 - ``max_object_bytes``: the largest NodeAgentConfig or TraceSession (JSON);
-- ``operator_rss_mib``, ``operator_idle_cpu_pct`` (agents stopped, nothing
+- ``drain_s``: from stopping the agents until the apiserver's writes settle
+  (under 0.5/s for 10 s), no sooner than the agents' last reports turn stale
+  (4 intervals): the statuses still owed are written, then each session's
+  Degraded condition once;
+- ``operator_rss_mib``, ``operator_idle_cpu_pct`` (after the drain: nothing
   changes) and ``operator_steady_cpu_pct`` (agents reporting).
 
 A simulated agent does what the real one does on the API: it reads its
@@ -64,6 +68,7 @@ from orb8_agent.control.node_report import REPORT_BUDGET_BYTES, wire_size  # noq
 from orb8_common.crd import GROUP, NODE_AGENT_CONFIGS, TRACE_SESSIONS, VERSION  # noqa: E402
 from orb8_common.models import NodeAgentConfigSpec, to_wire  # noqa: E402
 from orb8_dev.controlplane import ControlPlane, free_port, start, stop  # noqa: E402
+from orb8_operator.reconcile import STALE_REPORTS  # noqa: E402
 
 NAMESPACES = 10
 PODS_PER_GROUP = 50  # pods per (namespace, app) group; sessions select one group each
@@ -314,6 +319,22 @@ class ObjectWatch(Generic[V]):
         if complete and self.converged_at is None:
             self.converged_at = time.monotonic()
             self.done.set()
+
+
+def wait_settled(
+    *, plane: ControlPlane, at_least_s: float, window_s: float = 10.0, below_per_s: float = 0.5,
+    give_up_s: float = 300.0,
+) -> float:  # fmt: skip
+    """Seconds until the apiserver's mutating requests stay under ``below_per_s`` for a
+    ``window_s`` window, waiting ``at_least_s`` first (at most ``give_up_s``)."""
+    started = time.monotonic()
+    time.sleep(at_least_s)
+    while time.monotonic() - started < give_up_s:
+        writes0, t0 = mutating_requests(plane), time.monotonic()
+        time.sleep(window_s)
+        if (mutating_requests(plane) - writes0) / (time.monotonic() - t0) < below_per_s:
+            break
+    return time.monotonic() - started
 
 
 def mutating_requests(plane: ControlPlane) -> int:
@@ -590,8 +611,12 @@ def run(
             print(f"{tag}: listing objects for their sizes failed: {err.status}", flush=True)
 
         # Idle: no agent reports, no changes; the operator should do next to nothing.
+        # First the agents' silence has to play out: the statuses still to be merged
+        # go out, and after STALE_REPORTS intervals every node's last report turns
+        # stale (one more write per session). Idle starts once writes have settled.
         agents.stop()
-        time.sleep(interval_s + 5)
+        drain_s = wait_settled(plane=plane, at_least_s=STALE_REPORTS * interval_s + 5)
+        print(f"{tag}: writes settled {drain_s:.0f}s after the agents stopped", flush=True)
         cpu2, _ = _proc_usage(proc.pid)
         idle_writes0 = mutating_requests(plane)
         time.sleep(idle_s)
@@ -608,6 +633,7 @@ def run(
             "apply_s": round(applied_all - applied, 2),
             "apiserver_writes_per_s": round(writes_per_s, 2),
             "write_budget_per_s": round((nodes + sessions) / interval_s, 2),
+            "drain_s": round(drain_s, 1),
             "idle_writes_per_s": round(idle_writes / idle_s, 2),
             "max_object_bytes": max(sizes),
             "max_agent_report_bytes": agents.max_report_bytes,
