@@ -12,13 +12,16 @@ node). For each layout it measures:
   spans merged into its status (the simulated agents start reporting once
   the node configs are correct; bounded below by their first report);
 - ``apiserver_writes_per_s``: the apiserver's own count of mutating requests
-  (``apiserver_request_total``, POST/PUT/PATCH/DELETE/APPLY) over a steady
-  window while the agents report; target <= (nodes + sessions) / interval;
+  (``apiserver_request_total``, POST/PUT/PATCH/DELETE/APPLY) on orb8's kinds
+  and Events over a steady window of six intervals while the agents report;
+  target <= (nodes + sessions) / interval (``apiserver_all_writes_per_s``
+  adds the apiserver's own lease and endpoint writes, ~0.2/s);
 - ``max_object_bytes``: the largest NodeAgentConfig or TraceSession (JSON);
-- ``drain_s``: from stopping the agents until the apiserver's writes settle
-  (under 0.5/s for 10 s), no sooner than the agents' last reports turn stale
-  (4 intervals): the statuses still owed are written, then each session's
-  Degraded condition once;
+- ``drain_s``: from stopping the agents until orb8's writes settle (under
+  0.5/s for 10 s), no sooner than every node's last report is stale (4
+  intervals after it, the last of a round one interval later) and the
+  operator has looked at every session since (its 60 s resync): the
+  statuses still owed are written, then each session's Degraded condition;
 - ``operator_rss_mib``, ``operator_idle_cpu_pct`` (after the drain: nothing
   changes) and ``operator_steady_cpu_pct`` (agents reporting).
 
@@ -54,6 +57,7 @@ import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -65,9 +69,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from orb8_agent.control.node_report import REPORT_BUDGET_BYTES, wire_size  # noqa: E402
-from orb8_common.crd import GROUP, NODE_AGENT_CONFIGS, TRACE_SESSIONS, VERSION  # noqa: E402
+from orb8_common.crd import (  # noqa: E402
+    GPU_TELEMETRIES,
+    GROUP,
+    NODE_AGENT_CONFIGS,
+    TRACE_SESSIONS,
+    VERSION,
+)
 from orb8_common.models import NodeAgentConfigSpec, to_wire  # noqa: E402
 from orb8_dev.controlplane import ControlPlane, free_port, start, stop  # noqa: E402
+from orb8_operator.handlers import RECONCILE_INTERVAL  # noqa: E402
 from orb8_operator.reconcile import STALE_REPORTS  # noqa: E402
 
 NAMESPACES = 10
@@ -330,22 +341,35 @@ def wait_settled(
     started = time.monotonic()
     time.sleep(at_least_s)
     while time.monotonic() - started < give_up_s:
-        writes0, t0 = mutating_requests(plane), time.monotonic()
+        writes0, t0 = mutating_requests(plane).orb8, time.monotonic()
         time.sleep(window_s)
-        if (mutating_requests(plane) - writes0) / (time.monotonic() - t0) < below_per_s:
+        if (mutating_requests(plane).orb8 - writes0) / (time.monotonic() - t0) < below_per_s:
             break
     return time.monotonic() - started
 
 
-def mutating_requests(plane: ControlPlane) -> int:
-    """The apiserver's own count of mutating requests so far (all resources)."""
-    total = 0
+# What orb8 writes: its own kinds, and the Events the operator posts about them.
+ORB8_WRITTEN = frozenset({TRACE_SESSIONS, GPU_TELEMETRIES, NODE_AGENT_CONFIGS, "events"})
+
+
+@dataclass(frozen=True)
+class Writes:
+    orb8: int  # mutating requests on ORB8_WRITTEN
+    all: int  # every mutating request (the apiserver's own lease and endpoint writes too)
+
+
+def mutating_requests(plane: ControlPlane) -> Writes:
+    """The apiserver's own count of mutating requests so far (apiserver_request_total)."""
+    orb8 = total = 0
     for line in plane.kubectl("get", "--raw", "/metrics").stdout.splitlines():
         if line.startswith("apiserver_request_total{"):
             verb = re.search(r'verb="([A-Z]+)"', line)
             if verb and verb.group(1) in MUTATING:
-                total += int(float(line.rsplit(" ", 1)[1]))
-    return total
+                count = int(float(line.rsplit(" ", 1)[1]))
+                total += count
+                resource = re.search(r'resource="([^"]*)"', line)
+                orb8 += count if resource and resource.group(1) in ORB8_WRITTEN else 0
+    return Writes(orb8=orb8, all=total)
 
 
 # --- simulated agents -------------------------------------------------------------------
@@ -598,7 +622,8 @@ def run(
         time.sleep(steady_s)
         writes1, t_steady_end = mutating_requests(plane), time.monotonic()
         cpu1, rss_steady = _proc_usage(proc.pid)
-        writes_per_s = (writes1 - writes0) / (t_steady_end - t_steady)
+        writes_per_s = (writes1.orb8 - writes0.orb8) / (t_steady_end - t_steady)
+        all_writes_per_s = (writes1.all - writes0.all) / (t_steady_end - t_steady)
         print(f"{tag}: steady {writes_per_s:.1f} writes/s "
               f"(budget {(nodes + sessions) / interval_s:.1f})", flush=True)  # fmt: skip
 
@@ -611,17 +636,22 @@ def run(
             print(f"{tag}: listing objects for their sizes failed: {err.status}", flush=True)
 
         # Idle: no agent reports, no changes; the operator should do next to nothing.
-        # First the agents' silence has to play out: the statuses still to be merged
-        # go out, and after STALE_REPORTS intervals every node's last report turns
-        # stale (one more write per session). Idle starts once writes have settled.
+        # First the agents' silence has to play out: the statuses still owed go out;
+        # STALE_REPORTS intervals after its last report (the reports of one round are
+        # spread over an interval) each node turns stale, which the operator notices
+        # at its next look (every RECONCILE_INTERVAL) and writes once per session.
+        # Idle starts after that, once writes have settled.
         agents.stop()
-        drain_s = wait_settled(plane=plane, at_least_s=STALE_REPORTS * interval_s + 5)
+        silence_s = (STALE_REPORTS + 1) * interval_s + RECONCILE_INTERVAL + 5
+        drain_s = wait_settled(plane=plane, at_least_s=silence_s)
         print(f"{tag}: writes settled {drain_s:.0f}s after the agents stopped", flush=True)
         cpu2, _ = _proc_usage(proc.pid)
         idle_writes0 = mutating_requests(plane)
         time.sleep(idle_s)
         cpu3, rss_idle = _proc_usage(proc.pid)
-        idle_writes = mutating_requests(plane) - idle_writes0
+        idle_writes1 = mutating_requests(plane)
+        idle_writes = idle_writes1.orb8 - idle_writes0.orb8
+        idle_all_writes = idle_writes1.all - idle_writes0.all
         return {
             "nodes": nodes, "sessions": sessions, "pods": pods, "layout": layout,
             "report_interval_s": interval_s,
@@ -632,9 +662,11 @@ def run(
             ),
             "apply_s": round(applied_all - applied, 2),
             "apiserver_writes_per_s": round(writes_per_s, 2),
+            "apiserver_all_writes_per_s": round(all_writes_per_s, 2),
             "write_budget_per_s": round((nodes + sessions) / interval_s, 2),
             "drain_s": round(drain_s, 1),
             "idle_writes_per_s": round(idle_writes / idle_s, 2),
+            "idle_all_writes_per_s": round(idle_all_writes / idle_s, 2),
             "max_object_bytes": max(sizes),
             "max_agent_report_bytes": agents.max_report_bytes,
             "nodes_that_shrank_their_report": len(agents.scaled_nodes),
@@ -664,7 +696,7 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=500)
     parser.add_argument("--layout", choices=["clustered", "spread", "both"], default="both")
     parser.add_argument("--interval", type=int, default=15, help="report interval, seconds")
-    parser.add_argument("--steady-seconds", type=float, default=45.0)
+    parser.add_argument("--steady-seconds", type=float, default=90.0)
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     parser.add_argument(
         "--configs-only", action="store_true",
