@@ -18,9 +18,8 @@ node). For each layout it measures:
   adds the apiserver's own lease and endpoint writes, ~0.2/s);
 - ``max_object_bytes``: the largest NodeAgentConfig or TraceSession (JSON);
 - ``drain_s``: from stopping the agents until orb8's writes settle (under
-  0.5/s for 10 s), no sooner than every node's last report is stale (4
-  intervals after it, the last of a round one interval later) and the
-  operator has looked at every session since (its 60 s resync): the
+  0.5/s for 10 s), no sooner than every node's last report is stale and
+  looked at (4 intervals after the first of a round, plus one): the
   statuses still owed are written, then each session's Degraded condition;
 - ``operator_rss_mib``, ``operator_idle_cpu_pct`` (after the drain: nothing
   changes) and ``operator_steady_cpu_pct`` (agents reporting).
@@ -78,7 +77,6 @@ from orb8_common.crd import (  # noqa: E402
 )
 from orb8_common.models import NodeAgentConfigSpec, to_wire  # noqa: E402
 from orb8_dev.controlplane import ControlPlane, free_port, start, stop  # noqa: E402
-from orb8_operator.handlers import RECONCILE_INTERVAL  # noqa: E402
 from orb8_operator.reconcile import STALE_REPORTS  # noqa: E402
 
 NAMESPACES = 10
@@ -637,12 +635,12 @@ def run(
 
         # Idle: no agent reports, no changes; the operator should do next to nothing.
         # First the agents' silence has to play out: the statuses still owed go out;
-        # STALE_REPORTS intervals after its last report (the reports of one round are
-        # spread over an interval) each node turns stale, which the operator notices
-        # at its next look (every RECONCILE_INTERVAL) and writes once per session.
+        # STALE_REPORTS intervals after its last report each node turns stale, and the
+        # operator looks one interval after a session's first node does (the reports
+        # of one round are spread over an interval), writing each session once.
         # Idle starts after that, once writes have settled.
         agents.stop()
-        silence_s = (STALE_REPORTS + 1) * interval_s + RECONCILE_INTERVAL + 5
+        silence_s = (STALE_REPORTS + 1) * interval_s + 5
         drain_s = wait_settled(plane=plane, at_least_s=silence_s)
         print(f"{tag}: writes settled {drain_s:.0f}s after the agents stopped", flush=True)
         cpu2, _ = _proc_usage(proc.pid)

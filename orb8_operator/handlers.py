@@ -71,7 +71,7 @@ GROUP, VERSION = kube.GROUP, kube.VERSION
 # orb8-operator's --session-resync / --node-config-resync set these before this module loads.
 # Longest wait between looks at an active session (stale reports, deadlines); report
 # changes and pod changes are looked at sooner.
-RECONCILE_INTERVAL = float(os.environ.get("ORB8_SESSION_RESYNC_S", "60"))
+RECONCILE_INTERVAL = float(os.environ.get("ORB8_SESSION_RESYNC_S", "300"))
 RESYNC_INTERVAL = float(os.environ.get("ORB8_NODE_CONFIG_RESYNC_S", "30"))  # NodeAgentConfigs
 DELETE_SETTLE_MAX_S = 30.0  # a deleted session waits this long at most for its node configs
 SYNC_COALESCE_S = 0.5  # changes arriving this close together are written together

@@ -262,14 +262,18 @@ def next_check_in(
     completion_time: datetime | None,
     ttl_seconds: int | None,
     interval: float,
+    stale_at: datetime | None = None,
 ) -> float | None:
     """Seconds until the session needs looking at again; None when never.
 
-    Active sessions are looked at every ``interval`` or at their deadline,
-    whichever is sooner; finished ones only at their TTL expiry.
+    Active sessions are looked at every ``interval``, at their deadline or at
+    ``stale_at`` (when a node's report will have turned stale), whichever is
+    sooner; finished ones only at their TTL expiry.
     """
     if phase in ACTIVE_PHASES:
         wait = interval
+        if stale_at is not None:
+            wait = min(wait, (stale_at - now).total_seconds())
         if start_time is not None and duration_seconds is not None:
             deadline = start_time + timedelta(seconds=duration_seconds)
             wait = min(wait, (deadline - now).total_seconds())

@@ -53,9 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--session-resync",
         type=_seconds,
-        default=60.0,
-        help="longest wait before the resync loop looks at an active session again (stale "
-        "reports); report, spec and pod changes are looked at sooner (default: %(default)s)",
+        default=300.0,
+        help="longest wait before the resync loop looks at an active session again; report, "
+        "spec and pod changes, a deadline and a report turning stale are looked at sooner "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--node-config-resync",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from orb8_common.errors import InvalidSpecError
@@ -46,6 +46,7 @@ __all__ = [
     "DEFAULT_INTERVAL_SECONDS",
     "SessionOutcome",
     "changed_fields",
+    "next_stale_look",
     "parse_spec",
     "reconcile_session",
     "slim_body",
@@ -122,6 +123,27 @@ def _merged(
             "alerts": [to_wire(a) for a in gpu.alerts],
         }
     return {}
+
+
+def next_stale_look(
+    *, nodes: Sequence[NodeEntry | GpuNodeEntry], now: datetime, interval: float
+) -> datetime | None:
+    """When to look again so that the next node report to turn stale is noticed.
+
+    A report turns stale ``STALE_REPORTS`` intervals after it was written; the
+    look comes one interval after the earliest such moment, so the nodes of
+    one reporting round (spread over an interval) turn stale in one look and
+    one status write, not one each. None when no running node can turn stale.
+    """
+    deadlines = [
+        n.last_report_time + timedelta(seconds=STALE_REPORTS * interval)
+        for n in nodes
+        if n.state in ("Running", "Degraded") and n.last_report_time is not None
+    ]
+    upcoming = [d for d in deadlines if d > now]
+    if not upcoming:
+        return None
+    return min(upcoming) + timedelta(seconds=interval)
 
 
 def _interval(spec: TraceSessionSpec | GpuTelemetrySpec | None) -> float:
@@ -276,6 +298,7 @@ def reconcile_session(
             completion_time=life.completion_time,
             ttl_seconds=ttl,
             interval=_interval(spec) if look_every is None else look_every,
+            stale_at=next_stale_look(nodes=nodes, now=now, interval=_interval(spec)),
         ),
         spec_error=spec_error,
         problems=problems,

@@ -338,3 +338,27 @@ def test_dns_errors_column_is_zero_with_the_probe_running_and_empty_without_it()
         reports={"node-a": plain},
     )  # fmt: skip
     assert "dns" not in out.status
+
+
+def test_the_next_look_catches_a_reporting_round_turning_stale() -> None:
+    """With no periodic look for an hour, a session is still looked at once its nodes'
+    reports turn stale (4 intervals), one interval after the first of them, so a
+    round of reports spread over an interval turns stale in one look."""
+    reports = {
+        "node-a": NodeEntry(node="node-a", state="Running", last_report_time=at(0)),
+        "node-b": NodeEntry(node="node-b", state="Running", last_report_time=at(9)),
+    }
+    status = {"phase": "Running", "startTime": format_time(at(0))}
+    live = reconcile_session(
+        kind="TraceSession", body=body({**SPEC, "duration": "2h"}, status), pods=PODS,
+        node_labels={}, now=at(10), reports=reports, look_every=3600,
+    )  # fmt: skip
+    assert live.next_check_in == pytest.approx(60 + 15 - 10)  # node-a stale at 60, + 1 interval
+    assert live.status["conditions"][0]["reason"] == "AgentsReporting"
+    looked = reconcile_session(
+        kind="TraceSession", body=body({**SPEC, "duration": "2h"}, live.status), pods=PODS,
+        node_labels={}, now=at(75), reports=reports, look_every=3600,
+    )  # fmt: skip
+    ready = {c["type"]: c for c in looked.status["conditions"]}["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "NoHealthyNodes")  # both at once
+    assert looked.next_check_in == 3600  # nothing left to turn stale: only the safety net
