@@ -262,12 +262,27 @@ def _lifecycle(
         except (KeyboardInterrupt, _Terminated):
             interrupted = True
             _say(f"interrupted: stopping the trace pod {namespace}/{name}")
-            _delete(core=core, namespace=namespace, name=name, grace=GRACE_SECONDS)
-            deleting = True
-            # Its orb8 gets SIGTERM, detaches and still prints what it saw.
+            # Attach to its log first: its orb8 gets SIGTERM, detaches, prints what it saw
+            # and exits, and the pod may be gone before a log request made after the
+            # delete arrives (or the pod's Running status had not reached us yet).
+            log = None
             with contextlib.suppress(KeyboardInterrupt, _Terminated, Orb8Error):
-                result = _follow_log(core=core, namespace=namespace, name=name, notes=notes,
-                                     read_timeout=2 * GRACE_SECONDS)  # fmt: skip
+                log = _open_log(core=core, namespace=namespace, name=name,
+                                read_timeout=2 * GRACE_SECONDS)  # fmt: skip
+            try:
+                _delete(core=core, namespace=namespace, name=name, grace=GRACE_SECONDS)
+            except BaseException:
+                if log is not None:
+                    log.release_conn()
+                raise
+            deleting = True
+            with contextlib.suppress(KeyboardInterrupt, _Terminated, Orb8Error):
+                result = (
+                    _read_log(response=log, namespace=namespace, name=name, notes=notes)
+                    if log is not None
+                    else _follow_log(core=core, namespace=namespace, name=name, notes=notes,
+                                     read_timeout=2 * GRACE_SECONDS)
+                )  # fmt: skip
     finally:
         with _signals_blocked():
             if not deleting:
@@ -344,13 +359,25 @@ def _follow_log(
     *, core: client.CoreV1Api, namespace: str, name: str, notes: list[str], read_timeout: float
 ) -> dict[str, Any] | None:
     """Stream the pod's log to its end; the result line parsed, other lines kept as notes."""
-    response = _call(
+    response = _open_log(core=core, namespace=namespace, name=name, read_timeout=read_timeout)
+    return _read_log(response=response, namespace=namespace, name=name, notes=notes)
+
+
+def _open_log(*, core: client.CoreV1Api, namespace: str, name: str, read_timeout: float) -> Any:
+    """The trace container's log stream, followed from its first line."""
+    return _call(
         lambda: core.read_namespaced_pod_log(
             name, namespace, container="trace", follow=True, _preload_content=False,
             _request_timeout=(10, read_timeout),
         ),
         what=f"reading the log of {namespace}/{name}", missing=f"pod {namespace}/{name} is gone",
     )  # fmt: skip
+
+
+def _read_log(
+    *, response: Any, namespace: str, name: str, notes: list[str]
+) -> dict[str, Any] | None:
+    """Read an opened log stream to its end (see :func:`_follow_log`)."""
     result: dict[str, Any] | None = None
     try:
         pending = b""
