@@ -250,6 +250,16 @@ def test_times_serialise_as_rfc3339_utc_seconds() -> None:
     assert row.first_seen is not None and row.first_seen.tzinfo == UTC
 
 
+READY = {
+    "type": "Ready",
+    "status": "True",
+    "reason": "AgentsReporting",
+    "message": "",
+    "lastTransitionTime": "2026-11-29T05:00:00Z",
+    "observedGeneration": 2,
+}
+
+
 def test_condition_and_node_agent_config_wire_shape() -> None:
     cond = Condition(
         type="Ready",
@@ -258,14 +268,7 @@ def test_condition_and_node_agent_config_wire_shape() -> None:
         last_transition_time=datetime(2026, 11, 29, 5, tzinfo=UTC),
         observed_generation=2,
     )
-    assert to_wire(cond) == {
-        "type": "Ready",
-        "status": "True",
-        "reason": "AgentsReporting",
-        "message": "",
-        "lastTransitionTime": "2026-11-29T05:00:00Z",
-        "observedGeneration": 2,
-    }
+    assert to_wire(cond) == READY
     nac = NodeAgentConfigSpec.model_validate({"nodeName": "node-a", "sessions": []})
     assert to_wire(nac) == {"nodeName": "node-a", "pods": [], "sessions": []}
 
@@ -284,14 +287,6 @@ def test_node_agent_config_lists_each_session_once() -> None:
     assert [s.uid for s in ok.sessions] == ["u1", "u2"]
 
 
-READY = {
-    "type": "Ready",
-    "status": "True",
-    "reason": "AgentsReporting",
-    "message": "",
-    "lastTransitionTime": "2026-11-29T05:00:00Z",
-    "observedGeneration": 2,
-}
 HEAD: dict[str, Any] = {
     "phase": "Completed",
     "observedGeneration": 2,
