@@ -69,8 +69,8 @@ __all__ = ["NoDiffBase", "OperatorState", "configure_settings", "state", "to_kop
 
 GROUP, VERSION = kube.GROUP, kube.VERSION
 # orb8-operator's --session-resync / --node-config-resync set these before this module loads.
-# Longest wait between looks at an active session (stale reports, deadlines); report
-# changes and pod changes are looked at sooner.
+# Longest wait between looks at an active session (a safety net); report and pod changes,
+# deadlines and reports turning stale are looked at when they happen.
 RECONCILE_INTERVAL = float(os.environ.get("ORB8_SESSION_RESYNC_S", "300"))
 RESYNC_INTERVAL = float(os.environ.get("ORB8_NODE_CONFIG_RESYNC_S", "30"))  # NodeAgentConfigs
 DELETE_SETTLE_MAX_S = 30.0  # a deleted session waits this long at most for its node configs
@@ -488,13 +488,13 @@ def _pick(st: OperatorState, now: float) -> list[str]:
         interval = _interval_of(_spec(st, uid, kind, body))
         if urgent or (
             since >= interval
-            or (since >= min(interval, STATE_MERGE_GAP_S) and _node_states_moved(st, uid))
+            or (since >= min(interval, STATE_MERGE_GAP_S) and _worth_merging_early(st, uid))
         ):
             picked.append(uid)
     return picked
 
 
-def _node_states_moved(st: OperatorState, uid: str) -> bool:
+def _worth_merging_early(st: OperatorState, uid: str) -> bool:
     """The agents' reports moved a node's state in a way worth writing before the interval."""
     active = st.sessions.get(uid)
     return worth_merging_early(

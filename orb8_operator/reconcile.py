@@ -126,17 +126,18 @@ def _merged(
 
 
 def next_stale_look(
-    *, nodes: Sequence[NodeEntry | GpuNodeEntry], now: datetime, interval: float
-) -> datetime | None:
+    *, nodes: Sequence[NodeEntry | GpuNodeEntry], now: datetime, interval: float,
+    stale_after: float,
+) -> datetime | None:  # fmt: skip
     """When to look again so that the next node report to turn stale is noticed.
 
-    A report turns stale ``STALE_REPORTS`` intervals after it was written; the
+    A report turns stale ``stale_after`` seconds after it was written; the
     look comes one interval after the earliest such moment, so the nodes of
     one reporting round (spread over an interval) turn stale in one look and
     one status write, not one each. None when no running node can turn stale.
     """
     deadlines = [
-        n.last_report_time + timedelta(seconds=STALE_REPORTS * interval)
+        n.last_report_time + timedelta(seconds=stale_after)
         for n in nodes
         if n.state in ("Running", "Degraded") and n.last_report_time is not None
     ]
@@ -240,6 +241,7 @@ def reconcile_session(
     )
     duration = spec.duration_seconds if spec is not None else None
 
+    stale_after = STALE_REPORTS * _interval(spec)
     life = evaluate(
         generation=generation,
         spec_error=spec_error,
@@ -252,7 +254,7 @@ def reconcile_session(
         conditions=head.conditions,
         nodes=nodes,
         matched_pods=matched,
-        stale_after=STALE_REPORTS * _interval(spec),
+        stale_after=stale_after,
     )
     patch: dict[str, Any] = {
         "phase": life.phase,
@@ -298,7 +300,9 @@ def reconcile_session(
             completion_time=life.completion_time,
             ttl_seconds=ttl,
             interval=_interval(spec) if look_every is None else look_every,
-            stale_at=next_stale_look(nodes=nodes, now=now, interval=_interval(spec)),
+            stale_at=next_stale_look(
+                nodes=nodes, now=now, interval=_interval(spec), stale_after=stale_after
+            ),
         ),
         spec_error=spec_error,
         problems=problems,
