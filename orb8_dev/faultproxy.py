@@ -26,6 +26,7 @@ from pathlib import Path
 
 from orb8_dev.controlplane import ControlPlane, _write_kubeconfig, free_port
 
+SETTING_LOOK_S = 0.2  # how soon a streaming watch sees a changed cut setting
 REASONS = {409: "Conflict", 429: "Too Many Requests", 500: "Internal Server Error",
            503: "Service Unavailable"}  # fmt: skip
 
@@ -42,6 +43,7 @@ class Faults:
     expire_next_watch: str | None = None
     injected: Counter[int] = field(default_factory=Counter)
     cut: int = 0
+    watches_streaming: int = 0  # watch responses that have begun (their first bytes relayed)
     forwarded: int = 0
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, target), in order
 
@@ -148,6 +150,8 @@ class FaultProxy:
             await self._forward(writer, request=request, watch="watch=" in target)
         except (OSError, asyncio.IncompleteReadError, ValueError, ssl.SSLError):
             pass
+        except asyncio.CancelledError:
+            pass  # close(): ending quietly keeps asyncio from logging a cancelled handler
         finally:
             writer.close()
             with contextlib.suppress(OSError, ssl.SSLError):
@@ -193,14 +197,18 @@ class FaultProxy:
         try:
             up_writer.write(request)
             await up_writer.drain()
-            with self._lock:
-                cut_after = self.faults.cut_watches_after_s if watch else None
-            deadline = None if cut_after is None else self._loop.time() + cut_after
+            began = self._loop.time()
+            relayed = False
             while True:
-                timeout = None if deadline is None else max(0.0, deadline - self._loop.time())
+                # Read the setting at every turn: a cut set while a watch is already
+                # streaming applies to it too (a test sets it after its client's watch
+                # may have begun, and that watch would otherwise run on uncut).
+                timeout = self._until_cut(began=began) if watch else None
                 try:
                     chunk = await asyncio.wait_for(up_reader.read(65536), timeout=timeout)
                 except TimeoutError:
+                    if self._until_cut(began=began) != 0.0:
+                        continue  # only a look at the setting; not cut (yet)
                     with self._lock:
                         self.faults.cut += 1
                     # Mid-response: a partial chunk, then the connection drops.
@@ -212,5 +220,17 @@ class FaultProxy:
                     return
                 writer.write(chunk)
                 await writer.drain()
+                if watch and not relayed:
+                    relayed = True
+                    with self._lock:
+                        self.faults.watches_streaming += 1
         finally:
             up_writer.close()
+
+    def _until_cut(self, *, began: float) -> float:
+        """Seconds to read a watch before looking again (0.0: cut it now)."""
+        with self._lock:
+            cut_after = self.faults.cut_watches_after_s
+        if cut_after is None:
+            return SETTING_LOOK_S
+        return min(SETTING_LOOK_S, max(0.0, began + cut_after - self._loop.time()))

@@ -72,6 +72,9 @@ async def test_a_resumed_watch_of_an_idle_collection_is_ready_without_waiting_fo
                              what="the first listing")  # fmt: skip
                 assert [i["metadata"]["name"] for i in listings[0].items] == ["still"]  # type: ignore[index]
 
+                # the watch is streaming before the cut is set: it must be cut all the same
+                await _until(lambda: proxy.faults.watches_streaming >= 1, within_s=60,
+                             what="the watch to begin")  # fmt: skip
                 proxy.set(cut_watches_after_s=0.5)
                 # A counter, not the connected flag: the loop may resume between two polls.
                 await _until(lambda: proxy.faults.cut >= 1 and state.reconnects >= 1,
