@@ -55,10 +55,12 @@ __all__ = [
     "FlowEndpoint",
     "FlowFilter",
     "GpuAlert",
+    "GpuAlertKind",
     "GpuAlertsSpec",
     "GpuDevice",
     "GpuNodeEntry",
     "GpuPodRow",
+    "GpuSharing",
     "GpuSource",
     "GpuSummary",
     "GpuTelemetrySpec",
@@ -76,6 +78,7 @@ __all__ = [
     "Probes",
     "Protocol",
     "Selector",
+    "SelectorOperator",
     "SessionKind",
     "SessionPhase",
     "SessionReport",
@@ -128,6 +131,9 @@ NodeState = Literal["Pending", "Running", "Degraded", "Failed", "Stopped"]
 Severity = Literal["Low", "Medium", "High", "Critical"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 SessionKind = Literal["TraceSession", "GpuTelemetry"]
+SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
+GpuSharing = Literal["exclusive", "time-sliced", "mig", "unknown"]
+GpuAlertKind = Literal["Idle", "MemoryHigh"]
 # A TraceSession's or GpuTelemetry's status.phase (the CRD's enum is generated from it).
 SessionPhase = Literal["Pending", "Running", "Completed", "Failed"]
 
@@ -250,7 +256,7 @@ def _parse(model: type[M], raw: Any, where: str) -> M:
 
 class LabelSelectorRequirement(_Model):
     key: str = Field(min_length=1)
-    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    operator: SelectorOperator
     values: tuple[str, ...] = ()
 
     @model_validator(mode="after")
@@ -640,7 +646,7 @@ class GpuDevice(_Model):
     uuid: str
     index: int | None = None
     model: str = ""
-    sharing: Literal["exclusive", "time-sliced", "mig", "unknown"] = "exclusive"
+    sharing: GpuSharing = "exclusive"
     mig_profile: str = ""
     utilization_percent: float | None = None
     memory_used_bytes: int | None = None
@@ -666,7 +672,7 @@ class GpuAlert(_Model):
     container: str = ""
     node: str = ""
     gpu: str  # the GPU's UUID
-    kind: Literal["Idle", "MemoryHigh"]
+    kind: GpuAlertKind
     message: str = ""
     value: float | None = None  # the reading that raised it, a percentage
     first_seen: Timestamp | None = None

@@ -37,7 +37,16 @@ from orb8_common.models import (
     MAX_CIDR_CHARS,
     MAX_FILTER_CIDRS,
     MAX_FILTER_PORTS,
+    ConditionStatus,
+    Direction,
+    GpuAlertKind,
+    GpuSharing,
+    NodeState,
+    Protocol,
+    SelectorOperator,
+    SessionKind,
     SessionPhase,
+    Severity,
 )
 from orb8_common.models import DANGEROUS_SYSCALLS as DEFAULT_ALERT_SYSCALLS
 from orb8_common.syscalls import KNOWN_SYSCALLS
@@ -97,14 +106,17 @@ CONDITION_TYPE_PATTERN = (
 CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 
 DANGEROUS_SYSCALLS = list(DEFAULT_ALERT_SYSCALLS)  # the operator's default, one source
-PROTOCOLS = ["TCP", "UDP", "ICMP", "ICMPv6"]
-DIRECTIONS = ["ingress", "egress"]
-SESSION_PHASES = list(get_args(SessionPhase))  # the models' Literal, one source
-NODE_STATES = ["Pending", "Running", "Degraded", "Failed", "Stopped"]
-SEVERITIES = ["Low", "Medium", "High", "Critical"]
-GPU_SHARING = ["exclusive", "time-sliced", "mig", "unknown"]
-GPU_ALERT_KINDS = ["Idle", "MemoryHigh"]
-SESSION_KINDS = ["TraceSession", "GpuTelemetry"]
+# every enum is the models' Literal: one source for what the apiserver admits and what parses
+PROTOCOLS = list(get_args(Protocol))
+DIRECTIONS = list(get_args(Direction))
+SESSION_PHASES = list(get_args(SessionPhase))
+NODE_STATES = list(get_args(NodeState))
+SEVERITIES = list(get_args(Severity))
+GPU_SHARING = list(get_args(GpuSharing))
+GPU_ALERT_KINDS = list(get_args(GpuAlertKind))
+SESSION_KINDS = list(get_args(SessionKind))
+SELECTOR_OPERATORS = list(get_args(SelectorOperator))
+CONDITION_STATUSES = list(get_args(ConditionStatus))
 
 
 # --- scalar builders ----------------------------------------------------------
@@ -346,9 +358,7 @@ def label_selector() -> Schema:
                 min_length=1,
                 pattern=QUALIFIED_NAME_PATTERN,
             ),
-            "operator": enum(
-                "How the key relates to the values.", ["In", "NotIn", "Exists", "DoesNotExist"]
-            ),
+            "operator": enum("How the key relates to the values.", SELECTOR_OPERATORS),
             "values": array(
                 "Label values. Non-empty for In and NotIn; empty for Exists and DoesNotExist.",
                 label_value("A label value."),
@@ -413,7 +423,7 @@ def conditions(types: str) -> Schema:
                 max_length=316,
                 pattern=CONDITION_TYPE_PATTERN,
             ),
-            "status": enum("Status of the condition.", ["True", "False", "Unknown"]),
+            "status": enum("Status of the condition.", CONDITION_STATUSES),
             "observedGeneration": integer(
                 "The .metadata.generation the condition was set for.", minimum=0
             ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import get_args
 
 from orb8_agent.gpu.dcgm import parse_exposition
 from orb8_agent.gpu.join import join, mig_profile_of, parse_device_id
@@ -17,6 +18,7 @@ from orb8_agent.gpu.model import (
     Sharing,
 )
 from orb8_agent.gpu.summary import summarize
+from orb8_common import models
 from orb8_dev.gpu_servers import Allocation, Pod, exposition, gpu_uuid, mig_uuid
 from tests.gpu import scenarios
 from tests.gpu.scenarios import Scenario, target
@@ -259,3 +261,8 @@ def test_a_label_without_container_defers_to_pod_resources() -> None:
     scrape = parse_exposition(exposition(sc.gpus, kubernetes_mode=True), fetched_at=NOW)
     result = join(node="n", targets=sc.targets, exporter=scrape, resources=view(sc))
     assert [(r.pod, r.container) for r in result.rows] == [("trainer-0", "main")]
+
+
+def test_the_agents_sharing_values_are_the_contracts() -> None:
+    # the agent's enum writes GpuDevice.sharing: a value the contract lacks would be refused
+    assert {s.value for s in Sharing} == set(get_args(models.GpuSharing))
