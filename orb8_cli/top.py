@@ -32,7 +32,7 @@ from orb8_cli.humanize import human_bytes, table
 from orb8_cli.kube import current_namespace, get_session
 from orb8_cli.rowkinds import ALERTS, FLOWS, endpoint, when
 from orb8_cli.sessionwatch import follow_session
-from orb8_cli.status import read_trace_status
+from orb8_cli.status import TraceSessionStatus, read_trace_status
 from orb8_common.crd import TRACE_SESSIONS
 from orb8_common.errors import Orb8Error, UsageError
 from orb8_common.models import Alert, DnsSummary, Flow, FlowEndpoint
@@ -52,9 +52,10 @@ def register(subparsers: Any) -> None:
 
 @dataclass
 class _Shared:
-    """What the watch thread hands the screen."""
+    """What the watch thread hands the screen: each version parsed once, redrawn as often."""
 
-    body: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+    status: TraceSessionStatus = field(default_factory=lambda: read_trace_status(body={}))
     updated: datetime | None = None
     problem: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -86,8 +87,10 @@ def run(args: argparse.Namespace) -> int:
             for body in follow_session(kubeconfig=args.kubeconfig, plural=TRACE_SESSIONS,
                                        namespace=namespace, name=args.session,
                                        on_retry=on_retry):  # fmt: skip
+                name, status = session_name(body), read_trace_status(body=body)
                 with shared.lock:
-                    shared.body, shared.updated, shared.problem = body, datetime.now(UTC), ""
+                    shared.name, shared.status = name, status
+                    shared.updated, shared.problem = datetime.now(UTC), ""
                 wake()
         except Orb8Error as err:
             with shared.lock:
@@ -100,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         with _terminal():
             while True:
                 with shared.lock:
-                    screen = render(body=shared.body, updated=shared.updated,
+                    screen = render(name=shared.name, status=shared.status,
+                                    updated=shared.updated,
                                     problem=shared.problem, row_filter=row_filter,
                                     size=shutil.get_terminal_size())  # fmt: skip
                 _draw(screen)
@@ -136,17 +140,21 @@ def _draw(lines: Sequence[str]) -> None:
     sys.stdout.flush()
 
 
+def session_name(body: Mapping[str, Any]) -> str:
+    """``namespace/name`` of a session's body, for the screen's head."""
+    meta = body.get("metadata") or {}
+    return f"{meta.get('namespace', '?')}/{meta.get('name', '?')}"
+
+
 def render(
-    *, body: Mapping[str, Any], updated: datetime | None, problem: str, row_filter: RowFilter,
-    size: os.terminal_size,
+    *, name: str, status: TraceSessionStatus, updated: datetime | None, problem: str,
+    row_filter: RowFilter, size: os.terminal_size,
 ) -> list[str]:  # fmt: skip
     """The screen's lines, cut to the terminal's size (the last line is the key help)."""
-    meta = body.get("metadata") or {}
-    status = read_trace_status(body=body)
     summary = status.summary
     flows = FLOWS.select(status.flows, row_filter)
     alerts = ALERTS.select(status.alerts, row_filter)
-    name = f"{meta.get('namespace', '?')}/{meta.get('name', '?')}" if meta else "(reading…)"
+    name = name or "(reading…)"
     if not problem and status.problems:
         more = len(status.problems) - 1
         problem = status.problems[0] + (f" (+{more} more)" if more else "")
