@@ -36,7 +36,8 @@ To see where the time goes: ORB8_BENCH_KEEP=<prefix> keeps the operator's
 log and the apiserver's /metrics (request counts and latencies by resource
 and verb); ORB8_BENCH_PYSPY=<prefix> samples the operator with py-spy, when
 installed, for the first ORB8_BENCH_PYSPY_S seconds (default 30) after it is
-ready.
+ready; ORB8_BENCH_TRACEMALLOC=<prefix> runs it under tracemalloc and writes its
+live allocations at the end of the steady window (slower: not a run to time).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -83,6 +85,7 @@ NAMESPACES = 10
 PODS_PER_GROUP = 50  # pods per (namespace, app) group; sessions select one group each
 FLOWS_PER_SESSION = 5  # flows a simulated agent lists per session (before the budget)
 RESULTS = REPO / "bench" / "results" / "operator.json"
+MEMTRACE = REPO / "bench" / "memtrace"  # its sitecustomize traces the operator
 MUTATING = ("POST", "PUT", "PATCH", "DELETE", "APPLY")
 
 
@@ -493,6 +496,36 @@ def profile(*, pid: int, layout: str) -> None:
     )  # fmt: skip
 
 
+def memtrace_env(*, env: dict[str, str], layout: str) -> dict[str, str]:
+    """ORB8_BENCH_TRACEMALLOC=<prefix>: run the operator under tracemalloc
+    (bench/memtrace/sitecustomize.py); its live allocations after the steady window go
+    to <prefix>-<layout>.txt. Tracing slows the operator: that run's timings do not count."""
+    prefix = os.environ.get("ORB8_BENCH_TRACEMALLOC")
+    if not prefix:
+        return env
+    path = os.pathsep.join(p for p in (str(MEMTRACE), env.get("PYTHONPATH", "")) if p)
+    return {
+        **env,
+        "PYTHONPATH": path,
+        "ORB8_BENCH_TRACEMALLOC_OUT": str(Path(f"{prefix}-{layout}.txt").resolve()),
+    }
+
+
+def memtrace_dump(*, pid: int, layout: str) -> None:
+    """Ask a traced operator for its live allocations, and wait for them (≤ 120 s)."""
+    prefix = os.environ.get("ORB8_BENCH_TRACEMALLOC")
+    if not prefix:
+        return
+    out = Path(f"{prefix}-{layout}.txt")
+    out.unlink(missing_ok=True)
+    os.kill(pid, signal.SIGUSR2)
+    deadline = time.monotonic() + 120
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    where = f"in {out}" if out.exists() else "not written"
+    print(f"bench-operator [{layout}]: live allocations {where}", flush=True)
+
+
 def keep_logs(*, plane: ControlPlane, state: Path, layout: str) -> None:
     """ORB8_BENCH_KEEP=<prefix>: keep the operator's log and the apiserver's /metrics
     as <prefix>-<layout>-operator.log and <prefix>-<layout>-apiserver-metrics.txt."""
@@ -546,7 +579,8 @@ def run(
             [sys.executable, "-m", "orb8_operator.main", "--liveness",
              f"http://127.0.0.1:{free_port()}/healthz", "--metrics-host", "127.0.0.1",
              "--metrics-port", str(metrics_port)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=plane.env(),
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+            env=memtrace_env(env=plane.env(), layout=layout),
         )  # fmt: skip
         # Sessions are applied once its pod and node-config caches are in (/readyz):
         # convergence measures the running operator, not its start-up.
@@ -620,6 +654,7 @@ def run(
         time.sleep(steady_s)
         writes1, t_steady_end = mutating_requests(plane), time.monotonic()
         cpu1, rss_steady = _proc_usage(proc.pid)
+        memtrace_dump(pid=proc.pid, layout=layout)
         writes_per_s = (writes1.orb8 - writes0.orb8) / (t_steady_end - t_steady)
         all_writes_per_s = (writes1.all - writes0.all) / (t_steady_end - t_steady)
         print(f"{tag}: steady {writes_per_s:.1f} writes/s "
