@@ -94,6 +94,21 @@ def _parallel(func: Callable[[Any], Any], items: Iterable[Any], *, workers: int 
         return list(pool.map(func, items))
 
 
+def _retrying(call: Callable[..., Any], *args: Any, attempts: int = 5) -> Any:
+    """``call(*args)``, again after a transient refusal (429, 5xx: an overloaded apiserver
+    answers 504 now and then); a create that already went through (409) counts as done."""
+    for attempt in range(attempts):
+        try:
+            return call(*args)
+        except client.ApiException as err:
+            if err.status == 409 and attempt:
+                return None
+            if err.status not in (429, 500, 502, 503, 504) or attempt == attempts - 1:
+                raise
+            time.sleep(1.0 + attempt)
+    raise AssertionError("unreachable")
+
+
 def _proc_usage(pid: int) -> tuple[float, int]:
     """CPU seconds (user+system) and RSS bytes of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -130,24 +145,24 @@ def layout_pods(*, nodes: int, pods: int, layout: str) -> list[dict[str, Any]]:
 
 def populate(*, core: Any, nodes: int, layout: list[dict[str, Any]]) -> None:
     for i in range(NAMESPACES):
-        core.create_namespace({"metadata": {"name": f"bench-{i}"}})
-    _parallel(lambda i: core.create_node({"metadata": {"name": f"node-{i:03d}",
-                                                       "labels": {"bench": "yes"}}}),
-              range(nodes))  # fmt: skip
+        _retrying(core.create_namespace, {"metadata": {"name": f"bench-{i}"}})
+    _parallel(lambda i: _retrying(core.create_node, {"metadata": {
+        "name": f"node-{i:03d}", "labels": {"bench": "yes"}}}), range(nodes))  # fmt: skip
 
     def create(pod: dict[str, Any]) -> None:
-        core.create_namespaced_pod(pod["namespace"], {
+        _retrying(core.create_namespaced_pod, pod["namespace"], {
             "metadata": {"name": pod["name"], "labels": {"app": pod["app"]}},
             "spec": {"nodeName": pod["node"],
                      "containers": [{"name": "app", "image": "registry.invalid/bench:1"}]},
         })  # fmt: skip
-        core.patch_namespaced_pod_status(pod["name"], pod["namespace"], {"status": {
+        running = {"status": {
             "phase": "Running", "podIP": pod["ip"], "podIPs": [{"ip": pod["ip"]}],
             "containerStatuses": [{"name": "app", "ready": True, "restartCount": 0,
                                    "image": "registry.invalid/bench:1", "imageID": "",
                                    "containerID": f"containerd://{pod['name']:0>64}",
                                    "state": {"running": {}}}],
-        }})  # fmt: skip
+        }}  # fmt: skip
+        _retrying(core.patch_namespaced_pod_status, pod["name"], pod["namespace"], running)
 
     _parallel(create, layout)
 
@@ -602,7 +617,7 @@ def run(
         )  # fmt: skip
         configs.start()
         applied = time.monotonic()
-        _parallel(lambda m: custom.create_namespaced_custom_object(
+        _parallel(lambda m: _retrying(custom.create_namespaced_custom_object,
             GROUP, VERSION, m["metadata"]["namespace"], TRACE_SESSIONS, m), manifests)  # fmt: skip
         applied_all = time.monotonic()
         converged_at = status_at = None
