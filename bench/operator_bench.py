@@ -527,14 +527,14 @@ def memtrace_env(*, env: dict[str, str], layout: str) -> dict[str, str]:
 
 
 def memtrace_dump(*, pid: int, layout: str) -> None:
-    """Ask a traced operator for its live allocations, and wait for them (≤ 120 s)."""
+    """Ask a traced operator for its live allocations, and wait for them (≤ 300 s)."""
     prefix = os.environ.get("ORB8_BENCH_TRACEMALLOC")
     if not prefix:
         return
     out = Path(f"{prefix}-{layout}.txt")
     out.unlink(missing_ok=True)
     os.kill(pid, signal.SIGUSR2)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while not out.exists() and time.monotonic() < deadline:
         time.sleep(0.5)
     where = f"in {out}" if out.exists() else "not written"

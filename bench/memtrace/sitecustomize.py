@@ -1,9 +1,10 @@
 """Loaded by the operator under ``make bench-operator`` when ORB8_BENCH_TRACEMALLOC is set.
 
 Starts tracemalloc at interpreter start-up and, on SIGUSR2, writes the top
-allocation sites (by line, and by 8-frame traceback) of what is live to
-``$ORB8_BENCH_TRACEMALLOC_OUT``. Development tooling only: the operator's
-code knows nothing of it.
+allocation sites (by line, and by traceback) of what is live to
+``$ORB8_BENCH_TRACEMALLOC_OUT``. Tracebacks are ``$ORB8_BENCH_TRACEMALLOC_FRAMES``
+deep (default 1: at 8 the spread layout's operator ran ~10× slower and never
+merged a status). Development tooling only: the operator knows nothing of it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import tracemalloc
 from pathlib import Path
 from types import FrameType
 
-FRAMES = 8
+FRAMES = int(os.environ.get("ORB8_BENCH_TRACEMALLOC_FRAMES") or 1)
 
 
 def _dump(signum: int, frame: FrameType | None) -> None:
