@@ -3,7 +3,7 @@
 Starts tracemalloc at interpreter start-up and, on SIGUSR2, writes the top
 allocation sites (by line, and by traceback) of what is live to
 ``$ORB8_BENCH_TRACEMALLOC_OUT``. Tracebacks are ``$ORB8_BENCH_TRACEMALLOC_FRAMES``
-deep (default 1: at 8 the spread layout's operator ran ~10× slower and never
+deep (default 1: at 8 the spread layout's operator ran ten times slower and never
 merged a status). Development tooling only: the operator knows nothing of it.
 """
 
